@@ -1,0 +1,151 @@
+"""All configuration basetrigger reads, in one place.
+
+Every app setting the code uses is read here and nowhere else, so that the Bicep in `infra/` can be
+checked against this module (tests/unit/test_infra.py). Values come from environment variables,
+which is how the Functions host exposes app settings and `local.settings.json` values.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Azurite's well-known development account; its key is public and only valid against the emulator.
+DEVSTORE_ACCOUNT = "devstoreaccount1"
+
+# The app settings this module reads. Tests compare this list with the Bicep app settings.
+APP_SETTINGS = (
+    "AzureWebJobsStorage",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "BASETRIGGER_TABLE_PREFIX",
+    "BASETRIGGER_BUILD_QUEUE",
+    "BASETRIGGER_RUN_ID_PREFIX",
+    "BASETRIGGER_BUILDER",
+    "BASETRIGGER_REGISTRY_CA",
+    "BASETRIGGER_BUILD_TIMEOUT",
+    "BASETRIGGER_SECRET_KEY",
+    "BASETRIGGER_WORK_DIR",
+    "BASETRIGGER_ACR_SUBSCRIPTION_ID",
+    "BASETRIGGER_ACR_RESOURCE_GROUP",
+    "BASETRIGGER_ACR_NAME",
+    "AZURE_CLIENT_ID",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has a value basetrigger cannot use."""
+
+
+def _is_emulator_connection_string(value: str) -> bool:
+    if value.strip() == "UseDevelopmentStorage=true":
+        return True
+    parts = dict(p.split("=", 1) for p in value.split(";") if "=" in p)
+    endpoints = [v for k, v in parts.items() if k.endswith("Endpoint")]
+    return parts.get("AccountName") == DEVSTORE_ACCOUNT and all(
+        "127.0.0.1" in e or "localhost" in e for e in endpoints
+    )
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How to reach Table, Queue and Blob storage.
+
+    Either an emulator connection string (Azurite), or service URIs used with
+    DefaultAzureCredential. Account keys against real endpoints are refused on purpose: the
+    cloud deployment runs with `allowSharedKeyAccess: false` and managed identity.
+    """
+
+    connection_string: str | None = None
+    table_uri: str | None = None
+    queue_uri: str | None = None
+    blob_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings
+    table_prefix: str = "bt"
+    build_queue: str = "build-runs"
+    run_id_prefix: str = "da"
+    builder: str = "buildah"
+    registry_ca: str | None = None
+    build_timeout_seconds: int = 3600
+    secret_key: str | None = None
+    work_dir: str = "/tmp/basetrigger"
+    acr_subscription_id: str | None = None
+    acr_resource_group: str | None = None
+    acr_name: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.build_queue}-poison"
+
+    def table(self, name: str) -> str:
+        return f"{self.table_prefix}{name}"
+
+    def container(self, name: str) -> str:
+        return f"{self.table_prefix.lower()}-{name}"
+
+
+def _storage_from(env: Mapping[str, str]) -> StorageSettings:
+    conn = env.get("AzureWebJobsStorage", "").strip()
+    if conn:
+        if not _is_emulator_connection_string(conn):
+            raise ConfigError(
+                "AzureWebJobsStorage holds a connection string for a real account; basetrigger "
+                "accepts connection strings only for the Azurite emulator. Use identity-based "
+                "settings (AzureWebJobsStorage__tableServiceUri, __queueServiceUri, "
+                "__blobServiceUri, __credential=managedidentity, __clientId)."
+            )
+        return StorageSettings(connection_string=conn)
+    uris = {
+        kind: env.get(f"AzureWebJobsStorage__{kind}ServiceUri", "").strip() or None
+        for kind in ("table", "queue", "blob")
+    }
+    if not all(uris.values()):
+        missing = [f"AzureWebJobsStorage__{k}ServiceUri" for k, v in uris.items() if not v]
+        raise ConfigError(
+            "storage is not configured: set AzureWebJobsStorage to an Azurite connection "
+            f"string, or set {', '.join(missing)}"
+        )
+    return StorageSettings(
+        table_uri=uris["table"],
+        queue_uri=uris["queue"],
+        blob_uri=uris["blob"],
+        client_id=env.get("AzureWebJobsStorage__clientId") or env.get("AZURE_CLIENT_ID") or None,
+    )
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    builder = env.get("BASETRIGGER_BUILDER", "buildah").strip().lower()
+    if builder not in ("buildah", "acr"):
+        raise ConfigError(f"BASETRIGGER_BUILDER must be 'buildah' or 'acr', not {builder!r}")
+    try:
+        timeout = int(env.get("BASETRIGGER_BUILD_TIMEOUT", "3600"))
+    except ValueError as exc:
+        raise ConfigError("BASETRIGGER_BUILD_TIMEOUT must be a number of seconds") from exc
+    prefix = env.get("BASETRIGGER_TABLE_PREFIX", "bt")
+    if not prefix.isalnum() or not prefix[0].isalpha():
+        raise ConfigError("BASETRIGGER_TABLE_PREFIX must be letters and digits, starting with a letter")
+    return Settings(
+        storage=_storage_from(env),
+        table_prefix=prefix,
+        build_queue=env.get("BASETRIGGER_BUILD_QUEUE", "build-runs"),
+        run_id_prefix=env.get("BASETRIGGER_RUN_ID_PREFIX", "da"),
+        builder=builder,
+        registry_ca=env.get("BASETRIGGER_REGISTRY_CA") or None,
+        build_timeout_seconds=timeout,
+        secret_key=env.get("BASETRIGGER_SECRET_KEY") or None,
+        work_dir=env.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger"),
+        acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
+        acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,
+        acr_name=env.get("BASETRIGGER_ACR_NAME") or None,
+    )
