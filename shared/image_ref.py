@@ -1,0 +1,147 @@
+"""Container image references, normalized the way Docker normalizes them.
+
+Every place basetrigger compares images (a Dockerfile's `FROM`, a registry push event, a task's
+output image) goes through `ImageRef.parse`, so that `node`, `docker.io/node`,
+`index.docker.io/library/node:latest` and `docker.io/library/node:latest` are the same key.
+
+The grammar comes from `docker-image-py` (module `docker_image`), a port of Go's
+`github.com/distribution/reference` that Docker itself uses: its `parse_normalized_named` is
+`ParseNormalizedNamed` (domain detection, `docker.io/library/` for official images, IPv6 hosts
+such as `[::1]:5000`, digest validation). On top of it this module adds what Docker does when it
+pulls (`TagNameOnly`: a bare name means `:latest`), one exception type, and an immutable value
+object.
+
+It also turns references into Azure Table keys (`encode_key` / `decode_key`): Table keys may not
+contain `/`, which every normalized reference does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from docker_image import digest as _digest
+from docker_image import reference as _reference
+from docker_image.regexp import ImageRegexps
+
+DEFAULT_TAG = "latest"
+
+# Azure Table keys are at most 1 KiB; refuse to build longer ones rather than fail at insert time.
+MAX_KEY_LENGTH = 1024
+
+
+class InvalidReference(ValueError):
+    """The text is not a valid image reference; the message names the text and the reason."""
+
+    def __init__(self, text: str, reason: str):
+        super().__init__(f"invalid image reference {text!r}: {reason}")
+        self.text = text
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A normalized image reference: `registry/repository[:tag][@digest]`.
+
+    `parse` always fills `tag` or `digest` (or both): a bare name gets the tag `latest`, a name
+    with only a digest keeps no tag, as Docker does.
+    """
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse and normalize `text` (`node` -> `docker.io/library/node:latest`)."""
+        if not isinstance(text, str):
+            raise InvalidReference(repr(text), "a reference must be a string")
+        # The ported regexes end in `$`, which in Python also matches before a final newline;
+        # Go's does not, so refuse it here rather than store a key with a newline in it.
+        if text.endswith("\n"):
+            raise InvalidReference(text, "invalid reference format")
+        try:
+            parsed = _reference.Reference.parse_normalized_named(text)
+        except (_reference.InvalidReference, _digest.InvalidDigest) as exc:
+            raise InvalidReference(text, str(exc) or "invalid reference format") from None
+        tag = parsed["tag"]
+        digest = parsed["digest"]
+        if tag is None and digest is None:
+            tag = DEFAULT_TAG
+        return cls(parsed.domain(), parsed.path(), tag, digest)
+
+    @property
+    def name(self) -> str:
+        """`registry/repository`, without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def pinned(self) -> bool:
+        """True when the reference names a digest: what it points at can never change."""
+        return self.digest is not None
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag is not None:
+            text += f":{self.tag}"
+        if self.digest is not None:
+            text += f"@{self.digest}"
+        return text
+
+    def with_tag(self, tag: str) -> ImageRef:
+        """The same repository with `tag`; a digest is kept (as Go's `WithTag` does)."""
+        if not ImageRegexps.ANCHORED_TAG_REGEXP.fullmatch(tag):
+            raise InvalidReference(f"{self.name}:{tag}", "invalid tag format")
+        return replace(self, tag=tag)
+
+    def with_digest(self, digest: str) -> ImageRef:
+        """The same repository and tag, pinned to `digest`."""
+        try:
+            _digest.validate_digest(digest)
+        except _digest.InvalidDigest as exc:
+            raise InvalidReference(f"{self.name}@{digest}", str(exc)) from None
+        return replace(self, digest=digest)
+
+    def without_digest(self) -> ImageRef:
+        """The tag this reference follows (`latest` if it had only a digest)."""
+        return replace(self, tag=self.tag or DEFAULT_TAG, digest=None)
+
+    def tag_ref(self) -> str | None:
+        """`registry/repository:tag`, the string a push of that tag produces; None without a tag."""
+        if self.tag is None:
+            return None
+        return f"{self.name}:{self.tag}"
+
+
+def normalize(text: str) -> str:
+    """The normalized string form of a reference (`str(ImageRef.parse(text))`)."""
+    return str(ImageRef.parse(text))
+
+
+# Characters Azure Table Storage forbids in PartitionKey/RowKey (`/ \ # ?`, control characters),
+# plus `%` itself so the escaping can be undone.
+_KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
+_KEY_ESCAPE = re.compile(r"%([0-9A-F]{2})")
+
+
+def encode_key(ref: str) -> str:
+    """Turn a (normalized) reference string into a legal Azure Table PartitionKey/RowKey.
+
+    Each forbidden character and `%` becomes `%XX` (uppercase hex), everything else is kept.
+    The encoding works character by character, so `encode_key(a + b) == encode_key(a) +
+    encode_key(b)`: all keys of one repository share the prefix `encode_key(name + ":")`, which
+    is what a key-range query needs. Raises ValueError when the key would exceed 1 KiB.
+    """
+    key = _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", ref)
+    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+        raise ValueError(f"table key for {ref!r} would be longer than {MAX_KEY_LENGTH} bytes")
+    return key
+
+
+def decode_key(key: str) -> str:
+    """Inverse of `encode_key`; raises ValueError for a string `encode_key` cannot produce."""
+    text = _KEY_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), key)
+    if encode_key(text) != key:
+        raise ValueError(f"not an encoded table key: {key!r}")
+    return text
