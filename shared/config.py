@@ -8,8 +8,8 @@ which is how the Functions host exposes app settings and `local.settings.json` v
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 # Azurite's well-known development account; its key is public and only valid against the emulator.
 DEVSTORE_ACCOUNT = "devstoreaccount1"
@@ -26,6 +26,7 @@ APP_SETTINGS = (
     "BASETRIGGER_BUILD_QUEUE",
     "BASETRIGGER_RUN_ID_PREFIX",
     "BASETRIGGER_BUILDER",
+    "BASETRIGGER_REGISTRY",
     "BASETRIGGER_REGISTRY_CA",
     "BASETRIGGER_BUILD_TIMEOUT",
     "BASETRIGGER_SECRET_KEY",
@@ -74,6 +75,8 @@ class Settings:
     build_queue: str = "build-runs"
     run_id_prefix: str = "da"
     builder: str = "buildah"
+    # The registry that image names without a registry host are pushed to (ACR: the login server).
+    registry: str | None = None
     registry_ca: str | None = None
     build_timeout_seconds: int = 3600
     secret_key: str | None = None
@@ -141,6 +144,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         build_queue=env.get("BASETRIGGER_BUILD_QUEUE", "build-runs"),
         run_id_prefix=env.get("BASETRIGGER_RUN_ID_PREFIX", "da"),
         builder=builder,
+        registry=env.get("BASETRIGGER_REGISTRY") or None,
         registry_ca=env.get("BASETRIGGER_REGISTRY_CA") or None,
         build_timeout_seconds=timeout,
         secret_key=env.get("BASETRIGGER_SECRET_KEY") or None,

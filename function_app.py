@@ -1,0 +1,12 @@
+"""The one FunctionApp: each module of functions/ contributes a blueprint."""
+
+import azure.functions as func
+
+from functions import build_worker, eventgrid_ingress, housekeeping, webhook_ingress
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+app.register_functions(eventgrid_ingress.bp)
+app.register_functions(webhook_ingress.bp)
+app.register_functions(build_worker.bp)
+app.register_functions(housekeeping.bp)

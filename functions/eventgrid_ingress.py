@@ -1,0 +1,28 @@
+"""Event Grid trigger: ACR `ImagePushed` events (Event Grid or CloudEvents schema) into dispatch."""
+
+import logging
+
+import azure.functions as func
+
+from shared.events import MalformedEvent, from_eventgrid
+from shared.services import services
+
+bp = func.Blueprint()
+
+
+@bp.function_name("eventgrid_image_pushed")
+@bp.event_grid_trigger(arg_name="event")
+def eventgrid_image_pushed(event: func.EventGridEvent) -> None:
+    if isinstance(event, func.CloudEvent):
+        parts = dict(event_id=event.id, event_type=event.type, data=event.get_json(), time=event.time)
+    else:
+        parts = dict(event_id=event.id, event_type=event.event_type, data=event.get_json(),
+                     time=event.event_time)
+    try:
+        pushed = from_eventgrid(**parts)
+    except MalformedEvent as exc:
+        # Retrying an event that can never parse helps nobody: record why and acknowledge it.
+        logging.warning("rejected Event Grid event %s: %s", parts["event_id"], exc)
+        services().dispatcher.reject(parts["event_id"] or "(no id)", "eventgrid", str(exc))
+        return
+    services().dispatcher.handle(pushed)

@@ -1,0 +1,113 @@
+"""The local builder: buildah, daemonless, as argv lists (never a shell string).
+
+`buildah bud` builds every tag of the run in one go, then `buildah push --digestfile` pushes each
+tag and reports the manifest digest. Secret build args are passed like build args (as ACR does)
+and hidden from the log by the log writer; argv itself is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from shared.builders.base import (
+    FAILED,
+    SUCCEEDED,
+    TIMEOUT,
+    BuildRequest,
+    BuildResult,
+    LogSink,
+)
+from shared.registry import RegistryClient
+
+
+class BuildahBuilder:
+    def __init__(self, registry: RegistryClient, ca_file: str | None = None,
+                 storage_driver: str = "vfs", work_dir: str = "/tmp/basetrigger"):
+        self.registry = registry
+        self.storage_driver = storage_driver
+        self.work_dir = Path(work_dir)
+        self.cert_dir: str | None = None
+        if ca_file:
+            # buildah wants a directory of *.crt files; it adds them to the system roots.
+            cert_dir = self.work_dir / "certs"
+            cert_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ca_file, cert_dir / "ca.crt")
+            self.cert_dir = str(cert_dir)
+
+    def _global(self) -> list[str]:
+        return ["buildah", "--storage-driver", self.storage_driver]
+
+    def _tls(self) -> list[str]:
+        return ["--cert-dir", self.cert_dir] if self.cert_dir else []
+
+    def _run(self, argv: list[str], log: LogSink, deadline: float) -> int | None:
+        """Run argv streaming its output to the log; None when the deadline passed."""
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+            env=dict(os.environ, BUILDAH_ISOLATION="chroot"),
+        )
+        timed_out = threading.Event()
+
+        def watchdog() -> None:
+            while process.poll() is None:
+                if time.monotonic() > deadline:
+                    timed_out.set()
+                    process.kill()
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        assert process.stdout is not None
+        for line in process.stdout:
+            log(line)
+        code = process.wait()
+        return None if timed_out.is_set() else code
+
+    def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        deadline = time.monotonic() + request.timeout_seconds
+        context = request.context.path or request.context.archive_path
+        if not context:
+            return BuildResult(FAILED, reason="the buildah builder needs a prepared context directory")
+        base_digests = {}
+        for base in request.base_images:
+            digest = self.registry.resolve_digest(base)
+            if digest:
+                base_digests[base] = digest
+        argv = self._global() + ["bud", "--isolation", "chroot", "--pull=true", *self._tls(),
+                                 "-f", str(Path(context) / request.dockerfile)]
+        for key, value in {**request.build_args, **request.secret_args}.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        for image in request.images:
+            argv += ["-t", image]
+        argv.append(context)
+        log(f"$ buildah bud -f {request.dockerfile} " + " ".join(f"-t {i}" for i in request.images))
+        code = self._run(argv, log, deadline)
+        if code is None:
+            return BuildResult(TIMEOUT, base_digests=base_digests,
+                               reason=f"the build exceeded {request.timeout_seconds}s")
+        if code != 0:
+            return BuildResult(FAILED, base_digests=base_digests, reason=f"buildah bud exited with {code}")
+
+        output_digest = None
+        with tempfile.TemporaryDirectory() as tmp:
+            digest_file = Path(tmp) / "digest"
+            for image in request.images:
+                log(f"$ buildah push {image}")
+                code = self._run(
+                    self._global() + ["push", *self._tls(), "--digestfile", str(digest_file),
+                                      image, f"docker://{image}"],
+                    log, deadline,
+                )
+                if code is None:
+                    return BuildResult(TIMEOUT, base_digests=base_digests, reason="the push timed out")
+                if code != 0:
+                    return BuildResult(FAILED, base_digests=base_digests,
+                                       reason=f"buildah push of {image} exited with {code}")
+                output_digest = output_digest or digest_file.read_text().strip()
+        return BuildResult(SUCCEEDED, output_digest=output_digest, base_digests=base_digests)

@@ -1,0 +1,145 @@
+"""Decisions: what basetrigger did with each event, and why ("why did / didn't it rebuild?").
+
+Table `decisions`: one partition `decision`, RowKey = inverted timestamp + event id hash, so the
+newest decisions come first in one key-range read. Table `events`: PartitionKey = encoded event id,
+a point read that tells whether an event was already handled (redelivery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient
+
+from shared.image_ref import encode_key
+from shared.storage import Storage
+
+# Outcomes, per event and per task.
+QUEUED = "queued"
+NO_DEPENDENTS = "no-dependents"
+DIGEST_UNCHANGED = "digest-unchanged"
+ALREADY_TRIGGERED = "already-triggered"
+COALESCED = "coalesced"
+TRIGGER_DISABLED = "trigger-disabled"
+NOT_RUNTIME = "not-a-runtime-dependency"
+IGNORED = "ignored"
+REJECTED = "rejected"
+OWN_OUTPUT = "own-output"
+
+_EPOCH_SPAN = 10**13  # milliseconds; inverted keys stay fixed-width until year 2286
+
+
+@dataclass
+class TaskDecision:
+    task: str
+    outcome: str
+    reason: str
+    run_id: str | None = None
+
+
+@dataclass
+class Decision:
+    event_id: str
+    source: str
+    outcome: str
+    reason: str
+    image: str | None = None
+    digest: str | None = None
+    runs: list[str] = field(default_factory=list)
+    tasks: list[TaskDecision] = field(default_factory=list)
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["time"] = self.time.isoformat().replace("+00:00", "Z")
+        return data
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Decision:
+        return cls(
+            event_id=entity["EventId"],
+            source=entity["Source"],
+            outcome=entity["Outcome"],
+            reason=entity["Reason"],
+            image=entity.get("Image") or None,
+            digest=entity.get("Digest") or None,
+            runs=json.loads(entity.get("Runs") or "[]"),
+            tasks=[TaskDecision(**t) for t in json.loads(entity.get("Tasks") or "[]")],
+            time=datetime.fromisoformat(entity["Time"]),
+        )
+
+
+class DecisionLog:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    @property
+    def decisions(self) -> TableClient:
+        return self.storage.table("decisions")
+
+    @property
+    def events(self) -> TableClient:
+        return self.storage.table("events")
+
+    @staticmethod
+    def _row_key(decision: Decision) -> str:
+        millis = int(decision.time.timestamp() * 1000)
+        digest = hashlib.sha256(decision.event_id.encode()).hexdigest()[:16]
+        return f"{_EPOCH_SPAN - millis:013d}-{digest}"
+
+    def seen(self, event_id: str) -> Decision | None:
+        try:
+            marker = self.events.get_entity(encode_key(event_id), "")
+        except ResourceNotFoundError:
+            return None
+        try:
+            return Decision.from_entity(self.decisions.get_entity("decision", marker["DecisionKey"]))
+        except ResourceNotFoundError:
+            return None
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None:
+        """Store the decision; the event marker is written last, so a crash before it means redo."""
+        key = self._row_key(decision)
+        # Details beyond the first few hundred tasks would exceed the 64 KiB property limit;
+        # the per-task outcome counts stay in the reason, and every run records its own cause.
+        tasks = [asdict(t) for t in decision.tasks[:200]]
+        runs = decision.runs[:2000]
+        self.decisions.upsert_entity({
+            "PartitionKey": "decision",
+            "RowKey": key,
+            "EventId": decision.event_id,
+            "Source": decision.source,
+            "Outcome": decision.outcome,
+            "Reason": decision.reason,
+            "Image": decision.image or "",
+            "Digest": decision.digest or "",
+            "Runs": json.dumps(runs),
+            "Tasks": json.dumps(tasks),
+            "Time": decision.time.isoformat(),
+        })
+        if not mark_seen:
+            return
+        try:
+            self.events.create_entity(
+                {"PartitionKey": encode_key(decision.event_id), "RowKey": "", "DecisionKey": key}
+            )
+        except ResourceExistsError:
+            pass  # a concurrent duplicate finished first; both decisions stay visible
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
+        query = "PartitionKey eq 'decision'"
+        params: dict[str, Any] = {}
+        if image:
+            query += " and Image eq @image"
+            params["image"] = image
+        result = []
+        for entity in self.decisions.query_entities(query, parameters=params, results_per_page=top):
+            result.append(Decision.from_entity(entity))
+            if len(result) == top:
+                break
+        return result

@@ -1,0 +1,148 @@
+"""The dependency index: for each base image reference, the tasks built FROM it.
+
+Table `dependencies`: PartitionKey = the encoded normalized base reference
+(`localhost:5000/baseimages/node:9-alpine`), RowKey = task name. Finding the dependents of a push is
+one partition read. Each row carries what dispatch needs to decide without reading the tasks:
+- TriggerEnabled, TriggerType, Runtime   is this base a trigger for this task at all?
+- BuiltDigest                            the base digest the task last built on (or saw at creation)
+- TriggeredDigest                        the base digest a run was last queued for (idempotency)
+- PendingRunId                           a queued, not yet started run (coalescing)
+- Images                                 the task's image templates, to name the run's output
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.image_ref import encode_key
+from shared.storage import Storage, chunks
+
+
+@dataclass
+class DependencyRow:
+    base: str
+    task: str
+    runtime: bool
+    trigger_enabled: bool
+    trigger_type: str
+    images: list[str] = field(default_factory=list)
+    built_digest: str | None = None
+    triggered_digest: str | None = None
+    pending_run_id: str | None = None
+    etag: str | None = None
+
+    def applies(self) -> bool:
+        return self.trigger_type == "All" or self.runtime
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": encode_key(self.base),
+            "RowKey": self.task,
+            "Base": self.base,
+            "Task": self.task,
+            "Runtime": self.runtime,
+            "TriggerEnabled": self.trigger_enabled,
+            "TriggerType": self.trigger_type,
+            "Images": json.dumps(self.images),
+            "BuiltDigest": self.built_digest or "",
+            "TriggeredDigest": self.triggered_digest or "",
+            "PendingRunId": self.pending_run_id or "",
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> DependencyRow:
+        return cls(
+            base=entity["Base"],
+            task=entity["Task"],
+            runtime=bool(entity.get("Runtime")),
+            trigger_enabled=bool(entity.get("TriggerEnabled")),
+            trigger_type=entity.get("TriggerType") or "Runtime",
+            images=json.loads(entity.get("Images") or "[]"),
+            built_digest=entity.get("BuiltDigest") or None,
+            triggered_digest=entity.get("TriggeredDigest") or None,
+            pending_run_id=entity.get("PendingRunId") or None,
+            etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
+        )
+
+
+class DependencyIndex:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    @property
+    def table(self) -> TableClient:
+        return self.storage.table("dependencies")
+
+    def dependents(self, base: str) -> list[DependencyRow]:
+        entities = self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": encode_key(base)}
+        )
+        return [DependencyRow.from_entity(e) for e in entities]
+
+    def get(self, base: str, task: str) -> DependencyRow | None:
+        try:
+            return DependencyRow.from_entity(self.table.get_entity(encode_key(base), task))
+        except ResourceNotFoundError:
+            return None
+
+    def put(self, row: DependencyRow) -> None:
+        """Write the task-level fields, keeping the dispatch state of an existing row."""
+        entity = row.to_entity()
+        existing = self.get(row.base, row.task)
+        if existing is not None:
+            entity["TriggeredDigest"] = existing.triggered_digest or ""
+            entity["PendingRunId"] = existing.pending_run_id or ""
+            if not row.built_digest:
+                entity["BuiltDigest"] = existing.built_digest or ""
+        self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def remove(self, base: str, task: str) -> None:
+        self.table.delete_entity(encode_key(base), task)
+
+    def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
+        """Write rows only where nobody changed them since they were read (etag).
+
+        All rows share one partition (one base), so they go in transactions of 100; a transaction
+        that loses a race is retried row by row to find out which rows lost. Returns (won, lost).
+        """
+        won: list[DependencyRow] = []
+        lost: list[DependencyRow] = []
+        for batch in chunks(rows):
+            operations = [
+                ("update", row.to_entity(),
+                 {"mode": UpdateMode.REPLACE, "etag": row.etag,
+                  "match_condition": MatchConditions.IfNotModified})
+                for row in batch
+            ]
+            try:
+                self.table.submit_transaction(operations)
+                won.extend(batch)
+                continue
+            except HttpResponseError:
+                pass
+            for row in batch:
+                try:
+                    self.table.update_entity(
+                        row.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                    won.append(row)
+                except (HttpResponseError, ResourceNotFoundError):
+                    lost.append(row)
+        return won, lost
+
+    def update_if_unchanged(self, row: DependencyRow) -> bool:
+        try:
+            self.table.update_entity(
+                row.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return True
+        except (HttpResponseError, ResourceNotFoundError):
+            return False

@@ -1,0 +1,155 @@
+"""Dispatch: from one pushed image to queued runs of the tasks built FROM it, with a decision.
+
+The rules, in order, for each task indexed under the pushed reference:
+1. its base-image trigger is off                        -> trigger-disabled
+2. the base is only a build-stage base and the trigger
+   type is Runtime                                      -> not-a-runtime-dependency
+3. the push is the task's own output image              -> own-output (no self-trigger loop)
+4. the pushed digest is the one the task last built on  -> digest-unchanged
+5. a run was already queued for this exact digest       -> already-triggered (redelivery is safe)
+6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
+7. otherwise                                            -> queued: a new run
+Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from shared import decisions as d
+from shared.decisions import Decision, DecisionLog, TaskDecision
+from shared.dependencies import DependencyIndex, DependencyRow
+from shared.events import Ignored, ImagePushed
+from shared.images import is_own_output, render
+from shared.runs import IMAGE_UPDATE, QUEUED, Run, RunNotFound, RunStore
+from shared.work_queue import BuildQueue
+
+log = logging.getLogger(__name__)
+
+
+def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
+             pending_is_queued: bool) -> tuple[str, str]:
+    """The outcome for one dependent task, from its index row alone (rules 1-7 above)."""
+    if not row.trigger_enabled:
+        return d.TRIGGER_DISABLED, "the task's base image trigger is disabled"
+    if not row.applies():
+        return d.NOT_RUNTIME, "the base is used only in a build stage and the trigger type is Runtime"
+    if is_own_output(row.images, pushed, registry):
+        return d.OWN_OUTPUT, "the push is this task's own output image"
+    if row.built_digest == digest:
+        return d.DIGEST_UNCHANGED, f"the task last built on {digest}"
+    if row.triggered_digest == digest:
+        return d.ALREADY_TRIGGERED, f"run {row.pending_run_id or '(started)'} was queued for this digest"
+    if row.pending_run_id and pending_is_queued:
+        return d.COALESCED, f"run {row.pending_run_id} is queued and will build on the new base"
+    return d.QUEUED, "the base digest changed"
+
+
+class Dispatcher:
+    def __init__(self, index: DependencyIndex, runs: RunStore, decisions: DecisionLog,
+                 queue: BuildQueue, registry: str | None):
+        self.index = index
+        self.runs = runs
+        self.decisions = decisions
+        self.queue = queue
+        self.registry = registry
+
+    def handle(self, event: ImagePushed | Ignored) -> Decision:
+        if isinstance(event, Ignored):
+            decision = Decision(event.event_id, event.source, d.IGNORED, event.reason)
+            self.decisions.record(decision)
+            return decision
+        previous = self.decisions.seen(event.event_id)
+        if previous is not None:
+            log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
+            return previous
+        decision = self._dispatch(event)
+        self.decisions.record(decision)
+        log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
+        return decision
+
+    def reject(self, event_id: str, source: str, reason: str) -> Decision:
+        """A payload that cannot be parsed: recorded, so the sender's mistake is visible."""
+        decision = Decision(event_id, source, d.REJECTED, reason)
+        self.decisions.record(decision, mark_seen=False)
+        return decision
+
+    def _pending_is_queued(self, run_id: str | None) -> bool:
+        if not run_id:
+            return False
+        try:
+            run, _ = self.runs.get(run_id)
+        except RunNotFound:
+            return False  # a dispatcher died between claiming and writing the run
+        return run.status == QUEUED
+
+    def _dispatch(self, event: ImagePushed) -> Decision:
+        pushed = event.reference
+        rows = self.index.dependents(pushed)
+        base = Decision(event.event_id, event.source, d.NO_DEPENDENTS,
+                        f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
+        if not rows:
+            return base
+
+        details: list[TaskDecision] = []
+        runs: list[Run] = []
+        requeue: list[str] = []
+        todo = rows
+        for _attempt in range(3):  # rows that lost a race are re-read and decided again
+            fresh: list[DependencyRow] = []
+            for row in todo:
+                outcome, reason = classify(row, event.digest, pushed, self.registry,
+                                           self._pending_is_queued(row.pending_run_id))
+                if outcome == d.QUEUED:
+                    fresh.append(row)
+                    continue
+                if outcome == d.ALREADY_TRIGGERED and self._pending_is_queued(row.pending_run_id):
+                    # A redelivery after a crash between "run recorded" and "message sent":
+                    # send again; the worker's Queued->Running guard makes a second copy harmless.
+                    requeue.append(row.pending_run_id)
+                if outcome == d.COALESCED:
+                    row.triggered_digest = event.digest
+                    if not self.index.update_if_unchanged(row):
+                        fresh.append(row)  # changed under us: decide again below
+                        continue
+                details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
+            todo = self._queue_runs(event, pushed, fresh, runs, details)
+            if not todo:
+                break
+            todo = [r for r in (self.index.get(pushed, row.task) for row in todo) if r is not None]
+        for row in todo:
+            details.append(TaskDecision(row.task, d.ALREADY_TRIGGERED, "concurrent dispatch kept winning"))
+
+        if runs:
+            self.runs.create_many(runs)
+        run_ids = [run.run_id for run in runs] + requeue
+        if run_ids:
+            self.queue.send(run_ids)
+        counts = Counter(t.outcome for t in details)
+        outcome = d.QUEUED if runs else (details[0].outcome if len(counts) == 1 else "not-queued")
+        summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        return Decision(event.event_id, event.source, outcome,
+                        f"{len(details)} dependent task(s) of {pushed}: {summary}",
+                        image=pushed, digest=event.digest,
+                        runs=[run.run_id for run in runs], tasks=details)
+
+    def _queue_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
+                    runs: list[Run], details: list[TaskDecision]) -> list[DependencyRow]:
+        """Allocate ids, claim the rows, build the Run records. Returns the rows that lost a race."""
+        if not rows:
+            return []
+        ids = self.runs.allocate(len(rows))
+        for row, run_id in zip(rows, ids, strict=True):
+            row.pending_run_id = run_id
+            row.triggered_digest = event.digest
+        won, lost = self.index.claim(rows)
+        cause = f"{pushed}@{event.digest}"
+        for row in won:
+            runs.append(Run(
+                run_id=row.pending_run_id, status=QUEUED, trigger=IMAGE_UPDATE, task=row.task,
+                cause=cause, event_id=event.event_id,
+                output_images=[render(t, row.pending_run_id, self.registry) for t in row.images],
+            ))
+            details.append(TaskDecision(row.task, d.QUEUED, f"base {cause} changed", row.pending_run_id))
+        return lost

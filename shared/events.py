@@ -1,0 +1,140 @@
+"""Registry push events: the one domain event both ingresses produce.
+
+Event Grid (ACR's `Microsoft.ContainerRegistry.ImagePushed`, Event Grid or CloudEvents schema) and
+the CNCF distribution registry's notification envelope are both turned into `ImagePushed`. Anything
+else is an `Ignored` (acknowledged and recorded) or raises `MalformedEvent` (the caller's mistake).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.image_ref import ImageRef, InvalidReference
+
+IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
+
+# Manifest media types: only a manifest push with a tag names an image that was pushed.
+MANIFEST_MEDIA_TYPES = {
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+}
+
+
+class MalformedEvent(ValueError):
+    """The payload is not a well-formed event; the sender should not retry it unchanged."""
+
+
+@dataclass(frozen=True)
+class ImagePushed:
+    event_id: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    time: datetime
+    source: str  # "eventgrid" | "distribution"
+
+    @property
+    def reference(self) -> str:
+        """The normalized `registry/repository:tag` that dependents are indexed by."""
+        return str(ImageRef.parse(f"{self.registry}/{self.repository}:{self.tag}"))
+
+
+@dataclass(frozen=True)
+class Ignored:
+    event_id: str
+    reason: str
+    source: str
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        text = value.replace("Z", "+00:00")
+        # Event Grid sends 7 fractional digits; fromisoformat accepts at most 6.
+        if "." in text:
+            head, rest = text.split(".", 1)
+            frac = "".join(ch for ch in rest if ch.isdigit())
+            tz = rest[len(frac):]
+            text = f"{head}.{frac[:6]}{tz}"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise MalformedEvent(f"invalid event time {value!r}") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def _require(mapping: Any, key: str, where: str) -> Any:
+    if not isinstance(mapping, dict) or mapping.get(key) in (None, ""):
+        raise MalformedEvent(f"{where}.{key} is missing")
+    return mapping[key]
+
+
+def _image_pushed(event_id: str, data: dict, time: Any, source: str, host: str | None) -> ImagePushed:
+    target = _require(data, "target", "data")
+    repository = _require(target, "repository", "data.target")
+    tag = _require(target, "tag", "data.target")
+    digest = _require(target, "digest", "data.target")
+    registry = host or _require(data.get("request"), "host", "data.request")
+    event = ImagePushed(
+        event_id=event_id,
+        registry=registry,
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        time=_parse_time(time),
+        source=source,
+    )
+    try:
+        event.reference  # noqa: B018 - validates the reference early, with a clear message
+    except InvalidReference as exc:
+        raise MalformedEvent(f"the pushed image is not a valid reference: {exc}") from exc
+    return event
+
+
+def from_eventgrid(
+    *, event_id: str | None, event_type: str | None, data: Any, time: Any
+) -> ImagePushed | Ignored:
+    """An Event Grid event (either schema, already decoded into its parts)."""
+    if not event_id:
+        raise MalformedEvent("the event has no id")
+    if event_type != IMAGE_PUSHED:
+        return Ignored(event_id, f"event type {event_type!r} is not {IMAGE_PUSHED}", "eventgrid")
+    if not isinstance(data, dict):
+        raise MalformedEvent("the event has no data object")
+    target = data.get("target") or {}
+    if isinstance(target, dict) and not target.get("tag"):
+        return Ignored(event_id, "push by digest without a tag", "eventgrid")
+    return _image_pushed(event_id, data, time, "eventgrid", None)
+
+
+def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
+    """A CNCF distribution notification envelope: `{"events": [...]}`."""
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise MalformedEvent('expected a JSON object with an "events" array')
+    results: list[ImagePushed | Ignored] = []
+    for index, event in enumerate(body["events"]):
+        if not isinstance(event, dict) or not event.get("id"):
+            raise MalformedEvent(f"events[{index}] has no id")
+        event_id = str(event["id"])
+        action = event.get("action")
+        target = event.get("target") if isinstance(event.get("target"), dict) else {}
+        if action != "push":
+            results.append(Ignored(event_id, f"action {action!r} is not a push", "distribution"))
+        elif target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
+            results.append(Ignored(event_id, "blob push, not a manifest", "distribution"))
+        elif not target.get("tag"):
+            results.append(Ignored(event_id, "manifest push without a tag", "distribution"))
+        else:
+            results.append(
+                _image_pushed(event_id, event, event.get("timestamp"), "distribution", None)
+            )
+    return results

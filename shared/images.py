@@ -1,0 +1,32 @@
+"""Image name templates of tasks (`helloworld:{{.Run.ID}}`), rendered the way ACR Tasks does."""
+
+from __future__ import annotations
+
+import re
+
+from shared.image_ref import ImageRef
+
+_PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry)\s*\}\}")
+
+
+def _has_registry(name: str) -> bool:
+    first, sep, _ = name.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost" or first.startswith("["))
+
+
+def render(template: str, run_id: str, registry: str | None) -> str:
+    """Fill `{{.Run.ID}}` / `{{.Run.Registry}}`; names without a registry go to the task's registry."""
+    text = _PLACEHOLDER.sub(lambda m: run_id if m.group(1) == "ID" else (registry or ""), template)
+    if registry and not _has_registry(text):
+        text = f"{registry}/{text}"
+    return str(ImageRef.parse(text))
+
+
+def is_own_output(templates: list[str], pushed: str, registry: str | None) -> bool:
+    """True when `pushed` is one of the images the task itself produces (no self-trigger loops)."""
+    for template in templates:
+        if _PLACEHOLDER.search(template):
+            continue  # per-run tags never name a shared base tag
+        if render(template, "", registry) == pushed:
+            return True
+    return False

@@ -1,0 +1,69 @@
+"""Run logs in Blob storage: one append blob per run, `<run id>.log`, readable while it grows."""
+
+from __future__ import annotations
+
+import threading
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.secrets import redact
+from shared.storage import Storage
+
+# Append blocks are limited to 4 MiB; log lines are buffered and flushed well below that.
+_FLUSH_BYTES = 64 * 1024
+
+
+class RunLogWriter:
+    """Collects lines, hides secret values, and appends them to the run's blob in blocks."""
+
+    def __init__(self, blob, secrets: list[str]):
+        self._blob = blob
+        self._secrets = [s for s in secrets if s]
+        self._buffer: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        text = redact(line.rstrip("\n"), self._secrets) + "\n"
+        with self._lock:
+            self._buffer.append(text)
+            self._size += len(text)
+            if self._size >= _FLUSH_BYTES:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._buffer:
+            return
+        data = "".join(self._buffer).encode()
+        for start in range(0, len(data), 4 * 1024 * 1024):
+            self._blob.append_block(data[start : start + 4 * 1024 * 1024])
+        self._buffer, self._size = [], 0
+
+
+class RunLogs:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def _blob(self, run_id: str):
+        return self.storage.container("run-logs").get_blob_client(f"{run_id}.log")
+
+    def writer(self, run_id: str, secrets: list[str]) -> RunLogWriter:
+        blob = self._blob(run_id)
+        if not blob.exists():
+            blob.create_append_blob()
+        return RunLogWriter(blob, secrets)
+
+    def read(self, run_id: str, offset: int = 0) -> bytes:
+        """The log from `offset` on (b'' if nothing was written yet)."""
+        try:
+            return self._blob(run_id).download_blob(offset=offset or None).readall()
+        except ResourceNotFoundError:
+            return b""
+        except Exception as exc:  # asking past the end of a blob answers 416
+            if getattr(exc, "status_code", None) == 416:
+                return b""
+            raise

@@ -1,0 +1,312 @@
+"""Runs: the record of one build, its short id, and how runs are stored and listed.
+
+Table layout (one table, one partition `run`, so every list is a key-range read and every status
+change is one transaction that keeps both rows in step):
+- `id|<inverted counter>`            the run itself; inverted so that ascending RowKey = newest first
+- `task|<task name>|<inverted counter>`  a copy per task, for "runs of task X" without a scan
+Run ids are `<prefix><counter>` (`da1`, `da2`, …); the counter is one entity updated with an etag,
+so concurrent dispatchers never hand out the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.storage import Storage
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT = (
+    "Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout",
+)
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT})
+
+MANUAL, IMAGE_UPDATE = "Manual", "Image Update"
+
+PARTITION = "run"
+_COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
+SCHEMA_VERSION = 1
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunConflict(RuntimeError):
+    """The run changed since it was read (another worker or a cancel got there first)."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Run:
+    run_id: str
+    status: str
+    trigger: str
+    task: str | None = None
+    platform: str = "Linux"
+    cause: str | None = None
+    event_id: str | None = None
+    created_at: datetime = field(default_factory=now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    output_images: list[str] = field(default_factory=list)
+    output_digest: str | None = None
+    base_digests: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    attempt: int = 0
+    # Quick builds have no task: what to build is kept here (never secret values).
+    spec: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape (API responses); contains no secrets because a run never holds any."""
+        data = asdict(self)
+        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+            value = data[key]
+            data[key] = value.isoformat().replace("+00:00", "Z") if value else None
+        data["duration_seconds"] = self.duration_seconds
+        data.pop("spec", None)
+        return data
+
+
+class RunIds:
+    """`da1`, `da2`, …: a prefix and a counter, unique under concurrent allocation."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def format(self, counter: int) -> str:
+        return f"{self.prefix}{counter}"
+
+    def counter(self, run_id: str) -> int:
+        digits = run_id[len(self.prefix):] if run_id.startswith(self.prefix) else ""
+        if not digits.isdigit():
+            raise RunNotFound(f"{run_id!r} is not a run id (expected {self.prefix}<number>)")
+        return int(digits)
+
+    def inverted(self, run_id: str) -> str:
+        return f"{_COUNTER_SPAN - self.counter(run_id):012d}"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+class RunStore:
+    def __init__(self, storage: Storage, run_id_prefix: str):
+        self.storage = storage
+        self.ids = RunIds(run_id_prefix)
+
+    @property
+    def table(self) -> TableClient:
+        return self.storage.table("runs")
+
+    @property
+    def counters(self) -> TableClient:
+        return self.storage.table("counters")
+
+    # ---- ids -------------------------------------------------------------------------------
+    def allocate(self, count: int) -> list[str]:
+        """Reserve `count` consecutive run ids with one optimistic update of the counter."""
+        if count <= 0:
+            return []
+        while True:
+            try:
+                entity = self.counters.get_entity("counter", "runs")
+            except ResourceNotFoundError:
+                try:
+                    self.counters.create_entity({"PartitionKey": "counter", "RowKey": "runs", "Value": count})
+                    return [self.ids.format(n) for n in range(1, count + 1)]
+                except ResourceExistsError:
+                    continue
+            start = int(entity["Value"])
+            entity["Value"] = start + count
+            try:
+                self.counters.update_entity(
+                    entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
+                )
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    continue
+                raise
+            return [self.ids.format(n) for n in range(start + 1, start + count + 1)]
+
+    # ---- entities --------------------------------------------------------------------------
+    def _entity(self, run: Run, row_key: str) -> dict[str, Any]:
+        return {
+            "PartitionKey": PARTITION,
+            "RowKey": row_key,
+            "SchemaVersion": SCHEMA_VERSION,
+            "RunId": run.run_id,
+            "Status": run.status,
+            "Trigger": run.trigger,
+            "Task": run.task or "",
+            "Platform": run.platform,
+            "Cause": run.cause or "",
+            "EventId": run.event_id or "",
+            "CreatedAt": _iso(run.created_at),
+            "StartedAt": _iso(run.started_at) or "",
+            "FinishedAt": _iso(run.finished_at) or "",
+            "HeartbeatAt": _iso(run.heartbeat_at) or "",
+            "OutputImages": json.dumps(run.output_images),
+            # The first image, as its own property, so that list-runs can filter on it server-side.
+            "OutputImage": run.output_images[0] if run.output_images else "",
+            "OutputDigest": run.output_digest or "",
+            "BaseDigests": json.dumps(run.base_digests),
+            "Reason": run.reason or "",
+            "Attempt": run.attempt,
+            "Spec": json.dumps(run.spec),
+            "Force": run.force,
+        }
+
+    @staticmethod
+    def _from_entity(entity: dict[str, Any]) -> Run:
+        return Run(
+            run_id=entity["RunId"],
+            status=entity["Status"],
+            trigger=entity["Trigger"],
+            task=entity.get("Task") or None,
+            platform=entity.get("Platform", "Linux"),
+            cause=entity.get("Cause") or None,
+            event_id=entity.get("EventId") or None,
+            created_at=_dt(entity.get("CreatedAt")) or now(),
+            started_at=_dt(entity.get("StartedAt")),
+            finished_at=_dt(entity.get("FinishedAt")),
+            heartbeat_at=_dt(entity.get("HeartbeatAt")),
+            output_images=json.loads(entity.get("OutputImages") or "[]"),
+            output_digest=entity.get("OutputDigest") or None,
+            base_digests=json.loads(entity.get("BaseDigests") or "{}"),
+            reason=entity.get("Reason") or None,
+            attempt=int(entity.get("Attempt") or 0),
+            spec=json.loads(entity.get("Spec") or "{}"),
+            force=bool(entity.get("Force")),
+        )
+
+    def _rows(self, run: Run) -> list[dict[str, Any]]:
+        inv = self.ids.inverted(run.run_id)
+        rows = [self._entity(run, f"id|{inv}")]
+        if run.task:
+            rows.append(self._entity(run, f"task|{run.task}|{inv}"))
+        return rows
+
+    def create_many(self, runs: list[Run]) -> None:
+        """Insert runs in transactions of up to 100 rows (both rows of a run stay in one batch)."""
+        operations: list[tuple[str, dict]] = []
+        for run in runs:
+            rows = self._rows(run)
+            if len(operations) + len(rows) > 100:
+                self.table.submit_transaction(operations)
+                operations = []
+            operations.extend(("upsert", row) for row in rows)
+        if operations:
+            self.table.submit_transaction(operations)
+
+    def get(self, run_id: str) -> tuple[Run, str]:
+        try:
+            entity = self.table.get_entity(PARTITION, f"id|{self.ids.inverted(run_id)}")
+        except ResourceNotFoundError as exc:
+            raise RunNotFound(f"run {run_id!r} not found") from exc
+        return self._from_entity(entity), entity.metadata["etag"]
+
+    def save(self, run: Run, etag: str | None) -> str:
+        """Write the run; with an etag, only if nobody changed it since it was read."""
+        primary, *copies = self._rows(run)
+        first: tuple = (
+            ("update", primary, {"mode": UpdateMode.REPLACE, "etag": etag,
+                                 "match_condition": MatchConditions.IfNotModified})
+            if etag else ("upsert", primary, {"mode": UpdateMode.REPLACE})
+        )
+        operations = [first] + [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in copies]
+        try:
+            result = self.table.submit_transaction(operations)
+        except Exception as exc:  # TableTransactionError carries the failing status
+            if getattr(exc, "status_code", None) == 412 or "UpdateConditionNotSatisfied" in str(exc):
+                raise RunConflict(f"run {run.run_id} changed concurrently") from exc
+            raise
+        return result[0]["etag"]
+
+    def transition(self, run_id: str, change, *, retries: int = 5) -> Run:
+        """Read, apply `change(run) -> Run | None`, write with the etag; retry on conflicts.
+
+        `change` returns None to leave the run as it is (the transition no longer applies).
+        """
+        for _ in range(retries):
+            run, etag = self.get(run_id)
+            updated = change(replace(run))
+            if updated is None:
+                return run
+            try:
+                self.save(updated, etag)
+                return updated
+            except RunConflict:
+                continue
+        raise RunConflict(f"run {run_id} kept changing; gave up after {retries} attempts")
+
+    # ---- listing ---------------------------------------------------------------------------
+    def list(
+        self,
+        *,
+        top: int = 15,
+        task: str | None = None,
+        status: str | None = None,
+        image: str | None = None,
+        after: str | None = None,
+    ) -> tuple[list[Run], str | None]:
+        """Newest first; one key-range read of one partition. Returns (runs, continuation)."""
+        prefix = f"task|{task}|" if task else "id|"
+        lower = prefix + (self.ids.inverted(after) if after else "")
+        clauses = ["PartitionKey eq @pk", "RowKey gt @lower" if after else "RowKey ge @lower",
+                   "RowKey lt @upper"]
+        params: dict[str, Any] = {"pk": PARTITION, "lower": lower, "upper": prefix[:-1] + "}"}
+        if status:
+            clauses.append("Status eq @status")
+            params["status"] = status
+        if image:
+            clauses.append("OutputImage eq @image")
+            params["image"] = image
+        pages = self.table.query_entities(
+            " and ".join(clauses), parameters=params, results_per_page=top
+        ).by_page()
+        runs: list[Run] = []
+        for page in pages:
+            for entity in page:
+                runs.append(self._from_entity(entity))
+                if len(runs) == top:
+                    break
+            if len(runs) == top:
+                break
+        continuation = runs[-1].run_id if len(runs) == top else None
+        return runs, continuation
+
+    def running(self) -> list[Run]:
+        """Runs in Running state (housekeeping only, not a request path)."""
+        entities = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge 'id|' and RowKey lt 'id}' and Status eq @s",
+            parameters={"pk": PARTITION, "s": RUNNING},
+        )
+        return [self._from_entity(e) for e in entities]
