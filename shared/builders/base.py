@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 # Terminal statuses a builder may report; the worker maps them onto the run record unchanged.
 SUCCEEDED, FAILED, ERROR, TIMEOUT, CANCELED = "Succeeded", "Failed", "Error", "Timeout", "Canceled"
