@@ -17,7 +17,6 @@ from azure.storage.queue import (
     BinaryBase64DecodePolicy,
     BinaryBase64EncodePolicy,
     QueueClient,
-    QueueServiceClient,
 )
 
 from shared.config import Settings, StorageSettings
@@ -48,18 +47,6 @@ class Storage:
         return TableServiceClient(endpoint=s.table_uri, credential=_credential(s))
 
     @cached_property
-    def _queue_service(self) -> QueueServiceClient:
-        s = self.settings.storage
-        # Base64, like the Functions queue trigger expects by default.
-        policies = dict(
-            message_encode_policy=BinaryBase64EncodePolicy(),
-            message_decode_policy=BinaryBase64DecodePolicy(),
-        )
-        if s.connection_string:
-            return QueueServiceClient.from_connection_string(s.connection_string, **policies)
-        return QueueServiceClient(account_url=s.queue_uri, credential=_credential(s), **policies)
-
-    @cached_property
     def _blob_service(self) -> BlobServiceClient:
         s = self.settings.storage
         if s.connection_string:
@@ -80,11 +67,22 @@ class Storage:
                 self._tables[full] = client
             return client
 
+    def _queue_client(self, name: str) -> QueueClient:
+        s = self.settings.storage
+        # Base64, like the Functions queue trigger expects by default.
+        policies = dict(
+            message_encode_policy=BinaryBase64EncodePolicy(),
+            message_decode_policy=BinaryBase64DecodePolicy(),
+        )
+        if s.connection_string:
+            return QueueClient.from_connection_string(s.connection_string, name, **policies)
+        return QueueClient(account_url=s.queue_uri, queue_name=name, credential=_credential(s), **policies)
+
     def queue(self, name: str) -> QueueClient:
         with self._lock:
             client = self._queues.get(name)
             if client is None:
-                client = self._queue_service.get_queue_client(name)
+                client = self._queue_client(name)
                 try:
                     client.create_queue()
                 except ResourceExistsError:

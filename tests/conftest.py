@@ -1,0 +1,44 @@
+"""Fixtures shared by the test suites: the local stack's settings and per-test storage names."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from shared import config
+from shared.services import Services
+
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string() -> str:
+    """The stack's Azurite (exported by `make test` / `scripts/stack.py env`)."""
+    value = os.environ.get("AzureWebJobsStorage")
+    if not value:
+        pytest.fail("AzureWebJobsStorage is not set: run the tests with `make test`, which starts the stack")
+    return value
+
+
+def unique_settings(**overrides) -> config.Settings:
+    """Settings with a fresh table prefix and queue, so tests never see each other's data."""
+    suffix = uuid.uuid4().hex[:10]
+    env = {
+        "AzureWebJobsStorage": azurite_connection_string(),
+        "BASETRIGGER_TABLE_PREFIX": f"t{suffix}",
+        "BASETRIGGER_BUILD_QUEUE": f"runs-{suffix}",
+        "BASETRIGGER_REGISTRY_CA": os.environ.get("BASETRIGGER_REGISTRY_CA", ""),
+        "BASETRIGGER_REGISTRY": os.environ.get("REGISTRY", "localhost:5000"),
+        "BASETRIGGER_WORK_DIR": os.environ.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger-tests"),
+        "BASETRIGGER_SECRET_KEY": "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGU=",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return config.load(env)
+
+
+@pytest.fixture
+def services() -> Services:
+    return Services(unique_settings())

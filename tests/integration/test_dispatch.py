@@ -1,0 +1,115 @@
+"""Dispatch against a real Azurite: index reads, run ids, claims, queue messages, decisions."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+
+from shared import decisions as d
+from shared.dependencies import DependencyRow
+from shared.events import Ignored, ImagePushed
+from shared.runs import IMAGE_UPDATE, QUEUED
+from shared.work_queue import decode
+
+BASE = "localhost:5000/baseimages/node:9-alpine"
+OLD, NEW, NEWER = ("sha256:" + c * 64 for c in "abc")
+
+
+def push(digest=NEW, event_id=None, ref=("baseimages/node", "9-alpine")):
+    return ImagePushed(event_id=event_id or str(uuid.uuid4()), registry="localhost:5000",
+                       repository=ref[0], tag=ref[1], digest=digest,
+                       time=datetime.now(UTC), source="distribution")
+
+
+def add_dependents(services, count=1, **fields):
+    for n in range(count):
+        services.index.put(DependencyRow(
+            base=BASE, task=f"app{n}", runtime=True, trigger_enabled=True, trigger_type="Runtime",
+            images=[f"app{n}:{{{{.Run.ID}}}}"], built_digest=OLD, **fields))
+
+
+def queued_run_ids(services):
+    queue = services.storage.queue(services.settings.build_queue)
+    return sorted(decode(m.content) for m in queue.receive_messages(max_messages=32))
+
+
+def test_a_push_queues_one_run_per_dependent_with_a_decision(services):
+    add_dependents(services, 3)
+    decision = services.dispatcher.handle(push())
+    assert decision.outcome == d.QUEUED and len(decision.runs) == 3
+    assert queued_run_ids(services) == sorted(decision.runs)
+    run, _ = services.runs.get(decision.runs[0])
+    assert (run.status, run.trigger) == (QUEUED, IMAGE_UPDATE)
+    assert run.cause == f"{BASE}@{NEW}"
+    assert run.output_images == [f"localhost:5000/{run.task}:{run.run_id}"]
+    assert services.decisions.seen(decision.event_id).runs == decision.runs
+
+
+def test_run_ids_are_short_and_consecutive(services):
+    add_dependents(services, 2)
+    decision = services.dispatcher.handle(push())
+    assert sorted(decision.runs) == ["da1", "da2"]
+
+
+def test_duplicate_delivery_queues_one_run(services):
+    add_dependents(services)
+    event = push()
+    first = services.dispatcher.handle(event)
+    second = services.dispatcher.handle(event)
+    assert first.runs == ["da1"] and second.event_id == first.event_id
+    assert queued_run_ids(services) == ["da1"]
+
+
+def test_concurrent_duplicate_deliveries_queue_one_run(services):
+    add_dependents(services, 5)
+    event = push()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(services.dispatcher.handle(event)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    runs = [run for r in results for run in r.runs]
+    assert len(runs) == 5, runs  # one run per task, whichever delivery won
+    listed, _ = services.runs.list(top=50)
+    assert len(listed) == 5
+
+
+def test_identical_repush_queues_nothing_and_says_why(services):
+    add_dependents(services)
+    decision = services.dispatcher.handle(push(digest=OLD))
+    assert decision.outcome == d.DIGEST_UNCHANGED and decision.runs == []
+    assert decision.tasks[0].reason == f"the task last built on {OLD}"
+    assert queued_run_ids(services) == []
+
+
+def test_a_new_digest_while_a_run_waits_is_coalesced_into_it(services):
+    add_dependents(services)
+    first = services.dispatcher.handle(push(NEW))
+    second = services.dispatcher.handle(push(NEWER))
+    assert second.outcome == d.COALESCED and second.tasks[0].run_id == first.runs[0]
+    # and the same digest pushed again (new event id) is recognised as already triggered
+    third = services.dispatcher.handle(push(NEWER))
+    assert third.outcome == d.ALREADY_TRIGGERED and third.runs == []
+
+
+def test_no_dependents_and_ignored_events_are_recorded(services):
+    nobody = services.dispatcher.handle(push(ref=("unused/image", "1")))
+    assert nobody.outcome == d.NO_DEPENDENTS
+    ignored = services.dispatcher.handle(Ignored("ev-ignored", "blob push, not a manifest", "distribution"))
+    recent = services.decisions.recent(top=10)
+    assert [x.event_id for x in recent][:2] == [ignored.event_id, nobody.event_id]
+    assert recent[0].outcome == d.IGNORED
+
+
+def test_list_runs_newest_first_with_task_filter_and_continuation(services):
+    add_dependents(services, 3)
+    services.dispatcher.handle(push(NEW))
+    page, token = services.runs.list(top=2)
+    assert [r.run_id for r in page] == ["da3", "da2"] and token == "da2"
+    rest, _ = services.runs.list(top=2, after=token)
+    assert [r.run_id for r in rest] == ["da1"]
+    by_task, _ = services.runs.list(task="app1")
+    assert [r.task for r in by_task] == ["app1"]

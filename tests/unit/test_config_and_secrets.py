@@ -1,0 +1,46 @@
+import pytest
+from cryptography.fernet import Fernet
+
+from shared import config
+from shared.secrets import SecretBox, SecretsUnavailable, redact
+
+AZURITE = "UseDevelopmentStorage=true"
+
+
+def test_emulator_connection_string_is_accepted():
+    settings = config.load({"AzureWebJobsStorage": AZURITE})
+    assert settings.storage.connection_string == AZURITE
+    assert settings.poison_queue == "build-runs-poison"
+    assert settings.table("runs") == "btruns"
+
+
+def test_real_account_key_is_refused():
+    real = "DefaultEndpointsProtocol=https;AccountName=prod;AccountKey=abc;EndpointSuffix=core.windows.net"
+    with pytest.raises(config.ConfigError, match="only for the Azurite emulator"):
+        config.load({"AzureWebJobsStorage": real})
+
+
+def test_identity_based_settings():
+    env = {f"AzureWebJobsStorage__{k}ServiceUri": f"https://acct.{k}.core.windows.net"
+           for k in ("table", "queue", "blob")}
+    env["AzureWebJobsStorage__clientId"] = "11111111-2222-3333-4444-555555555555"
+    settings = config.load(env)
+    assert settings.storage.connection_string is None
+    assert settings.storage.client_id == "11111111-2222-3333-4444-555555555555"
+
+
+def test_missing_storage_names_the_settings():
+    with pytest.raises(config.ConfigError, match="__queueServiceUri"):
+        config.load({"AzureWebJobsStorage__tableServiceUri": "https://a.table.core.windows.net"})
+
+
+def test_secrets_round_trip_and_need_a_key():
+    box = SecretBox(Fernet.generate_key().decode())
+    sealed = box.seal({"token": "s3cr3t"})
+    assert "s3cr3t" not in sealed and box.open(sealed) == {"token": "s3cr3t"}
+    with pytest.raises(SecretsUnavailable):
+        SecretBox(None).seal({"token": "x"})
+
+
+def test_redact_hides_every_secret():
+    assert redact("pass=hunter22 and hunter2", ["hunter2", "hunter22"]) == "pass=*** and ***"
