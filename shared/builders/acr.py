@@ -1,0 +1,407 @@
+"""The cloud builder: a Docker build run on Azure Container Registry (`scheduleRun`, like `az acr build`).
+
+The flow is the one `az acr build` uses: ask the registry for a source-upload URL (a blob SAS URL),
+upload the build context there as a tar.gz (or hand ACR a git URL instead), schedule a
+`DockerBuildRequest` run, then follow the run until it ends while reading its log blob through the
+log SAS URL. ACR pushes the image itself, so the push arrives back through Event Grid like any other.
+
+Runs moved out of `azure-mgmt-containerregistry` in its version 15 into
+`azure-mgmt-containerregistrytasks`; this module uses the latter. The management client is injected
+so tests can give it a transport that answers like the ACR REST API.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
+from azure.mgmt.containerregistrytasks.models import Argument, DockerBuildRequest, PlatformProperties
+from azure.storage.blob import BlobClient
+
+from shared.builders.base import (
+    CANCELED,
+    ERROR,
+    FAILED,
+    SUCCEEDED,
+    TIMEOUT,
+    BuildContext,
+    BuildRequest,
+    BuildResult,
+    LogSink,
+)
+from shared.config import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
+
+# ACR's run statuses that end a run, mapped onto the builder contract's statuses.
+_TERMINAL = {
+    "succeeded": SUCCEEDED,
+    "failed": FAILED,
+    "canceled": CANCELED,
+    "error": ERROR,
+    "timeout": TIMEOUT,
+}
+# The range ACR accepts for a run's timeout, in seconds.
+ACR_MIN_TIMEOUT, ACR_MAX_TIMEOUT = 300, 28800
+# A run may wait in ACR's queue before its own timeout starts counting; this is how long we wait
+# beyond the run's timeout before giving up on following it.
+QUEUE_ALLOWANCE_SECONDS = 1800
+# Consecutive failed polls tolerated before the run is reported as Error.
+MAX_POLL_FAILURES = 5
+_MASK = "***"
+
+BlobFromUrl = Callable[[str], BlobClient]
+
+
+class _Refused(Exception):
+    """The request cannot be built on ACR; the message says why and is safe to record."""
+
+
+class AcrBuilder:
+    """Builds a `BuildRequest` as an ACR quick-build run on one registry."""
+
+    def __init__(
+        self,
+        client: ContainerRegistryTasksMgmtClient,
+        resource_group: str,
+        registry_name: str,
+        *,
+        login_server: str | None = None,
+        blob_from_url: BlobFromUrl = BlobClient.from_blob_url,
+        poll_interval: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        resolve_digest: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self._client = client
+        self._resource_group = resource_group
+        self._registry = registry_name
+        # Public-cloud default; other clouds (or domain-name-label registries) pass theirs.
+        self.login_server = (login_server or f"{registry_name}.azurecr.io").lower()
+        self._blob_from_url = blob_from_url
+        self._poll_interval = poll_interval
+        self._sleep = sleep
+        self._clock = clock
+        # Reports which digest each base had when the run was scheduled (ACR's run record does not).
+        self._resolve_digest = resolve_digest
+
+    @classmethod
+    def from_settings(cls, settings: Settings, credential: Any = None, **kwargs: Any) -> AcrBuilder:
+        """The builder for the registry named by BASETRIGGER_ACR_* settings, as the app's identity."""
+        missing = [
+            name
+            for name, value in (
+                ("BASETRIGGER_ACR_SUBSCRIPTION_ID", settings.acr_subscription_id),
+                ("BASETRIGGER_ACR_RESOURCE_GROUP", settings.acr_resource_group),
+                ("BASETRIGGER_ACR_NAME", settings.acr_name),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(f"the ACR builder needs {', '.join(missing)}")
+        if credential is None:
+            from shared.credentials import credential_for
+
+            credential = credential_for(settings)
+        client = ContainerRegistryTasksMgmtClient(credential, settings.acr_subscription_id)
+        return cls(client, settings.acr_resource_group, settings.acr_name, **kwargs)
+
+    # -- the Builder protocol ---------------------------------------------------------------------
+
+    def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        secrets = [v for v in request.secret_args.values() if v]
+        emit = _masking(log, secrets)
+        try:
+            run_request = self._run_request(request)
+        except _Refused as exc:
+            emit(f"ACR build refused: {exc}")
+            return BuildResult(status=ERROR, reason=str(exc))
+        base_digests = self._base_digests(request.base_images)
+        try:
+            run_request.source_location = self._source_location(request.context)
+            run = self._client.registries.schedule_run(self._resource_group, self._registry, run_request)
+        except _Refused as exc:
+            emit(f"ACR build refused: {exc}")
+            return BuildResult(status=ERROR, base_digests=base_digests, reason=str(exc))
+        except (AzureError, OSError) as exc:
+            reason = f"could not schedule an ACR run on {self._registry}: {_short(exc)}"
+            emit(reason)
+            return BuildResult(status=ERROR, base_digests=base_digests, reason=reason)
+        acr_run_id = run.run_id or run.name
+        logger.info("run %s: scheduled ACR run %s on %s", request.run_id, acr_run_id, self._registry)
+        emit(
+            f"ACR run {acr_run_id} scheduled on {self._registry} "
+            f"(source {request.context.describe()}, images {', '.join(run_request.image_names or [])})"
+        )
+        result = self._follow(acr_run_id, run, run_request.timeout or ACR_MAX_TIMEOUT, emit)
+        return BuildResult(
+            status=result.status,
+            output_digest=result.output_digest,
+            base_digests=base_digests,
+            reason=result.reason,
+        )
+
+    def _base_digests(self, bases: list[str]) -> dict[str, str]:
+        digests: dict[str, str] = {}
+        if self._resolve_digest is None:
+            return digests
+        for base in bases:
+            try:
+                digest = self._resolve_digest(base)
+            except Exception as exc:  # a lookup failure must not stop the build
+                logger.warning("could not resolve %s: %s", base, _short(exc))
+                continue
+            if digest:
+                digests[base] = digest
+        return digests
+
+    # -- request ----------------------------------------------------------------------------------
+
+    def _run_request(self, request: BuildRequest) -> DockerBuildRequest:
+        images = [self._image_name(image) for image in request.images]
+        arguments = [Argument(name=k, value=v, is_secret=False) for k, v in request.build_args.items()]
+        arguments += [Argument(name=k, value=v, is_secret=True) for k, v in request.secret_args.items()]
+        return DockerBuildRequest(
+            image_names=images,
+            is_push_enabled=bool(images),
+            no_cache=False,
+            docker_file_path=request.dockerfile or "Dockerfile",
+            arguments=arguments,
+            platform=_platform(request.platform),
+            timeout=max(ACR_MIN_TIMEOUT, min(ACR_MAX_TIMEOUT, int(request.timeout_seconds))),
+        )
+
+    def _image_name(self, image: str) -> str:
+        """ACR takes `repo:tag` relative to the registry; a reference to another registry is refused."""
+        host, sep, rest = image.partition("/")
+        if sep and ("." in host or ":" in host or host == "localhost"):
+            if host.lower() != self.login_server:
+                raise _Refused(
+                    f"image {image!r} is not in {self.login_server}; an ACR run pushes only to its own "
+                    "registry"
+                )
+            return rest
+        return image
+
+    def _source_location(self, context: BuildContext) -> str:
+        if context.git_url:
+            return _git_location(context)
+        if not (context.path or context.archive_path):
+            raise _Refused("the build context has neither a path, an archive nor a git URL")
+        upload = self._client.registries.get_build_source_upload_url(self._resource_group, self._registry)
+        if not upload.upload_url or not upload.relative_path:
+            raise _Refused("ACR returned no source-upload URL")
+        with tempfile.TemporaryFile() as archive:
+            _write_context_archive(context, archive)
+            size = archive.tell()
+            archive.seek(0)
+            blob = self._blob_from_url(upload.upload_url)
+            blob.upload_blob(archive, length=size, overwrite=True, blob_type="BlockBlob")
+        return upload.relative_path
+
+    # -- following the run ------------------------------------------------------------------------
+
+    def _follow(self, acr_run_id: str, run: Any, timeout: int, emit: LogSink) -> BuildResult:
+        follower = _LogFollower(self._blob_from_url, emit)
+        patience = timeout + QUEUE_ALLOWANCE_SECONDS
+        deadline = self._clock() + patience
+        failures = 0
+        while True:
+            status = _status_of(run)
+            if follower.url is None:
+                follower.url = self._log_url(acr_run_id)
+            follower.poll()
+            if status.lower() in _TERMINAL:
+                break
+            if self._clock() > deadline:
+                follower.flush()
+                reason = f"ACR run {acr_run_id} was still {status} after {patience} s"
+                emit(reason)
+                return BuildResult(status=TIMEOUT, reason=reason)
+            self._sleep(self._poll_interval)
+            try:
+                run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
+                failures = 0
+            except AzureError as exc:
+                failures += 1
+                logger.warning(
+                    "ACR run %s: poll %s/%s failed: %s", acr_run_id, failures, MAX_POLL_FAILURES, _short(exc)
+                )
+                if failures >= MAX_POLL_FAILURES:
+                    follower.flush()
+                    reason = f"lost track of ACR run {acr_run_id}: {_short(exc)}"
+                    emit(reason)
+                    return BuildResult(status=ERROR, reason=reason)
+        if follower.url is None:
+            follower.url = self._log_url(acr_run_id)
+        follower.poll()
+        follower.flush()
+        result_status = _TERMINAL[status.lower()]
+        digest = None
+        for image in getattr(run, "output_images", None) or []:
+            if image.digest:
+                digest = image.digest
+                break
+        reason = None
+        if result_status != SUCCEEDED:
+            reason = getattr(run, "run_error_message", None) or f"ACR run {acr_run_id} ended {status}"
+        emit(f"ACR run {acr_run_id}: {status}" + (f" ({digest})" if digest else ""))
+        return BuildResult(status=result_status, output_digest=digest, reason=reason)
+
+    def _log_url(self, acr_run_id: str) -> str | None:
+        try:
+            result = self._client.runs.get_log_sas_url(self._resource_group, self._registry, acr_run_id)
+        except AzureError as exc:
+            logger.warning("ACR run %s: no log URL yet: %s", acr_run_id, _short(exc))
+            return None
+        return result.log_link or None
+
+
+class _LogFollower:
+    """Reads a run's log blob from where it last stopped and emits whole lines."""
+
+    def __init__(self, blob_from_url: BlobFromUrl, emit: LogSink) -> None:
+        self.url: str | None = None
+        self._blob_from_url = blob_from_url
+        self._emit = emit
+        self._offset = 0
+        self._pending = b""
+
+    def poll(self) -> None:
+        if not self.url:
+            return
+        try:
+            data = self._blob_from_url(self.url).download_blob(offset=self._offset).readall()
+        except ResourceNotFoundError:
+            return  # ACR creates the log blob when the run starts
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # nothing past the offset yet
+                return
+            logger.warning("reading an ACR run log failed: %s", _short(exc))
+            return
+        except AzureError as exc:
+            logger.warning("reading an ACR run log failed: %s", _short(exc))
+            return
+        self._offset += len(data)
+        lines = (self._pending + data).split(b"\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._emit(line.rstrip(b"\r").decode("utf-8", errors="replace"))
+
+    def flush(self) -> None:
+        if self._pending:
+            self._emit(self._pending.rstrip(b"\r").decode("utf-8", errors="replace"))
+            self._pending = b""
+
+
+def _masking(log: LogSink, secrets: Iterable[str]) -> LogSink:
+    """A sink that never lets a secret argument's value through, whatever the build prints."""
+    ordered = sorted(set(secrets), key=len, reverse=True)
+
+    def emit(line: str) -> None:
+        for secret in ordered:
+            line = line.replace(secret, _MASK)
+        log(line)
+
+    return emit
+
+
+def _status_of(run: Any) -> str:
+    status = getattr(run, "status", None)
+    return str(getattr(status, "value", status) or "Queued")
+
+
+def _platform(spec: str) -> PlatformProperties:
+    parts = [p for p in (spec or "linux").lower().split("/") if p]
+    os_name = {"linux": "Linux", "windows": "Windows"}.get(parts[0] if parts else "linux")
+    if os_name is None:
+        raise _Refused(f"platform {spec!r} is not one ACR builds for (linux or windows)")
+    return PlatformProperties(
+        os=os_name,
+        architecture=parts[1] if len(parts) > 1 else None,
+        variant=parts[2] if len(parts) > 2 else None,
+    )
+
+
+def _git_location(context: BuildContext) -> str:
+    """ACR's git context form, `https://host/repo.git#branch`, with the token as URL credentials."""
+    url = context.git_url or ""
+    if context.git_token:
+        parts = urlsplit(url)
+        if parts.scheme != "https":
+            raise _Refused("a git token is only sent over https")
+        host = parts.netloc.rsplit("@", 1)[-1]
+        netloc = f"x-access-token:{quote(context.git_token, safe='')}@{host}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if context.branch and "#" not in url:
+        url = f"{url}#{context.branch}"
+    return url
+
+
+def _write_context_archive(context: BuildContext, out: IO[bytes]) -> None:
+    """Write the context as the tar.gz ACR expects: a directory is packed, an archive converted."""
+    path = context.path or context.archive_path or ""
+    if os.path.isdir(path):
+        _tar_directory(path, out)
+        return
+    with open(path, "rb") as src:
+        magic = src.read(4)
+        src.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            shutil.copyfileobj(src, out)
+            return
+        if magic == b"PK\x03\x04":
+            _zip_to_tar_gz(src, out)
+            return
+    if tarfile.is_tarfile(path):
+        with open(path, "rb") as src, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+            shutil.copyfileobj(src, gz)
+        return
+    raise _Refused(f"the build context {path!r} is neither a directory nor a tar, tar.gz or zip archive")
+
+
+def _tar_directory(root: str, out: IO[bytes]) -> None:
+    # Everything but .git is sent: ACR's docker build applies .dockerignore itself.
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d != ".git")
+            rel_dir = os.path.relpath(dirpath, root)
+            if rel_dir != ".":
+                tar.add(dirpath, arcname=rel_dir, recursive=False)
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                tar.add(full, arcname=os.path.normpath(os.path.join(rel_dir, name)), recursive=False)
+
+
+def _zip_to_tar_gz(src: IO[bytes], out: IO[bytes]) -> None:
+    with zipfile.ZipFile(src) as zf, tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for info in zf.infolist():
+            member = tarfile.TarInfo(info.filename.rstrip("/"))
+            member.mtime = int(time.mktime(info.date_time + (0, 0, -1)))
+            mode = (info.external_attr >> 16) & 0o7777
+            if info.is_dir():
+                member.type = tarfile.DIRTYPE
+                member.mode = mode or 0o755
+                tar.addfile(member)
+            else:
+                member.size = info.file_size
+                member.mode = mode or 0o644
+                with zf.open(info) as data:
+                    tar.addfile(member, data)
+
+
+def _short(exc: BaseException) -> str:
+    """An error's first line: enough to act on, without dumping response bodies into run logs."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:500]

@@ -1,0 +1,635 @@
+"""The ACR builder, exercised through the management client's transport layer.
+
+A real `ContainerRegistryTasksMgmtClient` (and real `BlobClient`s) send real HTTP requests into
+`CannedTransport`, an azure-core `HttpTransport` that records each request and answers the way the
+ACR REST API (api-version 2025-03-01-preview) and Blob Storage answer: the source-upload URL,
+`scheduleRun` returning a Run, `runs/{id}` moving Queued -> Running -> Succeeded, `listLogSasUrl`,
+and the log blob growing between polls. The assertions are on the serialized request bodies, so
+they check the REST shapes, not our own model objects.
+
+The blob side (source upload, log reads) goes through the same canned transport in every test but
+one: `test_context_and_log_through_a_real_azurite` uploads to and reads from a real Azurite blob
+service through SAS URLs, the way the builder talks to ACR's storage. No test reaches Azure.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import urllib3
+from azure.core.credentials import AccessToken
+from azure.core.pipeline.transport import RequestsTransport
+from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
+from azure.storage.blob import BlobClient, BlobServiceClient, BlobType
+
+from shared.builders.acr import AcrBuilder
+from shared.builders.base import ERROR, FAILED, SUCCEEDED, TIMEOUT, BuildContext, BuildRequest
+
+SUB = "00000000-1111-2222-3333-444444444444"
+RG = "rg-images"
+REGISTRY = "contosoacr"
+ARM = "https://management.azure.com"
+REGISTRY_PATH = (
+    f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
+)
+UPLOAD_BLOB = "https://acrsrc.blob.core.windows.net/f0e1d2c3/source/202611270000/ab12cd.tar.gz"
+LOG_BLOB = "https://acrlogs.blob.core.windows.net/logs/cb7/rawtext.log"
+SECRET = "s3cr3t-value"
+DIGEST = "sha256:" + "ab" * 32
+
+
+class StubCredential:
+    """A TokenCredential that hands out a fixed token: the client needs one, nothing checks it."""
+
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken("stub-token", int(time.time()) + 3600)
+
+
+class FakeAcr:
+    """ACR's management API and its two storage blobs, answering from canned JSON."""
+
+    def __init__(
+        self,
+        statuses=("Queued", "Running", "Succeeded"),
+        log_chunks=None,
+        final=None,
+        schedule_error=None,
+        upload_url=UPLOAD_BLOB,
+        log_url=LOG_BLOB,
+        append_log=None,
+    ):
+        self.statuses = list(statuses)
+        self.log_chunks = list(log_chunks if log_chunks is not None else [])
+        self.final = final or {}
+        self.schedule_error = schedule_error
+        self.upload_url = upload_url
+        self.log_url = log_url
+        # Where the "ACR agent" writes its log: the fake's own blob, or (Azurite test) a callback.
+        self.append_log = append_log or self._append_own_log
+        self.requests: list[dict] = []
+        self.blobs: dict[str, bytes] = {}
+        self.gets = 0
+
+    # -- recording ---------------------------------------------------------------------------------
+
+    def calls(self, method: str, path_suffix: str) -> list[dict]:
+        return [r for r in self.requests if r["method"] == method and r["path"].endswith(path_suffix)]
+
+    # -- answering ---------------------------------------------------------------------------------
+
+    def handle(self, method: str, url: str, headers: dict, body: bytes):
+        parts = urlsplit(url)
+        self.requests.append(
+            {
+                "method": method,
+                "url": url,
+                "path": parts.path,
+                "query": parse_qs(parts.query),
+                "headers": headers,
+                "body": body,
+            }
+        )
+        if parts.netloc == "management.azure.com":
+            return self._arm(method, parts.path)
+        return self._blob(method, parts.path, headers, body)
+
+    def _arm(self, method, path):
+        if method == "POST" and path == f"{REGISTRY_PATH}/listBuildSourceUploadUrl":
+            relative = urlsplit(self.upload_url).path.split("/", 2)[-1]
+            return _json(
+                200,
+                {
+                    "uploadUrl": f"{self.upload_url}?sv=2024-01-01&sr=b&sp=cw&sig=UPLOADSIG",
+                    "relativePath": relative,
+                },
+            )
+        if method == "POST" and path == f"{REGISTRY_PATH}/scheduleRun":
+            if self.schedule_error:
+                return _json(*self.schedule_error)
+            return _json(200, self._run("Queued"))
+        if method == "GET" and path == f"{REGISTRY_PATH}/runs/cb7":
+            self.gets += 1
+            status = self.statuses[min(self.gets, len(self.statuses) - 1)]
+            if self.log_chunks:
+                self.append_log(self.log_chunks.pop(0))
+            while self.log_chunks and status not in ("Queued", "Started", "Running"):
+                self.append_log(self.log_chunks.pop(0))  # a finished run's log is complete
+            return _json(200, self._run(status))
+        if method == "POST" and path == f"{REGISTRY_PATH}/runs/cb7/listLogSasUrl":
+            return _json(200, {"logLink": f"{self.log_url}?sv=2024-01-01&sr=b&sp=r&sig=LOGSIG"})
+        return _json(404, {"error": {"code": "NotFound", "message": f"no route {method} {path}"}})
+
+    def _run(self, status):
+        properties = {
+            "runId": "cb7",
+            "status": status,
+            "runType": "QuickBuild",
+            "provisioningState": "Succeeded",
+            "platform": {"os": "Linux", "architecture": "amd64"},
+        }
+        if status not in ("Queued", "Started", "Running"):
+            properties.update(self.final)
+        return {
+            "id": f"{REGISTRY_PATH}/runs/cb7",
+            "name": "cb7",
+            "type": "Microsoft.ContainerRegistry/registries/runs",
+            "properties": properties,
+        }
+
+    def _append_own_log(self, chunk: bytes):
+        path = urlsplit(self.log_url).path
+        self.blobs[path] = self.blobs.get(path, b"") + chunk
+
+    def _blob(self, method, path, headers, body):
+        common = {
+            "ETag": '"0x8DC0000000000001"',
+            "Last-Modified": formatdate(usegmt=True),
+            "x-ms-version": "2025-01-05",
+            "x-ms-request-id": "req",
+        }
+        if method == "PUT":
+            self.blobs[path] = body
+            return 201, {**common, "Content-Length": "0", "x-ms-request-server-encrypted": "true"}, b""
+        if method == "GET":
+            if path not in self.blobs:
+                return _storage_error(404, "BlobNotFound", common)
+            data = self.blobs[path]
+            lower = {k.lower(): v for k, v in headers.items()}
+            start, end = 0, len(data) - 1
+            if "x-ms-range" in lower:
+                first, _, last = lower["x-ms-range"].removeprefix("bytes=").partition("-")
+                start = int(first)
+                end = min(int(last) if last else len(data) - 1, len(data) - 1)
+                if start >= len(data):
+                    return _storage_error(
+                        416, "InvalidRange", {**common, "Content-Range": f"bytes */{len(data)}"}
+                    )
+            part = data[start : end + 1]
+            return (
+                206,
+                {
+                    **common,
+                    "Content-Length": str(len(part)),
+                    "Content-Type": "text/plain",
+                    "Content-Range": f"bytes {start}-{end}/{len(data)}",
+                    "x-ms-blob-type": "AppendBlob",
+                    "Accept-Ranges": "bytes",
+                },
+                part,
+            )
+        return _storage_error(405, "UnsupportedHttpVerb", common)
+
+
+def _json(status, payload):
+    return (
+        status,
+        {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": "req"},
+        (json.dumps(payload).encode()),
+    )
+
+
+def _storage_error(status, code, headers):
+    body = (
+        f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{code}</Message></Error>'
+    ).encode()
+    return (
+        status,
+        {
+            **headers,
+            "x-ms-error-code": code,
+            "Content-Type": "application/xml",
+            "Content-Length": str(len(body)),
+        },
+        body,
+    )
+
+
+class _CannedAdapter(requests.adapters.BaseAdapter):
+    """The network end of the transport: hands each prepared request to the fake and wraps its answer."""
+
+    def __init__(self, fake: FakeAcr):
+        super().__init__()
+        self.fake = fake
+
+    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+        body = request.body
+        if body is None:
+            body = b""
+        elif hasattr(body, "read"):
+            body = body.read()
+        elif isinstance(body, str):
+            body = body.encode()
+        elif not isinstance(body, bytes):
+            body = b"".join(chunk if isinstance(chunk, bytes) else chunk.encode() for chunk in body)
+        status, headers, content = self.fake.handle(request.method, request.url, dict(request.headers), body)
+        raw = urllib3.HTTPResponse(
+            body=io.BytesIO(content),
+            headers=headers,
+            status=status,
+            preload_content=False,
+            decode_content=False,
+            reason="canned",
+        )
+        return requests.adapters.HTTPAdapter().build_response(request, raw)
+
+    def close(self):
+        pass
+
+
+class CannedTransport(RequestsTransport):
+    """An azure-core HttpTransport whose wire is FakeAcr: every request is recorded and answered."""
+
+    def __init__(self, fake: FakeAcr):
+        session = requests.Session()
+        session.trust_env = False
+        adapter = _CannedAdapter(fake)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        super().__init__(session=session, session_owner=False)
+
+
+def make_builder(fake: FakeAcr, *, blobs_via_fake: bool = True, **kwargs) -> AcrBuilder:
+    client = ContainerRegistryTasksMgmtClient(
+        StubCredential(), SUB, transport=CannedTransport(fake), retry_total=0
+    )
+    if blobs_via_fake:
+        kwargs["blob_from_url"] = lambda url: BlobClient.from_blob_url(
+            url, transport=CannedTransport(fake), retry_total=0
+        )
+    return AcrBuilder(client, RG, REGISTRY, poll_interval=0, sleep=lambda _: None, **kwargs)
+
+
+def make_context(tmp_path: Path) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM contosoacr.azurecr.io/base:1\nCOPY src /src\n")
+    (ctx / "src" / "app.py").write_text("print('hi')\n")
+    (ctx / ".git").mkdir()
+    (ctx / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return ctx
+
+
+def request_for(context: BuildContext, **overrides) -> BuildRequest:
+    values = dict(
+        run_id="da7",
+        context=context,
+        dockerfile="Dockerfile",
+        images=["contosoacr.azurecr.io/app:v1", "app:latest"],
+        build_args={"VERSION": "1.2"},
+        secret_args={"TOKEN": SECRET},
+        platform="linux",
+        timeout_seconds=900,
+        base_images=["contosoacr.azurecr.io/base:1"],
+    )
+    values.update(overrides)
+    return BuildRequest(**values)
+
+
+def tar_members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else b"") for m in tar.getmembers()}
+
+
+LOG_CHUNKS = [
+    b"Step 1/2 : FROM contosoacr.azurecr.io/base:1\r\n",
+    b"Step 2/2 : RUN echo " + SECRET.encode() + b"\nSuccessfully built\n",
+    b"pushed app:v1 digest: " + DIGEST.encode(),  # ACR's last line may come without a newline
+]
+
+
+def test_uploads_context_schedules_docker_build_and_follows_the_run(tmp_path, caplog):
+    fake = FakeAcr(
+        log_chunks=list(LOG_CHUNKS),
+        final={
+            "outputImages": [
+                {"registry": "contosoacr.azurecr.io", "repository": "app", "tag": "v1", "digest": DIGEST}
+            ]
+        },
+    )
+    builder = make_builder(fake, resolve_digest=lambda ref: "sha256:" + "cd" * 32)
+    lines: list[str] = []
+    caplog.set_level(logging.DEBUG)
+
+    result = builder.build(request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append)
+
+    assert result.status == SUCCEEDED
+    assert result.output_digest == DIGEST
+    assert result.reason is None
+    assert result.base_digests == {"contosoacr.azurecr.io/base:1": "sha256:" + "cd" * 32}
+
+    # Every management call is authenticated and versioned like the REST API wants.
+    arm = [r for r in fake.requests if "management.azure.com" in r["url"]]
+    assert arm and all(r["headers"]["Authorization"] == "Bearer stub-token" for r in arm)
+    assert all(r["query"]["api-version"] == ["2025-03-01-preview"] for r in arm)
+
+    # 1. the source-upload URL was asked for, and the context went to that blob as a tar.gz
+    assert len(fake.calls("POST", "/listBuildSourceUploadUrl")) == 1
+    (put,) = fake.calls("PUT", "/ab12cd.tar.gz")
+    assert put["query"]["sig"] == ["UPLOADSIG"]
+    assert put["headers"]["x-ms-blob-type"] == "BlockBlob"
+    members = tar_members(put["body"])
+    assert members["Dockerfile"].startswith(b"FROM contosoacr.azurecr.io/base:1")
+    assert members["src/app.py"] == b"print('hi')\n"
+    assert not any(name.startswith(".git") for name in members)
+
+    # 2. scheduleRun got a DockerBuildRequest in the REST shape
+    (schedule,) = fake.calls("POST", "/scheduleRun")
+    body = json.loads(schedule["body"])
+    assert body["type"] == "DockerBuildRequest"
+    assert body["imageNames"] == ["app:v1", "app:latest"]
+    assert body["isPushEnabled"] is True
+    assert body["dockerFilePath"] == "Dockerfile"
+    assert body["sourceLocation"] == "source/202611270000/ab12cd.tar.gz"
+    assert body["platform"] == {"os": "Linux"}
+    assert body["timeout"] == 900
+    assert body["arguments"] == [
+        {"name": "VERSION", "value": "1.2", "isSecret": False},
+        {"name": "TOKEN", "value": SECRET, "isSecret": True},
+    ]
+
+    # 3. the run was polled until it ended, and its log read through the log SAS URL
+    assert fake.gets == 2
+    assert len(fake.calls("GET", "/runs/cb7")) == 2
+    assert fake.calls("POST", "/runs/cb7/listLogSasUrl")
+    log_reads = fake.calls("GET", "/cb7/rawtext.log")
+    assert log_reads and all(r["query"]["sig"] == ["LOGSIG"] for r in log_reads)
+
+    # 4. log lines arrived whole, in order, the last partial one flushed, the secret masked
+    assert "Step 1/2 : FROM contosoacr.azurecr.io/base:1" in lines
+    assert "Step 2/2 : RUN echo ***" in lines
+    assert f"pushed app:v1 digest: {DIGEST}" in lines
+    assert lines.index("Successfully built") < lines.index(f"pushed app:v1 digest: {DIGEST}")
+    assert lines[-1] == f"ACR run cb7: Succeeded ({DIGEST})"
+    assert not any(SECRET in line for line in lines)
+    assert SECRET not in caplog.text
+
+
+def test_git_context_is_passed_as_source_location_without_upload(tmp_path):
+    fake = FakeAcr(final={"outputImages": [{"digest": DIGEST}]})
+    lines: list[str] = []
+    context = BuildContext(
+        git_url="https://github.com/contoso/app.git", branch="release", git_token="ghp_tok"
+    )
+
+    result = make_builder(fake).build(request_for(context, secret_args={}), lines.append)
+
+    assert result.status == SUCCEEDED
+    assert not fake.calls("POST", "/listBuildSourceUploadUrl")
+    assert not [r for r in fake.requests if r["method"] == "PUT"]
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert body["sourceLocation"] == "https://x-access-token:ghp_tok@github.com/contoso/app.git#release"
+    assert body["arguments"] == [{"name": "VERSION", "value": "1.2", "isSecret": False}]
+    assert not any("ghp_tok" in line for line in lines)
+    assert any("github.com/contoso/app.git#release" in line for line in lines)
+
+
+def test_zip_archive_context_is_uploaded_as_tar_gz(tmp_path):
+    archive = tmp_path / "ctx.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("Dockerfile", "FROM scratch\n")
+        zf.writestr("bin/tool", "#!/bin/sh\n")
+    fake = FakeAcr()
+
+    result = make_builder(fake).build(request_for(BuildContext(archive_path=str(archive))), lambda _: None)
+
+    assert result.status == SUCCEEDED
+    (put,) = fake.calls("PUT", "/ab12cd.tar.gz")
+    assert tar_members(put["body"]) == {"Dockerfile": b"FROM scratch\n", "bin/tool": b"#!/bin/sh\n"}
+
+
+def test_tar_archive_context_is_gzipped(tmp_path):
+    archive = tmp_path / "ctx.tar"
+    with tarfile.open(archive, "w") as tar:
+        data = b"FROM scratch\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    fake = FakeAcr()
+
+    make_builder(fake).build(request_for(BuildContext(archive_path=str(archive))), lambda _: None)
+
+    (put,) = fake.calls("PUT", "/ab12cd.tar.gz")
+    assert gzip.decompress(put["body"]) == archive.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("acr_status", "expected"),
+    [("Failed", FAILED), ("Timeout", TIMEOUT), ("Error", ERROR), ("Canceled", "Canceled")],
+)
+def test_terminal_statuses_map_onto_the_builder_contract(tmp_path, acr_status, expected):
+    fake = FakeAcr(
+        statuses=("Queued", "Running", acr_status),
+        final={"runErrorMessage": f"the run ended {acr_status.lower()}"},
+    )
+
+    result = make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path)))), lambda _: None
+    )
+
+    assert result.status == expected
+    assert result.output_digest is None
+    assert result.reason == f"the run ended {acr_status.lower()}"
+
+
+def test_scheduling_refused_by_arm_is_an_error_with_the_reason(tmp_path):
+    fake = FakeAcr(
+        schedule_error=(
+            403,
+            {
+                "error": {
+                    "code": "AuthorizationFailed",
+                    "message": "The client does not have authorization to perform action "
+                    "'Microsoft.ContainerRegistry/registries/scheduleRun/action'.",
+                }
+            },
+        )
+    )
+    lines: list[str] = []
+
+    result = make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append
+    )
+
+    assert result.status == ERROR
+    assert "scheduleRun/action" in result.reason
+    assert not fake.calls("GET", "/runs/cb7")
+    assert not any(SECRET in line for line in lines)
+
+
+def test_images_of_another_registry_are_refused_before_any_call(tmp_path):
+    fake = FakeAcr()
+
+    result = make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path))), images=["docker.io/library/app:1"]),
+        lambda _: None,
+    )
+
+    assert result.status == ERROR
+    assert "contosoacr.azurecr.io" in result.reason
+    assert fake.requests == []
+
+
+def test_timeout_is_clamped_to_what_acr_accepts(tmp_path):
+    fake = FakeAcr()
+    make_builder(fake).build(
+        request_for(
+            BuildContext(path=str(make_context(tmp_path))), timeout_seconds=30, platform="linux/arm64/v8"
+        ),
+        lambda _: None,
+    )
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert body["timeout"] == 300
+    assert body["platform"] == {"os": "Linux", "architecture": "arm64", "variant": "v8"}
+
+
+# -- the same flow with the blobs in a real Azurite ---------------------------------------------------
+
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def azurite_blob_endpoint(tmp_path_factory):
+    """A blob endpoint of a real Azurite: the stack's if the tests run under it, else one started here."""
+    conn = os.environ.get("AzureWebJobsStorage", "")
+    parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
+    if parts.get("AccountName") == AZURITE_ACCOUNT and parts.get("BlobEndpoint"):
+        yield parts["BlobEndpoint"].rstrip("/")
+        return
+    binary = ROOT / ".stack/node/node_modules/.bin/azurite-blob"
+    node = shutil.which("node")
+    if not binary.exists() or not node:
+        pytest.skip(
+            "Azurite is not installed (npm install --prefix .stack/node azurite@3); "
+            "the canned-transport tests cover the same flow"
+        )
+    port = _free_port()
+    data = tmp_path_factory.mktemp("azurite")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(data),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--loose",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("Azurite did not start")
+        yield f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_context_and_log_through_a_real_azurite(tmp_path, azurite_blob_endpoint):
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    service = BlobServiceClient(
+        azurite_blob_endpoint, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+    )
+    suffix = os.urandom(4).hex()
+    source, logs = (
+        service.get_container_client(f"acrsrc{suffix}"),
+        service.get_container_client(f"acrlog{suffix}"),
+    )
+    source.create_container()
+    logs.create_container()
+    log_blob = logs.get_blob_client("cb7/rawtext.log")
+    log_blob.create_append_blob()
+    expiry = datetime.now(UTC) + timedelta(hours=1)
+
+    def sas_url(container, name, permission):
+        token = generate_blob_sas(
+            AZURITE_ACCOUNT, container, name, account_key=AZURITE_KEY, permission=permission, expiry=expiry
+        )
+        return f"{azurite_blob_endpoint}/{container}/{name}?{token}"
+
+    class AzuriteAcr(FakeAcr):
+        # ACR hands out SAS URLs to its own storage; here they point into Azurite.
+        def _arm(self, method, path):
+            if path.endswith("/listBuildSourceUploadUrl"):
+                return _json(
+                    200,
+                    {
+                        "uploadUrl": sas_url(
+                            source.container_name,
+                            "upload/ctx.tar.gz",
+                            BlobSasPermissions(create=True, write=True),
+                        ),
+                        "relativePath": "upload/ctx.tar.gz",
+                    },
+                )
+            if path.endswith("/listLogSasUrl"):
+                return _json(
+                    200,
+                    {
+                        "logLink": sas_url(
+                            logs.container_name, "cb7/rawtext.log", BlobSasPermissions(read=True)
+                        )
+                    },
+                )
+            return super()._arm(method, path)
+
+    fake = AzuriteAcr(
+        statuses=("Queued", "Running", "Running", "Succeeded"),
+        log_chunks=list(LOG_CHUNKS),
+        append_log=lambda chunk: log_blob.append_block(chunk),
+        final={"outputImages": [{"digest": DIGEST}]},
+    )
+    lines: list[str] = []
+
+    result = make_builder(fake, blobs_via_fake=False).build(
+        request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append
+    )
+
+    assert result.status == SUCCEEDED and result.output_digest == DIGEST
+    uploaded = source.get_blob_client("upload/ctx.tar.gz")
+    assert uploaded.get_blob_properties().blob_type == BlobType.BLOCKBLOB
+    assert tar_members(uploaded.download_blob().readall())["src/app.py"] == b"print('hi')\n"
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert body["sourceLocation"] == "upload/ctx.tar.gz"
+    assert [line for line in lines if not line.startswith("ACR run")] == [
+        "Step 1/2 : FROM contosoacr.azurecr.io/base:1",
+        "Step 2/2 : RUN echo ***",
+        "Successfully built",
+        f"pushed app:v1 digest: {DIGEST}",
+    ]
