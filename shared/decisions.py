@@ -74,6 +74,18 @@ class Decision:
         )
 
 
+_MAX_PROPERTY_CHARS = 30_000
+
+
+def _fit(items: list) -> str:
+    """JSON of the longest prefix of items that fits one Table property."""
+    text = json.dumps(items)
+    while len(text) > _MAX_PROPERTY_CHARS:
+        items = items[: len(items) * _MAX_PROPERTY_CHARS // len(text)]
+        text = json.dumps(items)
+    return text
+
+
 class DecisionLog:
     def __init__(self, storage: Storage):
         self.storage = storage
@@ -105,10 +117,10 @@ class DecisionLog:
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
         """Store the decision; the event marker is written last, so a crash before it means redo."""
         key = self._row_key(decision)
-        # Details beyond the first few hundred tasks would exceed the 64 KiB property limit;
-        # the per-task outcome counts stay in the reason, and every run records its own cause.
-        tasks = [asdict(t) for t in decision.tasks[:200]]
-        runs = decision.runs[:2000]
+        # A property holds at most 32K characters: big fan-outs keep the first details that fit;
+        # the per-outcome counts stay in the reason, and every run records its own cause.
+        tasks = _fit([asdict(t) for t in decision.tasks])
+        runs = _fit(decision.runs)
         self.decisions.upsert_entity({
             "PartitionKey": "decision",
             "RowKey": key,
@@ -118,8 +130,8 @@ class DecisionLog:
             "Reason": decision.reason,
             "Image": decision.image or "",
             "Digest": decision.digest or "",
-            "Runs": json.dumps(runs),
-            "Tasks": json.dumps(tasks),
+            "Runs": runs,
+            "Tasks": tasks,
             "Time": decision.time.isoformat(),
         })
         if not mark_seen:

@@ -22,7 +22,8 @@ from shared.decisions import Decision, DecisionLog, TaskDecision
 from shared.dependencies import DependencyIndex, DependencyRow
 from shared.events import Ignored, ImagePushed
 from shared.images import is_own_output, render
-from shared.runs import IMAGE_UPDATE, QUEUED, Run, RunNotFound, RunStore
+from shared.runs import IMAGE_UPDATE, QUEUED, RUNS_PER_BATCH, Run, RunNotFound, RunStore
+from shared.storage import chunks
 from shared.work_queue import BuildQueue
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,14 @@ class Dispatcher:
         for row in todo:
             details.append(TaskDecision(row.task, d.ALREADY_TRIGGERED, "concurrent dispatch kept winning"))
 
-        if runs:
-            self.runs.create_many(runs)
-        run_ids = [run.run_id for run in runs] + requeue
-        if run_ids:
-            self.queue.send(run_ids)
+        # Each batch of runs is recorded before its messages go out (a worker must find its run),
+        # and the sends of one batch overlap the writes of the next.
+        sending = self.queue.send_async(requeue)
+        for batch in chunks(runs, RUNS_PER_BATCH):
+            self.runs.create_many(batch)
+            sending += self.queue.send_async([run.run_id for run in batch])
+        for future in sending:
+            future.result()
         counts = Counter(t.outcome for t in details)
         outcome = d.QUEUED if runs else (details[0].outcome if len(counts) == 1 else "not-queued")
         summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))

@@ -11,6 +11,7 @@ so concurrent dispatchers never hand out the same id.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT})
 MANUAL, IMAGE_UPDATE = "Manual", "Image Update"
 
 PARTITION = "run"
+RUNS_PER_BATCH = 50  # two rows per run (id + task copy) in a 100-operation transaction
 _COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
 SCHEMA_VERSION = 1
 
@@ -121,6 +123,10 @@ class RunStore:
     def __init__(self, storage: Storage, run_id_prefix: str):
         self.storage = storage
         self.ids = RunIds(run_id_prefix)
+        # The counter entity as this process last wrote it: in the common case (no other
+        # dispatcher in between) allocation is one conditional write instead of a read and a write.
+        self._counter: dict[str, Any] | None = None
+        self._counter_lock = threading.Lock()
 
     @property
     def table(self) -> TableClient:
@@ -135,26 +141,35 @@ class RunStore:
         """Reserve `count` consecutive run ids with one optimistic update of the counter."""
         if count <= 0:
             return []
-        while True:
-            try:
-                entity = self.counters.get_entity("counter", "runs")
-            except ResourceNotFoundError:
+        with self._counter_lock:
+            known, self._counter = self._counter, None
+            while True:
+                if known is None:
+                    try:
+                        entity = self.counters.get_entity("counter", "runs")
+                        known = {"Value": int(entity["Value"]), "etag": entity.metadata["etag"]}
+                    except ResourceNotFoundError:
+                        try:
+                            result = self.counters.create_entity(
+                                {"PartitionKey": "counter", "RowKey": "runs", "Value": count})
+                            self._counter = {"Value": count, "etag": result["etag"]}
+                            return [self.ids.format(n) for n in range(1, count + 1)]
+                        except ResourceExistsError:
+                            continue
+                start = known["Value"]
                 try:
-                    self.counters.create_entity({"PartitionKey": "counter", "RowKey": "runs", "Value": count})
-                    return [self.ids.format(n) for n in range(1, count + 1)]
-                except ResourceExistsError:
-                    continue
-            start = int(entity["Value"])
-            entity["Value"] = start + count
-            try:
-                self.counters.update_entity(
-                    entity, etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except HttpResponseError as exc:
-                if exc.status_code == 412:
-                    continue
-                raise
-            return [self.ids.format(n) for n in range(start + 1, start + count + 1)]
+                    result = self.counters.update_entity(
+                        {"PartitionKey": "counter", "RowKey": "runs", "Value": start + count},
+                        mode=UpdateMode.REPLACE, etag=known["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except HttpResponseError as exc:
+                    if exc.status_code == 412:
+                        known = None  # someone else allocated: read again
+                        continue
+                    raise
+                self._counter = {"Value": start + count, "etag": result["etag"]}
+                return [self.ids.format(n) for n in range(start + 1, start + count + 1)]
 
     # ---- entities --------------------------------------------------------------------------
     def _entity(self, run: Run, row_key: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from shared.storage import Storage
 
@@ -38,9 +38,10 @@ class BuildQueue:
         self._pool = ThreadPoolExecutor(max_workers=_SEND_CONCURRENCY, thread_name_prefix="enqueue")
 
     def send(self, run_ids: list[str]) -> None:
+        for future in self.send_async(run_ids):
+            future.result()  # re-raises a failed send: it is never silent
+
+    def send_async(self, run_ids: list[str]) -> list[Future]:
+        """Start sending; the caller waits on the futures (lets dispatch overlap writes and sends)."""
         client = self.storage.queue(self.name)
-        if len(run_ids) == 1:
-            client.send_message(encode(run_ids[0]))
-            return
-        # list() re-raises the first failure, so a failed send is never silent.
-        list(self._pool.map(lambda run_id: client.send_message(encode(run_id)), run_ids))
+        return [self._pool.submit(client.send_message, encode(run_id)) for run_id in run_ids]

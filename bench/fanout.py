@@ -1,0 +1,131 @@
+"""Fan-out benchmark: one base push with N dependent tasks, on the local stack's Azurite.
+
+Measures, from the moment the registry's notification is handed to the ingress code (envelope
+parsed, dispatch started) until all N runs are recorded in Table Storage and N messages are on the
+queue. Also the dispatch latency for N = 1 over 50 pushes, and the floor: 1000 bare queue messages
+sent to the same Azurite with the same concurrency. Every run uses fresh tables and a fresh queue.
+
+    python bench/fanout.py [--sizes 1 100 1000] [--pushes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared import config  # noqa: E402
+from shared.dependencies import DependencyRow  # noqa: E402
+from shared.events import from_distribution_envelope  # noqa: E402
+from shared.services import Services  # noqa: E402
+from shared.storage import chunks  # noqa: E402
+from shared.work_queue import _SEND_CONCURRENCY, encode  # noqa: E402
+
+OLD = "sha256:" + "0" * 64
+
+
+def fresh_services() -> Services:
+    suffix = uuid.uuid4().hex[:10]
+    env = dict(os.environ)
+    env.update(BASETRIGGER_TABLE_PREFIX=f"bench{suffix}", BASETRIGGER_BUILD_QUEUE=f"bench-{suffix}",
+               BASETRIGGER_REGISTRY="localhost:5000")
+    services = Services(config.load(env))
+    for name in ("tasks", "dependencies", "runs", "decisions", "events", "counters"):
+        services.storage.table(name)  # create up front: table creation is not part of dispatch
+    services.storage.queue(services.settings.build_queue)
+    return services
+
+
+def seed(services: Services, base: str, count: int, prefix: str = "app") -> None:
+    """Index rows written in batches (set-up, not measured)."""
+    rows = [DependencyRow(base=base, task=f"{prefix}{n:05d}", runtime=True, trigger_enabled=True,
+                          trigger_type="Runtime", images=[f"{prefix}{n:05d}:{{{{.Run.ID}}}}"],
+                          built_digest=OLD).to_entity() for n in range(count)]
+    for batch in chunks(rows):
+        services.index.table.submit_transaction([("upsert", e) for e in batch])
+
+
+def envelope(repository: str, tag: str, digest: str) -> dict:
+    return {"events": [{
+        "id": str(uuid.uuid4()), "timestamp": "2026-11-27T10:00:00Z", "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+                   "repository": repository, "tag": tag},
+        "request": {"host": "localhost:5000", "method": "PUT"},
+    }]}
+
+
+def dispatch(services: Services, body: dict) -> tuple[float, int]:
+    started = time.perf_counter()
+    decision = None
+    for event in from_distribution_envelope(body):
+        decision = services.dispatcher.handle(event)
+    elapsed = time.perf_counter() - started
+    return elapsed, len(decision.runs) if decision else 0
+
+
+def queue_depth(services: Services) -> int:
+    props = services.storage.queue(services.settings.build_queue).get_queue_properties()
+    return props.approximate_message_count
+
+
+def floor(count: int = 1000) -> float:
+    services = fresh_services()
+    client = services.storage.queue(services.settings.build_queue)
+    with ThreadPoolExecutor(max_workers=_SEND_CONCURRENCY) as pool:
+        started = time.perf_counter()
+        list(pool.map(lambda n: client.send_message(encode(f"da{n}")), range(count)))
+        return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--pushes", type=int, default=50, help="pushes for the N=1 latency figures")
+    args = parser.parse_args()
+    if not os.environ.get("AzureWebJobsStorage"):
+        parser.error("AzureWebJobsStorage is not set: run `make up`, then "
+                     "`eval \"$(python scripts/stack.py env)\"`")
+
+    print("fan-out: one push, N dependents -> N runs recorded and enqueued")
+    fanout = {}
+    for size in args.sizes:
+        services = fresh_services()
+        seed(services, "localhost:5000/bench/base:1", size)
+        elapsed, runs = dispatch(services, envelope("bench/base", "1", "sha256:" + "1" * 64))
+        depth = queue_depth(services)
+        assert runs == size and depth == size, (runs, depth)
+        fanout[size] = elapsed
+        print(f"  N={size:<5} {elapsed * 1000:8.1f} ms   ({runs} runs recorded, {depth} messages queued)")
+
+    services = fresh_services()
+    for n in range(args.pushes):
+        seed(services, f"localhost:5000/bench/latency{n}:1", 1, prefix=f"lat{n}-")
+    latencies = []
+    for n in range(args.pushes):
+        elapsed, runs = dispatch(services, envelope(f"bench/latency{n}", "1", "sha256:" + "2" * 64))
+        assert runs == 1
+        latencies.append(elapsed * 1000)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
+    print(f"dispatch latency, N=1 over {args.pushes} pushes: p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+          f"  (target p50 < 50 ms)")
+
+    bare = floor(1000)
+    print(f"floor: 1000 bare queue messages, {_SEND_CONCURRENCY} senders: {bare * 1000:.1f} ms")
+    if 1000 in fanout:
+        ratio = fanout[1000] / bare
+        print(f"N=1000 fan-out / floor = {ratio:.2f}x  (targets: N=1000 < 2000 ms, ratio < 2x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
