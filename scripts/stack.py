@@ -66,7 +66,9 @@ PARTS = ("azurite", "registry", "host")
 
 # How long each part may take to answer after its start, in seconds.
 READY_TIMEOUT = {"azurite": 60.0, "registry": 30.0, "host": 60.0}
-STOP_TIMEOUT = 10.0
+# How long a part may take to exit after SIGTERM before it gets SIGKILL. The host lets in-flight
+# invocations finish (devhost --grace, 30 s by default), so it gets longer.
+STOP_TIMEOUT = {"azurite": 10.0, "registry": 10.0, "host": 40.0}
 
 # Where the Functions host's webhook lives (functions/webhook_ingress.py, route hooks/distribution).
 WEBHOOK_PATH = "/api/hooks/distribution"
@@ -291,6 +293,15 @@ def env_for(cfg: StackConfig, env: Mapping[str, str] | None = None) -> dict[str,
     }
 
 
+def example_settings() -> dict[str, str]:
+    """`Values` of local.settings.example.json (the local defaults of every app setting)."""
+    try:
+        values = json.loads((PROJECT / "local.settings.example.json").read_text()).get("Values", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items() if v is not None}
+
+
 def host_environment(cfg: StackConfig, key: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment the local Functions host runs with.
 
@@ -301,6 +312,13 @@ def host_environment(cfg: StackConfig, key: str, base: Mapping[str, str] | None 
     env = dict(os.environ if base is None else base)
     env.setdefault("BASETRIGGER_WORK_DIR", str(cfg.work_dir))
     env.setdefault("BASETRIGGER_SECRET_KEY", secret_key(cfg, create=True) or "")
+    # App settings the bindings need (%BASETRIGGER_BUILD_QUEUE% ...). With a local.settings.json,
+    # devhost reads it itself (environment first, as Core Tools does); without one (a fresh clone,
+    # CI) the example's values stand in, as if it had been copied.
+    if not (PROJECT / "local.settings.json").exists():
+        for name, value in example_settings().items():
+            if value:  # "" means "not set" in the example
+                env.setdefault(name, value)
     env.update(
         {
             "AzureWebJobsStorage": connection_string(cfg),
@@ -512,7 +530,7 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _terminate(pid: int, timeout: float = STOP_TIMEOUT) -> bool:
+def _terminate(pid: int, timeout: float = 10.0) -> bool:
     """SIGTERM, wait, SIGKILL. Returns True if SIGKILL was needed."""
     _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -557,15 +575,27 @@ def registry_ready(cfg: StackConfig) -> bool:
         return False
 
 
-def host_ready(cfg: StackConfig) -> bool:
-    """Any HTTP answer to GET /api/health counts: the host is up even if it has no such route."""
+def host_status(cfg: StackConfig) -> dict | None:
+    """The host's GET /admin/host/status (as under Core Tools), or None while it does not answer.
+
+    Any HTTP answer means the host is up; {} when it answered without a JSON status.
+    """
     try:
-        with _open(cfg.host_url + "/api/health"):
-            return True
+        with _open(cfg.host_url + "/admin/host/status") as resp:
+            body = resp.read()
     except urllib.error.HTTPError:
-        return True
+        return {}
     except (OSError, urllib.error.URLError):
-        return False
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def host_ready(cfg: StackConfig) -> bool:
+    return host_status(cfg) is not None
 
 
 READY: dict[str, Callable[[StackConfig], bool]] = {
@@ -832,6 +862,9 @@ def _up(cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | 
         _say("host: skipped (devhost/__main__.py does not exist yet)")
     else:
         _start_part(cfg, "host", host_command(cfg), host_environment(cfg, key), timeout)
+        # Functions the host could not serve (a missing setting, an import error) show up here.
+        for name, error in ((host_status(cfg) or {}).get("errors") or {}).items():
+            _say(f"host: WARNING function {name} is not served: {error}")
 
     _say("")
     _say(f"stack is up (STACK_DIR={cfg.stack_dir})")
@@ -856,7 +889,7 @@ def _up(cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | 
     _say(f'to use it from a shell:  eval "$({env_cmd})"')
 
 
-def down(cfg: StackConfig, timeout: float = STOP_TIMEOUT) -> None:
+def down(cfg: StackConfig, timeout: float | None = None) -> None:
     with _locked(cfg):
         for part in reversed(PARTS):
             pid = read_pid(cfg, part)
@@ -869,7 +902,7 @@ def down(cfg: StackConfig, timeout: float = STOP_TIMEOUT) -> None:
                 _say(f"{part}: pid {pid} {why}; left alone, stale pid file removed")
                 pid_file(cfg, part).unlink(missing_ok=True)
                 continue
-            killed = _terminate(pid, timeout)
+            killed = _terminate(pid, timeout or STOP_TIMEOUT[part])
             pid_file(cfg, part).unlink(missing_ok=True)
             _say(f"{part}: stopped (pid {pid}{', needed SIGKILL' if killed else ''})")
         state = _read_state(cfg)

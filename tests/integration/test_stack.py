@@ -234,8 +234,16 @@ out.mkdir(parents=True, exist_ok=True)
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200 if self.path == "/api/health" else 404)
+        if self.path != "/admin/host/status":
+            self.send_response(404)
+            self.end_headers()
+            return
+        body = json.dumps({"state": "Running", "errors": {"fake_fn": "a fake error"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -258,6 +266,7 @@ def scratch_stack(tmp_path_factory):
     (project / "scripts").mkdir(parents=True)
     (project / "devhost").mkdir()
     shutil.copy2(STACK_PY, project / "scripts" / "stack.py")
+    shutil.copy2(PROJECT / "local.settings.example.json", project)
     (project / "devhost" / "__init__.py").write_text("")
     (project / "devhost" / "__main__.py").write_text(FAKE_DEVHOST)
 
@@ -269,11 +278,10 @@ def scratch_stack(tmp_path_factory):
         "STACK_DIR": str(root / "stack"),
         "AZURITE_BIN": azurite,
         "DEVHOST_KEY": "scratch-key-" + uuid.uuid4().hex,
-        "BASETRIGGER_WORK_DIR": "",  # let the stack choose (this test's env may carry the project's)
-        "BASETRIGGER_SECRET_KEY": "",
     }
-    env.pop("BASETRIGGER_WORK_DIR")
-    env.pop("BASETRIGGER_SECRET_KEY")
+    # Let the scratch stack choose these (this test's environment may carry the project stack's).
+    for name in ("BASETRIGGER_WORK_DIR", "BASETRIGGER_SECRET_KEY", "BASETRIGGER_BUILD_QUEUE"):
+        env.pop(name, None)
     script = project / "scripts" / "stack.py"
     first = run_stack("up", env=env, script=script)
     cfg = stack.load_config(root / "stack", env)
@@ -296,6 +304,7 @@ def test_scratch_stack_starts_every_part(scratch_stack):
         f"http://127.0.0.1:{cfg.host_port}",
         str(cfg.key_file),
         "eval",
+        "host: WARNING function fake_fn is not served: a fake error",
     ):
         assert expected in out
     for part in stack.PARTS:
@@ -322,6 +331,9 @@ def test_host_gets_the_stack_environment(scratch_stack):
     assert host_env["BASETRIGGER_REGISTRY_CA"] == str(cfg.ca_cert)
     assert host_env["BASETRIGGER_WORK_DIR"] == str(cfg.work_dir)
     assert host_env["BASETRIGGER_SECRET_KEY"]
+    # app settings default to local.settings.example.json's values (no local.settings.json here)
+    assert host_env["BASETRIGGER_BUILD_QUEUE"] == "build-runs"
+    assert host_env["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert host_env["PATH"] == env["PATH"]  # the rest of the environment passes through
     # the key is kept in the stack dir too, so `env` in another shell prints the one in use
     assert cfg.key_file.read_text().strip() == env["DEVHOST_KEY"]
