@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from functions import build_worker, eventgrid_ingress, housekeeping, webhook_ingress
+from functions import api, build_worker, eventgrid_ingress, housekeeping, webhook_ingress
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -10,3 +10,4 @@ app.register_functions(eventgrid_ingress.bp)
 app.register_functions(webhook_ingress.bp)
 app.register_functions(build_worker.bp)
 app.register_functions(housekeeping.bp)
+app.register_functions(api.bp)

@@ -16,6 +16,7 @@ from shared.dispatch import Dispatcher
 from shared.registry import RegistryClient
 from shared.run_logs import RunLogs
 from shared.runs import RunStore
+from shared.scheduling import Scheduler
 from shared.secrets import SecretBox
 from shared.storage import Storage
 from shared.tasks import TaskService, TaskStore
@@ -57,6 +58,10 @@ class Services:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.index, self.runs, self.decisions, self.queue, self.settings.registry)
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.tasks, self.runs, self.queue, self.storage, self.settings.registry)
 
     @cached_property
     def builder(self) -> Builder:

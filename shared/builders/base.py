@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +40,10 @@ class BuildRequest:
     timeout_seconds: int = 3600
     # Normalized base references the Dockerfile uses (from shared.dockerfile), to report digests.
     base_images: list[str] = field(default_factory=list)
+    # A forced run: no layer cache, bases pulled anew.
+    no_cache: bool = False
+    # Set when the run is canceled while it builds; builders stop as soon as they can.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)

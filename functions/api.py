@@ -1,0 +1,226 @@
+"""HTTP API under /api: tasks, runs, logs, quick builds, decisions (see docs/api.md).
+
+Each handler parses its input, calls shared/, and maps domain errors to status codes; the
+`api_handler` decorator does the mapping once for all of them.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from functions.http import BadRequest, PayloadTooLarge, error, int_param, json_body, json_response
+from functions.openapi import openapi_document
+from shared.runs import STATUSES, RunConflict, RunNotFound
+from shared.scheduling import MAX_CONTEXT_BYTES, RunNotCancelable
+from shared.secrets import SecretsUnavailable
+from shared.services import services
+from shared.tasks import TRIGGER_TYPES, Task, TaskError, TaskExists, TaskNotFound
+
+bp = func.Blueprint()
+
+MAX_JSON_BYTES = 256 * 1024
+# A base64 context is 4/3 of the archive, plus the small JSON around it.
+MAX_BUILD_BYTES = MAX_CONTEXT_BYTES * 4 // 3 + MAX_JSON_BYTES
+
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (PayloadTooLarge, 413, "PayloadTooLarge"),
+    (BadRequest, 400, "BadRequest"),
+    (TaskNotFound, 404, "TaskNotFound"),
+    (RunNotFound, 404, "RunNotFound"),
+    (TaskExists, 409, "TaskExists"),
+    (RunNotCancelable, 409, "RunNotCancelable"),
+    (RunConflict, 409, "Conflict"),
+    (TaskError, 400, "InvalidTask"),
+    (SecretsUnavailable, 400, "SecretsUnavailable"),
+]
+
+
+def api_handler(handler):
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except tuple(e for e, _, _ in _ERRORS) as exc:
+            status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
+            return error(status, code, str(exc))
+
+    return wrapper
+
+
+def _str_map(value: Any, field: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise BadRequest(f"{field} must be an object of strings")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
+    """Map the API's TaskCreate fields onto Task's."""
+    fields: dict[str, Any] = {}
+    simple = {"context": "context", "dockerfile": "dockerfile", "branch": "branch",
+              "git_access_token": "git_token", "platform": "platform"}
+    for key, attr in simple.items():
+        if key in body:
+            if body[key] is not None and not isinstance(body[key], str):
+                raise BadRequest(f"{key} must be a string")
+            fields[attr] = body[key]
+    if "images" in body:
+        images = body["images"]
+        if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+            raise BadRequest("images must be a list of image names")
+        fields["images"] = images
+    for key in ("build_args", "secret_args"):
+        if key in body:
+            fields[key] = _str_map(body[key], key)
+    if "base_image_trigger_enabled" in body:
+        if not isinstance(body["base_image_trigger_enabled"], bool):
+            raise BadRequest("base_image_trigger_enabled must be true or false")
+        fields["trigger_enabled"] = body["base_image_trigger_enabled"]
+    if "base_image_trigger_type" in body:
+        if body["base_image_trigger_type"] not in TRIGGER_TYPES:
+            raise BadRequest("base_image_trigger_type must be Runtime or All")
+        fields["trigger_type"] = body["base_image_trigger_type"]
+    unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
+                                         "base_image_trigger_enabled", "base_image_trigger_type"}
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if not partial:
+        missing = [k for k in ("name", "images", "context") if k not in body]
+        if missing:
+            raise BadRequest(f"missing field(s): {', '.join(missing)}")
+        if not isinstance(body["name"], str):
+            raise BadRequest("name must be a string")
+    return fields
+
+
+# ---- OpenAPI ---------------------------------------------------------------------------------
+@bp.function_name("api_openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(openapi_document())
+
+
+# ---- tasks -----------------------------------------------------------------------------------
+@bp.function_name("api_tasks")
+@bp.route(route="tasks", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
+    tasks = services().tasks
+    if req.method == "GET":
+        return json_response({"tasks": [t.public_dict() for t in tasks.store.list()]})
+    body = json_body(req, MAX_JSON_BYTES)
+    task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)))
+    logging.info("task %s created with %d base image(s)", task.name, len(task.dependencies))
+    return json_response(task.public_dict(), 201)
+
+
+@bp.function_name("api_task")
+@bp.route(route="tasks/{name}", methods=["GET", "PATCH", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_task(req: func.HttpRequest) -> func.HttpResponse:
+    name = req.route_params["name"]
+    tasks = services().tasks
+    if req.method == "GET":
+        return json_response(tasks.store.get(name).public_dict())
+    if req.method == "DELETE":
+        tasks.delete(name)
+        return func.HttpResponse(status_code=204)
+    body = json_body(req, MAX_JSON_BYTES)
+    if "name" in body and body["name"] != name:
+        raise BadRequest("a task cannot be renamed")
+    return json_response(tasks.update(name, **_task_fields(body, partial=True)).public_dict())
+
+
+@bp.function_name("api_task_runs")
+@bp.route(route="tasks/{name}/runs", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_task_runs(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req, MAX_JSON_BYTES)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("force must be true or false")
+    run = services().scheduler.run_task(req.route_params["name"], force=force)
+    return json_response(run.to_dict(), 202)
+
+
+# ---- quick builds ----------------------------------------------------------------------------
+@bp.function_name("api_builds")
+@bp.route(route="builds", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_builds(req: func.HttpRequest) -> func.HttpResponse:
+    body = json_body(req, MAX_BUILD_BYTES)
+    images, context = body.get("images"), body.get("context")
+    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        raise BadRequest("images must be a list of image names")
+    if not isinstance(context, str) or not context:
+        raise BadRequest("context must be a base64-encoded .tar.gz of the build context")
+    run = services().scheduler.quick_build(
+        images, context, dockerfile=str(body.get("dockerfile") or "Dockerfile"),
+        build_args=_str_map(body.get("build_args"), "build_args"),
+        platform=str(body.get("platform") or "linux"),
+    )
+    return json_response(run.to_dict(), 202)
+
+
+# ---- runs ------------------------------------------------------------------------------------
+@bp.function_name("api_runs")
+@bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_runs(req: func.HttpRequest) -> func.HttpResponse:
+    status = req.params.get("status") or None
+    if status and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    after = req.params.get("continuation") or None
+    if after:
+        try:
+            services().runs.ids.counter(after)
+        except RunNotFound as exc:
+            raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
+    runs, continuation = services().runs.list(
+        top=int_param(req, "top", 15, 1, 1000), task=req.params.get("task") or None,
+        status=status, image=req.params.get("image") or None, after=after,
+    )
+    return json_response({"runs": [r.to_dict() for r in runs], "continuation": continuation})
+
+
+@bp.function_name("api_run")
+@bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_run(req: func.HttpRequest) -> func.HttpResponse:
+    run, _ = services().runs.get(req.route_params["run_id"])
+    return json_response(run.to_dict())
+
+
+@bp.function_name("api_run_log")
+@bp.route(route="runs/{run_id}/log", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_run_log(req: func.HttpRequest) -> func.HttpResponse:
+    run, _ = services().runs.get(req.route_params["run_id"])
+    offset = int_param(req, "offset", 0, 0, 2**40)
+    data = services().logs.read(run.run_id, offset)
+    return func.HttpResponse(
+        data, mimetype="text/plain", charset="utf-8",
+        headers={"x-log-offset": str(offset + len(data)), "x-run-status": run.status},
+    )
+
+
+@bp.function_name("api_run_cancel")
+@bp.route(route="runs/{run_id}/cancel", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_run_cancel(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(services().scheduler.cancel(req.route_params["run_id"]).to_dict())
+
+
+# ---- decisions -------------------------------------------------------------------------------
+@bp.function_name("api_decisions")
+@bp.route(route="decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_decisions(req: func.HttpRequest) -> func.HttpResponse:
+    found = services().decisions.recent(top=int_param(req, "top", 20, 1, 500),
+                                        image=req.params.get("image") or None)
+    return json_response({"decisions": [x.to_dict() for x in found]})

@@ -1,0 +1,187 @@
+"""The OpenAPI 3 document of the HTTP API (served at /api/openapi.json, checked against the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _ok(schema: dict[str, Any], status: str = "200", description: str = "OK") -> dict[str, Any]:
+    return {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    names = {"400": "Invalid input", "401": "Missing or wrong function key", "404": "Not found",
+             "409": "Conflict", "413": "Body too large"}
+    return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
+            for s in ("401", *statuses)}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _param(name: str, where: str = "query", schema: dict | None = None, required: bool = False,
+           description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": schema or {"type": "string"}, "description": description}
+
+
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_TASK_NAME = _param("name", "path", description="Task name")
+_RUN_ID = _param("run_id", "path", description="Run id, e.g. da12")
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+    "TaskCreate": {"type": "object", "required": ["name", "images", "context"], "properties": {
+        "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
+        "context": {"type": "string", "description": "a directory on the builder, or a git URL"},
+        "dockerfile": {"type": "string", "default": "Dockerfile"}, "branch": {"type": "string"},
+        "build_args": _STR_MAP, "secret_args": _STR_MAP,
+        "git_access_token": {"type": "string", "writeOnly": True},
+        "base_image_trigger_enabled": {"type": "boolean", "default": True},
+        "base_image_trigger_type": {"type": "string", "enum": ["Runtime", "All"], "default": "Runtime"},
+        "platform": {"type": "string", "default": "linux"}}},
+    "Task": {"type": "object", "properties": {
+        "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
+        "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
+        "dockerfile": {"type": "string"}, "build_args": _STR_MAP,
+        "secret_args": {"type": "array", "items": {"type": "string"}, "description": "names only"},
+        "git_access_token": {"type": "boolean"},
+        "base_image_trigger": {"type": "object", "properties": {
+            "enabled": {"type": "boolean"}, "type": {"type": "string"}}},
+        "platform": {"type": "string"},
+        "dependencies": {"type": "array", "items": {"type": "object", "properties": {
+            "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
+            "runtime": {"type": "boolean"}}}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"}}},
+    "Run": {"type": "object", "properties": {
+        "run_id": {"type": "string"},
+        "status": {"type": "string", "enum": ["Queued", "Running", "Succeeded", "Failed", "Canceled",
+                                              "Error", "Timeout"]},
+        "trigger": {"type": "string", "enum": ["Manual", "Image Update"]},
+        "task": {"type": "string", "nullable": True}, "platform": {"type": "string"},
+        "cause": {"type": "string", "nullable": True}, "event_id": {"type": "string", "nullable": True},
+        **{k: {"type": "string", "format": "date-time", "nullable": True}
+           for k in ("created_at", "started_at", "finished_at", "heartbeat_at")},
+        "duration_seconds": {"type": "number", "nullable": True},
+        "output_images": {"type": "array", "items": {"type": "string"}},
+        "output_digest": {"type": "string", "nullable": True}, "base_digests": _STR_MAP,
+        "reason": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
+        "force": {"type": "boolean"}}},
+    "Decision": {"type": "object", "properties": {
+        "event_id": {"type": "string"}, "source": {"type": "string"}, "outcome": {"type": "string"},
+        "reason": {"type": "string"}, "image": {"type": "string", "nullable": True},
+        "digest": {"type": "string", "nullable": True},
+        "runs": {"type": "array", "items": {"type": "string"}},
+        "tasks": {"type": "array", "items": {"type": "object", "properties": {
+            "task": {"type": "string"}, "outcome": {"type": "string"}, "reason": {"type": "string"},
+            "run_id": {"type": "string", "nullable": True}}}},
+        "time": {"type": "string", "format": "date-time"}}},
+}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+PATHS: dict[str, Any] = {
+    "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                              "responses": _ok({"type": "object"})}},
+    "/tasks": {
+        "get": {"operationId": "listTasks", "summary": "List tasks",
+                "responses": {**_ok({"type": "object", "properties": {
+                    "tasks": {"type": "array", "items": _ref("Task")}}}), **_errors()}},
+        "post": {"operationId": "createTask", "summary": "Create a task (dependencies are computed now)",
+                 "requestBody": _json_body(_ref("TaskCreate")),
+                 "responses": {**_ok(_ref("Task"), "201", "Created"), **_errors("400", "409", "413")}},
+    },
+    "/tasks/{name}": {
+        "parameters": [_TASK_NAME],
+        "get": {"operationId": "showTask", "summary": "Show a task",
+                "responses": {**_ok(_ref("Task")), **_errors("404")}},
+        "patch": {"operationId": "updateTask", "summary": "Change a task",
+                  "requestBody": _json_body(_ref("TaskCreate")),
+                  "responses": {**_ok(_ref("Task")), **_errors("400", "404", "413")}},
+        "delete": {"operationId": "deleteTask", "summary": "Delete a task",
+                   "responses": {"204": {"description": "Deleted"}, **_errors("404")}},
+    },
+    "/tasks/{name}/runs": {
+        "parameters": [_TASK_NAME],
+        "post": {"operationId": "runTask", "summary": "Queue a manual run",
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"force": {"type": "boolean", "default": False}}}}}},
+                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "404")}},
+    },
+    "/builds": {
+        "post": {"operationId": "quickBuild", "summary": "Build an uploaded context (no task)",
+                 "requestBody": _json_body({"type": "object", "required": ["images", "context"],
+                                            "properties": {
+                     "images": {"type": "array", "items": {"type": "string"}},
+                     "dockerfile": {"type": "string", "default": "Dockerfile"},
+                     "build_args": _STR_MAP, "platform": {"type": "string", "default": "linux"},
+                     "context": {"type": "string", "format": "byte",
+                                 "description": "base64 of a .tar.gz of the context"}}}),
+                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "413")}},
+    },
+    "/runs": {
+        "get": {"operationId": "listRuns", "summary": "List runs, newest first",
+                "parameters": [
+                    _param("top", schema={"type": "integer", "default": 15, "minimum": 1, "maximum": 1000}),
+                    _param("task", description="only runs of this task"),
+                    _param("status", schema={"type": "string", "enum": [
+                        "Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout"]}),
+                    _param("image", description="only runs whose first output image is this"),
+                    _param("continuation", description="the continuation of the previous page")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "runs": {"type": "array", "items": _ref("Run")},
+                    "continuation": {"type": "string", "nullable": True}}}), **_errors("400")}},
+    },
+    "/runs/{run_id}": {
+        "parameters": [_RUN_ID],
+        "get": {"operationId": "showRun", "summary": "Show a run",
+                "responses": {**_ok(_ref("Run")), **_errors("404")}},
+    },
+    "/runs/{run_id}/log": {
+        "parameters": [_RUN_ID],
+        "get": {"operationId": "runLog", "summary": "The run's log from a byte offset",
+                "parameters": [_param("offset", schema={"type": "integer", "minimum": 0, "default": 0})],
+                "responses": {"200": {"description": "Log text", "headers": {
+                    "x-log-offset": {"schema": {"type": "integer"}},
+                    "x-run-status": {"schema": {"type": "string"}}},
+                    "content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors("400", "404")}},
+    },
+    "/runs/{run_id}/cancel": {
+        "parameters": [_RUN_ID],
+        "post": {"operationId": "cancelRun", "summary": "Cancel a queued or running run",
+                 "responses": {**_ok(_ref("Run")), **_errors("404", "409")}},
+    },
+    "/decisions": {
+        "get": {"operationId": "listDecisions",
+                "summary": "Recent trigger decisions: why did or didn't it rebuild?",
+                "parameters": [_param("top", schema={"type": "integer", "default": 20,
+                                                     "minimum": 1, "maximum": 500}),
+                               _param("image", description="only decisions about this image reference")],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "decisions": {"type": "array", "items": _ref("Decision")}}}), **_errors("400")}},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "basetrigger", "version": "1",
+                 "description": "Base-image update triggers for container images."},
+        "servers": [{"url": "/api"}],
+        "security": [{"functionKey": []}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        },
+    }
