@@ -19,7 +19,7 @@ from shared import contexts
 from shared.builders.base import BuildContext, Builder, BuildRequest
 from shared.dependencies import DependencyIndex
 from shared.run_logs import RunLogs
-from shared.runs import FAILED, RUNNING, SUCCEEDED, TERMINAL, Run, RunNotFound, RunStore, now
+from shared.runs import CANCELED, FAILED, RUNNING, SUCCEEDED, TERMINAL, Run, RunNotFound, RunStore, now
 from shared.storage import Storage
 from shared.tasks import Dependency, Task, TaskError, TaskNotFound, TaskService, compute_dependencies
 
@@ -82,8 +82,10 @@ class Worker:
                 row.pending_run_id = None
                 self.index.update_if_unchanged(row)
 
-    def _heartbeat(self, run: Run, stop: threading.Event) -> None:
+    def _heartbeat(self, run: Run, stop: threading.Event, cancel: threading.Event) -> None:
         def beat(current: Run) -> Run | None:
+            if current.status == CANCELED:
+                cancel.set()  # the builder stops as soon as it sees this
             if current.status != RUNNING or current.attempt != run.attempt:
                 return None
             return replace(current, heartbeat_at=now())
@@ -105,10 +107,10 @@ class Worker:
             log.info("run %s already finished; redelivery ignored", run_id)
             return None
 
-        stop = threading.Event()
-        threading.Thread(target=self._heartbeat, args=(run, stop), daemon=True).start()
+        stop, cancel = threading.Event(), threading.Event()
+        threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True).start()
         try:
-            finished = self._build(run)
+            finished = self._build(run, cancel)
         except RunFailed as exc:
             finished = self._finish(run.run_id, FAILED, reason=str(exc))
         finally:
@@ -126,7 +128,7 @@ class Worker:
             return contexts.clone(task.context, task.branch, task.git_token, workspace / "context")
         return contexts.local_dir(task.context)
 
-    def _build(self, run: Run) -> Run:
+    def _build(self, run: Run, cancel: threading.Event) -> Run:
         task: Task | None = None
         if run.task:
             try:
@@ -162,6 +164,8 @@ class Worker:
                 platform=(task.platform if task else "linux"),
                 timeout_seconds=self.timeout_seconds,
                 base_images=[d.image for d in deps],
+                no_cache=run.force,
+                cancel=cancel,
             )
             result = self.builder.build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))

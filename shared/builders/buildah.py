@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from shared.builders.base import (
+    CANCELED,
     FAILED,
     SUCCEEDED,
     TIMEOUT,
@@ -46,18 +47,18 @@ class BuildahBuilder:
     def _tls(self) -> list[str]:
         return ["--cert-dir", self.cert_dir] if self.cert_dir else []
 
-    def _run(self, argv: list[str], log: LogSink, deadline: float) -> int | None:
-        """Run argv streaming its output to the log; None when the deadline passed."""
+    def _run(self, argv: list[str], log: LogSink, deadline: float, cancel: threading.Event) -> int | None:
+        """Run argv streaming its output to the log; None when stopped (deadline or cancel)."""
         process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
             env=dict(os.environ, BUILDAH_ISOLATION="chroot"),
         )
-        timed_out = threading.Event()
+        stopped = threading.Event()
 
         def watchdog() -> None:
             while process.poll() is None:
-                if time.monotonic() > deadline:
-                    timed_out.set()
+                if time.monotonic() > deadline or cancel.is_set():
+                    stopped.set()
                     process.kill()
                     return
                 time.sleep(0.2)
@@ -67,7 +68,14 @@ class BuildahBuilder:
         for line in process.stdout:
             log(line)
         code = process.wait()
-        return None if timed_out.is_set() else code
+        return None if stopped.is_set() else code
+
+    @staticmethod
+    def _stopped(request: BuildRequest, base_digests: dict[str, str]) -> BuildResult:
+        if request.cancel.is_set():
+            return BuildResult(CANCELED, base_digests=base_digests, reason="canceled by request")
+        return BuildResult(TIMEOUT, base_digests=base_digests,
+                           reason=f"the build exceeded {request.timeout_seconds}s")
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         deadline = time.monotonic() + request.timeout_seconds
@@ -79,7 +87,8 @@ class BuildahBuilder:
             digest = self.registry.resolve_digest(base)
             if digest:
                 base_digests[base] = digest
-        argv = self._global() + ["bud", "--isolation", "chroot", "--pull=true", *self._tls(),
+        pull = ["--pull=always", "--no-cache"] if request.no_cache else ["--pull=true"]
+        argv = self._global() + ["bud", "--isolation", "chroot", *pull, *self._tls(),
                                  "-f", str(Path(context) / request.dockerfile)]
         for key, value in {**request.build_args, **request.secret_args}.items():
             argv += ["--build-arg", f"{key}={value}"]
@@ -87,10 +96,9 @@ class BuildahBuilder:
             argv += ["-t", image]
         argv.append(context)
         log(f"$ buildah bud -f {request.dockerfile} " + " ".join(f"-t {i}" for i in request.images))
-        code = self._run(argv, log, deadline)
+        code = self._run(argv, log, deadline, request.cancel)
         if code is None:
-            return BuildResult(TIMEOUT, base_digests=base_digests,
-                               reason=f"the build exceeded {request.timeout_seconds}s")
+            return self._stopped(request, base_digests)
         if code != 0:
             return BuildResult(FAILED, base_digests=base_digests, reason=f"buildah bud exited with {code}")
 
@@ -102,10 +110,10 @@ class BuildahBuilder:
                 code = self._run(
                     self._global() + ["push", *self._tls(), "--digestfile", str(digest_file),
                                       image, f"docker://{image}"],
-                    log, deadline,
+                    log, deadline, request.cancel,
                 )
                 if code is None:
-                    return BuildResult(TIMEOUT, base_digests=base_digests, reason="the push timed out")
+                    return self._stopped(request, base_digests)
                 if code != 0:
                     return BuildResult(FAILED, base_digests=base_digests,
                                        reason=f"buildah push of {image} exited with {code}")
