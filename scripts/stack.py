@@ -289,6 +289,7 @@ def env_for(cfg: StackConfig, env: Mapping[str, str] | None = None) -> dict[str,
         "BASETRIGGER_KEY": function_key(cfg, env) or "",
         "BASETRIGGER_SECRET_KEY": env.get("BASETRIGGER_SECRET_KEY") or secret_key(cfg) or "",
         "REGISTRY": cfg.registry,
+        "BASETRIGGER_REGISTRY": cfg.registry,
         "REGISTRY_CERT_DIR": str(cfg.cert_dir),
     }
 
@@ -325,6 +326,8 @@ def host_environment(cfg: StackConfig, key: str, base: Mapping[str, str] | None 
             "BASETRIGGER_REGISTRY_CA": str(cfg.ca_cert),
             "DEVHOST_KEY": key,
             "REGISTRY": cfg.registry,
+            # Task images without a registry host (`helloworld:{{.Run.ID}}`) go to this registry.
+            "BASETRIGGER_REGISTRY": cfg.registry,
             "REGISTRY_CERT_DIR": str(cfg.cert_dir),
             "PYTHONUNBUFFERED": "1",  # so logs/host.log is current while it runs
         }
@@ -432,6 +435,48 @@ def _environ_marker(pid: int) -> str | None:
         if item.startswith(b"BASETRIGGER_STACK_DIR="):
             return item.split(b"=", 1)[1].decode(errors="replace")
     return ""
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When the process started, in seconds since the epoch (from /proc)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+# What the host loads. If any of it changed after the host started, the host serves old code.
+HOST_CODE = (
+    "function_app.py",
+    "host.json",
+    "local.settings.json",
+    "local.settings.example.json",
+    "functions",
+    "shared",
+    "devhost",
+)
+
+
+def host_code_changed(pid: int) -> str | None:
+    """A file of the host's code newer than the running host (relative path), or None."""
+    started = _process_start_time(pid)
+    if started is None:
+        return None
+    for name in HOST_CODE:
+        path = PROJECT / name
+        files = [path] if path.is_file() else (path.rglob("*.py") if path.is_dir() else [])
+        for f in files:
+            with contextlib.suppress(OSError):
+                # 1 s of slack: /proc's start time has clock-tick resolution, mtimes are exact.
+                if f.stat().st_mtime > started + 1:
+                    return str(f.relative_to(PROJECT))
+    return None
 
 
 def _identity(cfg: StackConfig, part: str) -> list[str]:
@@ -793,10 +838,14 @@ def host_available() -> bool:
 
 
 def up(
-    cfg: StackConfig, with_host: bool = True, system_trust: bool = True, timeout: float | None = None
+    cfg: StackConfig,
+    with_host: bool = True,
+    system_trust: bool = True,
+    timeout: float | None = None,
+    reload_host: bool = False,
 ) -> None:
     with _locked(cfg):
-        _up(cfg, with_host, system_trust, timeout)
+        _up(cfg, with_host, system_trust, timeout, reload_host)
 
 
 def _start_part(
@@ -825,7 +874,9 @@ def _start_part(
     _say(f"{part}: ready (pid {proc.pid})")
 
 
-def _up(cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | None) -> None:
+def _up(
+    cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | None, reload_host: bool
+) -> None:
     for d in (cfg.logs_dir, cfg.pids_dir, cfg.azurite_dir, cfg.registry_dir / "data", cfg.work_dir):
         d.mkdir(parents=True, exist_ok=True)
     key = function_key(cfg, create=True)
@@ -861,6 +912,17 @@ def _up(cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | 
     elif not host_available():
         _say("host: skipped (devhost/__main__.py does not exist yet)")
     else:
+        # A running host keeps serving the code it imported at its start.
+        pid = running_pid(cfg, "host")
+        stale_file = host_code_changed(pid) if pid else None
+        if stale_file and reload_host:
+            _say(f"host: {stale_file} changed since the host started; restarting it")
+            _stop_part(cfg, "host")
+        elif stale_file:
+            _say(
+                f"host: WARNING {stale_file} changed since the host started, which still serves the old "
+                "code; `stack.py up --reload-host` restarts it"
+            )
         _start_part(cfg, "host", host_command(cfg), host_environment(cfg, key), timeout)
         # Functions the host could not serve (a missing setting, an import error) show up here.
         for name, error in ((host_status(cfg) or {}).get("errors") or {}).items():
@@ -889,22 +951,26 @@ def _up(cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | 
     _say(f'to use it from a shell:  eval "$({env_cmd})"')
 
 
+def _stop_part(cfg: StackConfig, part: str, timeout: float | None = None) -> None:
+    pid = read_pid(cfg, part)
+    if pid is None:
+        _say(f"{part}: not running")
+        return
+    if not is_ours(cfg, part, pid):
+        # Never signal a process we cannot prove is ours: pids get reused.
+        why = "has exited" if not _proc_alive(pid) else "now belongs to another program"
+        _say(f"{part}: pid {pid} {why}; left alone, stale pid file removed")
+        pid_file(cfg, part).unlink(missing_ok=True)
+        return
+    killed = _terminate(pid, timeout or STOP_TIMEOUT[part])
+    pid_file(cfg, part).unlink(missing_ok=True)
+    _say(f"{part}: stopped (pid {pid}{', needed SIGKILL' if killed else ''})")
+
+
 def down(cfg: StackConfig, timeout: float | None = None) -> None:
     with _locked(cfg):
         for part in reversed(PARTS):
-            pid = read_pid(cfg, part)
-            if pid is None:
-                _say(f"{part}: not running")
-                continue
-            if not is_ours(cfg, part, pid):
-                # Never signal a process we cannot prove is ours: pids get reused.
-                why = "has exited" if not _proc_alive(pid) else "now belongs to another program"
-                _say(f"{part}: pid {pid} {why}; left alone, stale pid file removed")
-                pid_file(cfg, part).unlink(missing_ok=True)
-                continue
-            killed = _terminate(pid, timeout or STOP_TIMEOUT[part])
-            pid_file(cfg, part).unlink(missing_ok=True)
-            _say(f"{part}: stopped (pid {pid}{', needed SIGKILL' if killed else ''})")
+            _stop_part(cfg, part, timeout)
         state = _read_state(cfg)
         removed = _unregister_system_trust(cfg, state.get("system_trust", []))
         if removed:
@@ -976,6 +1042,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"do not copy the CA into {SYSTEM_CERTS_D} (also: STACK_SYSTEM_TRUST=0)",
     )
     u.add_argument("--timeout", type=float, help="seconds each part may take to become ready")
+    u.add_argument(
+        "--reload-host",
+        action="store_true",
+        help="restart a running host whose code (function_app.py, functions/, shared/, devhost/) changed",
+    )
     sub.add_parser("down", parents=[common], help="stop what `up` started")
     sub.add_parser("status", parents=[common], help="show each part running/stopped (exit 3 if not all run)")
     sub.add_parser("env", parents=[common], help="print `export K=V` lines for the stack")
@@ -988,7 +1059,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.stack_dir, **{n.lower(): getattr(args, n.lower()) for n in PORT_DEFAULTS})
         if args.command == "up":
             system_trust = not args.no_system_trust and os.environ.get("STACK_SYSTEM_TRUST", "1") != "0"
-            up(cfg, with_host=not args.no_host, system_trust=system_trust, timeout=args.timeout)
+            up(
+                cfg,
+                with_host=not args.no_host,
+                system_trust=system_trust,
+                timeout=args.timeout,
+                reload_host=args.reload_host,
+            )
         elif args.command == "down":
             down(cfg)
         elif args.command == "status":

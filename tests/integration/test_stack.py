@@ -339,6 +339,24 @@ def test_host_gets_the_stack_environment(scratch_stack):
     assert cfg.key_file.read_text().strip() == env["DEVHOST_KEY"]
 
 
+def test_up_reloads_a_host_whose_code_changed_only_when_asked(scratch_stack):
+    cfg, env, script = scratch_stack["cfg"], scratch_stack["env"], scratch_stack["script"]
+    before = stack.read_pid(cfg, "host")
+    code = script.parent.parent / "devhost" / "__main__.py"
+    later = time.time() + 5
+    os.utime(code, (later, later))
+
+    res = run_stack("up", env=env, script=script)
+    assert "WARNING devhost/__main__.py changed since the host started" in res.stdout
+    assert stack.read_pid(cfg, "host") == before
+
+    res = run_stack("up", "--reload-host", env=env, script=script)
+    assert "restarting it" in res.stdout
+    after = stack.read_pid(cfg, "host")
+    assert after != before and not stack._proc_alive(before)
+    assert stack.status(cfg)["host"] == "running"
+
+
 def test_registry_notification_reaches_the_host(scratch_stack, tmp_path):
     cfg, env = scratch_stack["cfg"], scratch_stack["env"]
     tag = uuid.uuid4().hex[:8]
