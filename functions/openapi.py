@@ -90,6 +90,13 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 PATHS: dict[str, Any] = {
+    "/hooks/distribution": {"post": {
+        "operationId": "distributionWebhook",
+        "summary": "Ingress for a CNCF distribution registry's notifications (`notifications.endpoints`)",
+        "requestBody": _json_body({"type": "object", "required": ["events"], "properties": {
+            "events": {"type": "array", "items": {"type": "object"}}}}),
+        "responses": {**_ok({"type": "object", "properties": {"decisions": {"type": "array", "items": {
+            "type": "object"}}}}), **_errors("400", "413")}}},
     "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                               "responses": _ok({"type": "object"})}},
     "/tasks": {
