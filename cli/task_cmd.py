@@ -1,0 +1,343 @@
+"""`basetrigger task ...`: tasks and their runs, shaped like `az acr task ...`.
+
+    task create / update / show / list / delete     the tasks
+    task run --name N                               a manual run, its log streamed to the end
+    task list-runs / show-run / logs / cancel-run   the runs (quick builds included)
+
+Lists print JSON by default, as `az` does; `--output table` prints az's table columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli.build_cmd import wait_and_report
+from cli.client import (
+    EXIT_ERROR,
+    EXIT_OK,
+    ApiError,
+    Client,
+    connection_options,
+    follow_run,
+    handles_errors,
+    key_value,
+)
+from cli.output import runs_table, tasks_table, to_json
+from shared.contexts import is_git_url
+
+STATUSES = ("Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout")
+
+TASK_EPILOG = """\
+examples:
+  basetrigger task create --name taskhelloworld --image 'helloworld:{{.Run.ID}}' \\
+      --arg REGISTRY_NAME=localhost:5000 --context examples/helloworld --file Dockerfile-app
+  basetrigger task run --name taskhelloworld
+  basetrigger task list-runs --output table
+  basetrigger task logs --name taskhelloworld
+"""
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on", "enabled"):
+        return True
+    if value in ("false", "no", "0", "off", "disabled"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _trigger_type(text: str) -> str:
+    for choice in ("Runtime", "All"):
+        if text.lower() == choice.lower():
+            return choice
+    raise argparse.ArgumentTypeError(f"expected Runtime or All, not {text!r}")
+
+
+def _status(text: str) -> str:
+    for choice in STATUSES:
+        if text.lower() == choice.lower():
+            return choice
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(STATUSES)}, not {text!r}")
+
+
+def _top(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to 1000, not {text!r}")
+    return value
+
+
+def _output(parser: argparse.ArgumentParser, default: str = "json") -> None:
+    parser.add_argument("--output", "-o", choices=("json", "table"), default=default,
+                        help=f"output format (default: {default})")
+
+
+def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
+    """The options of `task create`; on `task update` each is optional and only changes what is given."""
+    parser.add_argument("--name", "-n", required=True, help="the task's name")
+    parser.add_argument(
+        "--image", "-t", dest="images", action="append", required=creating, default=None, metavar="IMAGE",
+        help="image name and tag to build (repeatable); {{.Run.ID}} is replaced by the run's ID"
+        + ("" if creating else "; replaces the task's images"),
+    )
+    parser.add_argument(
+        "--context", "-c", required=creating,
+        help="a local directory (sent as an absolute path: the service reads it on this machine) "
+        "or a git URL",
+    )
+    parser.add_argument("--file", "-f", default="Dockerfile" if creating else None,
+                        help="the Dockerfile, relative to the context"
+                        + (" (default: Dockerfile)" if creating else ""))
+    parser.add_argument("--branch", help="the git branch to build (default: the repository's default)")
+    parser.add_argument(
+        "--arg", dest="build_args", action="append", default=None, type=key_value, metavar="KEY=VALUE",
+        help="a build argument (repeatable)" + ("" if creating else "; replaces the task's build arguments"),
+    )
+    parser.add_argument(
+        "--secret-arg", dest="secret_args", action="append", default=None, type=key_value,
+        metavar="KEY=VALUE",
+        help="a secret build argument (repeatable): stored encrypted, hidden from logs and answers"
+        + ("" if creating else "; replaces the task's secret arguments"),
+    )
+    parser.add_argument(
+        "--base-image-trigger-enabled", type=_bool, default=None, metavar="{true,false}",
+        help="rebuild when a base image is updated" + (" (default: true)" if creating else ""),
+    )
+    parser.add_argument(
+        "--base-image-trigger-type", type=_trigger_type, default=None, metavar="{Runtime,All}",
+        help="Runtime: the final stage's base images; All: every stage's"
+        + (" (default: Runtime)" if creating else ""),
+    )
+    parser.add_argument("--git-access-token", default=None,
+                        help="a token for cloning the git context (stored encrypted, never shown)")
+    parser.add_argument("--platform", default=None,
+                        help="the platform to build for" + (" (default: linux)" if creating else ""))
+    _output(parser)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser(
+        "task",
+        help="tasks that rebuild images when their base images are updated (az acr task)",
+        description="Manage tasks and their runs, like `az acr task`.",
+        epilog=TASK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = group.add_subparsers(title="commands", metavar="<command>", required=True)
+    conn = connection_options()
+
+    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:]
+                                     + ".", parents=[conn])
+        parser.set_defaults(func=func)
+        return parser
+
+    create = add("create", "create a task", task_create)
+    _task_options(create, creating=True)
+
+    update = add("update", "change a task (only the options given)", task_update)
+    _task_options(update, creating=False)
+
+    show = add("show", "show a task", task_show)
+    show.add_argument("--name", "-n", required=True, help="the task's name")
+    _output(show)
+
+    listing = add("list", "list the tasks", task_list)
+    _output(listing)
+
+    delete = add("delete", "delete a task", task_delete)
+    delete.add_argument("--name", "-n", required=True, help="the task's name")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    run = add("run", "run a task now; streams its log until the run ends", task_run)
+    run.add_argument("--name", "-n", required=True, help="the task's name")
+    run.add_argument("--force", action="store_true",
+                     help="build even if nothing changed since the last run")
+    run.add_argument("--no-logs", action="store_true",
+                     help="do not stream the log: print the queued run and return")
+
+    runs = add("list-runs", "list runs, newest first (quick builds included)", task_list_runs)
+    runs.add_argument("--name", "-n", help="only the runs of this task")
+    runs.add_argument("--run-status", type=_status, metavar="STATUS",
+                      help=f"only runs in this status ({', '.join(STATUSES)})")
+    runs.add_argument("--image", help="only runs that produced this image (e.g. helloworld:da6)")
+    runs.add_argument("--top", type=_top, default=15, help="how many runs at most (default: 15)")
+    _output(runs)
+
+    show_run = add("show-run", "show a run", task_show_run)
+    show_run.add_argument("--run-id", required=True, help="the run's ID, e.g. da6")
+    _output(show_run)
+
+    logs = add("logs", "show a run's log, following it until the run ends", task_logs)
+    which = logs.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-id", help="the run's ID, e.g. da6")
+    which.add_argument("--name", "-n", help="the newest run of this task")
+
+    cancel = add("cancel-run", "cancel a queued or running run", task_cancel_run)
+    cancel.add_argument("--run-id", required=True, help="the run's ID, e.g. da6")
+
+
+# --------------------------------------------------------------------------------------------------
+# Task commands
+# --------------------------------------------------------------------------------------------------
+
+
+def _context(value: str) -> str:
+    if is_git_url(value):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ApiError(f"the context {value!r} is neither a directory nor a git URL")
+    return str(path.resolve())
+
+
+def _spec(args: argparse.Namespace) -> dict:
+    """The TaskCreate fields the options give (only those given, so update changes nothing else)."""
+    spec: dict = {}
+    if args.images is not None:
+        spec["images"] = args.images
+    if args.context is not None:
+        spec["context"] = _context(args.context)
+    if args.file is not None:
+        spec["dockerfile"] = args.file
+    if args.branch is not None:
+        spec["branch"] = args.branch or None
+    if args.build_args is not None:
+        spec["build_args"] = dict(args.build_args)
+    if args.secret_args is not None:
+        spec["secret_args"] = dict(args.secret_args)
+    if args.git_access_token is not None:
+        spec["git_access_token"] = args.git_access_token or None
+    if args.base_image_trigger_enabled is not None:
+        spec["base_image_trigger_enabled"] = args.base_image_trigger_enabled
+    if args.base_image_trigger_type is not None:
+        spec["base_image_trigger_type"] = args.base_image_trigger_type
+    if args.platform is not None:
+        spec["platform"] = args.platform
+    return spec
+
+
+def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:
+    if output == "table":
+        print(tasks_table(tasks))
+    else:
+        print(to_json(tasks[0] if single else tasks))
+
+
+@handles_errors
+def task_create(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    task = client.create_task({"name": args.name, **_spec(args)})
+    _print_tasks([task], args.output, single=True)
+    return EXIT_OK
+
+
+@handles_errors
+def task_update(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    changes = _spec(args)
+    if not changes:
+        print("error: nothing to change: give at least one option besides --name", file=sys.stderr)
+        return EXIT_ERROR
+    task = client.update_task(args.name, changes)
+    _print_tasks([task], args.output, single=True)
+    return EXIT_OK
+
+
+@handles_errors
+def task_show(args: argparse.Namespace) -> int:
+    _print_tasks([Client.from_args(args).get_task(args.name)], args.output, single=True)
+    return EXIT_OK
+
+
+@handles_errors
+def task_list(args: argparse.Namespace) -> int:
+    _print_tasks(Client.from_args(args).list_tasks(), args.output)
+    return EXIT_OK
+
+
+@handles_errors
+def task_delete(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("error: not deleting without confirmation: pass --yes", file=sys.stderr)
+            return EXIT_ERROR
+        answer = input(f"Are you sure you want to delete the task {args.name!r}? (y/n): ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return EXIT_OK
+    client.delete_task(args.name)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------------
+# Run commands
+# --------------------------------------------------------------------------------------------------
+
+
+@handles_errors
+def task_run(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    run = client.run_task(args.name, force=args.force)
+    run_id = run.get("run_id")
+    if not run_id:
+        raise ApiError("basetrigger accepted the run but answered no run_id")
+    print(f"Queued a run with ID: {run_id}", file=sys.stderr)
+    if args.no_logs:
+        print(to_json(run))
+        return EXIT_OK
+    return wait_and_report(client, run_id)
+
+
+@handles_errors
+def task_list_runs(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    page = client.list_runs(top=args.top, task=args.name, status=args.run_status, image=args.image)
+    runs = page.get("runs", [])
+    if args.output == "table":
+        print(runs_table(runs))
+    else:
+        print(to_json(runs))
+    return EXIT_OK
+
+
+@handles_errors
+def task_show_run(args: argparse.Namespace) -> int:
+    run = Client.from_args(args).get_run(args.run_id)
+    print(runs_table([run]) if args.output == "table" else to_json(run))
+    return EXIT_OK
+
+
+@handles_errors
+def task_logs(args: argparse.Namespace) -> int:
+    client = Client.from_args(args)
+    run_id = args.run_id
+    if run_id is None:
+        runs = client.list_runs(top=1, task=args.name).get("runs", [])
+        if not runs:
+            client.get_task(args.name)  # an unknown task says so
+            print(f"error: the task {args.name!r} has no runs yet", file=sys.stderr)
+            return EXIT_ERROR
+        run_id = runs[0]["run_id"]
+        print(f"Showing logs of the last run of {args.name}: {run_id}", file=sys.stderr)
+    try:
+        run = follow_run(client, run_id)
+    except KeyboardInterrupt:
+        print(f"\nstopped following run {run_id}", file=sys.stderr)
+        raise
+    end = run.get("status")
+    print(f"Run {run_id}: {end}" + (f": {run['reason']}" if run.get("reason") and end != "Succeeded" else ""),
+          file=sys.stderr)
+    return EXIT_OK
+
+
+@handles_errors
+def task_cancel_run(args: argparse.Namespace) -> int:
+    run = Client.from_args(args).cancel_run(args.run_id)
+    print(f"Run {run.get('run_id', args.run_id)}: {run.get('status', 'Canceled')}", file=sys.stderr)
+    return EXIT_OK
