@@ -113,9 +113,25 @@ class Worker:
             finished = self._build(run, cancel)
         except RunFailed as exc:
             finished = self._finish(run.run_id, FAILED, reason=str(exc))
+        except Exception as exc:
+            stop.set()
+            self._release(run, f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
+            raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
             stop.set()
         return finished
+
+    def _release(self, run: Run, reason: str) -> None:
+        """Let the next delivery take the run over at once instead of waiting for a stale heartbeat."""
+        def release(current: Run) -> Run | None:
+            if current.status != RUNNING or current.attempt != run.attempt:
+                return None
+            return replace(current, heartbeat_at=None, reason=reason)
+
+        try:
+            self.runs.transition(run.run_id, release)
+        except Exception:  # storage may be what failed; the stale heartbeat covers that case
+            log.warning("could not release run %s", run.run_id, exc_info=True)
 
     def _prepare_context(self, run: Run, task: Task | None, workspace: Path) -> Path:
         if task is None:
