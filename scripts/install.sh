@@ -102,8 +102,16 @@ inputs_hash="$(
     } | sha256sum | cut -d' ' -f1
 )"
 stamp="$STAMP_DIR/pip.sha256"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_hash" ] \
-    && "$PYTHON" -c 'import importlib.metadata as m; m.version("basetrigger")' >/dev/null 2>&1; then
+# Installed, and editable from *this* checkout (another clone's `pip install -e .` re-points it).
+installed_here() {
+    # -I: not from the project folder, where setuptools leaves a basetrigger.egg-info behind.
+    "$PYTHON" -I - "$PROJECT" >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, json, pathlib, sys
+url = json.loads(m.distribution("basetrigger").read_text("direct_url.json") or "{}").get("url", "")
+sys.exit(0 if url == pathlib.Path(sys.argv[1]).as_uri() else 1)
+PY
+}
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs_hash" ] && installed_here; then
     say "python packages: ok"
 else
     say "installing python packages (pip: -e . and requirements-dev.txt)…"
