@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -74,6 +74,9 @@ class Client:
         self._key = key or None
         self.timeout = timeout
         self.session = session or requests.Session()
+        if urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1"):
+            # An http(s)_proxy in the environment must not capture requests to this machine.
+            self.session.trust_env = False
 
     def __repr__(self) -> str:  # never the key
         return f"Client({self.url!r})"
