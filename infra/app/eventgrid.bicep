@@ -1,0 +1,105 @@
+metadata description = 'The Event Grid system topic of the existing container registry and its subscription for image pushes, delivered to the app\'s Event Grid trigger function. Deployed into the registry\'s resource group.'
+
+@description('Required. Name of the system topic. A registry can have only one system topic: if it already has one, give that one\'s name (this deployment then sets that topic\'s identity to the app\'s).')
+param systemTopicName string
+
+@description('Required. Name of the existing container registry (in this module\'s resource group).')
+param registryName string
+
+@description('Required. Azure region of the system topic; must be the registry\'s region.')
+param location string
+
+@description('Optional. Tags applied to the system topic.')
+param tags object = {}
+
+@description('Required. Resource id of the user-assigned identity that writes dead-lettered events.')
+param identityId string
+
+@description('Optional. Create the event subscription. Event Grid checks that the target function exists, so this is false until the app\'s code has been deployed once (azure.yaml\'s postdeploy hook turns it on).')
+param createSubscription bool = false
+
+@description('Required. Resource id of the Function App.')
+param functionAppId string
+
+@description('Required. Name of the Event Grid trigger function in the app.')
+param functionName string
+
+@description('Required. Resource id of the Storage account that receives dead-lettered events.')
+param deadLetterStorageAccountId string
+
+@description('Required. Blob container that receives dead-lettered events.')
+param deadLetterContainerName string
+
+@description('Optional. Delivery attempts before an event is dead-lettered.')
+@minValue(1)
+@maxValue(30)
+param maxDeliveryAttempts int = 30
+
+@description('Optional. Minutes Event Grid keeps retrying an event before dead-lettering it.')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
+  name: systemTopicName
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    source: registry.id
+    topicType: 'Microsoft.ContainerRegistry.Registries'
+  }
+}
+
+resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (createSubscription) {
+  parent: systemTopic
+  name: 'basetrigger-image-pushed'
+  properties: {
+    eventDeliverySchema: 'EventGridSchema'
+    filter: {
+      includedEventTypes: [
+        'Microsoft.ContainerRegistry.ImagePushed'
+      ]
+    }
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${functionAppId}/functions/${functionName}'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    retryPolicy: {
+      maxDeliveryAttempts: maxDeliveryAttempts
+      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+    }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'UserAssigned'
+        userAssignedIdentity: identityId
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: deadLetterStorageAccountId
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
+  }
+}
+
+@description('Name of the system topic.')
+output systemTopicName string = systemTopic.name
+
+@description('Name of the event subscription, or an empty string while it is not created yet.')
+output subscriptionName string = createSubscription ? imagePushed.name : ''

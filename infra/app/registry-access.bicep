@@ -1,0 +1,75 @@
+metadata description = 'What the app\'s identity may do on the existing container registry: pull and push, and schedule and follow ACR runs through a custom role with exactly those actions. Deployed into the registry\'s resource group.'
+
+@description('Required. Name of the existing container registry (in this module\'s resource group).')
+param registryName string
+
+@description('Required. Principal id of the app\'s user-assigned identity.')
+param principalId string
+
+var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d' // AcrPull
+var acrPushRoleId = '8311e382-0749-4cb8-b61a-304f252e45ec' // AcrPush
+
+// What AcrBuilder (shared/builders/acr.py) calls, and nothing more: no built-in role grants
+// scheduleRun without also granting registry writes (Contributor) or task management.
+var acrRunActions = [
+  'Microsoft.ContainerRegistry/registries/scheduleRun/action' // POST .../scheduleRun
+  'Microsoft.ContainerRegistry/registries/runs/read' // GET .../runs/{runId}
+  'Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action' // POST .../runs/{runId}/listLogSasUrl
+  'Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action' // POST .../listBuildSourceUploadUrl
+]
+
+var builtInRoleIds = [
+  acrPullRoleId
+  acrPushRoleId
+]
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource registryRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
+  for roleId in builtInRoleIds: {
+    name: guid(registry.id, principalId, roleId)
+    scope: registry
+    properties: {
+      roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+      principalId: principalId
+      principalType: 'ServicePrincipal'
+    }
+  }
+]
+
+// Custom roles cannot be assignable at a single resource, so the role is assignable in the
+// registry's resource group and assigned on the registry alone.
+resource acrRunScheduler 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(registry.id, 'basetrigger-acr-run-scheduler')
+  properties: {
+    roleName: 'basetrigger ACR run scheduler (${registryName})'
+    description: 'Schedule ACR quick builds, read their runs and logs, and get the source-upload URL. Used by basetrigger\'s ACR builder.'
+    type: 'CustomRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: acrRunActions
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+  }
+}
+
+resource acrRunSchedulerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, principalId, acrRunScheduler.id)
+  scope: registry
+  properties: {
+    roleDefinitionId: acrRunScheduler.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+@description('Resource id of the custom role definition.')
+output runSchedulerRoleId string = acrRunScheduler.id

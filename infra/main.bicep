@@ -1,0 +1,270 @@
+targetScope = 'resourceGroup'
+
+metadata description = 'basetrigger in Azure: a Flex Consumption Python Function App that rebuilds images when their base images are pushed to an existing Azure Container Registry. See docs/deploy.md.'
+
+// ---------------------------------------------------------------------------------------------
+// Parameters (docs/deploy.md explains each; infra/main.parameters.json maps them for azd)
+// ---------------------------------------------------------------------------------------------
+
+@description('Required. Name of the azd environment; resource names are derived from it and it is tagged on every resource.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Optional. Azure region of the app\'s resources; it must offer Flex Consumption. Defaults to the resource group\'s region.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string = resourceGroup().location
+
+@description('Required. Name of the existing Azure Container Registry whose pushes trigger rebuilds and which runs the builds.')
+@minLength(5)
+@maxLength(50)
+param registryName string
+
+@description('Optional. Resource group of that registry, in this subscription. Empty means this deployment\'s resource group.')
+param registryResourceGroupName string = ''
+
+@description('Optional. Name of the registry\'s Event Grid system topic. Empty means a new one named after the registry; give the existing one\'s name if the registry already has a system topic.')
+param systemTopicName string = ''
+
+@description('Optional. Create the Event Grid subscription to the eventgrid_image_pushed function. Leave false on the first deployment: Event Grid refuses a function that is not deployed yet (azure.yaml\'s postdeploy hook sets it to true).')
+param createEventSubscription bool = false
+
+@description('Required. BASETRIGGER_SECRET_KEY: a Fernet key (44 characters, URL-safe base64 of 32 random bytes) that encrypts secret build args and git tokens at rest. It is stored in Key Vault; keep it, a different key cannot read secrets stored with the old one.')
+@secure()
+@minLength(44)
+@maxLength(44)
+param secretKey string
+
+@description('Optional. Most instances Flex Consumption may scale the app out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Optional. Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Seconds an ACR build run may take (ACR accepts 300 to 28800).')
+@minValue(300)
+@maxValue(28800)
+param buildTimeoutSeconds int = 3600
+
+@description('Optional. Event Grid delivery attempts before an event is dead-lettered.')
+@minValue(1)
+@maxValue(30)
+param eventMaxDeliveryAttempts int = 30
+
+@description('Optional. Minutes Event Grid keeps retrying an event before dead-lettering it.')
+@minValue(1)
+@maxValue(1440)
+param eventTimeToLiveInMinutes int = 1440
+
+// ---------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------
+
+var resourceToken = toLower(uniqueString(resourceGroup().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var serviceName = 'app' // the service in azure.yaml
+var functionAppName = 'func-basetrigger-${resourceToken}'
+var registryGroupName = empty(registryResourceGroupName) ? resourceGroup().name : registryResourceGroupName
+var topicName = empty(systemTopicName) ? 'evgt-${registryName}' : systemTopicName
+var secretKeyName = 'basetrigger-secret-key'
+
+// The names the code uses (docs/contract.md, shared/config.py defaults). Each is set below as the
+// app setting the code reads, so the Bicep and the code cannot drift apart silently:
+// tests/unit/test_infra.py loads shared.config with these values and compares.
+var tablePrefix = 'bt'
+var buildQueueName = 'build-runs'
+var runIdPrefix = 'da'
+var eventGridFunctionName = 'eventgrid_image_pushed'
+var deadLetterContainerName = 'eventgrid-deadletter'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+
+var tableNames = [
+  '${tablePrefix}tasks'
+  '${tablePrefix}dependencies'
+  '${tablePrefix}runs'
+  '${tablePrefix}runsbytask'
+  '${tablePrefix}decisions'
+  '${tablePrefix}events'
+  '${tablePrefix}counters'
+]
+var queueNames = [
+  buildQueueName
+  '${buildQueueName}-poison'
+]
+var containerNames = [
+  '${tablePrefix}-run-logs'
+  '${tablePrefix}-build-contexts'
+  deadLetterContainerName
+  deploymentContainerName
+]
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+// ---------------------------------------------------------------------------------------------
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+  scope: resourceGroup(registryGroupName)
+}
+
+// The one identity of the app: the host's storage connection, the code's DefaultAzureCredential,
+// Key Vault references, ACR runs, and Event Grid's dead-lettering all use it.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-basetrigger-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    tableNames: tableNames
+    queueNames: queueNames
+    containerNames: containerNames
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    secretName: secretKeyName
+    secretValue: secretKey
+    principalId: identity.properties.principalId
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    principalId: identity.properties.principalId
+  }
+}
+
+module registryAccess 'app/registry-access.bicep' = {
+  name: 'registry-access-${resourceToken}'
+  scope: resourceGroup(registryGroupName)
+  params: {
+    registryName: registryName
+    principalId: identity.properties.principalId
+  }
+}
+
+module functionApp 'app/function-app.bicep' = {
+  name: 'function-app'
+  params: {
+    name: functionAppName
+    planName: 'plan-basetrigger-${resourceToken}'
+    location: location
+    tags: tags
+    serviceName: serviceName
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    secretKeyName: secretKeyName
+    tablePrefix: tablePrefix
+    buildQueueName: buildQueueName
+    runIdPrefix: runIdPrefix
+    buildTimeoutSeconds: buildTimeoutSeconds
+    registryLoginServer: registry.properties.loginServer
+    registrySubscriptionId: subscription().subscriptionId
+    registryResourceGroupName: registryGroupName
+    registryName: registryName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host starts as soon as the app exists: give it its storage roles first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module eventGrid 'app/eventgrid.bicep' = {
+  name: 'eventgrid-${resourceToken}'
+  scope: resourceGroup(registryGroupName)
+  params: {
+    systemTopicName: topicName
+    registryName: registryName
+    location: registry.location
+    tags: tags
+    identityId: identity.id
+    createSubscription: createEventSubscription
+    functionAppId: functionApp.outputs.id
+    functionName: eventGridFunctionName
+    deadLetterStorageAccountId: storage.outputs.id
+    deadLetterContainerName: deadLetterContainerName
+    maxDeliveryAttempts: eventMaxDeliveryAttempts
+    eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+  }
+  // Dead-lettering writes blobs as the identity: its Storage role must exist first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outputs: names, ids and URLs only (azd stores them in the environment)
+// ---------------------------------------------------------------------------------------------
+
+@description('Region of the app\'s resources.')
+output AZURE_LOCATION string = location
+
+@description('Resource group of the app\'s resources.')
+output AZURE_RESOURCE_GROUP string = resourceGroup().name
+
+@description('Name of the Function App.')
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+
+@description('Base URL of the Function App.')
+output SERVICE_APP_URI string = functionApp.outputs.uri
+
+@description('Webhook ingress for other registries\' notifications; add ?code=<function key>.')
+output DISTRIBUTION_WEBHOOK_URL string = '${functionApp.outputs.uri}/api/hooks/distribution'
+
+@description('Name of the app\'s Storage account.')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('Name of the Key Vault holding the secret key.')
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('Client id of the app\'s user-assigned identity (an identifier, not a secret).')
+output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.properties.clientId
+
+@description('Name of the registry\'s Event Grid system topic.')
+output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
+
+@description('Whether the Event Grid subscription exists.')
+output EVENTGRID_SUBSCRIPTION_CREATED bool = createEventSubscription
