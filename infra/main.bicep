@@ -52,10 +52,10 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Optional. Seconds an ACR build run may take (ACR accepts 300 to 28800).')
+@description('Optional. Seconds an ACR build run may take (ACR accepts 300 to 28800). The build worker follows the run within one invocation: with more than host.json\'s functionTimeout minus 10 minutes, raise functionTimeout too.')
 @minValue(300)
 @maxValue(28800)
-param buildTimeoutSeconds int = 3600
+param buildTimeoutSeconds int = 2700
 
 @description('Optional. Event Grid delivery attempts before an event is dead-lettered.')
 @minValue(1)

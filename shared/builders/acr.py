@@ -55,8 +55,9 @@ _TERMINAL = {
 # The range ACR accepts for a run's timeout, in seconds.
 ACR_MIN_TIMEOUT, ACR_MAX_TIMEOUT = 300, 28800
 # A run may wait in ACR's queue before its own timeout starts counting; this is how long we wait
-# beyond the run's timeout before giving up on following it.
-QUEUE_ALLOWANCE_SECONDS = 1800
+# beyond the run's timeout before giving up on following it. The build worker follows the run inside
+# one function invocation, so timeout + allowance must stay under host.json's functionTimeout.
+QUEUE_ALLOWANCE_SECONDS = 600
 # Consecutive failed polls tolerated before the run is reported as Error.
 MAX_POLL_FAILURES = 5
 _MASK = "***"

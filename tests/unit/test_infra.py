@@ -456,12 +456,23 @@ def test_the_cloud_settings_load_as_an_acr_configuration():
         "rg-registry",
         "contosoacr",
     )
-    assert settings.build_timeout_seconds == 3600
+    assert settings.build_timeout_seconds == 2700
     SecretBox(settings.secret_key).open(SecretBox(settings.secret_key).seal({"k": "v"}))
     # The Key Vault secret must hold a Fernet key: 44 characters, as main.bicep insists.
     decorators = bicep("main.bicep").params["secretKey"][0]
     assert "@secure()" in decorators and "@minLength(44)" in decorators and "@maxLength(44)" in decorators
     assert len(settings.secret_key) == 44
+
+
+def test_an_acr_build_ends_within_one_function_invocation():
+    """The worker follows the ACR run inside the queue-triggered invocation: host.json must let it."""
+    from shared.builders.acr import QUEUE_ALLOWANCE_SECONDS
+
+    main = bicep("main.bicep")
+    timeout = main.resolve(main.params["buildTimeoutSeconds"][1].partition("=")[2])
+    hours, minutes, seconds = json.loads((ROOT / "host.json").read_text())["functionTimeout"].split(":")
+    function_timeout = int(hours) * 3600 + int(minutes) * 60 + int(seconds)
+    assert timeout + QUEUE_ALLOWANCE_SECONDS < function_timeout
 
 
 # -- storage names -------------------------------------------------------------------------
