@@ -116,6 +116,8 @@ class AcrBuilder:
 
             credential = credential_for(settings)
         client = ContainerRegistryTasksMgmtClient(credential, settings.acr_subscription_id)
+        # The Bicep sets BASETRIGGER_REGISTRY to the registry's login server (any cloud, any DNS form).
+        kwargs.setdefault("login_server", settings.registry)
         return cls(client, settings.acr_resource_group, settings.acr_name, **kwargs)
 
     # -- the Builder protocol ---------------------------------------------------------------------

@@ -633,3 +633,26 @@ def test_context_and_log_through_a_real_azurite(tmp_path, azurite_blob_endpoint)
         "Successfully built",
         f"pushed app:v1 digest: {DIGEST}",
     ]
+
+
+def test_from_settings_uses_the_configured_registry_and_login_server():
+    from shared import config
+
+    settings = config.load(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "BASETRIGGER_BUILDER": "acr",
+            "BASETRIGGER_REGISTRY": "contosoacr-abc123.azurecr.us",
+            "BASETRIGGER_ACR_SUBSCRIPTION_ID": SUB,
+            "BASETRIGGER_ACR_RESOURCE_GROUP": RG,
+            "BASETRIGGER_ACR_NAME": REGISTRY,
+        }
+    )
+    builder = AcrBuilder.from_settings(settings, credential=StubCredential())
+    assert builder.login_server == "contosoacr-abc123.azurecr.us"
+
+    incomplete = config.load(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "BASETRIGGER_BUILDER": "acr"}
+    )
+    with pytest.raises(config.ConfigError, match="BASETRIGGER_ACR_SUBSCRIPTION_ID"):
+        AcrBuilder.from_settings(incomplete, credential=StubCredential())
