@@ -47,7 +47,7 @@ test: install
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 0; fi; exit $$rc
 
 demo: up
-	@echo "demo: coming in the next issue"
+	@$(PYTHON) scripts/demo.py
 
 bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/fanout.py

@@ -14,6 +14,7 @@ import azure.functions as func
 
 from functions.http import BadRequest, PayloadTooLarge, error, int_param, json_body, json_response
 from functions.openapi import openapi_document
+from shared.images import qualify
 from shared.runs import STATUSES, RunConflict, RunNotFound
 from shared.scheduling import MAX_CONTEXT_BYTES, RunNotCancelable
 from shared.secrets import SecretsUnavailable
@@ -175,6 +176,12 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
     status = req.params.get("status") or None
     if status and status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    image = req.params.get("image") or None
+    if image:
+        try:
+            image = qualify(image, services().settings.registry)
+        except ValueError as exc:
+            raise BadRequest(f"image: {exc}") from exc
     after = req.params.get("continuation") or None
     if after:
         try:
@@ -183,7 +190,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
             raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
     runs, continuation = services().runs.list(
         top=int_param(req, "top", 15, 1, 1000), task=req.params.get("task") or None,
-        status=status, image=req.params.get("image") or None, after=after,
+        status=status, image=image, after=after,
     )
     return json_response({"runs": [r.to_dict() for r in runs], "continuation": continuation})
 

@@ -22,6 +22,11 @@ def render(template: str, run_id: str, registry: str | None) -> str:
     return str(ImageRef.parse(text))
 
 
+def qualify(name: str, registry: str | None) -> str:
+    """A user-typed image name as runs store it (`helloworld:da6` -> `localhost:5000/helloworld:da6`)."""
+    return render(name, "", registry)
+
+
 def is_own_output(templates: list[str], pushed: str, registry: str | None) -> bool:
     """True when `pushed` is one of the images the task itself produces (no self-trigger loops)."""
     for template in templates:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.secrets import redact
 from shared.storage import Storage
 
-# Append blocks are limited to 4 MiB; log lines are buffered and flushed well below that.
+# Append blocks are limited to 4 MiB; log lines are buffered and flushed well below that, and at
+# least every second so that `task logs` / `task run` can follow a build while it runs.
 _FLUSH_BYTES = 64 * 1024
+_FLUSH_SECONDS = 1.0
 
 
 class RunLogWriter:
@@ -21,6 +24,7 @@ class RunLogWriter:
         self._secrets = [s for s in secrets if s]
         self._buffer: list[str] = []
         self._size = 0
+        self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
@@ -28,7 +32,7 @@ class RunLogWriter:
         with self._lock:
             self._buffer.append(text)
             self._size += len(text)
-            if self._size >= _FLUSH_BYTES:
+            if self._size >= _FLUSH_BYTES or time.monotonic() - self._flushed_at >= _FLUSH_SECONDS:
                 self._flush_locked()
 
     def flush(self) -> None:
@@ -36,6 +40,7 @@ class RunLogWriter:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
+        self._flushed_at = time.monotonic()
         if not self._buffer:
             return
         data = "".join(self._buffer).encode()
