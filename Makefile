@@ -15,7 +15,8 @@
 PYTHON ?= python3
 STACK := $(PYTHON) scripts/stack.py
 # Runs a command with the stack's settings exported (AzureWebJobsStorage, BASETRIGGER_URL, ...).
-WITH_STACK_ENV = eval "$$($(STACK) env)" &&
+# (`eval "$(...)"` alone would succeed even when `env` fails, so its output is checked first.)
+WITH_STACK_ENV = stack_env="$$($(STACK) env)" && eval "$$stack_env" &&
 
 .PHONY: install up down status env lint test demo bench
 
