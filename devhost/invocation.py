@@ -112,7 +112,7 @@ class Invoker:
 
     @property
     def running(self) -> int:
-        # Pruned here, on the loop thread: done-callbacks of thread futures run in worker threads.
+        # Pruned only on the loop thread (not from done-callbacks, which run in worker threads).
         self._running = {f for f in self._running if not f.done()}
         return len(self._running)
 

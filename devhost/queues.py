@@ -25,6 +25,7 @@ import binascii
 import concurrent.futures
 import logging
 import math
+import re
 from collections.abc import Mapping
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -44,6 +45,16 @@ POISON_SUFFIX = "-poison"
 MIN_POLLING_INTERVAL = 0.1
 DEFAULT_LEASE_SECONDS = 60
 DEFAULT_CONNECTION = "AzureWebJobsStorage"
+# Azure Storage queue names: 3-63 lower-case letters, digits and single hyphens, no hyphen at either end.
+_QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def queue_name(resolved: str) -> str:
+    """The queue a binding names; lower-cased as the host does, and checked so a typo fails at startup."""
+    name = resolved.lower()
+    if not _QUEUE_NAME.match(name):
+        raise SettingsError(f"{name!r} is not a valid queue name (3-63 of a-z, 0-9 and single hyphens)")
+    return name
 
 
 class QueueConnections:
@@ -111,15 +122,14 @@ class QueueListener:
     def __init__(
         self,
         entry: FunctionEntry,
-        queue_name: str,
+        queue_name: str,  # validated by queue_name()
         service: QueueServiceClient,
         options: QueueOptions,
         invoker: Invoker,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.entry = entry
-        # Queue names are lower case in Azure Storage; the host lower-cases resolved names too.
-        self.queue_name = queue_name.lower()
+        self.queue_name = queue_name
         self._queue = service.get_queue_client(self.queue_name)
         self.poison_name = (
             None if self.queue_name.endswith(POISON_SUFFIX) else self.queue_name + POISON_SUFFIX
@@ -135,6 +145,7 @@ class QueueListener:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._receiving: asyncio.Future[list[StorageQueueMessage]] | None = None
 
     async def prepare(self) -> bool:
         """Create the queue so producers can send before the first poll."""
@@ -150,6 +161,8 @@ class QueueListener:
     def stop(self) -> None:
         self._stopping.set()
         self._slot_freed.set()
+        if self._receiving is not None:
+            self._receiving.cancel()
 
     async def run(self) -> None:
         """Poll until stopped, then wait for the messages in flight."""
@@ -159,8 +172,15 @@ class QueueListener:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
                 continue
+            # A receive can take long against storage that does not answer (the SDK retries);
+            # stop() cancels it so shutdown does not wait for that.
+            self._receiving = asyncio.ensure_future(self._receive())
             try:
-                messages = await self._receive()
+                messages = await self._receiving
+            except asyncio.CancelledError:
+                if self._stopping.is_set():
+                    break
+                raise
             except ResourceNotFoundError:
                 if not await self.prepare():
                     await self._sleep(self._options.max_polling_interval)

@@ -43,7 +43,7 @@ from .loader import (
     import_app,
     load_functions,
 )
-from .queues import DEFAULT_CONNECTION, DEFAULT_LEASE_SECONDS, QueueConnections, QueueListener
+from .queues import DEFAULT_CONNECTION, DEFAULT_LEASE_SECONDS, QueueConnections, QueueListener, queue_name
 from .routes import RouteError
 from .settings import SettingsError, load_local_settings, resolve
 from .timers import Schedule, ScheduleError, TimerRunner
@@ -54,6 +54,7 @@ log = logging.getLogger("devhost")
 DEFAULT_PORT = 7071
 STATUS_PATH = "/admin/host/status"
 PING_PATH = "/admin/host/ping"
+QUEUE_PREPARE_TIMEOUT = 10.0
 
 EXIT_OK, EXIT_STARTUP_FAILED, EXIT_ABANDONED = 0, 1, 2
 
@@ -178,12 +179,9 @@ def _build_listeners(
     for entry in prepared.table.of_type(QUEUE_TRIGGER):
         try:
             service = connections.service(entry.trigger.get("connection") or DEFAULT_CONNECTION)
-            queue_name = resolve(str(entry.trigger["queueName"]))
-            listeners.append(
-                QueueListener(
-                    entry, queue_name, service, prepared.config.queues, invoker, options.queue_lease_seconds
-                )
-            )
+            name = queue_name(resolve(str(entry.trigger["queueName"])))
+            queues, lease = prepared.config.queues, options.queue_lease_seconds
+            listeners.append(QueueListener(entry, name, service, queues, invoker, lease))
         except SettingsError as exc:
             errors[entry.name] = str(exc)
     return listeners
@@ -259,7 +257,14 @@ async def serve(prepared: Prepared, options: Options) -> int:
     for name, why in sorted(status.errors.items()):
         log.error("Function '%s' is not served: %s", name, why)
 
-    await asyncio.gather(*(listener.prepare() for listener in listeners))
+    # Queues exist before the host reports Running, so producers can send at once; but storage that
+    # does not answer (the SDK retries for a long time) must not keep HTTP functions from serving.
+    try:
+        await asyncio.wait_for(asyncio.gather(*(x.prepare() for x in listeners)), QUEUE_PREPARE_TIMEOUT)
+    except TimeoutError:
+        log.warning(
+            "Queue storage did not answer within %ss; queue listeners keep trying", QUEUE_PREPARE_TIMEOUT
+        )
 
     async def host_status(_: web.Request) -> web.Response:
         return web.json_response(

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -265,8 +265,6 @@ def test_timespans_and_schedules() -> None:
     assert parse_timespan("1.00:00:00.5", "x") == 86400.5
     with pytest.raises(HostConfigError):
         parse_timespan(2, "x")
-    from datetime import UTC, datetime
-
     start = datetime(2024, 1, 1, 0, 3, 7, tzinfo=UTC)
     assert Schedule("0 */5 * * * *").next_after(start) == datetime(2024, 1, 1, 0, 5, tzinfo=UTC)
     assert Schedule("00:00:10").next_after(start) - start == timedelta(seconds=10)
@@ -399,7 +397,7 @@ def test_event_grid_subscription_validation_handshake(host: RunningHost) -> None
     )
     assert response.status_code == 200
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
-    assert host.records("events") == [] or all(r["id"] != validation[0]["id"] for r in host.records("events"))
+    assert all(r["id"] != validation[0]["id"] for r in host.records("events"))  # not an invocation
 
 
 def test_cloudevents_webhook_validation(host: RunningHost) -> None:
@@ -528,7 +526,8 @@ def test_a_long_invocation_keeps_its_message_invisible(host: RunningHost) -> Non
 def test_timer_runs_on_startup_and_every_second(host: RunningHost) -> None:
     ticks = wait_until(lambda: len(host.records("tick")) >= 3 and host.records("tick"), 10, "three ticks")
     times = [t["at"] for t in ticks]
-    assert all(0.5 < b - a < 1.6 for a, b in zip(times[1:], times[2:], strict=False))
+    # One a second after the startup run; generous upper bound for a loaded CI machine.
+    assert all(0.5 < b - a < 2.5 for a, b in zip(times[1:], times[2:], strict=False))
     assert ticks[-1]["past_due"] is False
     assert "Reason='Timer fired at" in host.log()
 
