@@ -135,6 +135,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         timeout = int(env.get("BASETRIGGER_BUILD_TIMEOUT", "3600"))
     except ValueError as exc:
         raise ConfigError("BASETRIGGER_BUILD_TIMEOUT must be a number of seconds") from exc
+    secret_key = env.get("BASETRIGGER_SECRET_KEY") or None
+    if secret_key and secret_key.startswith("@Microsoft.KeyVault("):
+        # App Service leaves the reference text in place when it cannot resolve it.
+        raise ConfigError("BASETRIGGER_SECRET_KEY is an unresolved Key Vault reference: check the "
+                          "app's identity can read the secret (Key Vault Secrets User)")
     prefix = env.get("BASETRIGGER_TABLE_PREFIX", "bt")
     if not prefix.isalnum() or not prefix[0].isalpha():
         raise ConfigError("BASETRIGGER_TABLE_PREFIX must be letters and digits, starting with a letter")
@@ -147,7 +152,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         registry=env.get("BASETRIGGER_REGISTRY") or None,
         registry_ca=env.get("BASETRIGGER_REGISTRY_CA") or None,
         build_timeout_seconds=timeout,
-        secret_key=env.get("BASETRIGGER_SECRET_KEY") or None,
+        secret_key=secret_key,
         work_dir=env.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger"),
         acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,

@@ -30,13 +30,16 @@ log = logging.getLogger(__name__)
 
 
 def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
-             pending_is_queued: bool) -> tuple[str, str]:
-    """The outcome for one dependent task, from its index row alone (rules 1-7 above)."""
+             pending_is_queued: bool, producer_task: str | None = None) -> tuple[str, str]:
+    """The outcome for one dependent task, from its index row (rules 1-7 above).
+
+    `producer_task` is the task whose run pushed this image, when the push is a run's output.
+    """
     if not row.trigger_enabled:
         return d.TRIGGER_DISABLED, "the task's base image trigger is disabled"
     if not row.applies():
         return d.NOT_RUNTIME, "the base is used only in a build stage and the trigger type is Runtime"
-    if is_own_output(row.images, pushed, registry):
+    if row.task == producer_task or is_own_output(row.images, pushed, registry):
         return d.OWN_OUTPUT, "the push is this task's own output image"
     if row.built_digest == digest:
         return d.DIGEST_UNCHANGED, f"the task last built on {digest}"
@@ -88,10 +91,19 @@ class Dispatcher:
     def _dispatch(self, event: ImagePushed) -> Decision:
         pushed = event.reference
         rows = self.index.dependents(pushed)
-        base = Decision(event.event_id, event.source, d.NO_DEPENDENTS,
-                        f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
+        # Is this push a run's own output (a build pushing its result)? Then it is recorded as
+        # such, and it never triggers the task that produced it (no trigger loops).
+        producer = self.runs.producer_of(pushed)
+        if producer and producer.output_digest not in (None, event.digest):
+            producer = None  # someone pushed the tag again after that run
         if not rows:
-            return base
+            if producer:
+                return Decision(event.event_id, event.source, d.OWN_OUTPUT,
+                                f"the output of run {producer.run_id}; no task is built FROM {pushed}",
+                                image=pushed, digest=event.digest, runs=[producer.run_id])
+            return Decision(event.event_id, event.source, d.NO_DEPENDENTS,
+                            f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
+        producer_task = producer.task if producer else None
 
         details: list[TaskDecision] = []
         runs: list[Run] = []
@@ -101,7 +113,7 @@ class Dispatcher:
             fresh: list[DependencyRow] = []
             for row in todo:
                 outcome, reason = classify(row, event.digest, pushed, self.registry,
-                                           self._pending_is_queued(row.pending_run_id))
+                                           self._pending_is_queued(row.pending_run_id), producer_task)
                 if outcome == d.QUEUED:
                     fresh.append(row)
                     continue

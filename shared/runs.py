@@ -4,6 +4,8 @@ Table layout (one table, one partition `run`, so every list is a key-range read 
 change is one transaction that keeps both rows in step):
 - `id|<inverted counter>`            the run itself; inverted so that ascending RowKey = newest first
 - `task|<task name>|<inverted counter>`  a copy per task, for "runs of task X" without a scan
+- `image|<encoded image>|<inverted counter>`  a copy per output image: "runs that produced image Y",
+  which is also how a push is recognised as a run's own output
 Run ids are `<prefix><counter>` (`da1`, `da2`, …); the counter is one entity updated with an etag,
 so concurrent dispatchers never hand out the same id.
 """
@@ -20,6 +22,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.image_ref import encode_key
 from shared.storage import Storage
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT = (
@@ -31,7 +34,7 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT})
 MANUAL, IMAGE_UPDATE = "Manual", "Image Update"
 
 PARTITION = "run"
-RUNS_PER_BATCH = 50  # two rows per run (id + task copy) in a 100-operation transaction
+RUNS_PER_BATCH = 33  # three rows per run (id, task and image copies) in a 100-operation transaction
 _COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
 SCHEMA_VERSION = 1
 
@@ -227,6 +230,8 @@ class RunStore:
         rows = [self._entity(run, f"id|{inv}")]
         if run.task:
             rows.append(self._entity(run, f"task|{run.task}|{inv}"))
+        for image in dict.fromkeys(run.output_images):
+            rows.append(self._entity(run, f"image|{encode_key(image)}|{inv}"))
         return rows
 
     def create_many(self, runs: list[Run]) -> None:
@@ -293,7 +298,12 @@ class RunStore:
         after: str | None = None,
     ) -> tuple[list[Run], str | None]:
         """Newest first; one key-range read of one partition. Returns (runs, continuation)."""
-        prefix = f"task|{task}|" if task else "id|"
+        if task:
+            prefix = f"task|{task}|"
+        elif image:
+            prefix, image = f"image|{encode_key(image)}|", None
+        else:
+            prefix = "id|"
         lower = prefix + (self.ids.inverted(after) if after else "")
         clauses = ["PartitionKey eq @pk", "RowKey gt @lower" if after else "RowKey ge @lower",
                    "RowKey lt @upper"]
@@ -317,6 +327,11 @@ class RunStore:
                 break
         continuation = runs[-1].run_id if len(runs) == top else None
         return runs, continuation
+
+    def producer_of(self, image: str) -> Run | None:
+        """The newest run that names `image` among its outputs."""
+        runs, _ = self.list(image=image, top=1)
+        return runs[0] if runs else None
 
     def running(self) -> list[Run]:
         """Runs in Running state (housekeeping only, not a request path)."""

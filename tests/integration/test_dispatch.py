@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from shared import decisions as d
 from shared.dependencies import DependencyRow
 from shared.events import Ignored, ImagePushed
+from shared.image_ref import ImageRef
 from shared.runs import IMAGE_UPDATE, QUEUED
 from shared.work_queue import decode
 
@@ -16,8 +18,8 @@ BASE = "localhost:5000/baseimages/node:9-alpine"
 OLD, NEW, NEWER = ("sha256:" + c * 64 for c in "abc")
 
 
-def push(digest=NEW, event_id=None, ref=("baseimages/node", "9-alpine")):
-    return ImagePushed(event_id=event_id or str(uuid.uuid4()), registry="localhost:5000",
+def push(digest=NEW, event_id=None, ref=("baseimages/node", "9-alpine"), registry="localhost:5000"):
+    return ImagePushed(event_id=event_id or str(uuid.uuid4()), registry=registry,
                        repository=ref[0], tag=ref[1], digest=digest,
                        time=datetime.now(UTC), source="distribution")
 
@@ -42,7 +44,7 @@ def test_a_push_queues_one_run_per_dependent_with_a_decision(services):
     run, _ = services.runs.get(decision.runs[0])
     assert (run.status, run.trigger) == (QUEUED, IMAGE_UPDATE)
     assert run.cause == f"{BASE}@{NEW}"
-    assert run.output_images == [f"localhost:5000/{run.task}:{run.run_id}"]
+    assert run.output_images == [f"{services.settings.registry}/{run.task}:{run.run_id}"]
     assert services.decisions.seen(decision.event_id).runs == decision.runs
 
 
@@ -102,6 +104,22 @@ def test_no_dependents_and_ignored_events_are_recorded(services):
     recent = services.decisions.recent(top=10)
     assert [x.event_id for x in recent][:2] == [ignored.event_id, nobody.event_id]
     assert recent[0].outcome == d.IGNORED
+
+
+def test_a_push_of_a_runs_output_is_recognised_and_never_retriggers_its_task(services):
+    add_dependents(services, 2)
+    first = services.dispatcher.handle(push(NEW))
+    producer, _ = services.runs.get(first.runs[0])
+    # that run pushes its output, which is tagged with the very base the tasks depend on
+    services.runs.save(replace(producer, output_images=[BASE]), None)
+    own = services.dispatcher.handle(push(NEWER))
+    outcomes = {t.task: t.outcome for t in own.tasks}
+    assert outcomes[producer.task] == d.OWN_OUTPUT
+    # and an output image nobody depends on is recorded as the run's output
+    lone, _ = services.runs.get(first.runs[1])
+    image = ImageRef.parse(lone.output_images[0])
+    output = services.dispatcher.handle(push(NEW, ref=(image.repository, image.tag), registry=image.registry))
+    assert output.outcome == d.OWN_OUTPUT and output.runs == [lone.run_id]
 
 
 def test_list_runs_newest_first_with_task_filter_and_continuation(services):

@@ -44,3 +44,10 @@ def test_secrets_round_trip_and_need_a_key():
 
 def test_redact_hides_every_secret():
     assert redact("pass=hunter22 and hunter2", ["hunter2", "hunter22"]) == "pass=*** and ***"
+
+
+def test_unresolved_key_vault_reference_is_named():
+    env = {"AzureWebJobsStorage": AZURITE,
+           "BASETRIGGER_SECRET_KEY": "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/k/)"}
+    with pytest.raises(config.ConfigError, match="unresolved Key Vault reference"):
+        config.load(env)
