@@ -88,7 +88,7 @@ def storage_connection(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         return
     binary = _azurite_queue_binary()
     if binary is None:
-        pytest.skip(
+        pytest.fail(
             "Azurite is not installed: run scripts/install.sh (npm install --prefix .stack/node azurite@3)"
         )
     port = free_port()

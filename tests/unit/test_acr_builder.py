@@ -522,7 +522,7 @@ def azurite_blob_endpoint(tmp_path_factory):
     binary = ROOT / ".stack/node/node_modules/.bin/azurite-blob"
     node = shutil.which("node")
     if not binary.exists() or not node:
-        pytest.skip(
+        pytest.fail(
             "Azurite is not installed (npm install --prefix .stack/node azurite@3); "
             "the canned-transport tests cover the same flow"
         )
