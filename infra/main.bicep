@@ -95,7 +95,6 @@ var tableNames = [
   '${tablePrefix}tasks'
   '${tablePrefix}dependencies'
   '${tablePrefix}runs'
-  '${tablePrefix}runsbytask'
   '${tablePrefix}decisions'
   '${tablePrefix}events'
   '${tablePrefix}counters'
