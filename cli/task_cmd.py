@@ -165,8 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--name", "-n", help="only the runs of this task")
     runs.add_argument("--run-status", type=_status, metavar="STATUS",
                       help=f"only runs in this status ({', '.join(STATUSES)})")
-    runs.add_argument("--image", help="only runs that produced this image, named as the runs show it "
-                      "(e.g. localhost:5000/helloworld:da6)")
+    runs.add_argument("--image", help="only runs that produced this image (e.g. helloworld:da6; "
+                      "names without a registry mean the default registry)")
     runs.add_argument("--top", type=_top, default=15, help="how many runs at most (default: 15)")
     _output(runs)
 
