@@ -96,7 +96,6 @@ var tableNames = [
   '${tablePrefix}dependencies'
   '${tablePrefix}runs'
   '${tablePrefix}decisions'
-  '${tablePrefix}events'
   '${tablePrefix}counters'
 ]
 var queueNames = [

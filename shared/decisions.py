@@ -1,8 +1,10 @@
 """Decisions: what basetrigger did with each event, and why ("why did / didn't it rebuild?").
 
-Table `decisions`: one partition `decision`, RowKey = inverted timestamp + event id hash, so the
-newest decisions come first in one key-range read. Table `events`: PartitionKey = encoded event id,
-a point read that tells whether an event was already handled (redelivery).
+Table `decisions`, one partition `decision`, two kinds of rows:
+- `d|<inverted timestamp>-<event id hash>`  the decision; newest first in one key-range read
+- `e|<encoded event id>`                    the event's marker: a point read tells whether an event
+                                            was already handled (redelivery), and points at its decision
+Both rows of a decision are written in one transaction.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError
 
 from shared.image_ref import encode_key
 from shared.storage import Storage
@@ -31,6 +33,7 @@ IGNORED = "ignored"
 REJECTED = "rejected"
 OWN_OUTPUT = "own-output"
 
+PARTITION = "decision"
 _EPOCH_SPAN = 10**13  # milliseconds; inverted keys stay fixed-width until year 2286
 
 
@@ -94,35 +97,31 @@ class DecisionLog:
     def decisions(self) -> TableClient:
         return self.storage.table("decisions")
 
-    @property
-    def events(self) -> TableClient:
-        return self.storage.table("events")
-
     @staticmethod
     def _row_key(decision: Decision) -> str:
         millis = int(decision.time.timestamp() * 1000)
         digest = hashlib.sha256(decision.event_id.encode()).hexdigest()[:16]
-        return f"{_EPOCH_SPAN - millis:013d}-{digest}"
+        return f"d|{_EPOCH_SPAN - millis:013d}-{digest}"
 
     def seen(self, event_id: str) -> Decision | None:
         try:
-            marker = self.events.get_entity(encode_key(event_id), "")
+            marker = self.decisions.get_entity(PARTITION, f"e|{encode_key(event_id)}")
         except ResourceNotFoundError:
             return None
         try:
-            return Decision.from_entity(self.decisions.get_entity("decision", marker["DecisionKey"]))
+            return Decision.from_entity(self.decisions.get_entity(PARTITION, marker["DecisionKey"]))
         except ResourceNotFoundError:
             return None
 
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
-        """Store the decision; the event marker is written last, so a crash before it means redo."""
+        """Store the decision and mark its event as handled."""
         key = self._row_key(decision)
         # A property holds at most 32K characters: big fan-outs keep the first details that fit;
         # the per-outcome counts stay in the reason, and every run records its own cause.
         tasks = _fit([asdict(t) for t in decision.tasks])
         runs = _fit(decision.runs)
-        self.decisions.upsert_entity({
-            "PartitionKey": "decision",
+        row = {
+            "PartitionKey": PARTITION,
             "RowKey": key,
             "EventId": decision.event_id,
             "Source": decision.source,
@@ -133,19 +132,23 @@ class DecisionLog:
             "Runs": runs,
             "Tasks": tasks,
             "Time": decision.time.isoformat(),
-        })
+        }
         if not mark_seen:
+            self.decisions.upsert_entity(row)
             return
+        marker = {"PartitionKey": PARTITION, "RowKey": f"e|{encode_key(decision.event_id)}",
+                  "DecisionKey": key}
         try:
-            self.events.create_entity(
-                {"PartitionKey": encode_key(decision.event_id), "RowKey": "", "DecisionKey": key}
-            )
-        except ResourceExistsError:
-            pass  # a concurrent duplicate finished first; both decisions stay visible
+            self.decisions.submit_transaction([("upsert", row), ("create", marker)])
+        except TableTransactionError as exc:
+            if exc.error_code != "EntityAlreadyExists":
+                raise
+            # A concurrent duplicate finished first: keep this decision visible too.
+            self.decisions.upsert_entity(row)
 
     def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
-        query = "PartitionKey eq 'decision'"
-        params: dict[str, Any] = {}
+        query = "PartitionKey eq @pk and RowKey ge 'd|' and RowKey lt 'd}'"
+        params: dict[str, Any] = {"pk": PARTITION}
         if image:
             query += " and Image eq @image"
             params["image"] = image

@@ -13,6 +13,7 @@ one partition read. Each row carries what dispatch needs to decide without readi
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.image_ref import encode_key
-from shared.storage import Storage, chunks
+from shared.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks
 
 
 @dataclass
@@ -74,6 +75,9 @@ class DependencyRow:
 class DependencyIndex:
     def __init__(self, storage: Storage):
         self.storage = storage
+        # Transactions of one big fan-out overlap: the client serializes one batch while the
+        # service stores another.
+        self._pool = ThreadPoolExecutor(max_workers=TRANSACTIONS_IN_FLIGHT, thread_name_prefix="claim")
 
     @property
     def table(self) -> TableClient:
@@ -108,33 +112,32 @@ class DependencyIndex:
     def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
         """Write rows only where nobody changed them since they were read (etag).
 
-        All rows share one partition (one base), so they go in transactions of 100; a transaction
-        that loses a race is retried row by row to find out which rows lost. Returns (won, lost).
+        All rows share one partition (one base), so they go in transactions of 100, several at a
+        time; a transaction that loses a race is retried row by row to find out which rows lost.
+        Returns (won, lost).
         """
         won: list[DependencyRow] = []
         lost: list[DependencyRow] = []
-        for batch in chunks(rows):
-            operations = [
-                ("update", row.to_entity(),
-                 {"mode": UpdateMode.REPLACE, "etag": row.etag,
-                  "match_condition": MatchConditions.IfNotModified})
-                for row in batch
-            ]
-            try:
-                self.table.submit_transaction(operations)
-                won.extend(batch)
-                continue
-            except HttpResponseError:
-                pass
-            for row in batch:
-                try:
-                    self.table.update_entity(
-                        row.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                    won.append(row)
-                except (HttpResponseError, ResourceNotFoundError):
-                    lost.append(row)
+        for batch_won, batch_lost in self._pool.map(self._claim_batch, chunks(rows)):
+            won.extend(batch_won)
+            lost.extend(batch_lost)
+        return won, lost
+
+    def _claim_batch(self, batch: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
+        operations = [
+            ("update", row.to_entity(),
+             {"mode": UpdateMode.REPLACE, "etag": row.etag,
+              "match_condition": MatchConditions.IfNotModified})
+            for row in batch
+        ]
+        try:
+            self.table.submit_transaction(operations)
+            return batch, []
+        except HttpResponseError:
+            pass
+        won, lost = [], []
+        for row in batch:
+            (won if self.update_if_unchanged(row) else lost).append(row)
         return won, lost
 
     def update_if_unchanged(self, row: DependencyRow) -> bool:

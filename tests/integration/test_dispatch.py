@@ -11,7 +11,7 @@ from shared import decisions as d
 from shared.dependencies import DependencyRow
 from shared.events import Ignored, ImagePushed
 from shared.image_ref import ImageRef
-from shared.runs import IMAGE_UPDATE, QUEUED
+from shared.runs import IMAGE_UPDATE, QUEUED, RUNNING
 from shared.work_queue import decode
 
 BASE = "localhost:5000/baseimages/node:9-alpine"
@@ -73,6 +73,7 @@ def test_concurrent_duplicate_deliveries_queue_one_run(services):
         t.start()
     for t in threads:
         t.join()
+    assert len(results) == 4  # every delivery was answered (none raised)
     runs = [run for r in results for run in r.runs]
     assert len(runs) == 5, runs  # one run per task, whichever delivery won
     listed, _ = services.runs.list(top=50)
@@ -111,12 +112,14 @@ def test_a_push_of_a_runs_output_is_recognised_and_never_retriggers_its_task(ser
     first = services.dispatcher.handle(push(NEW))
     producer, _ = services.runs.get(first.runs[0])
     # that run pushes its output, which is tagged with the very base the tasks depend on
-    services.runs.save(replace(producer, output_images=[BASE]), None)
+    services.runs.save(replace(producer, status=RUNNING, output_images=[BASE]), None)
     own = services.dispatcher.handle(push(NEWER))
     outcomes = {t.task: t.outcome for t in own.tasks}
     assert outcomes[producer.task] == d.OWN_OUTPUT
     # and an output image nobody depends on is recorded as the run's output
     lone, _ = services.runs.get(first.runs[1])
+    lone = replace(lone, status=RUNNING)  # a run is listed under its images once it has started
+    services.runs.save(lone, None)
     image = ImageRef.parse(lone.output_images[0])
     output = services.dispatcher.handle(push(NEW, ref=(image.repository, image.tag), registry=image.registry))
     assert output.outcome == d.OWN_OUTPUT and output.runs == [lone.run_id]
