@@ -1,11 +1,12 @@
 """Fan-out benchmark: one base push with N dependent tasks, on the local stack's Azurite.
 
-Measures (median of --repeat runs), from the moment the registry's notification is handed to the ingress code (envelope
-parsed, dispatch started) until all N runs are recorded in Table Storage and N messages are on the
-queue. Also the dispatch latency for N = 1 over 50 pushes, and the floor: 1000 bare queue messages
-sent to the same Azurite with the same concurrency. Every run uses fresh tables and a fresh queue.
+Measures (median of --repeat runs), from the moment the registry's notification is handed to the
+ingress code (envelope parsed, dispatch started) until all N runs are recorded in Table Storage
+and N messages are on the queue. Also the dispatch latency for N = 1 over 50 pushes, and the
+floor: 1000 bare queue messages sent to the same Azurite with the same concurrency. Every run
+uses fresh tables and a fresh queue.
 
-    python bench/fanout.py [--sizes 1 100 1000] [--pushes 50]
+    python bench/fanout.py [--sizes 1 100 1000] [--pushes 50] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--pushes", type=int, default=50, help="pushes for the N=1 latency figures")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="fan-outs and floors measured per size; the median is printed (shared machines are noisy)")
+                        help="fan-outs and floors measured per size; the median is printed "
+                             "(shared machines are noisy)")
     args = parser.parse_args()
     if not os.environ.get("AzureWebJobsStorage"):
         parser.error("AzureWebJobsStorage is not set: run `make up`, then "
