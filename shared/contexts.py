@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://")
+GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://", "file://")
 
 
 class ContextError(ValueError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from shared.builders.base import (
     CANCELED,
+    ERROR,
     FAILED,
     SUCCEEDED,
     TIMEOUT,
@@ -82,6 +83,9 @@ class BuildahBuilder:
         context = request.context.path or request.context.archive_path
         if not context:
             return BuildResult(FAILED, reason="the buildah builder needs a prepared context directory")
+        if shutil.which("buildah") is None:
+            # The builder itself is broken, not the run: Error, as ACR reports infrastructure faults.
+            return BuildResult(ERROR, reason="buildah is not installed on the worker")
         base_digests = {}
         for base in request.base_images:
             digest = self.registry.resolve_digest(base)
