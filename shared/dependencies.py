@@ -56,6 +56,15 @@ class DependencyRow:
             "PendingRunId": self.pending_run_id or "",
         }
 
+    def dispatch_state(self) -> dict[str, Any]:
+        """Only what dispatch and the worker change; merged, so the task's fields stay as they are."""
+        return {
+            "PartitionKey": encode_key(self.base),
+            "RowKey": self.task,
+            "TriggeredDigest": self.triggered_digest or "",
+            "PendingRunId": self.pending_run_id or "",
+        }
+
     @classmethod
     def from_entity(cls, entity: Any) -> DependencyRow:
         return cls(
@@ -96,15 +105,12 @@ class DependencyIndex:
             return None
 
     def put(self, row: DependencyRow) -> None:
-        """Write the task-level fields, keeping the dispatch state of an existing row."""
+        """Write the task-level fields; merged, so a concurrent dispatch's state is never undone."""
         entity = row.to_entity()
-        existing = self.get(row.base, row.task)
-        if existing is not None:
-            entity["TriggeredDigest"] = existing.triggered_digest or ""
-            entity["PendingRunId"] = existing.pending_run_id or ""
-            if not row.built_digest:
-                entity["BuiltDigest"] = existing.built_digest or ""
-        self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        del entity["TriggeredDigest"], entity["PendingRunId"]
+        if not row.built_digest:
+            del entity["BuiltDigest"]  # unknown now: keep what the task last built on
+        self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def remove(self, base: str, task: str) -> None:
         self.table.delete_entity(encode_key(base), task)
@@ -125,8 +131,8 @@ class DependencyIndex:
 
     def _claim_batch(self, batch: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
         operations = [
-            ("update", row.to_entity(),
-             {"mode": UpdateMode.REPLACE, "etag": row.etag,
+            ("update", row.dispatch_state(),
+             {"mode": UpdateMode.MERGE, "etag": row.etag,
               "match_condition": MatchConditions.IfNotModified})
             for row in batch
         ]
@@ -141,9 +147,10 @@ class DependencyIndex:
         return won, lost
 
     def update_if_unchanged(self, row: DependencyRow) -> bool:
+        """Write the row's dispatch state unless the row changed since it was read."""
         try:
             self.table.update_entity(
-                row.to_entity(), mode=UpdateMode.REPLACE, etag=row.etag,
+                row.dispatch_state(), mode=UpdateMode.MERGE, etag=row.etag,
                 match_condition=MatchConditions.IfNotModified,
             )
             return True
