@@ -207,9 +207,8 @@ class RunStore:
 
     # ---- entities --------------------------------------------------------------------------
     def _entity(self, run: Run, row_key: str) -> dict[str, Any]:
-        # The run travels as one JSON property; only what list-runs filters on server-side is a
-        # property of its own. A 1000-task fan-out writes 2000 rows, and the Tables client spends
-        # about as much time per property as the JSON encoder spends on the whole run.
+        # The run travels as one JSON property (its record, one definition for storage and
+        # code); only what list-runs filters on server-side is a property of its own.
         return {
             "PartitionKey": PARTITION,
             "RowKey": row_key,
