@@ -7,7 +7,7 @@
 #   make lint      ruff
 #   make test      install, lint, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack
-#   make bench     the fan-out benchmark
+#   make bench     the benchmarks (fan-out, list-runs)
 #
 # Ports and the state folder follow the environment: STACK_DIR, AZURITE_BLOB_PORT,
 # AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT, REGISTRY_PORT, HOST_PORT (see scripts/stack.py).
@@ -50,3 +50,4 @@ demo: up
 
 bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/fanout.py
+	@$(WITH_STACK_ENV) $(PYTHON) bench/list_runs.py
