@@ -36,7 +36,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (RunNotCancelable, 409, "RunNotCancelable"),
     (RunConflict, 409, "Conflict"),
     (TaskError, 400, "InvalidTask"),
-    (SecretsUnavailable, 400, "SecretsUnavailable"),
+    # The service's own key is missing or wrong: not the caller's mistake.
+    (SecretsUnavailable, 503, "SecretsUnavailable"),
 ]
 
 
@@ -65,9 +66,10 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     simple = {"context": "context", "dockerfile": "dockerfile", "branch": "branch",
               "git_access_token": "git_token", "platform": "platform"}
+    nullable = {"branch", "git_access_token"}
     for key, attr in simple.items():
         if key in body:
-            if body[key] is not None and not isinstance(body[key], str):
+            if not isinstance(body[key], str) and not (body[key] is None and key in nullable):
                 raise BadRequest(f"{key} must be a string")
             fields[attr] = body[key]
     if "images" in body:

@@ -5,18 +5,14 @@ import logging
 
 import azure.functions as func
 
-from shared.events import MalformedEvent, from_distribution_envelope
+from functions.http import error, json_response
+from shared.events import Ignored, MalformedEvent, from_distribution_envelope
 from shared.services import services
 
 bp = func.Blueprint()
 
 # Envelopes carry a few events (the registry batches up to its threshold); 1 MiB is generous.
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def error(status: int, code: str, message: str) -> func.HttpResponse:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return func.HttpResponse(body, status_code=status, mimetype="application/json")
 
 
 @bp.function_name("distribution_webhook")
@@ -35,6 +31,12 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
     results, failures = [], 0
     for event in events:
+        if isinstance(event, Ignored):
+            # A push of one image sends an event per layer, and every pull sends one too: answered,
+            # not stored (Event Grid's ignored events are stored; they are rare).
+            results.append({"event_id": event.event_id, "outcome": "ignored", "reason": event.reason,
+                            "runs": []})
+            continue
         try:
             decision = services().dispatcher.handle(event)
             results.append({"event_id": decision.event_id, "outcome": decision.outcome,
@@ -46,4 +48,4 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
             failures += 1
     if failures:
         return error(500, "DispatchFailed", f"{failures} event(s) could not be dispatched; retry")
-    return func.HttpResponse(json.dumps({"decisions": results}), mimetype="application/json")
+    return json_response({"decisions": results})

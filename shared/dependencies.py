@@ -81,6 +81,12 @@ class DependencyRow:
         )
 
 
+def _lost_race(exc: HttpResponseError) -> bool:
+    """The row changed (412) or went away (404) since it was read: someone else acted on it."""
+    code = getattr(exc, "error_code", None) or ""
+    return exc.status_code in (404, 412) or code in ("UpdateConditionNotSatisfied", "ResourceNotFound")
+
+
 class DependencyIndex:
     def __init__(self, storage: Storage):
         self.storage = storage
@@ -139,8 +145,9 @@ class DependencyIndex:
         try:
             self.table.submit_transaction(operations)
             return batch, []
-        except HttpResponseError:
-            pass
+        except HttpResponseError as exc:
+            if not _lost_race(exc):
+                raise  # storage trouble is not a lost race: let the delivery be retried
         won, lost = [], []
         for row in batch:
             (won if self.update_if_unchanged(row) else lost).append(row)
@@ -154,5 +161,7 @@ class DependencyIndex:
                 match_condition=MatchConditions.IfNotModified,
             )
             return True
-        except (HttpResponseError, ResourceNotFoundError):
-            return False
+        except HttpResponseError as exc:
+            if _lost_race(exc):
+                return False
+            raise

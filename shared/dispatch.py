@@ -90,14 +90,15 @@ class Dispatcher:
         self.decisions.record(decision, mark_seen=False)
         return decision
 
-    def _pending_is_queued(self, run_id: str | None) -> bool:
+    def _pending_state(self, run_id: str | None) -> str:
+        """'none', 'queued', 'started', or 'missing' (a dispatcher died between claim and record)."""
         if not run_id:
-            return False
+            return "none"
         try:
             run, _ = self.runs.get(run_id)
         except RunNotFound:
-            return False  # a dispatcher died between claiming and writing the run
-        return run.status == QUEUED
+            return "missing"
+        return "queued" if run.status == QUEUED else "started"
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                   producer: Run | None) -> Decision:
@@ -121,15 +122,20 @@ class Dispatcher:
         for _attempt in range(3):  # rows that lost a race are re-read and decided again
             fresh: list[DependencyRow] = []
             for row in todo:
+                pending = self._pending_state(row.pending_run_id)
                 outcome, reason = classify(row, event.digest, pushed, self.registry,
-                                           self._pending_is_queued(row.pending_run_id), producer_task)
+                                           pending == "queued", producer_task)
                 if outcome == d.QUEUED:
                     fresh.append(row)
                     continue
-                if outcome == d.ALREADY_TRIGGERED and self._pending_is_queued(row.pending_run_id):
-                    # A redelivery after a crash between "run recorded" and "message sent":
+                if outcome == d.ALREADY_TRIGGERED and pending == "queued":
+                    # The run may have lost its message (a crash between recording and sending):
                     # send again; the worker's Queued->Running guard makes a second copy harmless.
                     requeue.append(row.pending_run_id)
+                if outcome == d.ALREADY_TRIGGERED and pending == "missing":
+                    # Claimed, but the run was never recorded: record it now, under its id.
+                    runs.append(self._new_run(event, pushed, row, row.pending_run_id))
+                    reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
                 if outcome == d.COALESCED:
                     row.triggered_digest = event.digest
                     if not self.index.update_if_unchanged(row):
@@ -157,22 +163,30 @@ class Dispatcher:
                         image=pushed, digest=event.digest,
                         runs=[run.run_id for run in runs], tasks=details)
 
+    def _new_run(self, event: ImagePushed, pushed: str, row: DependencyRow, run_id: str) -> Run:
+        return Run(
+            run_id=run_id, status=QUEUED, trigger=IMAGE_UPDATE, task=row.task,
+            cause=f"{pushed}@{event.digest}", event_id=event.event_id,
+            output_images=[render(t, run_id, self.registry) for t in row.images],
+        )
+
     def _queue_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                     runs: list[Run], details: list[TaskDecision]) -> list[DependencyRow]:
-        """Allocate ids, claim the rows, build the Run records. Returns the rows that lost a race."""
+        """Allocate ids, build the Run records, claim the rows. Returns the rows that lost a race."""
         if not rows:
             return []
-        ids = self.runs.allocate(len(rows))
-        for row, run_id in zip(rows, ids, strict=True):
+        planned: dict[str, Run] = {}
+        for row, run_id in zip(rows, self.runs.allocate(len(rows)), strict=True):
+            try:
+                planned[row.task] = self._new_run(event, pushed, row, run_id)
+            except ValueError as exc:  # an image template that no longer renders: skip only this task
+                details.append(TaskDecision(row.task, d.REJECTED, f"the task's image is invalid: {exc}"))
+                continue
             row.pending_run_id = run_id
             row.triggered_digest = event.digest
-        won, lost = self.index.claim(rows)
-        cause = f"{pushed}@{event.digest}"
+        won, lost = self.index.claim([row for row in rows if row.task in planned])
         for row in won:
-            runs.append(Run(
-                run_id=row.pending_run_id, status=QUEUED, trigger=IMAGE_UPDATE, task=row.task,
-                cause=cause, event_id=event.event_id,
-                output_images=[render(t, row.pending_run_id, self.registry) for t in row.images],
-            ))
-            details.append(TaskDecision(row.task, d.QUEUED, f"base {cause} changed", row.pending_run_id))
+            run = planned[row.task]
+            runs.append(run)
+            details.append(TaskDecision(row.task, d.QUEUED, f"base {run.cause} changed", run.run_id))
         return lost

@@ -335,10 +335,10 @@ class RunStore:
         runs, _ = self.list(image=image, top=1)
         return runs[0] if runs else None
 
-    def running(self) -> list[Run]:
-        """Runs in Running state (housekeeping only, not a request path)."""
+    def in_status(self, status: str) -> list[Run]:
+        """Every run in one status: a filtered read of the partition, for housekeeping only."""
         entities = self.table.query_entities(
             "PartitionKey eq @pk and RowKey ge 'id|' and RowKey lt 'id}' and Status eq @s",
-            parameters={"pk": PARTITION, "s": RUNNING},
+            parameters={"pk": PARTITION, "s": status},
         )
         return [self._from_entity(e) for e in entities]

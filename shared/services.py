@@ -76,8 +76,8 @@ class Services:
 
     @cached_property
     def worker(self) -> Worker:
-        return Worker(self.runs, self.tasks, self.index, self.logs, self.builder, self.storage,
-                      self.settings.work_dir, self.settings.build_timeout_seconds)
+        return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.storage,
+                      self.settings.work_dir, self.settings.build_timeout_seconds, self.queue)
 
 
 @lru_cache(maxsize=1)

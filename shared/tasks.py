@@ -22,6 +22,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared import contexts
 from shared.dependencies import DependencyIndex, DependencyRow
 from shared.dockerfile import parse_dependencies
+from shared.images import render as render_image
 from shared.registry import RegistryClient
 from shared.secrets import SecretBox
 from shared.storage import Storage
@@ -79,6 +80,11 @@ class Task:
             raise TaskError(f"base image trigger type must be Runtime or All, not {self.trigger_type!r}")
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
+        for template in self.images:
+            try:  # an invalid template must fail here, not later in every dispatch of its bases
+                render_image(template, "da0", "registry.invalid")
+            except ValueError as exc:
+                raise TaskError(f"invalid image {template!r}: {exc}") from exc
 
     @property
     def is_git(self) -> bool:
@@ -179,6 +185,16 @@ class TaskStore:
     def save(self, task: Task) -> None:
         self.table.upsert_entity(task.to_entity(self.box), mode=UpdateMode.REPLACE)
 
+    def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
+        try:
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": name,
+                 "Dependencies": json.dumps([vars(d) for d in deps])},
+                mode=UpdateMode.MERGE,
+            )
+        except ResourceNotFoundError as exc:
+            raise TaskNotFound(f"task {name!r} not found") from exc
+
     def delete(self, name: str) -> None:
         self.table.delete_entity(PARTITION, name)
 
@@ -210,7 +226,9 @@ class TaskService:
             text = self.read_dockerfile(task)
         except contexts.ContextError as exc:
             raise TaskError(str(exc)) from exc
-        deps = compute_dependencies(text, {**task.build_args, **task.secret_args})
+        # Secret args are left out on purpose: a FROM built from a secret would put it in index
+        # keys and API answers.
+        deps = compute_dependencies(text, task.build_args)
         for dep in deps:
             dep.digest = self.registry.resolve_digest(dep.image)
         return deps
@@ -238,13 +256,20 @@ class TaskService:
         self.store.delete(name)
         return task
 
-    def record_build(self, task: Task, deps: list[Dependency]) -> Task:
-        """After a successful run: the dependencies it was built with become the task's."""
-        previous = task.dependencies
-        task.dependencies = deps
-        self.store.save(task)
-        self.sync_index(task, previous=previous)
-        return task
+    def record_build(self, name: str, deps: list[Dependency]) -> Task | None:
+        """After a successful run: the dependencies it was built with become the task's.
+
+        Only the dependencies are written, onto the task as it is now: a change made while the
+        run built stays, and a task deleted meanwhile stays deleted (None).
+        """
+        try:
+            current = self.store.get(name)
+            self.store.set_dependencies(name, deps)
+        except TaskNotFound:
+            return None
+        previous, current.dependencies = current.dependencies, deps
+        self.sync_index(current, previous=previous)
+        return current
 
     def sync_index(self, task: Task, previous: list[Dependency]) -> None:
         for dep in task.dependencies:

@@ -37,6 +37,10 @@ class BuildQueue:
         self.name = name
         self._pool = ThreadPoolExecutor(max_workers=_SEND_CONCURRENCY, thread_name_prefix="enqueue")
 
+    def is_empty(self) -> bool:
+        """No message waiting (visible or not): the queue's count is approximate but never misses all."""
+        return self.storage.queue(self.name).get_queue_properties().approximate_message_count == 0
+
     def send(self, run_ids: list[str]) -> None:
         for future in self.send_async(run_ids):
             future.result()  # re-raises a failed send: it is never silent

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,9 +20,21 @@ from shared import contexts
 from shared.builders.base import BuildContext, Builder, BuildRequest
 from shared.dependencies import DependencyIndex
 from shared.run_logs import RunLogs
-from shared.runs import CANCELED, FAILED, RUNNING, SUCCEEDED, TERMINAL, Run, RunNotFound, RunStore, now
+from shared.runs import (
+    CANCELED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    Run,
+    RunNotFound,
+    RunStore,
+    now,
+)
 from shared.storage import Storage
 from shared.tasks import Dependency, Task, TaskError, TaskNotFound, TaskService, compute_dependencies
+from shared.work_queue import BuildQueue
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +58,16 @@ def heartbeat_is_fresh(run: Run) -> bool:
 
 class Worker:
     def __init__(self, runs: RunStore, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
-                 builder: Builder, storage: Storage, work_dir: str, timeout_seconds: int):
+                 builder: Callable[[], Builder], storage: Storage, work_dir: str, timeout_seconds: int,
+                 queue: BuildQueue):
         self.runs = runs
         self.tasks = tasks
         self.index = index
         self.logs = logs
-        self.builder = builder
+        # Built on first use: the failure paths (poison, housekeeping) must work even when the
+        # builder's configuration is broken.
+        self._builder = builder
+        self.queue = queue
         self.storage = storage
         self.work_dir = Path(work_dir)
         self.timeout_seconds = timeout_seconds
@@ -112,7 +129,7 @@ class Worker:
         try:
             finished = self._build(run, cancel)
         except RunFailed as exc:
-            finished = self._finish(run.run_id, FAILED, reason=str(exc))
+            finished = self._finish(run.run_id, run.attempt, FAILED, reason=str(exc))
         except Exception as exc:
             stop.set()
             self._release(run, f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
@@ -165,7 +182,7 @@ class Worker:
             try:
                 context_dir = self._prepare_context(run, task, workspace)
                 text = contexts.read_dockerfile(context_dir, dockerfile)
-                deps = compute_dependencies(text, {**build_args, **secret_args})
+                deps = compute_dependencies(text, build_args)  # never secrets: see TaskService
             except (contexts.ContextError, TaskError) as exc:
                 write(f"error: {exc}")
                 raise RunFailed(str(exc)) from exc
@@ -183,23 +200,25 @@ class Worker:
                 no_cache=run.force,
                 cancel=cancel,
             )
-            result = self.builder.build(request, write)
+            result = self._builder().build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
         finally:
             write.flush()
             contexts.remove(workspace)
 
-        finished = self._finish(run.run_id, result.status, reason=result.reason,
+        finished = self._finish(run.run_id, run.attempt, result.status, reason=result.reason,
                                 output_digest=result.output_digest, base_digests=result.base_digests)
         if task is not None and result.status == SUCCEEDED:
             built_on = [Dependency(d.image, result.base_digests.get(d.image), d.runtime) for d in deps]
-            self.tasks.record_build(task, built_on)
+            self.tasks.record_build(task.name, built_on)
         return finished
 
-    def _finish(self, run_id: str, status: str, **fields) -> Run:
+    def _finish(self, run_id: str, attempt: int, status: str, **fields) -> Run:
         def finish(run: Run) -> Run | None:
             if run.status in TERMINAL:
                 return None  # canceled meanwhile: the cancel stands
+            if run.attempt != attempt:
+                return None  # another worker took the run over; its outcome is the one recorded
             return replace(run, status=status, finished_at=now(),
                            **{k: v for k, v in fields.items() if v is not None})
 
@@ -220,11 +239,17 @@ class Worker:
         return run if run.status == FAILED and run.reason == reason else None
 
     def sweep(self) -> list[str]:
-        """Housekeeping: fail runs whose worker stopped reporting long ago."""
+        """Housekeeping: fail runs whose worker went silent, re-send runs that wait too long."""
         failed = []
-        for run in self.runs.running():
-            if run.heartbeat_at and now() - run.heartbeat_at > ABANDONED_AFTER:
+        for run in self.runs.in_status(RUNNING):
+            last_sign = run.heartbeat_at or run.started_at or run.created_at
+            if now() - last_sign > ABANDONED_AFTER:
                 if self.fail_abandoned(run.run_id, "the worker stopped reporting") is not None:
                     failed.append(run.run_id)
+        # Queued runs while the queue is empty have lost their message (a send that failed after
+        # the run was recorded). Only then: a long backlog is not re-sent over and over.
+        if self.queue.is_empty():
+            stale = [run.run_id for run in self.runs.in_status(QUEUED)
+                     if now() - run.created_at > ABANDONED_AFTER]
+            self.queue.send(stale)
         return failed
-

@@ -25,10 +25,11 @@ def push(digest=NEW, event_id=None, ref=("baseimages/node", "9-alpine"), registr
 
 
 def add_dependents(services, count=1, **fields):
+    """Index rows written whole, dispatch state included (as a crashed dispatcher may leave them)."""
     for n in range(count):
-        services.index.put(DependencyRow(
+        services.index.table.upsert_entity(DependencyRow(
             base=BASE, task=f"app{n}", runtime=True, trigger_enabled=True, trigger_type="Runtime",
-            images=[f"app{n}:{{{{.Run.ID}}}}"], built_digest=OLD, **fields))
+            images=[f"app{n}:{{{{.Run.ID}}}}"], built_digest=OLD, **fields).to_entity())
 
 
 def queued_run_ids(services):
@@ -123,6 +124,25 @@ def test_a_push_of_a_runs_output_is_recognised_and_never_retriggers_its_task(ser
     image = ImageRef.parse(lone.output_images[0])
     output = services.dispatcher.handle(push(NEW, ref=(image.repository, image.tag), registry=image.registry))
     assert output.outcome == d.OWN_OUTPUT and output.runs == [lone.run_id]
+
+
+def test_a_run_claimed_but_never_recorded_is_recorded_on_redelivery(services):
+    # A dispatcher died after claiming the index row for run da41 and before recording it.
+    add_dependents(services, 1, triggered_digest=NEW, pending_run_id="da41")
+    decision = services.dispatcher.handle(push(NEW))
+    assert decision.tasks[0].outcome == d.ALREADY_TRIGGERED and "recorded now" in decision.tasks[0].reason
+    run, _ = services.runs.get("da41")
+    assert (run.status, run.cause) == (QUEUED, f"{BASE}@{NEW}")
+    assert queued_run_ids(services) == ["da41"]
+
+
+def test_an_identical_push_while_the_run_waits_only_resends_its_message(services):
+    add_dependents(services)
+    first = services.dispatcher.handle(push(NEW))
+    again = services.dispatcher.handle(push(NEW))  # same digest, new event id
+    assert again.tasks[0].outcome == d.ALREADY_TRIGGERED and again.runs == []
+    assert queued_run_ids(services) == first.runs * 2  # the worker's claim makes the copy a no-op
+    assert len(services.runs.list(top=10)[0]) == 1
 
 
 def test_list_runs_newest_first_with_task_filter_and_continuation(services):

@@ -14,6 +14,7 @@ from shared import config
 from shared.runs import FAILED, MANUAL, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Run, now
 from shared.services import Services
 from shared.tasks import Task
+from shared.work_queue import decode
 from tests.integration.buildah_tools import push_base
 
 SECRET = "pa55-" + uuid.uuid4().hex
@@ -95,3 +96,21 @@ def test_a_run_held_by_a_live_worker_is_retried_later_not_built_twice(stack):
         stack.worker.execute(run_id)
     assert stack.worker.fail_abandoned(run_id, "poison") is None  # a live worker is not failed
     assert stack.runs.get(run_id)[0].status == RUNNING
+    stack.scheduler.cancel(run_id)  # leave no Running run behind in the stack's tables
+
+
+def test_housekeeping_resends_a_queued_run_that_lost_its_message(services):
+    (run_id,) = services.runs.allocate(1)
+    long_ago = now() - timedelta(minutes=30)
+    services.runs.create_many([Run(run_id=run_id, status=QUEUED, trigger=MANUAL, created_at=long_ago)])
+    assert services.worker.sweep() == []
+    queue = services.storage.queue(services.settings.build_queue)
+    assert [decode(m.content) for m in queue.receive_messages()] == [run_id]
+
+
+def test_housekeeping_fails_a_released_run_nobody_took_over(services):
+    (run_id,) = services.runs.allocate(1)
+    long_ago = now() - timedelta(minutes=30)
+    services.runs.create_many([Run(run_id=run_id, status=RUNNING, trigger=MANUAL, attempt=1,
+                                   created_at=long_ago, started_at=long_ago, heartbeat_at=None)])
+    assert services.worker.sweep() == [run_id]
