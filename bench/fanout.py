@@ -38,7 +38,7 @@ def fresh_services() -> Services:
     env.update(BASETRIGGER_TABLE_PREFIX=f"bench{suffix}", BASETRIGGER_BUILD_QUEUE=f"bench-{suffix}",
                BASETRIGGER_REGISTRY="localhost:5000")
     services = Services(config.load(env))
-    for name in ("tasks", "dependencies", "runs", "decisions", "events", "counters"):
+    for name in ("tasks", "dependencies", "runs", "decisions", "counters"):
         services.storage.table(name)  # create up front: table creation is not part of dispatch
     services.storage.queue(services.settings.build_queue)
     return services

@@ -157,7 +157,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = add("run", "run a task now; streams its log until the run ends", task_run)
     run.add_argument("--name", "-n", required=True, help="the task's name")
     run.add_argument("--force", action="store_true",
-                     help="build even if nothing changed since the last run")
+                     help="rebuild from scratch: no layer cache, base images pulled anew")
     run.add_argument("--no-logs", action="store_true",
                      help="do not stream the log: print the queued run and return")
 

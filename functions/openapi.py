@@ -142,7 +142,8 @@ PATHS: dict[str, Any] = {
                     _param("task", description="only runs of this task"),
                     _param("status", schema={"type": "string", "enum": [
                         "Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout"]}),
-                    _param("image", description="only runs whose first output image is this"),
+                    _param("image", description="only runs that produced this image (short names mean the "
+                           "default registry); with `task`, its first output image"),
                     _param("continuation", description="the continuation of the previous page")],
                 "responses": {**_ok({"type": "object", "properties": {
                     "runs": {"type": "array", "items": _ref("Run")},

@@ -354,6 +354,8 @@ def _write_if_changed(path: Path, text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    # Owner-only: some of these files carry the function key (the registry's notification header).
+    tmp.chmod(0o600)
     tmp.replace(path)
     return True
 
@@ -724,7 +726,8 @@ def registry_config_text(cfg: StackConfig, key: str) -> str:
 # Written by scripts/stack.py on every `up`; edits are overwritten.
 version: 0.1
 log:
-  level: info
+  # info would log every notification with its headers, the function key among them.
+  level: warn
   fields:
     service: registry
 storage:

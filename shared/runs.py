@@ -1,7 +1,7 @@
 """Runs: the record of one build, its short id, and how runs are stored and listed.
 
 Table layout (one table, one partition `run`, so every list is a key-range read and every status
-change is one transaction that keeps both rows in step):
+change is one transaction that keeps all of a run's rows in step):
 - `id|<inverted counter>`            the run itself; inverted so that ascending RowKey = newest first
 - `task|<task name>|<inverted counter>`  a copy per task, for "runs of task X" without a scan
 - `image|<encoded image>|<inverted counter>`  a copy per output image once the run has started:

@@ -68,7 +68,8 @@ class Services:
         if self.settings.builder == "acr":
             from shared.builders.acr import AcrBuilder
 
-            return AcrBuilder.from_settings(self.settings)
+            # Base digests come from the registry API (ACR's run record does not report them).
+            return AcrBuilder.from_settings(self.settings, resolve_digest=self.registry.resolve_digest)
         from shared.builders.buildah import BuildahBuilder
 
         return BuildahBuilder(self.registry, ca_file=self.settings.registry_ca,

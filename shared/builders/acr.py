@@ -18,6 +18,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable
@@ -147,7 +148,7 @@ class AcrBuilder:
             f"ACR run {acr_run_id} scheduled on {self._registry} "
             f"(source {request.context.describe()}, images {', '.join(run_request.image_names or [])})"
         )
-        result = self._follow(acr_run_id, run, run_request.timeout or ACR_MAX_TIMEOUT, emit)
+        result = self._follow(acr_run_id, run, run_request.timeout or ACR_MAX_TIMEOUT, emit, request.cancel)
         return BuildResult(
             status=result.status,
             output_digest=result.output_digest,
@@ -178,7 +179,7 @@ class AcrBuilder:
         return DockerBuildRequest(
             image_names=images,
             is_push_enabled=bool(images),
-            no_cache=False,
+            no_cache=request.no_cache,
             docker_file_path=request.dockerfile or "Dockerfile",
             arguments=arguments,
             platform=_platform(request.platform),
@@ -215,7 +216,8 @@ class AcrBuilder:
 
     # -- following the run ------------------------------------------------------------------------
 
-    def _follow(self, acr_run_id: str, run: Any, timeout: int, emit: LogSink) -> BuildResult:
+    def _follow(self, acr_run_id: str, run: Any, timeout: int, emit: LogSink,
+                request_cancel: threading.Event) -> BuildResult:
         follower = _LogFollower(self._blob_from_url, emit)
         patience = timeout + QUEUE_ALLOWANCE_SECONDS
         deadline = self._clock() + patience
@@ -227,6 +229,11 @@ class AcrBuilder:
             follower.poll()
             if status.lower() in _TERMINAL:
                 break
+            if request_cancel.is_set():
+                # The run was canceled here: cancel it in ACR too, so it pushes nothing.
+                self._client.runs.cancel(self._resource_group, self._registry, acr_run_id)
+                follower.flush()
+                return BuildResult(status=CANCELED, reason="canceled by request")
             if self._clock() > deadline:
                 follower.flush()
                 reason = f"ACR run {acr_run_id} was still {status} after {patience} s"

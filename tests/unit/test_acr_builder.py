@@ -131,6 +131,8 @@ class FakeAcr:
             while self.log_chunks and status not in ("Queued", "Started", "Running"):
                 self.append_log(self.log_chunks.pop(0))  # a finished run's log is complete
             return _json(200, self._run(status))
+        if method == "POST" and path == f"{REGISTRY_PATH}/runs/cb7/cancel":
+            return _json(200, {})
         if method == "POST" and path == f"{REGISTRY_PATH}/runs/cb7/listLogSasUrl":
             return _json(200, {"logLink": f"{self.log_url}?sv=2024-01-01&sr=b&sp=r&sig=LOGSIG"})
         return _json(404, {"error": {"code": "NotFound", "message": f"no route {method} {path}"}})
@@ -445,6 +447,18 @@ def test_terminal_statuses_map_onto_the_builder_contract(tmp_path, acr_status, e
     assert result.status == expected
     assert result.output_digest is None
     assert result.reason == f"the run ended {acr_status.lower()}"
+
+
+def test_a_canceled_run_is_canceled_in_acr_too_and_forced_runs_skip_the_cache(tmp_path):
+    fake = FakeAcr(statuses=("Queued", "Running", "Running", "Running"))
+    request = request_for(BuildContext(path=str(make_context(tmp_path))), no_cache=True)
+    request.cancel.set()  # canceled while ACR still runs it
+
+    result = make_builder(fake).build(request, lambda _: None)
+
+    assert result.status == "Canceled"
+    assert fake.calls("POST", "/runs/cb7/cancel")
+    assert json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])["noCache"] is True
 
 
 def test_scheduling_refused_by_arm_is_an_error_with_the_reason(tmp_path):
