@@ -513,7 +513,9 @@ def _spawn(cfg: StackConfig, part: str, argv: list[str], env: dict[str, str], cw
     cfg.pids_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env, BASETRIGGER_STACK_DIR=str(cfg.stack_dir))
     log_path = cfg.logs_dir / f"{part}.log"
-    with open(log_path, "ab") as log:
+    # Owner-only: logs of the stack's parts may quote keys (the host logs a key it generates).
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
+        os.fchmod(log.fileno(), 0o600)
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start: {shlex.join(argv)}\n".encode())
         log.flush()
         # A new session: the part outlives this script, gets no signal from this terminal's ^C, and
