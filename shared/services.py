@@ -53,7 +53,8 @@ class Services:
     @cached_property
     def tasks(self) -> TaskService:
         store = TaskStore(self.storage, SecretBox(self.settings.secret_key))
-        return TaskService(store, self.index, self.registry, self.settings.work_dir)
+        return TaskService(store, self.index, self.registry, self.settings.work_dir,
+                           allow_local_contexts=self.settings.builder == "buildah")
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

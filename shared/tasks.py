@@ -206,11 +206,15 @@ class TaskStore:
 class TaskService:
     """Creating, changing and deleting tasks, keeping the dependency index in step."""
 
-    def __init__(self, store: TaskStore, index: DependencyIndex, registry: RegistryClient, work_dir: str):
+    def __init__(self, store: TaskStore, index: DependencyIndex, registry: RegistryClient, work_dir: str,
+                 allow_local_contexts: bool = True):
         self.store = store
         self.index = index
         self.registry = registry
         self.work_dir = work_dir
+        # A directory context means "a directory on the machine that builds". That is the local
+        # stack; in the cloud it would let a caller build the Function App's own files into an image.
+        self.allow_local_contexts = allow_local_contexts
 
     def read_dockerfile(self, task: Task) -> str:
         if not task.is_git:
@@ -222,6 +226,9 @@ class TaskService:
 
     def discover(self, task: Task) -> list[Dependency]:
         """Dependencies from the Dockerfile, with the digest each base has right now."""
+        if not task.is_git and not self.allow_local_contexts:
+            raise TaskError("this deployment builds from git contexts only (a git URL and --branch); "
+                            "use `basetrigger build` to upload a directory")
         try:
             text = self.read_dockerfile(task)
         except contexts.ContextError as exc:

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from shared import decisions as d
 from shared.dependencies import DependencyRow
 from shared.events import Ignored, ImagePushed
@@ -154,3 +156,14 @@ def test_list_runs_newest_first_with_task_filter_and_continuation(services):
     assert [r.run_id for r in rest] == ["da1"]
     by_task, _ = services.runs.list(task="app1")
     assert [r.task for r in by_task] == ["app1"]
+
+
+def test_directory_contexts_are_refused_where_the_builder_is_not_local(tmp_path):
+    from shared.services import Services
+    from shared.tasks import Task, TaskError
+    from tests.conftest import unique_settings
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    cloud = Services(unique_settings(BASETRIGGER_BUILDER="acr"))
+    with pytest.raises(TaskError, match="git contexts only"):
+        cloud.tasks.create(Task(name="local", images=["x:1"], context=str(tmp_path)))
