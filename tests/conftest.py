@@ -42,3 +42,12 @@ def unique_settings(**overrides) -> config.Settings:
 @pytest.fixture
 def services() -> Services:
     return Services(unique_settings())
+
+
+@pytest.fixture(scope="module")
+def stack() -> Services:
+    """The services of the running stack: the tables and queue the local Functions host uses."""
+    for name in ("AzureWebJobsStorage", "BASETRIGGER_URL", "BASETRIGGER_KEY", "REGISTRY"):
+        if not os.environ.get(name):
+            pytest.fail(f"{name} is not set: run the tests with `make test`, which starts the stack")
+    return Services(config.load(dict(os.environ, BASETRIGGER_REGISTRY=os.environ["REGISTRY"])))

@@ -10,20 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shared import config
 from shared.runs import SUCCEEDED, TERMINAL
-from shared.services import Services
 from shared.tasks import Task, TaskError
 from tests.integration.buildah_tools import push_base
 
 TOKEN = "ghp_" + uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def stack() -> Services:
-    if not os.environ.get("AzureWebJobsStorage") or not os.environ.get("REGISTRY"):
-        pytest.fail("the stack's environment is not set: run the tests with `make test`")
-    return Services(config.load(os.environ))
 
 
 def git(repo: Path, *args: str) -> None:

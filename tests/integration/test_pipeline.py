@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared import config
 from shared import decisions as d
 from shared.runs import IMAGE_UPDATE, SUCCEEDED, TERMINAL
 from shared.services import Services
@@ -24,15 +23,6 @@ ARG BASE
 FROM ${BASE}
 RUN cat /etc/base-version > /app-base-version
 """
-
-
-@pytest.fixture(scope="module")
-def stack() -> Services:
-    """The services of the running stack (same tables and queue the local host uses)."""
-    for name in ("AzureWebJobsStorage", "BASETRIGGER_URL", "BASETRIGGER_KEY", "REGISTRY"):
-        if not os.environ.get(name):
-            pytest.fail(f"{name} is not set: run the tests with `make test`, which starts the stack")
-    return Services(config.load(dict(os.environ, BASETRIGGER_REGISTRY=os.environ["REGISTRY"])))
 
 
 @pytest.fixture

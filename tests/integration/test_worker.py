@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 
-from shared import config
 from shared.runs import FAILED, MANUAL, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Run, now
 from shared.services import Services
 from shared.tasks import Task
@@ -18,13 +17,6 @@ from shared.work_queue import decode
 from tests.integration.buildah_tools import push_base
 
 SECRET = "pa55-" + uuid.uuid4().hex
-
-
-@pytest.fixture(scope="module")
-def stack() -> Services:
-    if not os.environ.get("AzureWebJobsStorage") or not os.environ.get("REGISTRY"):
-        pytest.fail("the stack's environment is not set: run the tests with `make test`")
-    return Services(config.load(os.environ))
 
 
 def wait_terminal(stack: Services, run_id: str, timeout: float = 120) -> Run:
