@@ -26,10 +26,13 @@ from shared import config  # noqa: E402
 from shared.dependencies import DependencyRow  # noqa: E402
 from shared.events import from_distribution_envelope  # noqa: E402
 from shared.services import Services  # noqa: E402
-from shared.storage import chunks  # noqa: E402
+from shared.storage import TABLES, chunks  # noqa: E402
 from shared.work_queue import _SEND_CONCURRENCY, encode  # noqa: E402
 
 OLD = "sha256:" + "0" * 64
+
+
+_CREATED: list[Services] = []
 
 
 def fresh_services() -> Services:
@@ -38,9 +41,10 @@ def fresh_services() -> Services:
     env.update(BASETRIGGER_TABLE_PREFIX=f"bench{suffix}", BASETRIGGER_BUILD_QUEUE=f"bench-{suffix}",
                BASETRIGGER_REGISTRY="localhost:5000")
     services = Services(config.load(env))
-    for name in ("tasks", "dependencies", "runs", "decisions", "counters"):
+    for name in TABLES:
         services.storage.table(name)  # create up front: table creation is not part of dispatch
     services.storage.queue(services.settings.build_queue)
+    _CREATED.append(services)
     return services
 
 
@@ -137,4 +141,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        for created in _CREATED:  # leave the stack's Azurite as it was
+            created.storage.drop_all()

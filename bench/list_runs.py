@@ -114,6 +114,7 @@ def main() -> int:
     finally:
         host.terminate()
         host.wait(timeout=40)
+        store.storage.drop_all()  # leave the stack's Azurite as it was
     return 0
 
 

@@ -7,11 +7,12 @@ first use, once per process, so a fresh Azurite or a fresh Storage account needs
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from functools import cached_property
 
 import requests
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -27,6 +28,9 @@ from shared.config import Settings, StorageSettings
 MAX_BATCH = 100
 # How many transactions a fan-out keeps in flight at once.
 TRANSACTIONS_IN_FLIGHT = 4
+# Every table and blob container the app uses (names before the prefix).
+TABLES = ("tasks", "dependencies", "runs", "decisions", "counters")
+CONTAINERS = ("run-logs", "build-contexts")
 
 
 def _transport() -> RequestsTransport:
@@ -123,6 +127,17 @@ class Storage:
                     pass
                 self._containers[full] = client
             return client
+
+    def drop_all(self) -> None:
+        """Delete every table, container and queue of this prefix (tests and benchmarks clean up)."""
+        for name in TABLES:
+            self._table_service.delete_table(self.settings.table(name))
+        for name in CONTAINERS:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._blob_service.delete_container(self.settings.container(name))
+        for name in (self.settings.build_queue, self.settings.poison_queue):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._queue_client(name).delete_queue()
 
 
 def chunks(items: list, size: int = MAX_BATCH):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -40,8 +41,10 @@ def unique_settings(**overrides) -> config.Settings:
 
 
 @pytest.fixture
-def services() -> Services:
-    return Services(unique_settings())
+def services() -> Iterator[Services]:
+    services = Services(unique_settings())
+    yield services
+    services.storage.drop_all()  # a long-lived local Azurite would otherwise keep every test's tables
 
 
 @pytest.fixture(scope="module")
