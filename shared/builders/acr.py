@@ -42,6 +42,7 @@ from shared.builders.base import (
     LogSink,
 )
 from shared.config import ConfigError, Settings
+from shared.secrets import redact
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ ACR_MIN_TIMEOUT, ACR_MAX_TIMEOUT = 300, 28800
 QUEUE_ALLOWANCE_SECONDS = 600
 # Consecutive failed polls tolerated before the run is reported as Error.
 MAX_POLL_FAILURES = 5
-_MASK = "***"
 
 BlobFromUrl = Callable[[str], BlobClient]
 
@@ -317,14 +317,8 @@ class _LogFollower:
 
 def _masking(log: LogSink, secrets: Iterable[str]) -> LogSink:
     """A sink that never lets a secret argument's value through, whatever the build prints."""
-    ordered = sorted(set(secrets), key=len, reverse=True)
-
-    def emit(line: str) -> None:
-        for secret in ordered:
-            line = line.replace(secret, _MASK)
-        log(line)
-
-    return emit
+    hidden = list(secrets)
+    return lambda line: log(redact(line, hidden))
 
 
 def _status_of(run: Any) -> str:
