@@ -9,7 +9,8 @@ from shared.image_ref import ImageRef
 _PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry)\s*\}\}")
 
 
-def _has_registry(name: str) -> bool:
+def has_registry(name: str) -> bool:
+    """Does the name start with a registry host (`localhost`, a dot, a port or an IPv6 literal)?"""
     first, sep, _ = name.partition("/")
     return bool(sep) and ("." in first or ":" in first or first == "localhost" or first.startswith("["))
 
@@ -17,7 +18,7 @@ def _has_registry(name: str) -> bool:
 def render(template: str, run_id: str, registry: str | None) -> str:
     """Fill `{{.Run.ID}}` / `{{.Run.Registry}}`; names without a registry go to the task's registry."""
     text = _PLACEHOLDER.sub(lambda m: run_id if m.group(1) == "ID" else (registry or ""), template)
-    if registry and not _has_registry(text):
+    if registry and not has_registry(text):
         text = f"{registry}/{text}"
     return str(ImageRef.parse(text))
 

@@ -42,6 +42,7 @@ from shared.builders.base import (
     LogSink,
 )
 from shared.config import ConfigError, Settings
+from shared.images import has_registry
 from shared.secrets import redact
 
 logger = logging.getLogger(__name__)
@@ -188,8 +189,8 @@ class AcrBuilder:
 
     def _image_name(self, image: str) -> str:
         """ACR takes `repo:tag` relative to the registry; a reference to another registry is refused."""
-        host, sep, rest = image.partition("/")
-        if sep and ("." in host or ":" in host or host == "localhost"):
+        host, _, rest = image.partition("/")
+        if has_registry(image):
             if host.lower() != self.login_server:
                 raise _Refused(
                     f"image {image!r} is not in {self.login_server}; an ACR run pushes only to its own "
