@@ -46,7 +46,7 @@ AUTO_RUN_TIMEOUT = 300.0
 
 sys.path.insert(0, str(PROJECT))
 
-from cli.client import ApiError, Client, Progress  # noqa: E402
+from cli.client import TERMINAL, ApiError, Client, Progress  # noqa: E402
 from cli.output import format_duration  # noqa: E402
 
 
@@ -181,7 +181,7 @@ class Demo:
             if fresh:
                 run = fresh[-1] if run is None else next((r for r in fresh if r["run_id"] == run["run_id"]),
                                                          fresh[-1])
-                if run["status"] in ("Succeeded", "Failed", "Canceled", "Error", "Timeout"):
+                if run["status"] in TERMINAL:
                     progress.clear()
                     return run
                 progress.show(f"waiting for the Image Update run of {TASK}… {waited}s "
