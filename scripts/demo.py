@@ -4,7 +4,7 @@
     python3 scripts/demo.py            # after `python3 scripts/stack.py up` (make demo does both)
 
 Every CLI command is printed before it runs, as the user would type it, and each step shows how
-long it took. The steps (../shared/seed-tutorial.md):
+long it took. The steps (docs/tutorial.md explains each one and what it prints):
 
   1. quick-build the base image  baseimages/node:9-alpine  (NODE_VERSION 9.11.2)
   2. create the task taskhelloworld (helloworld:{{.Run.ID}}, --arg REGISTRY_NAME=$REGISTRY)

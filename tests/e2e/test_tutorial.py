@@ -1,4 +1,4 @@
-"""The tutorial end to end, through the CLI, against the local stack (what `make demo` shows).
+"""The tutorial (docs/tutorial.md) end to end, through the CLI, against the local stack (`make demo`).
 
 Needs the stack's settings in the environment (`make test` exports them): BASETRIGGER_URL,
 BASETRIGGER_KEY, REGISTRY (and REGISTRY_CERT_DIR to read images back). Everything it creates has

@@ -11,7 +11,7 @@ import pytest
 from cli import build_cmd, client, output
 from cli.main import main
 
-# The tutorial's table (../shared/seed-tutorial.md, step 5), character for character.
+# The list-runs table of ACR's tutorial (docs/tutorial.md, "The same table as `az`"), character for character.
 TUTORIAL_TABLE = """\
 RUN ID    TASK            PLATFORM    STATUS     TRIGGER     STARTED               DURATION
 --------  --------------  ----------  ---------  ----------  --------------------  ----------
@@ -63,7 +63,7 @@ def test_image_update_row_on_top_like_step_7():
         api_run("da8", "taskhelloworld", "Succeeded", "Image Update", "2018-09-17T23:11:50Z", 33),
         api_run("da7", None, "Succeeded", "Manual", "2018-09-17T23:11:27Z", 35),
     ]
-    # Step 7 of the tutorial (whose copy lost the header's case and rule; az prints both).
+    # Step 7 of docs/tutorial.md: the Image Update run on top of the base's quick build.
     assert output.runs_table(runs) == """\
 RUN ID    TASK            PLATFORM    STATUS     TRIGGER       STARTED               DURATION
 --------  --------------  ----------  ---------  ------------  --------------------  ----------
