@@ -10,7 +10,7 @@
 #   make bench     the benchmarks (fan-out, list-runs)
 #
 # Ports and the state folder follow the environment: STACK_DIR, AZURITE_BLOB_PORT,
-# AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT, REGISTRY_PORT, HOST_PORT (see scripts/stack.py).
+# AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT, REGISTRY_PORT, HOST_PORT (see docs/local-stack.md).
 
 PYTHON ?= python3
 STACK := $(PYTHON) scripts/stack.py

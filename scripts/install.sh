@@ -10,7 +10,7 @@
 # Environment:
 #   PYTHON           the Python to install into (default python3)
 #   AZURITE_PREFIX   npm prefix Azurite is installed under (default <project>/.stack/node);
-#                    scripts/stack.py looks for it there
+#                    scripts/stack.py (scripts/local_stack/azurite.py) looks for it there
 #   AZURITE_VERSION  npm version spec (default 3.35.0: the last 3.x whose engines allow Node.js 20,
 #                    which is what Debian 12 / these machines have; 3.36+ want Node.js >= 21)
 set -euo pipefail

@@ -5,8 +5,9 @@ Two stacks are used:
   session fixture starts it if it is not running, and stops it again only if it started it;
 - a throwaway stack in a temporary folder on free ports, for what must not disturb the first:
   `up` twice, the registry's notifications, `down` stopping only its own pids. It runs a copy of
-  scripts/stack.py in a scratch project whose `devhost` is a tiny recording HTTP server, so the
-  test sees exactly what the real local host would get (environment, webhook calls, key header).
+  scripts/stack.py and scripts/local_stack/ in a scratch project whose `devhost` is a tiny recording
+  HTTP server, so the test sees exactly what the real local host would get (environment, webhook
+  calls, key header).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
 STACK_PY = PROJECT / "scripts" / "stack.py"
+STACK_PACKAGE = PROJECT / "scripts" / "local_stack"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -260,12 +262,15 @@ ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
 
 @pytest.fixture(scope="module")
 def scratch_stack(tmp_path_factory):
-    """A copy of scripts/stack.py in a scratch project with a fake devhost, its own dir and ports."""
+    """A copy of the stack scripts in a scratch project with a fake devhost, its own dir and ports."""
     root = tmp_path_factory.mktemp("scratch")
     project = root / "project"
     (project / "scripts").mkdir(parents=True)
     (project / "devhost").mkdir()
     shutil.copy2(STACK_PY, project / "scripts" / "stack.py")
+    shutil.copytree(
+        STACK_PACKAGE, project / "scripts" / STACK_PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy2(PROJECT / "local.settings.example.json", project)
     (project / "devhost" / "__init__.py").write_text("")
     (project / "devhost" / "__main__.py").write_text(FAKE_DEVHOST)
@@ -353,7 +358,7 @@ def test_up_reloads_a_host_whose_code_changed_only_when_asked(scratch_stack):
     res = run_stack("up", "--reload-host", env=env, script=script)
     assert "restarting it" in res.stdout
     after = stack.read_pid(cfg, "host")
-    assert after != before and not stack._proc_alive(before)
+    assert after != before and not stack.proc_alive(before)
     assert stack.status(cfg)["host"] == "running"
 
 
@@ -383,7 +388,7 @@ def test_registry_notification_reaches_the_host(scratch_stack, tmp_path):
     assert event["target"]["repository"] == "stacktest/notify"
     assert event["request"]["host"] == cfg.registry
     # Pull events arrive too: distribution 2.8 does not apply the endpoint's ignore.actions
-    # (see scripts/stack.py), so the webhook has to skip them; not asserted either way here.
+    # (see scripts/local_stack/registry.py), so the webhook has to skip them; not asserted either way here.
 
 
 def test_down_stops_only_our_processes(scratch_stack, project_stack):
@@ -394,7 +399,7 @@ def test_down_stops_only_our_processes(scratch_stack, project_stack):
     res = run_stack("down", env=env, script=script)
     for part, pid in pids.items():
         assert f"{part}: stopped (pid {pid}" in res.stdout
-        assert not stack._proc_alive(pid)
+        assert not stack.proc_alive(pid)
         assert not stack.pid_file(cfg, part).exists()
     assert all(stack.running_pid(cfg, part) is None for part in stack.PARTS)
     assert run_stack("status", env=env, script=script, check=False).returncode == 3

@@ -1,0 +1,37 @@
+"""The variables a client of the stack needs: tests, benchmarks, the demo, a developer's shell.
+
+`stack.py env` prints exactly `env_for(...)` as `export K=V` lines; `stack_env()` is the same for
+code that imports scripts/stack.py instead of running it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from .azurite import connection_string
+from .keys import function_key, secret_key
+from .settings import StackConfig, load_config
+
+
+def stack_env(
+    stack_dir: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a test or script needs to use the stack (the `env` command prints exactly this)."""
+    return env_for(load_config(stack_dir, env), env)
+
+
+def env_for(cfg: StackConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if env is None else env
+    return {
+        "STACK_DIR": str(cfg.stack_dir),
+        "AzureWebJobsStorage": connection_string(cfg),
+        "BASETRIGGER_REGISTRY_CA": str(cfg.ca_cert),
+        "BASETRIGGER_WORK_DIR": env.get("BASETRIGGER_WORK_DIR") or str(cfg.work_dir),
+        "BASETRIGGER_URL": cfg.host_url,
+        "BASETRIGGER_KEY": function_key(cfg, env) or "",
+        "BASETRIGGER_SECRET_KEY": env.get("BASETRIGGER_SECRET_KEY") or secret_key(cfg) or "",
+        "REGISTRY": cfg.registry,
+        "BASETRIGGER_REGISTRY": cfg.registry,
+        "REGISTRY_CERT_DIR": str(cfg.cert_dir),
+    }
