@@ -1,10 +1,11 @@
 """A small local Azure Functions host for this project's `function_app.py`.
 
-Azure Functions Core Tools cannot be installed on our machines (docs: /work/shared/LOCAL-STACK.md),
-so `python -m devhost` stands in for `func start`: it imports the app's one `FunctionApp`, calls
-`get_functions()` once, and serves what that returns the way the Functions host does — HTTP triggers
-under the route prefix with function keys, the Event Grid webhook, queue triggers with host.json's
-retry/poison rules, and NCRONTAB timers. It reads `local.settings.json` and `host.json` like Core Tools.
+Azure Functions Core Tools cannot be installed on our machines (its installer downloads the host
+from a CDN they cannot reach; see docs/local-stack.md), so `python -m devhost` stands in for
+`func start`: it imports the app's one `FunctionApp`, calls `get_functions()` once, and serves what
+that returns the way the Functions host does — HTTP triggers under the route prefix with function
+keys, the Event Grid webhook, queue triggers with host.json's retry/poison rules, and NCRONTAB
+timers. It reads `local.settings.json` and `host.json` like Core Tools.
 
 Modules, one concern each:
     settings    local.settings.json values and `%NAME%` binding expressions
