@@ -23,11 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared import config  # noqa: E402
-from shared.dependencies import DependencyRow  # noqa: E402
-from shared.events import from_distribution_envelope  # noqa: E402
-from shared.services import Services  # noqa: E402
-from shared.storage import TABLES, chunks  # noqa: E402
-from shared.work_queue import _SEND_CONCURRENCY, encode  # noqa: E402
+from shared.adapters.build_queue import SEND_CONCURRENCY
+from shared.adapters.dependency_table import to_entity  # noqa: E402
+from shared.adapters.storage import TABLES, chunks  # noqa: E402
+from shared.bootstrap import Services  # noqa: E402
+from shared.domain.dependencies import DependencyRow  # noqa: E402
+from shared.domain.events import from_distribution_envelope  # noqa: E402
+from shared.domain.messages import encode  # noqa: E402
+from shared.domain.vocabulary import TriggerType  # noqa: E402
 
 OLD = "sha256:" + "0" * 64
 
@@ -50,11 +53,12 @@ def fresh_services() -> Services:
 
 def seed(services: Services, base: str, count: int, prefix: str = "app") -> None:
     """Index rows written in batches (set-up, not measured)."""
-    rows = [DependencyRow(base=base, task=f"{prefix}{n:05d}", runtime=True, trigger_enabled=True,
-                          trigger_type="Runtime", images=[f"{prefix}{n:05d}:{{{{.Run.ID}}}}"],
-                          built_digest=OLD).to_entity() for n in range(count)]
+    rows = [to_entity(DependencyRow(base=base, task=f"{prefix}{n:05d}", runtime=True, trigger_enabled=True,
+                                    trigger_type=TriggerType.RUNTIME,
+                                    images=[f"{prefix}{n:05d}:{{{{.Run.ID}}}}"], built_digest=OLD))
+            for n in range(count)]
     for batch in chunks(rows):
-        services.index.table.submit_transaction([("upsert", e) for e in batch])
+        services.index.table.table.submit_transaction([("upsert", e) for e in batch])
 
 
 def envelope(repository: str, tag: str, digest: str) -> dict:
@@ -83,7 +87,7 @@ def queue_depth(services: Services) -> int:
 def floor(count: int = 1000) -> float:
     services = fresh_services()
     client = services.storage.queue(services.settings.build_queue)
-    with ThreadPoolExecutor(max_workers=_SEND_CONCURRENCY) as pool:
+    with ThreadPoolExecutor(max_workers=SEND_CONCURRENCY) as pool:
         started = time.perf_counter()
         list(pool.map(lambda n: client.send_message(encode(f"da{n}")), range(count)))
         return time.perf_counter() - started
@@ -132,7 +136,7 @@ def main() -> int:
           f"  (target p50 < 50 ms)")
 
     bare = statistics.median(floor(1000) for _ in range(args.repeat))
-    print(f"floor: 1000 bare queue messages, {_SEND_CONCURRENCY} senders: {bare * 1000:.1f} ms"
+    print(f"floor: 1000 bare queue messages, {SEND_CONCURRENCY} senders: {bare * 1000:.1f} ms"
           f"  median of {args.repeat}")
     if 1000 in fanout:
         ratio = fanout[1000] / bare

@@ -4,7 +4,7 @@ Starts its own local Functions host (devhost) on a free port with fresh tables i
 Azurite, so the stack's own run history is untouched. For each size it times, over 20 calls each,
 `GET /api/runs?top=15` (what `basetrigger task list-runs` sends) and the same filtered by a task
 name. Flat figures from 1,000 to 10,000 runs are the evidence that no request scans the table:
-each is one key-range read of one partition (shared/runs.py).
+each is one key-range read of one partition (shared/adapters/run_table.py).
 
     python bench/list_runs.py [--runs 1000 10000] [--calls 20]
 """
@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared import config  # noqa: E402
-from shared.runs import MANUAL, SUCCEEDED, Run, RunStore, now  # noqa: E402
-from shared.storage import Storage  # noqa: E402
+from shared.adapters.run_table import TableRunRepository  # noqa: E402
+from shared.adapters.storage import Storage  # noqa: E402
+from shared.domain.runs import Run  # noqa: E402
+from shared.domain.vocabulary import RunStatus, Trigger, utc_now  # noqa: E402
 
 TASKS = 100
 
@@ -41,15 +43,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def seed(store: RunStore, start: int, count: int) -> None:
+def seed(store: TableRunRepository, start: int, count: int) -> None:
     """Runs da<start+1>..da<start+count>, spread over 100 tasks, written in batches (not timed)."""
     ids = store.allocate(count)
     assert ids[0] == f"da{start + 1}", ids[0]
-    began = now() - timedelta(days=30)
+    began = utc_now() - timedelta(days=30)
     batch = []
     for n, run_id in enumerate(ids):
         started = began + timedelta(seconds=start + n)
-        batch.append(Run(run_id=run_id, status=SUCCEEDED, trigger=MANUAL, task=f"task{n % TASKS:03d}",
+        batch.append(Run(run_id=run_id, status=RunStatus.SUCCEEDED, trigger=Trigger.MANUAL,
+                         task=f"task{n % TASKS:03d}",
                          created_at=started, started_at=started, finished_at=started + timedelta(seconds=30),
                          output_images=[f"localhost:5000/app{n % TASKS:03d}:{run_id}"]))
         if len(batch) == 33:
@@ -84,7 +87,7 @@ def main() -> int:
     key, port = secrets.token_urlsafe(16), free_port()
     env = dict(os.environ, BASETRIGGER_TABLE_PREFIX=prefix, BASETRIGGER_BUILD_QUEUE=f"{prefix}-runs",
                BASETRIGGER_RUN_ID_PREFIX="da", DEVHOST_KEY=key)
-    store = RunStore(Storage(config.load(env)), "da")
+    store = TableRunRepository(Storage(config.load(env)), "da")
     host = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -22,11 +22,10 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from cli.output import format_duration
+from shared.domain.vocabulary import TERMINAL, RunStatus
 
 URL_ENV = "BASETRIGGER_URL"
 KEY_ENV = "BASETRIGGER_KEY"
-
-TERMINAL = frozenset({"Succeeded", "Failed", "Canceled", "Error", "Timeout"})
 
 # Exit statuses of the commands.
 EXIT_OK = 0
@@ -299,7 +298,7 @@ def follow_run(client: Client, run_id: str, *, out: IO[str] | None = None, err: 
         if status in TERMINAL:
             break
         waited = int(time.monotonic() - started)
-        if status == "Queued":
+        if status == RunStatus.QUEUED:
             progress.show(f"waiting for a worker… {waited}s")
         elif not data:
             progress.show(f"run {run_id} {status or 'Running'}… {waited}s")
@@ -323,7 +322,7 @@ def report_end(run: dict, out: IO[str] | None = None, err: IO[str] | None = None
     err = err or sys.stderr
     run_id, status = run.get("run_id"), run.get("status")
     duration = format_duration(run.get("duration_seconds"))
-    if status == "Succeeded":
+    if status == RunStatus.SUCCEEDED:
         print(f"Run ID: {run_id} was successful after {duration}", file=out)
         return EXIT_OK
     reason = run.get("reason") or "no reason recorded"

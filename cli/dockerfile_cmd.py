@@ -2,7 +2,7 @@
 
 `basetrigger dockerfile deps FILE` prints the stages of a Dockerfile and the base images a task
 built from it would be triggered by, computed exactly as the service computes them
-(`shared.dockerfile.parse_dependencies`).
+(`shared.domain.dockerfile.parse_dependencies`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 from tabulate import tabulate
 
-from shared.dockerfile import DEFAULT_PLATFORM, DockerfileError, parse_dependencies
+from shared.domain.dockerfile import DEFAULT_PLATFORM, DockerfileError, parse_dependencies
 
 EXIT_OK = 0
 EXIT_ERROR = 2

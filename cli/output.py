@@ -16,6 +16,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from shared.domain.vocabulary import TriggerType
+
 RUN_COLUMNS = ("RUN ID", "TASK", "PLATFORM", "STATUS", "TRIGGER", "STARTED", "DURATION")
 TASK_COLUMNS = ("NAME", "PLATFORM", "STATUS", "CONTEXT", "TRIGGERS")
 
@@ -87,7 +89,8 @@ def runs_table(runs: Iterable[Mapping[str, Any]]) -> str:
 
 def task_row(task: Mapping[str, Any]) -> list[str]:
     trigger = task.get("base_image_trigger") or {}
-    triggers = f"BASE_IMAGE ({trigger.get('type', 'Runtime')})" if trigger.get("enabled", True) else ""
+    trigger_type = trigger.get("type", TriggerType.RUNTIME)
+    triggers = f"BASE_IMAGE ({trigger_type})" if trigger.get("enabled", True) else ""
     context = task.get("context") or ""
     if task.get("branch"):
         context = f"{context}#{task['branch']}"

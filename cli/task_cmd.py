@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 from cli.build_cmd import wait_and_report
@@ -25,9 +27,8 @@ from cli.client import (
     key_value,
 )
 from cli.output import runs_table, tasks_table, to_json
-from shared.contexts import is_git_url
-
-STATUSES = ("Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout")
+from shared.domain.builds import is_git_url
+from shared.domain.vocabulary import RunStatus, TriggerType, names
 
 TASK_EPILOG = """\
 examples:
@@ -48,18 +49,19 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
-def _trigger_type(text: str) -> str:
-    for choice in ("Runtime", "All"):
-        if text.lower() == choice.lower():
-            return choice
-    raise argparse.ArgumentTypeError(f"expected Runtime or All, not {text!r}")
+def _choice(enum: type[StrEnum]) -> Callable[[str], str]:
+    """An argparse type taking a value of `enum` in any letter case."""
+    def parse(text: str) -> str:
+        for choice in names(enum):
+            if text.lower() == choice.lower():
+                return choice
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(names(enum))}, not {text!r}")
+
+    return parse
 
 
-def _status(text: str) -> str:
-    for choice in STATUSES:
-        if text.lower() == choice.lower():
-            return choice
-    raise argparse.ArgumentTypeError(f"expected one of {', '.join(STATUSES)}, not {text!r}")
+_trigger_type = _choice(TriggerType)
+_status = _choice(RunStatus)
 
 
 def _top(text: str) -> int:
@@ -109,7 +111,8 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
         help="rebuild when a base image is updated" + (" (default: true)" if creating else ""),
     )
     parser.add_argument(
-        "--base-image-trigger-type", type=_trigger_type, default=None, metavar="{Runtime,All}",
+        "--base-image-trigger-type", type=_trigger_type, default=None,
+        metavar="{" + ",".join(names(TriggerType)) + "}",
         help="Runtime: the final stage's base images; All: every stage's"
         + (" (default: Runtime)" if creating else ""),
     )
@@ -164,7 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     runs = add("list-runs", "list runs, newest first (quick builds included)", task_list_runs)
     runs.add_argument("--name", "-n", help="only the runs of this task")
     runs.add_argument("--run-status", type=_status, metavar="STATUS",
-                      help=f"only runs in this status ({', '.join(STATUSES)})")
+                      help=f"only runs in this status ({', '.join(names(RunStatus))})")
     runs.add_argument("--image", help="only runs that produced this image (e.g. helloworld:da6; "
                       "names without a registry mean the default registry)")
     runs.add_argument("--top", type=_top, default=15, help="how many runs at most (default: 15)")
@@ -332,8 +335,8 @@ def task_logs(args: argparse.Namespace) -> int:
         print(f"\nstopped following run {run_id}", file=sys.stderr)
         raise
     end = run.get("status")
-    print(f"Run {run_id}: {end}" + (f": {run['reason']}" if run.get("reason") and end != "Succeeded" else ""),
-          file=sys.stderr)
+    reason = f": {run['reason']}" if run.get("reason") and end != RunStatus.SUCCEEDED else ""
+    print(f"Run {run_id}: {end}{reason}", file=sys.stderr)
     return EXIT_OK
 
 

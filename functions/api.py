@@ -14,12 +14,13 @@ import azure.functions as func
 
 from functions.http import BadRequest, PayloadTooLarge, error, int_param, json_body, json_response
 from functions.openapi import openapi_document
-from shared.images import qualify
-from shared.runs import STATUSES, RunConflict, RunNotFound
-from shared.scheduling import MAX_CONTEXT_BYTES, RunNotCancelable
-from shared.secrets import SecretsUnavailable
-from shared.services import services
-from shared.tasks import TRIGGER_TYPES, Task, TaskError, TaskExists, TaskNotFound
+from shared.adapters.secret_box import SecretsUnavailable
+from shared.bootstrap import services
+from shared.domain.images import qualify
+from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
+from shared.domain.tasks import Task, TaskError, TaskExists, TaskNotFound
+from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 bp = func.Blueprint()
 
@@ -85,9 +86,9 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
             raise BadRequest("base_image_trigger_enabled must be true or false")
         fields["trigger_enabled"] = body["base_image_trigger_enabled"]
     if "base_image_trigger_type" in body:
-        if body["base_image_trigger_type"] not in TRIGGER_TYPES:
-            raise BadRequest("base_image_trigger_type must be Runtime or All")
-        fields["trigger_type"] = body["base_image_trigger_type"]
+        if body["base_image_trigger_type"] not in names(TriggerType):
+            raise BadRequest(f"base_image_trigger_type must be {' or '.join(names(TriggerType))}")
+        fields["trigger_type"] = TriggerType(body["base_image_trigger_type"])
     unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
                                          "base_image_trigger_enabled", "base_image_trigger_type"}
     if unknown:
@@ -115,7 +116,7 @@ def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
 def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
     tasks = services().tasks
     if req.method == "GET":
-        return json_response({"tasks": [t.public_dict() for t in tasks.store.list()]})
+        return json_response({"tasks": [t.public_dict() for t in tasks.list()]})
     body = json_body(req, MAX_JSON_BYTES)
     task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)))
     logging.info("task %s created with %d base image(s)", task.name, len(task.dependencies))
@@ -129,7 +130,7 @@ def api_task(req: func.HttpRequest) -> func.HttpResponse:
     name = req.route_params["name"]
     tasks = services().tasks
     if req.method == "GET":
-        return json_response(tasks.store.get(name).public_dict())
+        return json_response(tasks.get(name).public_dict())
     if req.method == "DELETE":
         tasks.delete(name)
         return func.HttpResponse(status_code=204)
@@ -175,9 +176,10 @@ def api_builds(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_runs(req: func.HttpRequest) -> func.HttpResponse:
-    status = req.params.get("status") or None
-    if status and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    status_text = req.params.get("status") or None
+    if status_text and status_text not in names(RunStatus):
+        raise BadRequest(f"status must be one of {', '.join(names(RunStatus))}")
+    status = RunStatus(status_text) if status_text else None
     image = req.params.get("image") or None
     if image:
         try:

@@ -4,8 +4,8 @@ import logging
 
 import azure.functions as func
 
-from shared.services import services
-from shared.work_queue import MalformedMessage, decode
+from shared.bootstrap import services
+from shared.domain.messages import MalformedMessage, decode
 
 bp = func.Blueprint()
 

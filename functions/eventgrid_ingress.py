@@ -4,8 +4,9 @@ import logging
 
 import azure.functions as func
 
-from shared.events import MalformedEvent, from_eventgrid
-from shared.services import services
+from shared.bootstrap import services
+from shared.domain.events import MalformedEvent, from_eventgrid
+from shared.domain.vocabulary import EventSource
 
 bp = func.Blueprint()
 
@@ -23,6 +24,6 @@ def eventgrid_image_pushed(event: func.EventGridEvent) -> None:
     except MalformedEvent as exc:
         # Retrying an event that can never parse helps nobody: record why and acknowledge it.
         logging.warning("rejected Event Grid event %s: %s", parts["event_id"], exc)
-        services().dispatcher.reject(parts["event_id"] or "(no id)", "eventgrid", str(exc))
+        services().dispatcher.reject(parts["event_id"] or "(no id)", EventSource.EVENTGRID, str(exc))
         return
     services().dispatcher.handle(pushed)

@@ -4,7 +4,7 @@ import logging
 
 import azure.functions as func
 
-from shared.services import services
+from shared.bootstrap import services
 
 bp = func.Blueprint()
 

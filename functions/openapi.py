@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, TriggerType, names
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -43,7 +45,8 @@ SCHEMAS: dict[str, Any] = {
         "build_args": _STR_MAP, "secret_args": _STR_MAP,
         "git_access_token": {"type": "string", "writeOnly": True},
         "base_image_trigger_enabled": {"type": "boolean", "default": True},
-        "base_image_trigger_type": {"type": "string", "enum": ["Runtime", "All"], "default": "Runtime"},
+        "base_image_trigger_type": {"type": "string", "enum": names(TriggerType),
+                                    "default": TriggerType.RUNTIME.value},
         "platform": {"type": "string", "default": "linux"}}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
@@ -52,7 +55,7 @@ SCHEMAS: dict[str, Any] = {
         "secret_args": {"type": "array", "items": {"type": "string"}, "description": "names only"},
         "git_access_token": {"type": "boolean"},
         "base_image_trigger": {"type": "object", "properties": {
-            "enabled": {"type": "boolean"}, "type": {"type": "string"}}},
+            "enabled": {"type": "boolean"}, "type": {"type": "string", "enum": names(TriggerType)}}},
         "platform": {"type": "string"},
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
@@ -61,9 +64,8 @@ SCHEMAS: dict[str, Any] = {
         "updated_at": {"type": "string", "format": "date-time"}}},
     "Run": {"type": "object", "properties": {
         "run_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["Queued", "Running", "Succeeded", "Failed", "Canceled",
-                                              "Error", "Timeout"]},
-        "trigger": {"type": "string", "enum": ["Manual", "Image Update"]},
+        "status": {"type": "string", "enum": names(RunStatus)},
+        "trigger": {"type": "string", "enum": names(Trigger)},
         "task": {"type": "string", "nullable": True}, "platform": {"type": "string"},
         "cause": {"type": "string", "nullable": True}, "event_id": {"type": "string", "nullable": True},
         **{k: {"type": "string", "format": "date-time", "nullable": True}
@@ -74,12 +76,14 @@ SCHEMAS: dict[str, Any] = {
         "reason": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
         "force": {"type": "boolean"}}},
     "Decision": {"type": "object", "properties": {
-        "event_id": {"type": "string"}, "source": {"type": "string"}, "outcome": {"type": "string"},
+        "event_id": {"type": "string"}, "source": {"type": "string", "enum": names(EventSource)},
+        "outcome": {"type": "string", "enum": names(Outcome)},
         "reason": {"type": "string"}, "image": {"type": "string", "nullable": True},
         "digest": {"type": "string", "nullable": True},
         "runs": {"type": "array", "items": {"type": "string"}},
         "tasks": {"type": "array", "items": {"type": "object", "properties": {
-            "task": {"type": "string"}, "outcome": {"type": "string"}, "reason": {"type": "string"},
+            "task": {"type": "string"}, "outcome": {"type": "string", "enum": names(Outcome)},
+            "reason": {"type": "string"},
             "run_id": {"type": "string", "nullable": True}}}},
         "time": {"type": "string", "format": "date-time"}}},
 }
@@ -140,8 +144,7 @@ PATHS: dict[str, Any] = {
                 "parameters": [
                     _param("top", schema={"type": "integer", "default": 15, "minimum": 1, "maximum": 1000}),
                     _param("task", description="only runs of this task"),
-                    _param("status", schema={"type": "string", "enum": [
-                        "Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout"]}),
+                    _param("status", schema={"type": "string", "enum": names(RunStatus)}),
                     _param("image", description="only runs that produced this image (short names mean the "
                            "default registry); with `task`, its first output image"),
                     _param("continuation", description="the continuation of the previous page")],

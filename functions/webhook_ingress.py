@@ -6,8 +6,10 @@ import logging
 import azure.functions as func
 
 from functions.http import error, json_response
-from shared.events import Ignored, MalformedEvent, from_distribution_envelope
-from shared.services import services
+from shared.bootstrap import services
+from shared.domain.events import MalformedEvent, from_distribution_envelope
+from shared.domain.vocabulary import EventSource
+from shared.service_layer.dispatch import DispatchIncomplete
 
 bp = func.Blueprint()
 
@@ -26,26 +28,13 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
     except (ValueError, MalformedEvent) as exc:
         reason = str(exc) if isinstance(exc, MalformedEvent) else f"the body is not JSON: {exc}"
         logging.warning("rejected distribution envelope: %s", reason)
-        services().dispatcher.reject("(envelope)", "distribution", reason)
+        services().dispatcher.reject("(envelope)", EventSource.DISTRIBUTION, reason)
         return error(400, "MalformedEvent", reason)
-
-    results, failures = [], 0
-    for event in events:
-        if isinstance(event, Ignored):
-            # A push of one image sends an event per layer, and every pull sends one too: answered,
-            # not stored (Event Grid's ignored events are stored; they are rare).
-            results.append({"event_id": event.event_id, "outcome": "ignored", "reason": event.reason,
-                            "runs": []})
-            continue
-        try:
-            decision = services().dispatcher.handle(event)
-            results.append({"event_id": decision.event_id, "outcome": decision.outcome,
-                            "reason": decision.reason, "runs": decision.runs})
-        except Exception:
-            # Keep going: the other events must not be lost. The 500 below makes the registry
-            # redeliver the envelope; the events already handled are recognised by their ids.
-            logging.exception("dispatch of event %s failed", event.event_id)
-            failures += 1
-    if failures:
-        return error(500, "DispatchFailed", f"{failures} event(s) could not be dispatched; retry")
-    return json_response({"decisions": results})
+    try:
+        decisions = services().dispatcher.handle_all(events)
+    except DispatchIncomplete as exc:
+        # The registry delivers the envelope again; events already handled keep their decisions.
+        return error(500, "DispatchFailed", str(exc))
+    return json_response({"decisions": [
+        {"event_id": d.event_id, "outcome": d.outcome, "reason": d.reason, "runs": d.runs}
+        for d in decisions]})

@@ -46,8 +46,9 @@ AUTO_RUN_TIMEOUT = 300.0
 
 sys.path.insert(0, str(PROJECT))
 
-from cli.client import TERMINAL, ApiError, Client, Progress  # noqa: E402
+from cli.client import ApiError, Client, Progress  # noqa: E402
 from cli.output import format_duration  # noqa: E402
+from shared.domain.vocabulary import TERMINAL, RunStatus, Trigger  # noqa: E402
 
 
 class DemoError(RuntimeError):
@@ -177,7 +178,7 @@ class Demo:
         while True:
             waited = int(time.monotonic() - begin)
             runs = self.client.list_runs(top=10, task=TASK)["runs"]
-            fresh = [r for r in runs if r["run_id"] not in known and r.get("trigger") == "Image Update"]
+            fresh = [r for r in runs if r["run_id"] not in known and r.get("trigger") == Trigger.IMAGE_UPDATE]
             if fresh:
                 run = fresh[-1] if run is None else next((r for r in fresh if r["run_id"] == run["run_id"]),
                                                          fresh[-1])
@@ -274,7 +275,7 @@ def tutorial(demo: Demo) -> None:
     with steps.step(f"Run {TASK} once, so its base image is known (az acr task run)"):
         demo.basetrigger("task", "run", "--name", TASK)
         first = demo.newest_run(TASK)
-        if first["status"] != "Succeeded":
+        if first["status"] != RunStatus.SUCCEEDED:
             raise DemoError(f"run {first['run_id']} {first['status']}: {first.get('reason')}")
 
     with steps.step(f"Run the app image {first['output_images'][0]} (docker run)"):
@@ -292,7 +293,7 @@ def tutorial(demo: Demo) -> None:
         auto = demo.wait_for_image_update(known)
         say(f"run {auto['run_id']} of {TASK}: {auto['status']} after "
             f"{format_duration(auto.get('duration_seconds'))}, cause: {auto.get('cause') or 'a base push'}")
-        if auto["status"] != "Succeeded":
+        if auto["status"] != RunStatus.SUCCEEDED:
             raise DemoError(f"the Image Update run {auto['run_id']} {auto['status']}: {auto.get('reason')}")
         demo.basetrigger("task", "list-runs", "--output", "table")
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared import config
-from shared.services import Services
+from shared.bootstrap import Services
 
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

@@ -9,7 +9,7 @@ param principalId string
 var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d' // AcrPull
 var acrPushRoleId = '8311e382-0749-4cb8-b61a-304f252e45ec' // AcrPush
 
-// What AcrBuilder (shared/builders/acr.py) calls, and nothing more: no built-in role grants
+// What AcrBuilder (shared/adapters/builders/acr.py) calls, and nothing more: no built-in role grants
 // scheduleRun without also granting registry writes (Contributor) or task management.
 var acrRunActions = [
   'Microsoft.ContainerRegistry/registries/scheduleRun/action' // POST .../scheduleRun

@@ -2,7 +2,7 @@
 
 - the function key of the local host (devhost.key): callers send it as x-functions-key, and the
   registry sends it with every notification to the webhook;
-- a Fernet key for the app's BASETRIGGER_SECRET_KEY (secret.key, see shared/secrets.py).
+- a Fernet key for the app's BASETRIGGER_SECRET_KEY (secret.key, see shared/adapters/secret_box.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def function_key(cfg: StackConfig, env: Mapping[str, str] | None = None, create:
 
 
 def secret_key(cfg: StackConfig, create: bool = False) -> str | None:
-    """A Fernet key for BASETRIGGER_SECRET_KEY (shared/secrets.py), made once per stack dir.
+    """A Fernet key for BASETRIGGER_SECRET_KEY (shared/adapters/secret_box.py), made once per stack dir.
 
     A Fernet key is 32 random bytes, url-safe base64; made with the stdlib so this script needs
     no `cryptography`.

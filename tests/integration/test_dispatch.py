@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import decisions as d
-from shared.dependencies import DependencyRow
-from shared.events import Ignored, ImagePushed
-from shared.image_ref import ImageRef
-from shared.runs import IMAGE_UPDATE, QUEUED, RUNNING
-from shared.work_queue import decode
+from shared.adapters.dependency_table import to_entity
+from shared.domain.dependencies import DependencyRow
+from shared.domain.events import Ignored, ImagePushed
+from shared.domain.image_ref import ImageRef
+from shared.domain.messages import decode
+from shared.domain.vocabulary import Outcome, RunStatus, Trigger, TriggerType
 
 BASE = "localhost:5000/baseimages/node:9-alpine"
 OLD, NEW, NEWER = ("sha256:" + c * 64 for c in "abc")
@@ -29,9 +29,9 @@ def push(digest=NEW, event_id=None, ref=("baseimages/node", "9-alpine"), registr
 def add_dependents(services, count=1, **fields):
     """Index rows written whole, dispatch state included (as a crashed dispatcher may leave them)."""
     for n in range(count):
-        services.index.table.upsert_entity(DependencyRow(
-            base=BASE, task=f"app{n}", runtime=True, trigger_enabled=True, trigger_type="Runtime",
-            images=[f"app{n}:{{{{.Run.ID}}}}"], built_digest=OLD, **fields).to_entity())
+        services.index.table.table.upsert_entity(to_entity(DependencyRow(
+            base=BASE, task=f"app{n}", runtime=True, trigger_enabled=True, trigger_type=TriggerType.RUNTIME,
+            images=[f"app{n}:{{{{.Run.ID}}}}"], built_digest=OLD, **fields)))
 
 
 def queued_run_ids(services):
@@ -42,10 +42,10 @@ def queued_run_ids(services):
 def test_a_push_queues_one_run_per_dependent_with_a_decision(services):
     add_dependents(services, 3)
     decision = services.dispatcher.handle(push())
-    assert decision.outcome == d.QUEUED and len(decision.runs) == 3
+    assert decision.outcome == Outcome.QUEUED and len(decision.runs) == 3
     assert queued_run_ids(services) == sorted(decision.runs)
     run, _ = services.runs.get(decision.runs[0])
-    assert (run.status, run.trigger) == (QUEUED, IMAGE_UPDATE)
+    assert (run.status, run.trigger) == (RunStatus.QUEUED, Trigger.IMAGE_UPDATE)
     assert run.cause == f"{BASE}@{NEW}"
     assert run.output_images == [f"{services.settings.registry}/{run.task}:{run.run_id}"]
     assert services.decisions.seen(decision.event_id).runs == decision.runs
@@ -86,7 +86,7 @@ def test_concurrent_duplicate_deliveries_queue_one_run(services):
 def test_identical_repush_queues_nothing_and_says_why(services):
     add_dependents(services)
     decision = services.dispatcher.handle(push(digest=OLD))
-    assert decision.outcome == d.DIGEST_UNCHANGED and decision.runs == []
+    assert decision.outcome == Outcome.DIGEST_UNCHANGED and decision.runs == []
     assert decision.tasks[0].reason == f"the task last built on {OLD}"
     assert queued_run_ids(services) == []
 
@@ -95,19 +95,19 @@ def test_a_new_digest_while_a_run_waits_is_coalesced_into_it(services):
     add_dependents(services)
     first = services.dispatcher.handle(push(NEW))
     second = services.dispatcher.handle(push(NEWER))
-    assert second.outcome == d.COALESCED and second.tasks[0].run_id == first.runs[0]
+    assert second.outcome == Outcome.COALESCED and second.tasks[0].run_id == first.runs[0]
     # and the same digest pushed again (new event id) is recognised as already triggered
     third = services.dispatcher.handle(push(NEWER))
-    assert third.outcome == d.ALREADY_TRIGGERED and third.runs == []
+    assert third.outcome == Outcome.ALREADY_TRIGGERED and third.runs == []
 
 
 def test_no_dependents_and_ignored_events_are_recorded(services):
     nobody = services.dispatcher.handle(push(ref=("unused/image", "1")))
-    assert nobody.outcome == d.NO_DEPENDENTS
+    assert nobody.outcome == Outcome.NO_DEPENDENTS
     ignored = services.dispatcher.handle(Ignored("ev-ignored", "blob push, not a manifest", "distribution"))
     recent = services.decisions.recent(top=10)
     assert [x.event_id for x in recent][:2] == [ignored.event_id, nobody.event_id]
-    assert recent[0].outcome == d.IGNORED
+    assert recent[0].outcome == Outcome.IGNORED
 
 
 def test_a_push_of_a_runs_output_is_recognised_and_never_retriggers_its_task(services):
@@ -115,26 +115,27 @@ def test_a_push_of_a_runs_output_is_recognised_and_never_retriggers_its_task(ser
     first = services.dispatcher.handle(push(NEW))
     producer, _ = services.runs.get(first.runs[0])
     # that run pushes its output, which is tagged with the very base the tasks depend on
-    services.runs.save(replace(producer, status=RUNNING, output_images=[BASE]), None)
+    services.runs.save(replace(producer, status=RunStatus.RUNNING, output_images=[BASE]), None)
     own = services.dispatcher.handle(push(NEWER))
     outcomes = {t.task: t.outcome for t in own.tasks}
-    assert outcomes[producer.task] == d.OWN_OUTPUT
+    assert outcomes[producer.task] == Outcome.OWN_OUTPUT
     # and an output image nobody depends on is recorded as the run's output
     lone, _ = services.runs.get(first.runs[1])
-    lone = replace(lone, status=RUNNING)  # a run is listed under its images once it has started
+    lone = replace(lone, status=RunStatus.RUNNING)  # a run is listed under its images once it has started
     services.runs.save(lone, None)
     image = ImageRef.parse(lone.output_images[0])
     output = services.dispatcher.handle(push(NEW, ref=(image.repository, image.tag), registry=image.registry))
-    assert output.outcome == d.OWN_OUTPUT and output.runs == [lone.run_id]
+    assert output.outcome == Outcome.OWN_OUTPUT and output.runs == [lone.run_id]
 
 
 def test_a_run_claimed_but_never_recorded_is_recorded_on_redelivery(services):
     # A dispatcher died after claiming the index row for run da41 and before recording it.
     add_dependents(services, 1, triggered_digest=NEW, pending_run_id="da41")
     decision = services.dispatcher.handle(push(NEW))
-    assert decision.tasks[0].outcome == d.ALREADY_TRIGGERED and "recorded now" in decision.tasks[0].reason
+    assert decision.tasks[0].outcome == Outcome.ALREADY_TRIGGERED
+    assert "recorded now" in decision.tasks[0].reason
     run, _ = services.runs.get("da41")
-    assert (run.status, run.cause) == (QUEUED, f"{BASE}@{NEW}")
+    assert (run.status, run.cause) == (RunStatus.QUEUED, f"{BASE}@{NEW}")
     assert queued_run_ids(services) == ["da41"]
 
 
@@ -142,7 +143,7 @@ def test_an_identical_push_while_the_run_waits_only_resends_its_message(services
     add_dependents(services)
     first = services.dispatcher.handle(push(NEW))
     again = services.dispatcher.handle(push(NEW))  # same digest, new event id
-    assert again.tasks[0].outcome == d.ALREADY_TRIGGERED and again.runs == []
+    assert again.tasks[0].outcome == Outcome.ALREADY_TRIGGERED and again.runs == []
     assert queued_run_ids(services) == first.runs * 2  # the worker's claim makes the copy a no-op
     assert len(services.runs.list(top=10)[0]) == 1
 
@@ -159,8 +160,8 @@ def test_list_runs_newest_first_with_task_filter_and_continuation(services):
 
 
 def test_directory_contexts_are_refused_where_the_builder_is_not_local(tmp_path):
-    from shared.services import Services
-    from shared.tasks import Task, TaskError
+    from shared.bootstrap import Services
+    from shared.domain.tasks import Task, TaskError
     from tests.conftest import unique_settings
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.runs import SUCCEEDED, TERMINAL
-from shared.tasks import Task, TaskError
+from shared.domain.tasks import Task, TaskError
+from shared.domain.vocabulary import TERMINAL, RunStatus
 from tests.integration.buildah_tools import push_base
 
 TOKEN = "ghp_" + uuid.uuid4().hex
@@ -53,7 +53,7 @@ def test_a_git_context_at_a_branch_builds_and_keeps_the_token_secret(stack, tmp_
     deadline = time.monotonic() + 120
     while (run := stack.runs.get(run_id)[0]).status not in TERMINAL and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert run.status == SUCCEEDED, run.reason
+    assert run.status == RunStatus.SUCCEEDED, run.reason
     assert TOKEN not in str(run.to_dict()) and TOKEN not in stack.logs.read(run_id).decode()
 
 

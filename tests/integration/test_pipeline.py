@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared import decisions as d
-from shared.runs import IMAGE_UPDATE, SUCCEEDED, TERMINAL
-from shared.services import Services
-from shared.tasks import Task
+from shared.bootstrap import Services
+from shared.domain.tasks import Task
+from shared.domain.vocabulary import TERMINAL, Outcome, RunStatus, Trigger
 from tests.integration.buildah_tools import buildah, push, push_base, read_file
 
 APP_DOCKERFILE = """\
@@ -69,7 +68,7 @@ def test_base_push_rebuilds_the_dependent_on_the_new_base(stack, names, tmp_path
 
     new_digest = push_base(tmp_path, base, "9.11.2a")
     run = wait_for_run(stack, task.name)
-    assert (run.status, run.trigger) == (SUCCEEDED, IMAGE_UPDATE), run.reason
+    assert (run.status, run.trigger) == (RunStatus.SUCCEEDED, Trigger.IMAGE_UPDATE), run.reason
     assert run.cause == f"{base}@{new_digest}"
     assert run.base_digests == {base: new_digest}
     assert run.output_digest and run.output_images == [f"{registry}/{names}/app:{run.run_id}"]
@@ -80,7 +79,7 @@ def test_base_push_rebuilds_the_dependent_on_the_new_base(stack, names, tmp_path
 
     # an identical re-push fires nothing, and says why
     assert push(base, tmp_path) == new_digest
-    repushed = wait_for_decision(stack, base, new_digest, d.DIGEST_UNCHANGED)
+    repushed = wait_for_decision(stack, base, new_digest, Outcome.DIGEST_UNCHANGED)
     assert repushed.tasks[0].reason == f"the task last built on {new_digest}"
     runs, _ = stack.runs.list(task=task.name)
     assert [r.run_id for r in runs] == [run.run_id]
@@ -101,9 +100,9 @@ def test_two_level_chain_rebuilds_both_levels(stack, names, tmp_path):
 
     push_base(tmp_path, base, "two")
     mid_run = wait_for_run(stack, mid_task.name)
-    assert mid_run.status == SUCCEEDED, mid_run.reason
+    assert mid_run.status == RunStatus.SUCCEEDED, mid_run.reason
     app_run = wait_for_run(stack, app_task.name, after=before)
-    assert (app_run.status, app_run.trigger) == (SUCCEEDED, IMAGE_UPDATE), app_run.reason
+    assert (app_run.status, app_run.trigger) == (RunStatus.SUCCEEDED, Trigger.IMAGE_UPDATE), app_run.reason
     assert app_run.cause.startswith(f"{mid}@")
     assert read_file(app_run.output_images[0], "/app-base-version").strip() == "two"
 
@@ -140,7 +139,7 @@ def test_eventgrid_delivery_is_dispatched_once_even_when_redelivered(stack, name
     for _ in range(2):  # Event Grid redelivers
         assert post_eventgrid([event]).status_code == 202  # the Functions host accepts with 202
     decision = stack.decisions.seen(event["id"])
-    assert decision is not None and decision.outcome == d.QUEUED and len(decision.runs) == 1
+    assert decision is not None and decision.outcome == Outcome.QUEUED and len(decision.runs) == 1
     runs, _ = stack.runs.list(task=task.name)
     assert [r.run_id for r in runs] == decision.runs
 
@@ -149,7 +148,7 @@ def test_malformed_and_foreign_events_are_answered_and_recorded(stack, names):
     foreign = {"id": f"{names}-deleted", "eventType": "Microsoft.ContainerRegistry.ImageDeleted",
                "subject": "x", "data": {}, "eventTime": "2026-11-27T00:00:00Z", "dataVersion": "1"}
     assert post_eventgrid([foreign]).status_code == 202
-    assert stack.decisions.seen(foreign["id"]).outcome == d.IGNORED
+    assert stack.decisions.seen(foreign["id"]).outcome == Outcome.IGNORED
 
     url = f"{os.environ['BASETRIGGER_URL']}/api/hooks/distribution"
     key = {"x-functions-key": os.environ["BASETRIGGER_KEY"]}

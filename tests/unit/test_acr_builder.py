@@ -14,7 +14,6 @@ service through SAS URLs, the way the builder talks to ACR's storage. No test re
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import logging
@@ -24,7 +23,6 @@ import socket
 import subprocess
 import tarfile
 import time
-import zipfile
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
@@ -38,8 +36,9 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
 from azure.storage.blob import BlobClient, BlobServiceClient, BlobType
 
-from shared.builders.acr import AcrBuilder
-from shared.builders.base import ERROR, FAILED, SUCCEEDED, TIMEOUT, BuildContext, BuildRequest
+from shared.adapters.builders.acr import AcrBuilder
+from shared.domain.builds import BuildContext, BuildRequest
+from shared.domain.vocabulary import RunStatus
 
 SUB = "00000000-1111-2222-3333-444444444444"
 RG = "rg-images"
@@ -330,7 +329,7 @@ def test_uploads_context_schedules_docker_build_and_follows_the_run(tmp_path, ca
 
     result = builder.build(request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append)
 
-    assert result.status == SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     assert result.output_digest == DIGEST
     assert result.reason is None
     assert result.base_digests == {"contosoacr.azurecr.io/base:1": "sha256:" + "cd" * 32}
@@ -385,13 +384,12 @@ def test_uploads_context_schedules_docker_build_and_follows_the_run(tmp_path, ca
 def test_git_context_is_passed_as_source_location_without_upload(tmp_path):
     fake = FakeAcr(final={"outputImages": [{"digest": DIGEST}]})
     lines: list[str] = []
-    context = BuildContext(
-        git_url="https://github.com/contoso/app.git", branch="release", git_token="ghp_tok"
-    )
+    context = BuildContext(path=str(make_context(tmp_path)), git_url="https://github.com/contoso/app.git",
+                           branch="release", git_token="ghp_tok")
 
     result = make_builder(fake).build(request_for(context, secret_args={}), lines.append)
 
-    assert result.status == SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     assert not fake.calls("POST", "/listBuildSourceUploadUrl")
     assert not [r for r in fake.requests if r["method"] == "PUT"]
     body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
@@ -399,54 +397,6 @@ def test_git_context_is_passed_as_source_location_without_upload(tmp_path):
     assert body["arguments"] == [{"name": "VERSION", "value": "1.2", "isSecret": False}]
     assert not any("ghp_tok" in line for line in lines)
     assert any("github.com/contoso/app.git#release" in line for line in lines)
-
-
-def test_zip_archive_context_is_uploaded_as_tar_gz(tmp_path):
-    archive = tmp_path / "ctx.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("Dockerfile", "FROM scratch\n")
-        zf.writestr("bin/tool", "#!/bin/sh\n")
-    fake = FakeAcr()
-
-    result = make_builder(fake).build(request_for(BuildContext(archive_path=str(archive))), lambda _: None)
-
-    assert result.status == SUCCEEDED
-    (put,) = fake.calls("PUT", "/ab12cd.tar.gz")
-    assert tar_members(put["body"]) == {"Dockerfile": b"FROM scratch\n", "bin/tool": b"#!/bin/sh\n"}
-
-
-def test_tar_archive_context_is_gzipped(tmp_path):
-    archive = tmp_path / "ctx.tar"
-    with tarfile.open(archive, "w") as tar:
-        data = b"FROM scratch\n"
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    fake = FakeAcr()
-
-    make_builder(fake).build(request_for(BuildContext(archive_path=str(archive))), lambda _: None)
-
-    (put,) = fake.calls("PUT", "/ab12cd.tar.gz")
-    assert gzip.decompress(put["body"]) == archive.read_bytes()
-
-
-@pytest.mark.parametrize(
-    ("acr_status", "expected"),
-    [("Failed", FAILED), ("Timeout", TIMEOUT), ("Error", ERROR), ("Canceled", "Canceled")],
-)
-def test_terminal_statuses_map_onto_the_builder_contract(tmp_path, acr_status, expected):
-    fake = FakeAcr(
-        statuses=("Queued", "Running", acr_status),
-        final={"runErrorMessage": f"the run ended {acr_status.lower()}"},
-    )
-
-    result = make_builder(fake).build(
-        request_for(BuildContext(path=str(make_context(tmp_path)))), lambda _: None
-    )
-
-    assert result.status == expected
-    assert result.output_digest is None
-    assert result.reason == f"the run ended {acr_status.lower()}"
 
 
 def test_a_canceled_run_is_canceled_in_acr_too_and_forced_runs_skip_the_cache(tmp_path):
@@ -480,7 +430,7 @@ def test_scheduling_refused_by_arm_is_an_error_with_the_reason(tmp_path):
         request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append
     )
 
-    assert result.status == ERROR
+    assert result.status == RunStatus.ERROR
     assert "scheduleRun/action" in result.reason
     assert not fake.calls("GET", "/runs/cb7")
     assert not any(SECRET in line for line in lines)
@@ -494,7 +444,7 @@ def test_images_of_another_registry_are_refused_before_any_call(tmp_path):
         lambda _: None,
     )
 
-    assert result.status == ERROR
+    assert result.status == RunStatus.ERROR
     assert "contosoacr.azurecr.io" in result.reason
     assert fake.requests == []
 
@@ -635,7 +585,7 @@ def test_context_and_log_through_a_real_azurite(tmp_path, azurite_blob_endpoint)
         request_for(BuildContext(path=str(make_context(tmp_path)))), lines.append
     )
 
-    assert result.status == SUCCEEDED and result.output_digest == DIGEST
+    assert result.status == RunStatus.SUCCEEDED and result.output_digest == DIGEST
     uploaded = source.get_blob_client("upload/ctx.tar.gz")
     assert uploaded.get_blob_properties().blob_type == BlobType.BLOCKBLOB
     assert tar_members(uploaded.download_blob().readall())["src/app.py"] == b"print('hi')\n"

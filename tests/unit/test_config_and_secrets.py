@@ -2,7 +2,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from shared import config
-from shared.secrets import SecretBox, SecretsUnavailable, redact
+from shared.adapters.secret_box import SecretBox, SecretsUnavailable
+from shared.domain.secrets import redact
 
 AZURITE = "UseDevelopmentStorage=true"
 

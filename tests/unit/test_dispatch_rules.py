@@ -2,11 +2,11 @@
 
 import pytest
 
-from shared import decisions as d
-from shared.dependencies import DependencyRow
-from shared.dispatch import classify
-from shared.images import is_own_output, render
-from shared.runs import RunIds
+from shared.domain.dependencies import DependencyRow
+from shared.domain.images import is_own_output, render
+from shared.domain.runs import RunIds
+from shared.domain.vocabulary import Outcome
+from shared.service_layer.dispatch import classify
 
 BASE = "localhost:5000/baseimages/node:9-alpine"
 NEW, OLD = "sha256:" + "1" * 64, "sha256:" + "0" * 64
@@ -24,24 +24,24 @@ def outcome(r, pending_is_queued=False, digest=NEW, pushed=BASE):
 
 
 def test_a_new_digest_queues_a_run():
-    assert outcome(row()) == d.QUEUED
+    assert outcome(row()) == Outcome.QUEUED
 
 
 def test_a_task_that_never_saw_the_base_queues_a_run():
-    assert outcome(row(built_digest=None)) == d.QUEUED
+    assert outcome(row(built_digest=None)) == Outcome.QUEUED
 
 
 def test_the_same_digest_is_unchanged():
-    assert outcome(row(), digest=OLD) == d.DIGEST_UNCHANGED
+    assert outcome(row(), digest=OLD) == Outcome.DIGEST_UNCHANGED
 
 
 def test_disabled_trigger_wins_over_everything():
-    assert outcome(row(trigger_enabled=False)) == d.TRIGGER_DISABLED
+    assert outcome(row(trigger_enabled=False)) == Outcome.TRIGGER_DISABLED
 
 
 @pytest.mark.parametrize("trigger_type,runtime,expected", [
-    ("Runtime", False, d.NOT_RUNTIME), ("Runtime", True, d.QUEUED),
-    ("All", False, d.QUEUED), ("All", True, d.QUEUED),
+    ("Runtime", False, Outcome.NOT_RUNTIME), ("Runtime", True, Outcome.QUEUED),
+    ("All", False, Outcome.QUEUED), ("All", True, Outcome.QUEUED),
 ])
 def test_trigger_type_decides_whether_build_stage_bases_count(trigger_type, runtime, expected):
     assert outcome(row(trigger_type=trigger_type, runtime=runtime)) == expected
@@ -49,20 +49,21 @@ def test_trigger_type_decides_whether_build_stage_bases_count(trigger_type, runt
 
 def test_a_digest_already_triggered_is_not_queued_again():
     assert outcome(row(triggered_digest=NEW, pending_run_id="da3"), pending_is_queued=True) \
-        == d.ALREADY_TRIGGERED
+        == Outcome.ALREADY_TRIGGERED
 
 
 def test_a_queued_run_absorbs_a_newer_digest():
-    assert outcome(row(triggered_digest=OLD, pending_run_id="da3"), pending_is_queued=True) == d.COALESCED
+    coalescing = row(triggered_digest=OLD, pending_run_id="da3")
+    assert outcome(coalescing, pending_is_queued=True) == Outcome.COALESCED
 
 
 def test_a_pending_run_that_already_started_does_not_absorb():
-    assert outcome(row(triggered_digest=OLD, pending_run_id="da3"), pending_is_queued=False) == d.QUEUED
+    assert outcome(row(triggered_digest=OLD, pending_run_id="da3"), pending_is_queued=False) == Outcome.QUEUED
 
 
 def test_a_task_is_not_triggered_by_its_own_output():
     own = row(images=["baseimages/node:9-alpine"])
-    assert outcome(own) == d.OWN_OUTPUT
+    assert outcome(own) == Outcome.OWN_OUTPUT
 
 
 def test_render_fills_run_id_and_default_registry():

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from shared.dockerfile import DockerfileError, Stage, parse_dependencies
+from shared.domain.dockerfile import DockerfileError, Stage, parse_dependencies
 
 NODE = "docker.io/library/node:latest"
 ALPINE = "docker.io/library/alpine:3.20"

@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.events import Ignored, ImagePushed, MalformedEvent, from_distribution_envelope, from_eventgrid
+from shared.domain.events import (
+    Ignored,
+    ImagePushed,
+    MalformedEvent,
+    from_distribution_envelope,
+    from_eventgrid,
+)
 
 SAMPLES = Path(__file__).resolve().parents[2] / "tests" / "samples"
 

@@ -441,7 +441,7 @@ def cloud_app_settings() -> dict[str, str]:
 
 
 def test_the_cloud_settings_load_as_an_acr_configuration():
-    from shared.secrets import SecretBox
+    from shared.adapters.secret_box import SecretBox
 
     env = cloud_app_settings()
     settings = config.load(env)
@@ -466,7 +466,7 @@ def test_the_cloud_settings_load_as_an_acr_configuration():
 
 def test_an_acr_build_ends_within_one_function_invocation():
     """The worker follows the ACR run inside the queue-triggered invocation: host.json must let it."""
-    from shared.builders.acr import QUEUE_ALLOWANCE_SECONDS
+    from shared.adapters.builders.acr import QUEUE_ALLOWANCE_SECONDS
 
     main = bicep("main.bicep")
     timeout = main.resolve(main.params["buildTimeoutSeconds"][1].partition("=")[2])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.image_ref import ImageRef
+from shared.domain.image_ref import ImageRef
 
 _PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry)\s*\}\}")
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.image_ref import ImageRef, InvalidReference
+from shared.domain.image_ref import ImageRef, InvalidReference
+from shared.domain.vocabulary import EventSource
 
 IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
 
@@ -38,7 +39,7 @@ class ImagePushed:
     tag: str
     digest: str
     time: datetime
-    source: str  # "eventgrid" | "distribution"
+    source: EventSource
 
     @property
     def reference(self) -> str:
@@ -50,7 +51,7 @@ class ImagePushed:
 class Ignored:
     event_id: str
     reason: str
-    source: str
+    source: EventSource
 
 
 def _parse_time(value: Any) -> datetime:
@@ -78,12 +79,12 @@ def _require(mapping: Any, key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _image_pushed(event_id: str, data: dict, time: Any, source: str, host: str | None) -> ImagePushed:
+def _image_pushed(event_id: str, data: dict[str, Any], time: Any, source: EventSource) -> ImagePushed:
     target = _require(data, "target", "data")
     repository = _require(target, "repository", "data.target")
     tag = _require(target, "tag", "data.target")
     digest = _require(target, "digest", "data.target")
-    registry = host or _require(data.get("request"), "host", "data.request")
+    registry = _require(data.get("request"), "host", "data.request")
     event = ImagePushed(
         event_id=event_id,
         registry=registry,
@@ -107,13 +108,13 @@ def from_eventgrid(
     if not event_id:
         raise MalformedEvent("the event has no id")
     if event_type != IMAGE_PUSHED:
-        return Ignored(event_id, f"event type {event_type!r} is not {IMAGE_PUSHED}", "eventgrid")
+        return Ignored(event_id, f"event type {event_type!r} is not {IMAGE_PUSHED}", EventSource.EVENTGRID)
     if not isinstance(data, dict):
         raise MalformedEvent("the event has no data object")
     target = data.get("target") or {}
     if isinstance(target, dict) and not target.get("tag"):
-        return Ignored(event_id, "push by digest without a tag", "eventgrid")
-    return _image_pushed(event_id, data, time, "eventgrid", None)
+        return Ignored(event_id, "push by digest without a tag", EventSource.EVENTGRID)
+    return _image_pushed(event_id, data, time, EventSource.EVENTGRID)
 
 
 def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
@@ -128,13 +129,13 @@ def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
         action = event.get("action")
         target = event.get("target") if isinstance(event.get("target"), dict) else {}
         if action != "push":
-            results.append(Ignored(event_id, f"action {action!r} is not a push", "distribution"))
+            results.append(Ignored(event_id, f"action {action!r} is not a push", EventSource.DISTRIBUTION))
         elif target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
-            results.append(Ignored(event_id, "blob push, not a manifest", "distribution"))
+            results.append(Ignored(event_id, "blob push, not a manifest", EventSource.DISTRIBUTION))
         elif not target.get("tag"):
-            results.append(Ignored(event_id, "manifest push without a tag", "distribution"))
+            results.append(Ignored(event_id, "manifest push without a tag", EventSource.DISTRIBUTION))
         else:
             results.append(
-                _image_pushed(event_id, event, event.get("timestamp"), "distribution", None)
+                _image_pushed(event_id, event, event.get("timestamp"), EventSource.DISTRIBUTION)
             )
     return results

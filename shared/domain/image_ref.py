@@ -11,18 +11,17 @@ such as `[::1]:5000`, digest validation). On top of it this module adds what Doc
 pulls (`TagNameOnly`: a bare name means `:latest`), one exception type, and an immutable value
 object.
 
-It also turns references into Azure Table keys (`encode_key` / `decode_key`): Table keys may not
-contain `/`, which every normalized reference does.
+It also turns references into Azure Table keys (`encode_key`): Table keys may not contain `/`,
+which every normalized reference does.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from docker_image import digest as _digest
 from docker_image import reference as _reference
-from docker_image.regexp import ImageRegexps
 
 DEFAULT_TAG = "latest"
 
@@ -76,11 +75,6 @@ class ImageRef:
         """`registry/repository`, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
-    @property
-    def pinned(self) -> bool:
-        """True when the reference names a digest: what it points at can never change."""
-        return self.digest is not None
-
     def __str__(self) -> str:
         text = self.name
         if self.tag is not None:
@@ -89,40 +83,10 @@ class ImageRef:
             text += f"@{self.digest}"
         return text
 
-    def with_tag(self, tag: str) -> ImageRef:
-        """The same repository with `tag`; a digest is kept (as Go's `WithTag` does)."""
-        if not ImageRegexps.ANCHORED_TAG_REGEXP.fullmatch(tag):
-            raise InvalidReference(f"{self.name}:{tag}", "invalid tag format")
-        return replace(self, tag=tag)
-
-    def with_digest(self, digest: str) -> ImageRef:
-        """The same repository and tag, pinned to `digest`."""
-        try:
-            _digest.validate_digest(digest)
-        except _digest.InvalidDigest as exc:
-            raise InvalidReference(f"{self.name}@{digest}", str(exc)) from None
-        return replace(self, digest=digest)
-
-    def without_digest(self) -> ImageRef:
-        """The tag this reference follows (`latest` if it had only a digest)."""
-        return replace(self, tag=self.tag or DEFAULT_TAG, digest=None)
-
-    def tag_ref(self) -> str | None:
-        """`registry/repository:tag`, the string a push of that tag produces; None without a tag."""
-        if self.tag is None:
-            return None
-        return f"{self.name}:{self.tag}"
-
-
-def normalize(text: str) -> str:
-    """The normalized string form of a reference (`str(ImageRef.parse(text))`)."""
-    return str(ImageRef.parse(text))
-
 
 # Characters Azure Table Storage forbids in PartitionKey/RowKey (`/ \ # ?`, control characters),
 # plus `%` itself so the escaping can be undone.
 _KEY_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
-_KEY_ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def encode_key(ref: str) -> str:
@@ -137,11 +101,3 @@ def encode_key(ref: str) -> str:
     if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
         raise ValueError(f"table key for {ref!r} would be longer than {MAX_KEY_LENGTH} bytes")
     return key
-
-
-def decode_key(key: str) -> str:
-    """Inverse of `encode_key`; raises ValueError for a string `encode_key` cannot produce."""
-    text = _KEY_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), key)
-    if encode_key(text) != key:
-        raise ValueError(f"not an encoded table key: {key!r}")
-    return text

@@ -10,31 +10,28 @@ last attempt the poison handler fails the run with a reason, so no run stays Run
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from shared import contexts
-from shared.builders.base import BuildContext, Builder, BuildRequest
-from shared.dependencies import DependencyIndex
-from shared.run_logs import RunLogs
-from shared.runs import (
-    CANCELED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-    Run,
-    RunNotFound,
-    RunStore,
-    now,
+from shared.domain.builds import (
+    BuildContext,
+    BuildRequest,
+    BuildResult,
+    BuildSpec,
+    ContextError,
+    read_dockerfile,
 )
-from shared.storage import Storage
-from shared.tasks import Dependency, Task, TaskError, TaskNotFound, TaskService, compute_dependencies
-from shared.work_queue import BuildQueue
+from shared.domain.runs import Run, RunNotFound
+from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
+from shared.domain.vocabulary import RunStatus, utc_now
+from shared.service_layer.dependencies import DependencyIndex
+from shared.service_layer.ports import BuilderFactory, RunLogs, RunRepository, Sources
+from shared.service_layer.runs import RunLauncher, transition
+from shared.service_layer.tasks import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +50,13 @@ class RunFailed(Exception):
 
 
 def heartbeat_is_fresh(run: Run) -> bool:
-    return bool(run.heartbeat_at) and now() - run.heartbeat_at < STALE_AFTER
+    return run.heartbeat_at is not None and utc_now() - run.heartbeat_at < STALE_AFTER
 
 
 class Worker:
-    def __init__(self, runs: RunStore, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
-                 builder: Callable[[], Builder], storage: Storage, work_dir: str, timeout_seconds: int,
-                 queue: BuildQueue):
+    def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
+                 builder: BuilderFactory, sources: Sources, launcher: RunLauncher, work_dir: str,
+                 timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS):
         self.runs = runs
         self.tasks = tasks
         self.index = index
@@ -67,49 +64,42 @@ class Worker:
         # Built on first use: the failure paths (poison, housekeeping) must work even when the
         # builder's configuration is broken.
         self._builder = builder
-        self.queue = queue
-        self.storage = storage
+        self.sources = sources
+        self.launcher = launcher
         self.work_dir = Path(work_dir)
         self.timeout_seconds = timeout_seconds
+        self.heartbeat_seconds = heartbeat_seconds
 
     # ---- claiming --------------------------------------------------------------------------
     def _claim(self, run_id: str) -> Run | None:
         claimed: list[Run] = []
 
         def start(run: Run) -> Run | None:
-            if run.status in TERMINAL:
+            if run.finished:
                 return None
-            if run.status == RUNNING and heartbeat_is_fresh(run):
+            if run.status == RunStatus.RUNNING and heartbeat_is_fresh(run):
                 raise RetryLater(f"run {run_id} is being built by another worker")
-            takeover = run.status == RUNNING
-            run = replace(run, status=RUNNING, attempt=run.attempt + 1, heartbeat_at=now(),
-                          started_at=run.started_at or now(),
+            takeover = run.status == RunStatus.RUNNING
+            run = replace(run, status=RunStatus.RUNNING, attempt=run.attempt + 1, heartbeat_at=utc_now(),
+                          started_at=run.started_at or utc_now(),
                           reason="restarted after a worker stopped" if takeover else run.reason)
             claimed[:] = [run]
             return run
 
-        self.runs.transition(run_id, start)
+        transition(self.runs, run_id, start)
         return claimed[0] if claimed else None
-
-    def _release_pending(self, run: Run, task: Task) -> None:
-        """The run has started: later pushes must queue a new run instead of coalescing into it."""
-        for dep in task.dependencies:
-            row = self.index.get(dep.image, task.name)
-            if row and row.pending_run_id == run.run_id:
-                row.pending_run_id = None
-                self.index.update_if_unchanged(row)
 
     def _heartbeat(self, run: Run, stop: threading.Event, cancel: threading.Event) -> None:
         def beat(current: Run) -> Run | None:
-            if current.status == CANCELED:
+            if current.status == RunStatus.CANCELED:
                 cancel.set()  # the builder stops as soon as it sees this
-            if current.status != RUNNING or current.attempt != run.attempt:
+            if current.status != RunStatus.RUNNING or current.attempt != run.attempt:
                 return None
-            return replace(current, heartbeat_at=now())
+            return replace(current, heartbeat_at=utc_now())
 
-        while not stop.wait(HEARTBEAT_SECONDS):
+        while not stop.wait(self.heartbeat_seconds):
             try:
-                self.runs.transition(run.run_id, beat)
+                transition(self.runs, run.run_id, beat)
             except Exception:  # a missed beat is not fatal; the next one may succeed
                 log.warning("heartbeat for %s failed", run.run_id, exc_info=True)
 
@@ -129,7 +119,7 @@ class Worker:
         try:
             finished = self._build(run, cancel)
         except RunFailed as exc:
-            finished = self._finish(run.run_id, run.attempt, FAILED, reason=str(exc))
+            finished = self._finish(run, BuildResult(RunStatus.FAILED, reason=str(exc)))
         except Exception as exc:
             stop.set()
             self._release(run, f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
@@ -141,60 +131,53 @@ class Worker:
     def _release(self, run: Run, reason: str) -> None:
         """Let the next delivery take the run over at once instead of waiting for a stale heartbeat."""
         def release(current: Run) -> Run | None:
-            if current.status != RUNNING or current.attempt != run.attempt:
+            if current.status != RunStatus.RUNNING or current.attempt != run.attempt:
                 return None
             return replace(current, heartbeat_at=None, reason=reason)
 
         try:
-            self.runs.transition(run.run_id, release)
+            transition(self.runs, run.run_id, release)
         except Exception:  # storage may be what failed; the stale heartbeat covers that case
             log.warning("could not release run %s", run.run_id, exc_info=True)
 
-    def _prepare_context(self, run: Run, task: Task | None, workspace: Path) -> Path:
-        if task is None:
-            archive = workspace / "context.tar.gz"
-            blob = self.storage.container("build-contexts").get_blob_client(run.spec["context_blob"])
-            with archive.open("wb") as handle:
-                blob.download_blob().readinto(handle)
-            return contexts.extract_archive(archive, workspace / "context")
-        if task.is_git:
-            return contexts.clone(task.context, task.branch, task.git_token, workspace / "context")
-        return contexts.local_dir(task.context)
+    def _resolve(self, run: Run) -> tuple[BuildSpec, Task | None]:
+        """What this run builds, read once: its task as it is now, or the quick build's own spec."""
+        if run.task is None:
+            if run.spec is None:
+                raise RunFailed(f"run {run.run_id} has neither a task nor a build spec")
+            return run.spec, None
+        try:
+            task = self.tasks.get(run.task)
+        except TaskNotFound as exc:
+            raise RunFailed(f"task {run.task!r} was deleted") from exc
+        self.index.run_started(run.run_id, [d.image for d in task.dependencies], task.name)
+        return task.build_spec(), task
 
     def _build(self, run: Run, cancel: threading.Event) -> Run:
-        task: Task | None = None
-        if run.task:
-            try:
-                task = self.tasks.store.get(run.task)
-            except TaskNotFound as exc:
-                raise RunFailed(f"task {run.task!r} was deleted") from exc
-            self._release_pending(run, task)
-        dockerfile = task.dockerfile if task else run.spec.get("dockerfile", "Dockerfile")
-        build_args = task.build_args if task else run.spec.get("build_args", {})
-        secret_args = task.secret_args if task else {}
-        secrets = list(secret_args.values()) + ([task.git_token] if task and task.git_token else [])
-        write = self.logs.writer(run.run_id, secrets)
+        spec, task = self._resolve(run)
+        write = self.logs.writer(run.run_id, spec.secrets())
         workspace = self.work_dir / "runs" / f"{run.run_id}-{run.attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
         try:
             write(f"run {run.run_id} (attempt {run.attempt}): {run.trigger}"
                   + (f", caused by {run.cause}" if run.cause else ""))
             try:
-                context_dir = self._prepare_context(run, task, workspace)
-                text = contexts.read_dockerfile(context_dir, dockerfile)
-                deps = compute_dependencies(text, build_args)  # never secrets: see TaskService
-            except (contexts.ContextError, TaskError) as exc:
+                context_dir = self.sources.checkout(spec, workspace)
+                deps = compute_dependencies(read_dockerfile(context_dir, spec.dockerfile), spec.build_args)
+            except (ContextError, TaskError) as exc:
                 write(f"error: {exc}")
                 raise RunFailed(str(exc)) from exc
             write("base images: " + (", ".join(d.image for d in deps) or "none"))
             request = BuildRequest(
                 run_id=run.run_id,
-                context=BuildContext(path=str(context_dir)),
-                dockerfile=dockerfile,
+                # A git source is named too: a builder that clones by itself (ACR) needs no upload.
+                context=BuildContext(path=str(context_dir), git_url=spec.source.git_url,
+                                     branch=spec.source.branch, git_token=spec.git_token),
+                dockerfile=spec.dockerfile,
                 images=run.output_images,
-                build_args=build_args,
-                secret_args=secret_args,
-                platform=(task.platform if task else "linux"),
+                build_args=spec.build_args,
+                secret_args=spec.secret_args,
+                platform=spec.platform,
                 timeout_seconds=self.timeout_seconds,
                 base_images=[d.image for d in deps],
                 no_cache=run.force,
@@ -204,52 +187,54 @@ class Worker:
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
         finally:
             write.flush()
-            contexts.remove(workspace)
+            shutil.rmtree(workspace, ignore_errors=True)
 
-        finished = self._finish(run.run_id, run.attempt, result.status, reason=result.reason,
-                                output_digest=result.output_digest, base_digests=result.base_digests)
-        if task is not None and result.status == SUCCEEDED:
+        finished = self._finish(run, result)
+        if task is not None and result.status == RunStatus.SUCCEEDED:
             built_on = [Dependency(d.image, result.base_digests.get(d.image), d.runtime) for d in deps]
-            self.tasks.record_build(task.name, built_on)
+            self.tasks.record_build(task, built_on)
         return finished
 
-    def _finish(self, run_id: str, attempt: int, status: str, **fields) -> Run:
-        def finish(run: Run) -> Run | None:
-            if run.status in TERMINAL:
+    def _finish(self, run: Run, result: BuildResult) -> Run:
+        fields: dict[str, Any] = {"reason": result.reason, "output_digest": result.output_digest,
+                                  "base_digests": result.base_digests or None}
+
+        def finish(current: Run) -> Run | None:
+            if current.finished:
                 return None  # canceled meanwhile: the cancel stands
-            if run.attempt != attempt:
+            if current.attempt != run.attempt:
                 return None  # another worker took the run over; its outcome is the one recorded
-            return replace(run, status=status, finished_at=now(),
+            return replace(current, status=result.status, finished_at=utc_now(),
                            **{k: v for k, v in fields.items() if v is not None})
 
-        return self.runs.transition(run_id, finish)
+        return transition(self.runs, run.run_id, finish)
 
     # ---- failure paths ---------------------------------------------------------------------
     def fail_abandoned(self, run_id: str, reason: str) -> Run | None:
         """The queue gave up on this run's message: fail it unless a worker is still on it."""
         def fail(run: Run) -> Run | None:
-            if run.status in TERMINAL or (run.status == RUNNING and heartbeat_is_fresh(run)):
+            if run.finished or (run.status == RunStatus.RUNNING and heartbeat_is_fresh(run)):
                 return None
-            return replace(run, status=FAILED, finished_at=now(), reason=reason)
+            return replace(run, status=RunStatus.FAILED, finished_at=utc_now(), reason=reason)
 
         try:
-            run = self.runs.transition(run_id, fail)
+            run = transition(self.runs, run_id, fail)
         except RunNotFound:
             return None
-        return run if run.status == FAILED and run.reason == reason else None
+        return run if run.status == RunStatus.FAILED and run.reason == reason else None
 
     def sweep(self) -> list[str]:
         """Housekeeping: fail runs whose worker went silent, re-send runs that wait too long."""
         failed = []
-        for run in self.runs.in_status(RUNNING):
+        for run in self.runs.in_status(RunStatus.RUNNING):
             last_sign = run.heartbeat_at or run.started_at or run.created_at
-            if now() - last_sign > ABANDONED_AFTER:
+            if utc_now() - last_sign > ABANDONED_AFTER:
                 if self.fail_abandoned(run.run_id, "the worker stopped reporting") is not None:
                     failed.append(run.run_id)
         # Queued runs while the queue is empty have lost their message (a send that failed after
         # the run was recorded). Only then: a long backlog is not re-sent over and over.
-        if self.queue.is_empty():
-            stale = [run.run_id for run in self.runs.in_status(QUEUED)
-                     if now() - run.created_at > ABANDONED_AFTER]
-            self.queue.send(stale)
+        if self.launcher.queue.is_empty():
+            stale = [run.run_id for run in self.runs.in_status(RunStatus.QUEUED)
+                     if utc_now() - run.created_at > ABANDONED_AFTER]
+            self.launcher.requeue(stale)
         return failed

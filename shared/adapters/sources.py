@@ -1,27 +1,22 @@
-"""Build contexts: a local directory, an uploaded archive, or a git repository at a branch.
+"""Build sources on the machine that builds: local directories, shallow git clones, and uploaded
+archives kept in blob storage.
 
-Git contexts are shallow clones. A git access token is handed to git through an HTTP header in the
-environment of the clone only (never in the URL, argv, logs or records).
+A git access token is handed to git through an HTTP header in the environment of the clone only
+(never in the URL, argv, logs or records).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
-GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://", "file://")
+from shared.adapters.storage import Storage
+from shared.domain.builds import BuildSpec, ContextError
 
-
-class ContextError(ValueError):
-    """The context cannot be read: a missing directory, a failed clone, a bad archive."""
-
-
-def is_git_url(context: str) -> bool:
-    return context.startswith(GIT_SCHEMES)
+UPLOADS = "build-contexts"
 
 
 def clone(url: str, branch: str | None, token: str | None, dest: Path) -> Path:
@@ -61,14 +56,23 @@ def local_dir(path: str) -> Path:
     return directory.resolve()
 
 
-def read_dockerfile(context_dir: Path, dockerfile: str) -> str:
-    path = (context_dir / dockerfile).resolve()
-    if not path.is_relative_to(context_dir.resolve()):
-        raise ContextError(f"the Dockerfile path {dockerfile!r} leaves the context")
-    if not path.is_file():
-        raise ContextError(f"no Dockerfile {dockerfile!r} in the context")
-    return path.read_text(encoding="utf-8", errors="replace")
+class BuildSources:
+    def __init__(self, storage: Storage):
+        self.storage = storage
 
+    def upload(self, name: str, archive: bytes) -> None:
+        self.storage.container(UPLOADS).upload_blob(name, archive, overwrite=True)
 
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
+        source = spec.source
+        if source.git_url:
+            return clone(source.git_url, source.branch, spec.git_token, workspace / "context")
+        if source.directory:
+            return local_dir(source.directory)
+        if source.upload:
+            archive = workspace / "context.tar.gz"
+            blob = self.storage.container(UPLOADS).get_blob_client(source.upload)
+            with archive.open("wb") as handle:
+                blob.download_blob().readinto(handle)
+            return extract_archive(archive, workspace / "context")
+        raise ContextError("the build has no source")

@@ -12,7 +12,7 @@ module does what BuildKit's frontend does before it pulls anything
   (`$V`, `${V}`, `${V:-w}`, `${V-w}`, `${V:+w}`, `${V+w}`, `${V:?m}`, `${V#p}`, `${V%p}`,
   `${V/p/r}`, quotes, escapes), the stage name is lowercased.
 - A FROM naming an earlier stage builds on that stage, `scratch` on nothing, anything else on
-  an image, normalized with `shared.image_ref`. Only names refer to stages: `FROM 0` is the image
+  an image, normalized with `shared.domain.image_ref`. Only names refer to stages: `FROM 0` is the image
   `docker.io/library/0` (indexes work for `COPY --from`, not for FROM).
 
 The result lists every stage, the *runtime* bases (the chain of the final stage) and *all* bases
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import dockerfile as _parser
 
-from shared.image_ref import ImageRef, InvalidReference
+from shared.domain.image_ref import ImageRef, InvalidReference
 
 SCRATCH = "scratch"
 

@@ -6,7 +6,7 @@ import logging
 
 import requests
 
-from shared.image_ref import ImageRef
+from shared.domain.image_ref import ImageRef
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import threading
 from functools import cached_property
 
 import requests
+from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
@@ -47,8 +48,8 @@ def _transport() -> RequestsTransport:
     return RequestsTransport(session=session, session_owner=False)
 
 
-def _credential(storage: StorageSettings):
-    from shared.credentials import default_credential
+def _credential(storage: StorageSettings) -> TokenCredential:
+    from shared.adapters.credentials import default_credential
 
     return default_credential(storage.client_id)
 

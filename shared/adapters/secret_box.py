@@ -1,7 +1,7 @@
 """Encryption of secrets at rest (secret build args, git access tokens).
 
 Secrets are stored only as Fernet tokens in the task record, never in run records, logs or API
-responses. The key is the BASETRIGGER_SECRET_KEY app setting (a Key Vault reference in the cloud).
+answers. The key is the BASETRIGGER_SECRET_KEY app setting (a Key Vault reference in the cloud).
 """
 
 from __future__ import annotations
@@ -36,13 +36,7 @@ class SecretBox:
         if not sealed:
             return {}
         try:
-            return json.loads(self._require().decrypt(sealed.encode()))
+            opened: dict[str, str] = json.loads(self._require().decrypt(sealed.encode()))
         except InvalidToken as exc:
             raise SecretsUnavailable("stored secrets cannot be decrypted with the configured key") from exc
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every secret value in text; longest first so overlapping values are fully hidden."""
-    for value in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+        return opened

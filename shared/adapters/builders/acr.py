@@ -12,15 +12,12 @@ so tests can give it a transport that answers like the ACR REST API.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -30,30 +27,21 @@ from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
 from azure.mgmt.containerregistrytasks.models import Argument, DockerBuildRequest, PlatformProperties
 from azure.storage.blob import BlobClient
 
-from shared.builders.base import (
-    CANCELED,
-    ERROR,
-    FAILED,
-    SUCCEEDED,
-    TIMEOUT,
-    BuildContext,
-    BuildRequest,
-    BuildResult,
-    LogSink,
-)
 from shared.config import ConfigError, Settings
-from shared.images import has_registry
-from shared.secrets import redact
+from shared.domain.builds import BuildContext, BuildRequest, BuildResult, LogSink
+from shared.domain.images import has_registry
+from shared.domain.secrets import redact
+from shared.domain.vocabulary import RunStatus
 
 logger = logging.getLogger(__name__)
 
 # ACR's run statuses that end a run, mapped onto the builder contract's statuses.
 _TERMINAL = {
-    "succeeded": SUCCEEDED,
-    "failed": FAILED,
-    "canceled": CANCELED,
-    "error": ERROR,
-    "timeout": TIMEOUT,
+    "succeeded": RunStatus.SUCCEEDED,
+    "failed": RunStatus.FAILED,
+    "canceled": RunStatus.CANCELED,
+    "error": RunStatus.ERROR,
+    "timeout": RunStatus.TIMEOUT,
 }
 # The range ACR accepts for a run's timeout, in seconds.
 ACR_MIN_TIMEOUT, ACR_MAX_TIMEOUT = 300, 28800
@@ -114,7 +102,7 @@ class AcrBuilder:
         if missing:
             raise ConfigError(f"the ACR builder needs {', '.join(missing)}")
         if credential is None:
-            from shared.credentials import credential_for
+            from shared.adapters.credentials import credential_for
 
             credential = credential_for(settings)
         client = ContainerRegistryTasksMgmtClient(credential, settings.acr_subscription_id)
@@ -131,18 +119,18 @@ class AcrBuilder:
             run_request = self._run_request(request)
         except _Refused as exc:
             emit(f"ACR build refused: {exc}")
-            return BuildResult(status=ERROR, reason=str(exc))
+            return BuildResult(status=RunStatus.ERROR, reason=str(exc))
         base_digests = self._base_digests(request.base_images)
         try:
             run_request.source_location = self._source_location(request.context)
             run = self._client.registries.schedule_run(self._resource_group, self._registry, run_request)
         except _Refused as exc:
             emit(f"ACR build refused: {exc}")
-            return BuildResult(status=ERROR, base_digests=base_digests, reason=str(exc))
+            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=str(exc))
         except (AzureError, OSError) as exc:
             reason = f"could not schedule an ACR run on {self._registry}: {_short(exc)}"
             emit(reason)
-            return BuildResult(status=ERROR, base_digests=base_digests, reason=reason)
+            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=reason)
         acr_run_id = run.run_id or run.name
         logger.info("run %s: scheduled ACR run %s on %s", request.run_id, acr_run_id, self._registry)
         emit(
@@ -202,13 +190,11 @@ class AcrBuilder:
     def _source_location(self, context: BuildContext) -> str:
         if context.git_url:
             return _git_location(context)
-        if not (context.path or context.archive_path):
-            raise _Refused("the build context has neither a path, an archive nor a git URL")
         upload = self._client.registries.get_build_source_upload_url(self._resource_group, self._registry)
         if not upload.upload_url or not upload.relative_path:
             raise _Refused("ACR returned no source-upload URL")
         with tempfile.TemporaryFile() as archive:
-            _write_context_archive(context, archive)
+            _tar_directory(context.path, archive)
             size = archive.tell()
             archive.seek(0)
             blob = self._blob_from_url(upload.upload_url)
@@ -234,12 +220,12 @@ class AcrBuilder:
                 # The run was canceled here: cancel it in ACR too, so it pushes nothing.
                 self._client.runs.cancel(self._resource_group, self._registry, acr_run_id)
                 follower.flush()
-                return BuildResult(status=CANCELED, reason="canceled by request")
+                return BuildResult(status=RunStatus.CANCELED, reason="canceled by request")
             if self._clock() > deadline:
                 follower.flush()
                 reason = f"ACR run {acr_run_id} was still {status} after {patience} s"
                 emit(reason)
-                return BuildResult(status=TIMEOUT, reason=reason)
+                return BuildResult(status=RunStatus.TIMEOUT, reason=reason)
             self._sleep(self._poll_interval)
             try:
                 run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
@@ -253,7 +239,7 @@ class AcrBuilder:
                     follower.flush()
                     reason = f"lost track of ACR run {acr_run_id}: {_short(exc)}"
                     emit(reason)
-                    return BuildResult(status=ERROR, reason=reason)
+                    return BuildResult(status=RunStatus.ERROR, reason=reason)
         if follower.url is None:
             follower.url = self._log_url(acr_run_id)
         follower.poll()
@@ -265,7 +251,7 @@ class AcrBuilder:
                 digest = image.digest
                 break
         reason = None
-        if result_status != SUCCEEDED:
+        if result_status != RunStatus.SUCCEEDED:
             reason = getattr(run, "run_error_message", None) or f"ACR run {acr_run_id} ended {status}"
         emit(f"ACR run {acr_run_id}: {status}" + (f" ({digest})" if digest else ""))
         return BuildResult(status=result_status, output_digest=digest, reason=reason)
@@ -354,29 +340,8 @@ def _git_location(context: BuildContext) -> str:
     return url
 
 
-def _write_context_archive(context: BuildContext, out: IO[bytes]) -> None:
-    """Write the context as the tar.gz ACR expects: a directory is packed, an archive converted."""
-    path = context.path or context.archive_path or ""
-    if os.path.isdir(path):
-        _tar_directory(path, out)
-        return
-    with open(path, "rb") as src:
-        magic = src.read(4)
-        src.seek(0)
-        if magic[:2] == b"\x1f\x8b":
-            shutil.copyfileobj(src, out)
-            return
-        if magic == b"PK\x03\x04":
-            _zip_to_tar_gz(src, out)
-            return
-    if tarfile.is_tarfile(path):
-        with open(path, "rb") as src, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-            shutil.copyfileobj(src, gz)
-        return
-    raise _Refused(f"the build context {path!r} is neither a directory nor a tar, tar.gz or zip archive")
-
-
 def _tar_directory(root: str, out: IO[bytes]) -> None:
+    """The context directory as the tar.gz ACR expects."""
     # Everything but .git is sent: ACR's docker build applies .dockerignore itself.
     with tarfile.open(fileobj=out, mode="w:gz") as tar:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -387,23 +352,6 @@ def _tar_directory(root: str, out: IO[bytes]) -> None:
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 tar.add(full, arcname=os.path.normpath(os.path.join(rel_dir, name)), recursive=False)
-
-
-def _zip_to_tar_gz(src: IO[bytes], out: IO[bytes]) -> None:
-    with zipfile.ZipFile(src) as zf, tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for info in zf.infolist():
-            member = tarfile.TarInfo(info.filename.rstrip("/"))
-            member.mtime = int(time.mktime(info.date_time + (0, 0, -1)))
-            mode = (info.external_attr >> 16) & 0o7777
-            if info.is_dir():
-                member.type = tarfile.DIRTYPE
-                member.mode = mode or 0o755
-                tar.addfile(member)
-            else:
-                member.size = info.file_size
-                member.mode = mode or 0o644
-                with zf.open(info) as data:
-                    tar.addfile(member, data)
 
 
 def _short(exc: BaseException) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import BlobClient
 
-from shared.secrets import redact
-from shared.storage import Storage
+from shared.adapters.storage import Storage
+from shared.domain.secrets import redact
 
 # Append blocks are limited to 4 MiB; log lines are buffered and flushed well below that, and at
 # least every second so that `task logs` / `task run` can follow a build while it runs.
@@ -19,7 +20,7 @@ _FLUSH_SECONDS = 1.0
 class RunLogWriter:
     """Collects lines, hides secret values, and appends them to the run's blob in blocks."""
 
-    def __init__(self, blob, secrets: list[str]):
+    def __init__(self, blob: BlobClient, secrets: list[str]):
         self._blob = blob
         self._secrets = [s for s in secrets if s]
         self._buffer: list[str] = []
@@ -49,11 +50,11 @@ class RunLogWriter:
         self._buffer, self._size = [], 0
 
 
-class RunLogs:
+class BlobRunLogs:
     def __init__(self, storage: Storage):
         self.storage = storage
 
-    def _blob(self, run_id: str):
+    def _blob(self, run_id: str) -> BlobClient:
         return self.storage.container("run-logs").get_blob_client(f"{run_id}.log")
 
     def writer(self, run_id: str, secrets: list[str]) -> RunLogWriter:
@@ -68,7 +69,7 @@ class RunLogs:
             return self._blob(run_id).download_blob(offset=offset or None).readall()
         except ResourceNotFoundError:
             return b""
-        except Exception as exc:  # asking past the end of a blob answers 416
-            if getattr(exc, "status_code", None) == 416:
+        except HttpResponseError as exc:  # asking past the end of a blob answers 416
+            if exc.status_code == 416:
                 return b""
             raise

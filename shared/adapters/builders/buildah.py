@@ -15,21 +15,13 @@ import threading
 import time
 from pathlib import Path
 
-from shared.builders.base import (
-    CANCELED,
-    ERROR,
-    FAILED,
-    SUCCEEDED,
-    TIMEOUT,
-    BuildRequest,
-    BuildResult,
-    LogSink,
-)
-from shared.registry import RegistryClient
+from shared.domain.builds import BuildRequest, BuildResult, LogSink
+from shared.domain.vocabulary import RunStatus
+from shared.service_layer.ports import Registry
 
 
 class BuildahBuilder:
-    def __init__(self, registry: RegistryClient, ca_file: str | None = None,
+    def __init__(self, registry: Registry, ca_file: str | None = None,
                  storage_driver: str = "vfs", work_dir: str = "/tmp/basetrigger"):
         self.registry = registry
         self.storage_driver = storage_driver
@@ -74,18 +66,16 @@ class BuildahBuilder:
     @staticmethod
     def _stopped(request: BuildRequest, base_digests: dict[str, str]) -> BuildResult:
         if request.cancel.is_set():
-            return BuildResult(CANCELED, base_digests=base_digests, reason="canceled by request")
-        return BuildResult(TIMEOUT, base_digests=base_digests,
+            return BuildResult(RunStatus.CANCELED, base_digests=base_digests, reason="canceled by request")
+        return BuildResult(RunStatus.TIMEOUT, base_digests=base_digests,
                            reason=f"the build exceeded {request.timeout_seconds}s")
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         deadline = time.monotonic() + request.timeout_seconds
-        context = request.context.path or request.context.archive_path
-        if not context:
-            return BuildResult(FAILED, reason="the buildah builder needs a prepared context directory")
+        context = request.context.path
         if shutil.which("buildah") is None:
             # The builder itself is broken, not the run: Error, as ACR reports infrastructure faults.
-            return BuildResult(ERROR, reason="buildah is not installed on the worker")
+            return BuildResult(RunStatus.ERROR, reason="buildah is not installed on the worker")
         base_digests = {}
         for base in request.base_images:
             digest = self.registry.resolve_digest(base)
@@ -104,7 +94,8 @@ class BuildahBuilder:
         if code is None:
             return self._stopped(request, base_digests)
         if code != 0:
-            return BuildResult(FAILED, base_digests=base_digests, reason=f"buildah bud exited with {code}")
+            return BuildResult(RunStatus.FAILED, base_digests=base_digests,
+                               reason=f"buildah bud exited with {code}")
 
         output_digest = None
         with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +110,7 @@ class BuildahBuilder:
                 if code is None:
                     return self._stopped(request, base_digests)
                 if code != 0:
-                    return BuildResult(FAILED, base_digests=base_digests,
+                    return BuildResult(RunStatus.FAILED, base_digests=base_digests,
                                        reason=f"buildah push of {image} exited with {code}")
                 output_digest = output_digest or digest_file.read_text().strip()
-        return BuildResult(SUCCEEDED, output_digest=output_digest, base_digests=base_digests)
+        return BuildResult(RunStatus.SUCCEEDED, output_digest=output_digest, base_digests=base_digests)

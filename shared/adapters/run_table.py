@@ -1,141 +1,31 @@
-"""Runs: the record of one build, its short id, and how runs are stored and listed.
+"""Runs in Table Storage.
 
-Table layout (one table, one partition `run`, so every list is a key-range read and every status
-change is one transaction that keeps all of a run's rows in step):
+One table, one partition `run`, so every list is a key-range read and every status change is one
+transaction that keeps all of a run's rows in step:
 - `id|<inverted counter>`            the run itself; inverted so that ascending RowKey = newest first
 - `task|<task name>|<inverted counter>`  a copy per task, for "runs of task X" without a scan
 - `image|<encoded image>|<inverted counter>`  a copy per output image once the run has started:
   "runs that produced image Y", which is also how a push is recognised as a run's own output
-Run ids are `<prefix><counter>` (`da1`, `da2`, …); the counter is one entity updated with an etag,
-so concurrent dispatchers never hand out the same id.
+Run ids are `<prefix><counter>`; the counter is one entity in the `counters` table updated with an
+etag, so concurrent dispatchers never hand out the same id.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.image_ref import encode_key
-from shared.storage import Storage
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT = (
-    "Queued", "Running", "Succeeded", "Failed", "Canceled", "Error", "Timeout",
-)
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED, ERROR, TIMEOUT})
-
-MANUAL, IMAGE_UPDATE = "Manual", "Image Update"
+from shared.adapters.storage import MAX_BATCH, Storage
+from shared.domain.image_ref import encode_key
+from shared.domain.runs import SCHEMA_VERSION, Run, RunConflict, RunIds, RunNotFound
+from shared.domain.vocabulary import RunStatus
 
 PARTITION = "run"
-RUNS_PER_BATCH = 50  # a queued run has two rows (id and task copy); 100 operations per transaction
-_COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
-SCHEMA_VERSION = 2  # 2: the run is one JSON property, `Data`
-_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
-
-
-class RunNotFound(LookupError):
-    pass
-
-
-class RunConflict(RuntimeError):
-    """The run changed since it was read (another worker or a cancel got there first)."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Run:
-    run_id: str
-    status: str
-    trigger: str
-    task: str | None = None
-    platform: str = "Linux"
-    cause: str | None = None
-    event_id: str | None = None
-    created_at: datetime = field(default_factory=now)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    heartbeat_at: datetime | None = None
-    output_images: list[str] = field(default_factory=list)
-    output_digest: str | None = None
-    base_digests: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None
-    attempt: int = 0
-    # Quick builds have no task: what to build is kept here (never secret values).
-    spec: dict[str, Any] = field(default_factory=dict)
-    force: bool = False
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if not self.started_at:
-            return None
-        end = self.finished_at or now()
-        return max(0.0, (end - self.started_at).total_seconds())
-
-    def to_record(self) -> dict[str, Any]:
-        """Every field, JSON-ready (how the run is stored)."""
-        record = asdict(self)
-        for key in _TIMES:
-            record[key] = _iso(record[key])
-        return record
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Run:
-        values = dict(record)
-        for key in _TIMES:
-            values[key] = _dt(values.get(key))
-        values["created_at"] = values["created_at"] or now()
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The public shape (API responses); contains no secrets because a run never holds any."""
-        data = asdict(self)
-        for key in _TIMES:
-            value = data[key]
-            data[key] = value.isoformat().replace("+00:00", "Z") if value else None
-        data["duration_seconds"] = self.duration_seconds
-        data.pop("spec", None)
-        return data
-
-
-class RunIds:
-    """`da1`, `da2`, …: a prefix and a counter, unique under concurrent allocation."""
-
-    def __init__(self, prefix: str):
-        self.prefix = prefix
-
-    def format(self, counter: int) -> str:
-        return f"{self.prefix}{counter}"
-
-    def counter(self, run_id: str) -> int:
-        digits = run_id[len(self.prefix):] if run_id.startswith(self.prefix) else ""
-        if not digits.isdigit():
-            raise RunNotFound(f"{run_id!r} is not a run id (expected {self.prefix}<number>)")
-        return int(digits)
-
-    def inverted(self, run_id: str) -> str:
-        return f"{_COUNTER_SPAN - self.counter(run_id):012d}"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _dt(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
 
 
 def _record_v1(entity: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +43,13 @@ def _record_v1(entity: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-class RunStore:
+def _from_entity(entity: dict[str, Any]) -> Run:
+    if "Data" in entity:
+        return Run.from_record(json.loads(entity["Data"]))
+    return Run.from_record(_record_v1(entity))
+
+
+class TableRunRepository:
     def __init__(self, storage: Storage, run_id_prefix: str):
         self.storage = storage
         self.ids = RunIds(run_id_prefix)
@@ -213,16 +109,10 @@ class RunStore:
             "PartitionKey": PARTITION,
             "RowKey": row_key,
             "SchemaVersion": SCHEMA_VERSION,
-            "Status": run.status,
+            "Status": str(run.status),
             "OutputImage": run.output_images[0] if run.output_images else "",
             "Data": json.dumps(run.to_record()),
         }
-
-    @staticmethod
-    def _from_entity(entity: dict[str, Any]) -> Run:
-        if "Data" in entity:
-            return Run.from_record(json.loads(entity["Data"]))
-        return Run.from_record(_record_v1(entity))
 
     def _rows(self, run: Run) -> list[dict[str, Any]]:
         inv = self.ids.inverted(run.run_id)
@@ -231,17 +121,17 @@ class RunStore:
             rows.append(self._entity(run, f"task|{run.task}|{inv}"))
         # A run is listed under its output images once it starts: a queued run has produced
         # nothing yet, and leaving these rows out keeps a 1000-task fan-out's writes a third smaller.
-        if run.status != QUEUED:
+        if run.status != RunStatus.QUEUED:
             for image in dict.fromkeys(run.output_images):
                 rows.append(self._entity(run, f"image|{encode_key(image)}|{inv}"))
         return rows
 
     def create_many(self, runs: list[Run]) -> None:
-        """Insert runs in transactions of up to 100 rows (both rows of a run stay in one batch)."""
-        operations: list[tuple[str, dict]] = []
+        """Insert runs in transactions of up to 100 rows (all rows of a run stay in one batch)."""
+        operations: list[tuple[str, dict[str, Any]]] = []
         for run in runs:
             rows = self._rows(run)
-            if len(operations) + len(rows) > 100:
+            if len(operations) + len(rows) > MAX_BATCH:
                 self.table.submit_transaction(operations)
                 operations = []
             operations.extend(("upsert", row) for row in rows)
@@ -253,41 +143,24 @@ class RunStore:
             entity = self.table.get_entity(PARTITION, f"id|{self.ids.inverted(run_id)}")
         except ResourceNotFoundError as exc:
             raise RunNotFound(f"run {run_id!r} not found") from exc
-        return self._from_entity(entity), entity.metadata["etag"]
+        return _from_entity(entity), entity.metadata["etag"]
 
     def save(self, run: Run, etag: str | None) -> str:
         """Write the run; with an etag, only if nobody changed it since it was read."""
         primary, *copies = self._rows(run)
-        first: tuple = (
+        first: tuple[Any, ...] = (
             ("update", primary, {"mode": UpdateMode.REPLACE, "etag": etag,
                                  "match_condition": MatchConditions.IfNotModified})
             if etag else ("upsert", primary, {"mode": UpdateMode.REPLACE})
         )
         operations = [first] + [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in copies]
         try:
-            result = self.table.submit_transaction(operations)
-        except Exception as exc:  # TableTransactionError carries the failing status
-            if getattr(exc, "status_code", None) == 412 or "UpdateConditionNotSatisfied" in str(exc):
+            result = self.table.submit_transaction(operations)  # type: ignore[arg-type]
+        except (TableTransactionError, HttpResponseError) as exc:
+            if exc.status_code == 412 or "UpdateConditionNotSatisfied" in str(exc):
                 raise RunConflict(f"run {run.run_id} changed concurrently") from exc
             raise
-        return result[0]["etag"]
-
-    def transition(self, run_id: str, change, *, retries: int = 5) -> Run:
-        """Read, apply `change(run) -> Run | None`, write with the etag; retry on conflicts.
-
-        `change` returns None to leave the run as it is (the transition no longer applies).
-        """
-        for _ in range(retries):
-            run, etag = self.get(run_id)
-            updated = change(replace(run))
-            if updated is None:
-                return run
-            try:
-                self.save(updated, etag)
-                return updated
-            except RunConflict:
-                continue
-        raise RunConflict(f"run {run_id} kept changing; gave up after {retries} attempts")
+        return str(result[0]["etag"])
 
     # ---- listing ---------------------------------------------------------------------------
     def list(
@@ -295,7 +168,7 @@ class RunStore:
         *,
         top: int = 15,
         task: str | None = None,
-        status: str | None = None,
+        status: RunStatus | None = None,
         image: str | None = None,
         after: str | None = None,
     ) -> tuple[list[Run], str | None]:
@@ -312,7 +185,7 @@ class RunStore:
         params: dict[str, Any] = {"pk": PARTITION, "lower": lower, "upper": prefix[:-1] + "}"}
         if status:
             clauses.append("Status eq @status")
-            params["status"] = status
+            params["status"] = str(status)
         if image:
             clauses.append("OutputImage eq @image")
             params["image"] = image
@@ -322,7 +195,7 @@ class RunStore:
         runs: list[Run] = []
         for page in pages:
             for entity in page:
-                runs.append(self._from_entity(entity))
+                runs.append(_from_entity(entity))
                 if len(runs) == top:
                     break
             if len(runs) == top:
@@ -331,14 +204,13 @@ class RunStore:
         return runs, continuation
 
     def producer_of(self, image: str) -> Run | None:
-        """The newest run that names `image` among its outputs."""
         runs, _ = self.list(image=image, top=1)
         return runs[0] if runs else None
 
-    def in_status(self, status: str) -> list[Run]:
+    def in_status(self, status: RunStatus) -> list[Run]:
         """Every run in one status: a filtered read of the partition, for housekeeping only."""
         entities = self.table.query_entities(
             "PartitionKey eq @pk and RowKey ge 'id|' and RowKey lt 'id}' and Status eq @s",
-            parameters={"pk": PARTITION, "s": status},
+            parameters={"pk": PARTITION, "s": str(status)},
         )
-        return [self._from_entity(e) for e in entities]
+        return [_from_entity(e) for e in entities]

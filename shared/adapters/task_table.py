@@ -1,0 +1,108 @@
+"""Tasks in Table Storage: PartitionKey `task`, RowKey = task name (a task list is one partition read).
+
+Secret build args and the git token are stored only sealed (shared.adapters.secret_box).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.adapters.secret_box import SecretBox
+from shared.adapters.storage import Storage
+from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskExists, TaskNotFound
+from shared.domain.vocabulary import TriggerType
+
+PARTITION = "task"
+
+
+def _dependencies_json(deps: list[Dependency]) -> str:
+    return json.dumps([d.to_dict() for d in deps])
+
+
+def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
+    return {
+        "PartitionKey": PARTITION,
+        "RowKey": task.name,
+        "SchemaVersion": SCHEMA_VERSION,
+        "Images": json.dumps(task.images),
+        "Context": task.context,
+        "Branch": task.branch or "",
+        "Dockerfile": task.dockerfile,
+        "BuildArgs": json.dumps(task.build_args),
+        "SealedSecrets": box.seal(
+            {**{f"arg:{k}": v for k, v in task.secret_args.items()},
+             **({"git_token": task.git_token} if task.git_token else {})}
+        ),
+        "TriggerEnabled": task.trigger_enabled,
+        "TriggerType": str(task.trigger_type),
+        "Platform": task.platform,
+        "Dependencies": _dependencies_json(task.dependencies),
+        "CreatedAt": task.created_at.isoformat(),
+        "UpdatedAt": task.updated_at.isoformat(),
+    }
+
+
+def from_entity(entity: Any, box: SecretBox) -> Task:
+    secrets = box.open(entity.get("SealedSecrets"))
+    return Task(
+        name=entity["RowKey"],
+        images=json.loads(entity["Images"]),
+        context=entity["Context"],
+        dockerfile=entity.get("Dockerfile") or "Dockerfile",
+        branch=entity.get("Branch") or None,
+        build_args=json.loads(entity.get("BuildArgs") or "{}"),
+        secret_args={k[4:]: v for k, v in secrets.items() if k.startswith("arg:")},
+        git_token=secrets.get("git_token"),
+        trigger_enabled=bool(entity.get("TriggerEnabled")),
+        trigger_type=TriggerType(entity.get("TriggerType") or TriggerType.RUNTIME),
+        platform=entity.get("Platform") or "linux",
+        dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
+        created_at=datetime.fromisoformat(entity["CreatedAt"]),
+        updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
+    )
+
+
+class TableTaskRepository:
+    def __init__(self, storage: Storage, box: SecretBox):
+        self.storage = storage
+        self.box = box
+
+    @property
+    def table(self) -> TableClient:
+        return self.storage.table("tasks")
+
+    def get(self, name: str) -> Task:
+        try:
+            return from_entity(self.table.get_entity(PARTITION, name), self.box)
+        except ResourceNotFoundError as exc:
+            raise TaskNotFound(f"task {name!r} not found") from exc
+
+    def create(self, task: Task) -> None:
+        try:
+            self.table.create_entity(to_entity(task, self.box))
+        except ResourceExistsError as exc:
+            raise TaskExists(f"task {task.name!r} already exists") from exc
+
+    def save(self, task: Task) -> None:
+        self.table.upsert_entity(to_entity(task, self.box), mode=UpdateMode.REPLACE)
+
+    def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
+        try:
+            self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": name, "Dependencies": _dependencies_json(deps)},
+                mode=UpdateMode.MERGE,
+            )
+        except ResourceNotFoundError as exc:
+            raise TaskNotFound(f"task {name!r} not found") from exc
+
+    def delete(self, name: str) -> None:
+        self.table.delete_entity(PARTITION, name)
+
+    def list(self) -> list[Task]:
+        entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+        return [from_entity(e, self.box) for e in entities]

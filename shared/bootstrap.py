@@ -1,0 +1,99 @@
+"""The composition root: the app's objects, wired from the settings once per process.
+
+Trigger adapters in functions/ call `services()` and hand decoded input to these objects; tests
+build their own `Services(settings)` against a real Azurite with their own table prefix, and unit
+tests wire the service layer to the in-memory fakes of tests/fakes.py instead.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, lru_cache
+
+from shared import config
+from shared.adapters.build_queue import StorageBuildQueue
+from shared.adapters.decision_table import TableDecisionLog
+from shared.adapters.dependency_table import TableDependencyTable
+from shared.adapters.registry import RegistryClient
+from shared.adapters.run_logs import BlobRunLogs
+from shared.adapters.run_table import TableRunRepository
+from shared.adapters.secret_box import SecretBox
+from shared.adapters.sources import BuildSources
+from shared.adapters.storage import Storage
+from shared.adapters.task_table import TableTaskRepository
+from shared.service_layer.dependencies import DependencyIndex
+from shared.service_layer.dispatch import Dispatcher
+from shared.service_layer.ports import Builder
+from shared.service_layer.runs import RunLauncher
+from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.tasks import TaskService
+from shared.service_layer.worker import Worker
+
+
+class Services:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.storage = Storage(settings)
+        self.registry = RegistryClient(ca_file=settings.registry_ca)
+        self.sources = BuildSources(self.storage)
+
+    # ---- adapters --------------------------------------------------------------------------
+    @cached_property
+    def runs(self) -> TableRunRepository:
+        return TableRunRepository(self.storage, self.settings.run_id_prefix)
+
+    @cached_property
+    def decisions(self) -> TableDecisionLog:
+        return TableDecisionLog(self.storage)
+
+    @cached_property
+    def queue(self) -> StorageBuildQueue:
+        return StorageBuildQueue(self.storage, self.settings.build_queue)
+
+    @cached_property
+    def logs(self) -> BlobRunLogs:
+        return BlobRunLogs(self.storage)
+
+    @cached_property
+    def builder(self) -> Builder:
+        if self.settings.builder == "acr":
+            from shared.adapters.builders.acr import AcrBuilder
+
+            # Base digests come from the registry API (ACR's run record does not report them).
+            return AcrBuilder.from_settings(self.settings, resolve_digest=self.registry.resolve_digest)
+        from shared.adapters.builders.buildah import BuildahBuilder
+
+        return BuildahBuilder(self.registry, ca_file=self.settings.registry_ca,
+                              work_dir=self.settings.work_dir)
+
+    # ---- services --------------------------------------------------------------------------
+    @cached_property
+    def index(self) -> DependencyIndex:
+        return DependencyIndex(TableDependencyTable(self.storage))
+
+    @cached_property
+    def launcher(self) -> RunLauncher:
+        return RunLauncher(self.runs, self.queue, self.settings.registry)
+
+    @cached_property
+    def tasks(self) -> TaskService:
+        store = TableTaskRepository(self.storage, SecretBox(self.settings.secret_key))
+        return TaskService(store, self.index, self.registry, self.sources, self.settings.work_dir,
+                           allow_local_contexts=self.settings.builder == "buildah")
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        return Dispatcher(self.index, self.runs, self.decisions, self.launcher)
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources)
+
+    @cached_property
+    def worker(self) -> Worker:
+        return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
+                      self.launcher, self.settings.work_dir, self.settings.build_timeout_seconds)
+
+
+@lru_cache(maxsize=1)
+def services() -> Services:
+    return Services(config.load())

@@ -1,0 +1,137 @@
+"""What a run builds: its sources and settings (`BuildSpec`), and the builder's request and result.
+
+A `BuildSpec` is resolved once per run: from the task when the run starts (task runs), or from the
+upload when the run is created (quick builds, where it is stored on the run without secrets).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.domain.vocabulary import RunStatus
+
+GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://", "file://")
+
+
+class ContextError(ValueError):
+    """The sources cannot be had: a missing directory, a failed clone, a bad archive."""
+
+
+def is_git_url(context: str) -> bool:
+    return context.startswith(GIT_SCHEMES)
+
+
+def read_dockerfile(context_dir: Path, dockerfile: str) -> str:
+    """The Dockerfile's text; ContextError when it is missing or its path leaves the context."""
+    path = (context_dir / dockerfile).resolve()
+    if not path.is_relative_to(context_dir.resolve()):
+        raise ContextError(f"the Dockerfile path {dockerfile!r} leaves the context")
+    if not path.is_file():
+        raise ContextError(f"no Dockerfile {dockerfile!r} in the context")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a build's files come from: exactly one of a directory on the builder, a git repository
+    (at a branch), or an uploaded tar.gz kept in blob storage."""
+
+    directory: str | None = None
+    git_url: str | None = None
+    branch: str | None = None
+    upload: str | None = None
+
+    @classmethod
+    def of_context(cls, context: str, branch: str | None) -> Source:
+        """A task's `context` as the user gave it: a git URL or a directory."""
+        if is_git_url(context):
+            return cls(git_url=context, branch=branch)
+        return cls(directory=context)
+
+    def describe(self) -> str:
+        """A form safe to log (a source never holds a token)."""
+        if self.git_url:
+            return f"{self.git_url}#{self.branch or 'HEAD'}"
+        return self.directory or f"upload {self.upload}"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything a run needs to build, secrets included (which are never written to a run)."""
+
+    source: Source
+    dockerfile: str = "Dockerfile"
+    build_args: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux"
+    secret_args: dict[str, str] = field(default_factory=dict)
+    git_token: str | None = None
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for hiding them in logs."""
+        return [v for v in [*self.secret_args.values(), self.git_token] if v]
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored form of a quick build's spec; quick builds take no secrets."""
+        if self.secrets():
+            raise ValueError("a build spec with secrets is never stored")
+        return {"context_blob": self.source.upload, "dockerfile": self.dockerfile,
+                "build_args": dict(self.build_args), "platform": self.platform}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> BuildSpec:
+        return cls(source=Source(upload=record.get("context_blob")),
+                   dockerfile=record.get("dockerfile") or "Dockerfile",
+                   build_args=dict(record.get("build_args") or {}),
+                   platform=record.get("platform") or "linux")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """The prepared sources a builder builds from: always a local directory; for git sources also
+    the repository, for builders that clone it themselves (ACR)."""
+
+    path: str
+    git_url: str | None = None
+    branch: str | None = None
+    git_token: str | None = None
+
+    def describe(self) -> str:
+        """A form safe to log: never includes the token."""
+        if self.git_url:
+            return f"{self.git_url}#{self.branch or 'HEAD'}"
+        return self.path
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    run_id: str
+    context: BuildContext
+    dockerfile: str
+    images: list[str]
+    build_args: dict[str, str] = field(default_factory=dict)
+    secret_args: dict[str, str] = field(default_factory=dict)
+    platform: str = "linux"
+    timeout_seconds: int = 3600
+    # Normalized base references the Dockerfile uses (from shared.domain.dockerfile), to report digests.
+    base_images: list[str] = field(default_factory=list)
+    # A forced run: no layer cache, bases pulled anew.
+    no_cache: bool = False
+    # Set when the run is canceled while it builds; builders stop as soon as they can.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """How a build ended: a terminal run status, mapped onto the run record unchanged."""
+
+    status: RunStatus
+    output_digest: str | None = None
+    base_digests: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+
+
+LogSink = Callable[[str], None]

@@ -1,0 +1,120 @@
+"""Runs: the record of one build, its short id (`da1`, `da2`, …) and its stored form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.domain.builds import BuildSpec
+from shared.domain.vocabulary import RunStatus, Trigger, format_time, utc_now
+
+# 1: one table property per field; 2: the run is one JSON record (what `to_record` returns).
+SCHEMA_VERSION = 2
+_COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
+_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunConflict(RuntimeError):
+    """The run changed since it was read (another worker or a cancel got there first)."""
+
+
+class RunNotCancelable(ValueError):
+    pass
+
+
+@dataclass
+class Run:
+    run_id: str
+    status: RunStatus
+    trigger: Trigger
+    task: str | None = None
+    platform: str = "Linux"
+    cause: str | None = None
+    event_id: str | None = None
+    created_at: datetime = field(default_factory=utc_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    output_images: list[str] = field(default_factory=list)
+    output_digest: str | None = None
+    base_digests: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    attempt: int = 0
+    # Quick builds have no task: what to build is kept here (never secret values).
+    spec: BuildSpec | None = None
+    force: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or utc_now()
+        return max(0.0, (end - self.started_at).total_seconds())
+
+    def to_record(self) -> dict[str, Any]:
+        """Every field, JSON-ready (the stored form, schema 2)."""
+        record = asdict(self)
+        for key in _TIMES:
+            value = getattr(self, key)
+            record[key] = value.isoformat() if value else None
+        record["status"] = str(self.status)
+        record["trigger"] = str(self.trigger)
+        record["spec"] = self.spec.to_record() if self.spec else {}
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Run:
+        values = dict(record)
+        for key in _TIMES:
+            values[key] = _datetime(values.get(key))
+        values["created_at"] = values["created_at"] or utc_now()
+        values["status"] = RunStatus(values["status"])
+        values["trigger"] = Trigger(values["trigger"])
+        values["spec"] = BuildSpec.from_record(values["spec"]) if values.get("spec") else None
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public shape (API answers); a run never holds secrets."""
+        data = self.to_record()
+        for key in _TIMES:
+            data[key] = format_time(getattr(self, key))
+        data["duration_seconds"] = self.duration_seconds
+        data.pop("spec", None)
+        return data
+
+
+def _datetime(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+class RunIds:
+    """`da1`, `da2`, …: a prefix and a counter."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def format(self, counter: int) -> str:
+        return f"{self.prefix}{counter}"
+
+    def counter(self, run_id: str) -> int:
+        digits = run_id[len(self.prefix):] if run_id.startswith(self.prefix) else ""
+        if not digits.isdigit() or len(digits) > 12:
+            raise RunNotFound(f"{run_id!r} is not a run id (expected {self.prefix}<number>)")
+        return int(digits)
+
+    def inverted(self, run_id: str) -> str:
+        """A fixed-width key that sorts newer runs first."""
+        return f"{_COUNTER_SPAN - self.counter(run_id):012d}"

@@ -1,0 +1,124 @@
+"""Tasks: what to build, from where, into which images, and which base images trigger it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.domain.builds import BuildSpec, Source, is_git_url
+from shared.domain.dockerfile import parse_dependencies
+from shared.domain.images import render as render_image
+from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
+
+# 1: the first stored form (secrets sealed in one property, dependencies as JSON).
+SCHEMA_VERSION = 1
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class TaskError(ValueError):
+    """The task definition is invalid (bad name, bad Dockerfile, bad reference…)."""
+
+
+class TaskNotFound(LookupError):
+    pass
+
+
+class TaskExists(ValueError):
+    pass
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise TaskError(f"invalid task name {name!r}: use letters, digits, '-' and '_' (at most 63)")
+    return name
+
+
+@dataclass
+class Dependency:
+    """A base image of the task, whether it is in the final stage's chain, and the digest the task
+    last built on (or saw when it was created)."""
+
+    image: str
+    digest: str | None = None
+    runtime: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "digest": self.digest, "runtime": self.runtime}
+
+
+@dataclass
+class Task:
+    name: str
+    images: list[str]
+    context: str
+    dockerfile: str = "Dockerfile"
+    branch: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    secret_args: dict[str, str] = field(default_factory=dict)
+    git_token: str | None = None
+    trigger_enabled: bool = True
+    trigger_type: TriggerType = TriggerType.RUNTIME
+    platform: str = "linux"
+    dependencies: list[Dependency] = field(default_factory=list)
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+
+    def validate(self) -> None:
+        check_name(self.name)
+        if not self.images:
+            raise TaskError("a task needs at least one --image")
+        if self.trigger_type not in set(TriggerType):
+            raise TaskError(f"base image trigger type must be {' or '.join(names(TriggerType))}, "
+                            f"not {self.trigger_type!r}")
+        self.trigger_type = TriggerType(self.trigger_type)
+        if not self.context:
+            raise TaskError("a task needs a context (a directory or a git URL)")
+        for template in self.images:
+            try:  # an invalid template must fail here, not later in every dispatch of its bases
+                render_image(template, "da0", "registry.invalid")
+            except ValueError as exc:
+                raise TaskError(f"invalid image {template!r}: {exc}") from exc
+
+    @property
+    def is_git(self) -> bool:
+        return is_git_url(self.context)
+
+    def build_spec(self) -> BuildSpec:
+        """What a run of this task builds."""
+        return BuildSpec(source=Source.of_context(self.context, self.branch), dockerfile=self.dockerfile,
+                         build_args=dict(self.build_args), platform=self.platform,
+                         secret_args=dict(self.secret_args), git_token=self.git_token)
+
+    def public_dict(self) -> dict[str, Any]:
+        """What the API shows: secret values are replaced by their names."""
+        return {
+            "name": self.name,
+            "images": self.images,
+            "context": self.context,
+            "branch": self.branch,
+            "dockerfile": self.dockerfile,
+            "build_args": self.build_args,
+            "secret_args": sorted(self.secret_args),
+            "git_access_token": bool(self.git_token),
+            "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
+            "platform": self.platform,
+            "dependencies": [d.to_dict() for d in self.dependencies],
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }
+
+
+def compute_dependencies(dockerfile_text: str, build_args: dict[str, str]) -> list[Dependency]:
+    """Every external base of the Dockerfile, flagged whether it is in the final stage's chain.
+
+    Secret args are never passed here: a FROM built from a secret would put it in index keys and
+    API answers.
+    """
+    try:
+        deps = parse_dependencies(dockerfile_text, build_args)
+    except ValueError as exc:  # DockerfileError and InvalidReference both name the problem
+        raise TaskError(f"cannot read the Dockerfile: {exc}") from exc
+    runtime = set(deps.runtime)
+    return [Dependency(image=image, runtime=image in runtime) for image in deps.all]

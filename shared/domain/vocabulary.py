@@ -1,0 +1,83 @@
+"""The words basetrigger's records, API, OpenAPI document and CLI share, each defined once.
+
+This module imports nothing beyond the standard library, so the CLI can use it without loading
+any Azure SDK. Each enum is a `StrEnum`: its members compare equal to the strings stored in
+tables and sent over the API, so records written before these enums existed read unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    ERROR = "Error"
+    TIMEOUT = "Timeout"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+# A run in one of these states never changes again.
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.ERROR,
+                      RunStatus.TIMEOUT})
+
+
+class Trigger(StrEnum):
+    """What started a run (ACR's names)."""
+
+    MANUAL = "Manual"
+    IMAGE_UPDATE = "Image Update"
+
+
+class TriggerType(StrEnum):
+    """Which bases of a task trigger it (ACR's `--base-image-trigger-type`)."""
+
+    RUNTIME = "Runtime"  # the bases of the final stage's chain
+    ALL = "All"  # the bases of every stage
+
+
+class Outcome(StrEnum):
+    """What was decided about an event, and about each task it concerned."""
+
+    QUEUED = "queued"
+    NOT_QUEUED = "not-queued"  # an event whose tasks had different outcomes, none queued
+    NO_DEPENDENTS = "no-dependents"
+    DIGEST_UNCHANGED = "digest-unchanged"
+    ALREADY_TRIGGERED = "already-triggered"
+    COALESCED = "coalesced"
+    TRIGGER_DISABLED = "trigger-disabled"
+    NOT_RUNTIME = "not-a-runtime-dependency"
+    OWN_OUTPUT = "own-output"
+    IGNORED = "ignored"
+    REJECTED = "rejected"
+
+
+class EventSource(StrEnum):
+    """Where an event came from."""
+
+    EVENTGRID = "eventgrid"
+    DISTRIBUTION = "distribution"
+
+
+def names(enum: type[StrEnum]) -> list[str]:
+    """The values of an enum, in definition order (for `enum` lists, help texts and errors)."""
+    return [member.value for member in enum]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """The API's time format: ISO 8601 in UTC with a `Z`."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,224 @@
+"""Dispatch: from one registry event to queued runs of the tasks built FROM the pushed image.
+
+Every event gets a decision, recorded once per event id: ignored events, events that cannot be
+parsed (`reject`) and pushes alike. The rules, in order, for each task indexed under a pushed
+reference:
+1. its base-image trigger is off                        -> trigger-disabled
+2. the base is only a build-stage base and the trigger
+   type is Runtime                                      -> not-a-runtime-dependency
+3. the push is the task's own output image              -> own-output (no self-trigger loop)
+4. the pushed digest is the one the task last built on  -> digest-unchanged
+5. a run was already queued for this exact digest       -> already-triggered (redelivery is safe)
+6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
+7. otherwise                                            -> queued: a new run
+Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
+
+from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.dependencies import DependencyRow
+from shared.domain.events import Ignored, ImagePushed
+from shared.domain.images import is_own_output
+from shared.domain.runs import Run, RunNotFound
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
+from shared.service_layer.dependencies import DependencyIndex
+from shared.service_layer.ports import DecisionLog, RunRepository
+from shared.service_layer.runs import RunLauncher
+
+log = logging.getLogger(__name__)
+
+# Rows that lost a claim to a concurrent dispatch are re-read and decided again this many times.
+CLAIM_ROUNDS = 3
+
+
+class Pending(StrEnum):
+    """The state of the run an index row says is pending."""
+
+    NONE = "none"
+    QUEUED = "queued"
+    STARTED = "started"
+    MISSING = "missing"  # a dispatcher died between its claim and recording the run
+
+
+class DispatchIncomplete(RuntimeError):
+    """Some events could not be dispatched (storage trouble); the sender should deliver again."""
+
+
+def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
+             pending_is_queued: bool, producer_task: str | None = None) -> tuple[Outcome, str]:
+    """The outcome for one dependent task, from its index row (rules 1-7 above).
+
+    `producer_task` is the task whose run pushed this image, when the push is a run's output.
+    """
+    if not row.trigger_enabled:
+        return Outcome.TRIGGER_DISABLED, "the task's base image trigger is disabled"
+    if not row.applies():
+        return (Outcome.NOT_RUNTIME,
+                "the base is used only in a build stage and the trigger type is Runtime")
+    if row.task == producer_task or is_own_output(row.images, pushed, registry):
+        return Outcome.OWN_OUTPUT, "the push is this task's own output image"
+    if row.built_digest == digest:
+        return Outcome.DIGEST_UNCHANGED, f"the task last built on {digest}"
+    if row.triggered_digest == digest:
+        return (Outcome.ALREADY_TRIGGERED,
+                f"run {row.pending_run_id or '(started)'} was queued for this digest")
+    if row.pending_run_id and pending_is_queued:
+        return Outcome.COALESCED, f"run {row.pending_run_id} is queued and will build on the new base"
+    return Outcome.QUEUED, "the base digest changed"
+
+
+class Dispatcher:
+    def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
+                 launcher: RunLauncher):
+        self.index = index
+        self.runs = runs
+        self.decisions = decisions
+        self.launcher = launcher
+        self._readers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dispatch")
+
+    def handle_all(self, events: list[ImagePushed | Ignored]) -> list[Decision]:
+        """Each event of a batch (a webhook envelope); the others go on when one fails."""
+        decisions, failed = [], 0
+        for event in events:
+            try:
+                decisions.append(self.handle(event))
+            except Exception:
+                log.exception("dispatch of event %s failed", event.event_id)
+                failed += 1
+        if failed:
+            # The events already handled are recognised by their ids when the batch comes again.
+            raise DispatchIncomplete(f"{failed} event(s) could not be dispatched; deliver again")
+        return decisions
+
+    def handle(self, event: ImagePushed | Ignored) -> Decision:
+        """The decision on one event, taken once per event id (a redelivery gets the first one)."""
+        if isinstance(event, Ignored):
+            previous = self.decisions.seen(event.event_id)
+            if previous is not None:
+                return previous
+            decision = Decision(event.event_id, event.source, Outcome.IGNORED, event.reason)
+            self.decisions.record(decision)
+            return decision
+        # The three reads a decision needs are independent: one round trip instead of three.
+        pushed = event.reference
+        seen = self._readers.submit(self.decisions.seen, event.event_id)
+        rows = self._readers.submit(self.index.dependents, pushed)
+        producer = self._readers.submit(self.runs.producer_of, pushed)
+        previous = seen.result()
+        if previous is not None:
+            log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
+            return previous
+        decision = self._dispatch(event, pushed, rows.result(), producer.result())
+        self.decisions.record(decision)
+        log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
+        return decision
+
+    def reject(self, event_id: str, source: EventSource, reason: str) -> Decision:
+        """A payload that cannot be parsed: recorded, so the sender's mistake is visible."""
+        decision = Decision(event_id, source, Outcome.REJECTED, reason)
+        self.decisions.record(decision, mark_seen=False)
+        return decision
+
+    def _pending(self, run_id: str | None) -> Pending:
+        if not run_id:
+            return Pending.NONE
+        try:
+            run, _ = self.runs.get(run_id)
+        except RunNotFound:
+            return Pending.MISSING
+        return Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED
+
+    def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
+                  producer: Run | None) -> Decision:
+        # Is this push a run's own output (a build pushing its result)? Then it is recorded as
+        # such, and it never triggers the task that produced it (no trigger loops).
+        if producer and producer.output_digest not in (None, event.digest):
+            producer = None  # someone pushed the tag again after that run
+        if not rows:
+            if producer:
+                return Decision(event.event_id, event.source, Outcome.OWN_OUTPUT,
+                                f"the output of run {producer.run_id}; no task is built FROM {pushed}",
+                                image=pushed, digest=event.digest, runs=[producer.run_id])
+            return Decision(event.event_id, event.source, Outcome.NO_DEPENDENTS,
+                            f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
+        producer_task = producer.task if producer else None
+
+        details: list[TaskDecision] = []
+        runs: list[Run] = []
+        requeue: list[str] = []
+        todo = rows
+        for _round in range(CLAIM_ROUNDS):
+            fresh: list[DependencyRow] = []
+            for row in todo:
+                pending = self._pending(row.pending_run_id)
+                outcome, reason = classify(row, event.digest, pushed, self.launcher.registry,
+                                           pending == Pending.QUEUED, producer_task)
+                if outcome == Outcome.QUEUED:
+                    fresh.append(row)
+                    continue
+                if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id:
+                    if pending == Pending.QUEUED:
+                        # The run may have lost its message (a crash between recording and
+                        # sending): send again; the worker's Queued->Running guard makes a second
+                        # copy harmless.
+                        requeue.append(row.pending_run_id)
+                    elif pending == Pending.MISSING:
+                        # Claimed, but the run was never recorded: record it now, under its id.
+                        runs.append(self._new_run(event, pushed, row, row.pending_run_id))
+                        reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
+                if outcome == Outcome.COALESCED and not self.index.coalesce(row, event.digest):
+                    fresh.append(row)  # changed under us: decide again below
+                    continue
+                details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
+            todo = self._claim_new_runs(event, pushed, fresh, runs, details)
+            if not todo:
+                break
+            todo = self.index.reread(todo)
+        for row in todo:
+            details.append(TaskDecision(row.task, Outcome.ALREADY_TRIGGERED,
+                                        "concurrent dispatch kept winning"))
+
+        self.launcher.requeue(requeue)
+        self.launcher.launch(runs)
+        counts = Counter(t.outcome for t in details)
+        if runs:
+            outcome = Outcome.QUEUED
+        else:
+            outcome = details[0].outcome if len(counts) == 1 else Outcome.NOT_QUEUED
+        summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        return Decision(event.event_id, event.source, outcome,
+                        f"{len(details)} dependent task(s) of {pushed}: {summary}",
+                        image=pushed, digest=event.digest,
+                        runs=[run.run_id for run in runs], tasks=details)
+
+    def _new_run(self, event: ImagePushed, pushed: str, row: DependencyRow, run_id: str) -> Run:
+        return self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
+                                     cause=f"{pushed}@{event.digest}", event_id=event.event_id)
+
+    def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
+                        runs: list[Run], details: list[TaskDecision]) -> list[DependencyRow]:
+        """Allocate ids, plan the runs, claim the rows. Returns the rows that lost a race."""
+        if not rows:
+            return []
+        planned: dict[str, Run] = {}
+        for row, run_id in zip(rows, self.launcher.allocate(len(rows)), strict=True):
+            try:
+                planned[row.task] = self._new_run(event, pushed, row, run_id)
+            except ValueError as exc:  # an image template that no longer renders: skip only this task
+                details.append(TaskDecision(row.task, Outcome.REJECTED,
+                                            f"the task's image is invalid: {exc}"))
+                continue
+            row.pending_run_id = run_id
+            row.triggered_digest = event.digest
+        won, lost = self.index.claim([row for row in rows if row.task in planned])
+        for row in won:
+            run = planned[row.task]
+            runs.append(run)
+            details.append(TaskDecision(row.task, Outcome.QUEUED, f"base {run.cause} changed", run.run_id))
+        return lost

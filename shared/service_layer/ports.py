@@ -1,0 +1,132 @@
+"""The ports: what the service layer needs from storage, queues, registries and builders.
+
+Each is a small `Protocol`. The adapters in `shared.adapters` implement them on Azure Storage, the
+registry API, git and buildah/ACR; `tests/fakes.py` implements them in memory for unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
+from shared.domain.decisions import Decision
+from shared.domain.dependencies import DependencyRow
+from shared.domain.runs import Run, RunIds
+from shared.domain.tasks import Dependency, Task
+from shared.domain.vocabulary import RunStatus
+
+
+class RunRepository(Protocol):
+    ids: RunIds
+
+    def allocate(self, count: int) -> list[str]:
+        """Reserve `count` new, never reused run ids."""
+
+    def create_many(self, runs: list[Run]) -> None: ...
+
+    def get(self, run_id: str) -> tuple[Run, str]:
+        """The run and its etag; RunNotFound if there is none."""
+
+    def save(self, run: Run, etag: str | None) -> str:
+        """Write the run; with an etag only if unchanged since (else RunConflict). The new etag."""
+
+    def list(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+             image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
+        """Newest first, and the continuation (the last run id) when there may be more."""
+
+    def producer_of(self, image: str) -> Run | None:
+        """The newest run that names `image` among its outputs."""
+
+    def in_status(self, status: RunStatus) -> list[Run]: ...
+
+
+class TaskRepository(Protocol):
+    def get(self, name: str) -> Task:
+        """TaskNotFound if there is none."""
+
+    def create(self, task: Task) -> None:
+        """TaskExists if the name is taken."""
+
+    def save(self, task: Task) -> None: ...
+
+    def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
+        """Change only the dependencies (TaskNotFound if the task is gone)."""
+
+    def delete(self, name: str) -> None: ...
+
+    def list(self) -> list[Task]: ...
+
+
+class DependencyTable(Protocol):
+    """The stored rows of the dependency index (written only by service_layer.dependencies)."""
+
+    def dependents(self, base: str) -> list[DependencyRow]: ...
+
+    def get(self, base: str, task: str) -> DependencyRow | None: ...
+
+    def put_task_fields(self, row: DependencyRow) -> None:
+        """Write what the task defines (trigger, images, runtime; the built digest when known),
+        leaving the dispatch state as it is."""
+
+    def put_build_fields(self, row: DependencyRow) -> None:
+        """Write what a build found (runtime flag, built digest) onto an existing row only."""
+
+    def remove(self, base: str, task: str) -> None: ...
+
+    def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
+        """Write each row's dispatch state where the row is unchanged since read: (won, lost)."""
+
+    def update_if_unchanged(self, row: DependencyRow) -> bool:
+        """Write one row's dispatch state unless it changed since it was read."""
+
+
+class DecisionLog(Protocol):
+    def seen(self, event_id: str) -> Decision | None:
+        """The decision already taken on this event, if any (redelivery)."""
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None: ...
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]: ...
+
+
+class BuildQueue(Protocol):
+    def send(self, run_ids: list[str]) -> None:
+        """One message per run id; raises if any send failed."""
+
+    def is_empty(self) -> bool: ...
+
+
+class LogWriter(Protocol):
+    def __call__(self, line: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class RunLogs(Protocol):
+    def writer(self, run_id: str, secrets: list[str]) -> LogWriter: ...
+
+    def read(self, run_id: str, offset: int = 0) -> bytes: ...
+
+
+class Sources(Protocol):
+    """Build sources: uploads kept for quick builds, and checkouts of any source into a folder."""
+
+    def upload(self, name: str, archive: bytes) -> None: ...
+
+    def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
+        """The context directory of `spec` (inside `workspace` unless it is a local directory);
+        ContextError when it cannot be had."""
+
+
+class Registry(Protocol):
+    def resolve_digest(self, reference: str) -> str | None:
+        """The digest `reference` points at now, or None when the registry cannot tell."""
+
+
+class Builder(Protocol):
+    def build(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
+
+
+BuilderFactory = Callable[[], Builder]

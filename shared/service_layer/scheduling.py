@@ -1,0 +1,68 @@
+"""Runs asked for by people: manual task runs, quick builds, and cancellations."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import replace
+
+from shared.domain.builds import BuildSpec, Source
+from shared.domain.runs import Run, RunNotCancelable
+from shared.domain.tasks import TaskError
+from shared.domain.vocabulary import RunStatus, Trigger, utc_now
+from shared.service_layer.ports import RunRepository, Sources, TaskRepository
+from shared.service_layer.runs import RunLauncher, transition
+
+# Uploaded contexts larger than this are refused (the API's body limit is a little above it).
+MAX_CONTEXT_BYTES = 50 * 1024 * 1024
+
+
+class Scheduler:
+    def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources):
+        self.tasks = tasks
+        self.runs = runs
+        self.launcher = launcher
+        self.sources = sources
+
+    def run_task(self, name: str, force: bool = False) -> Run:
+        """A manual run (`az acr task run`). `force` is recorded: the builder pulls bases anew."""
+        task = self.tasks.get(name)
+        (run_id,) = self.launcher.allocate(1)
+        run = self.launcher.new_run(run_id, Trigger.MANUAL, task.images, task=task.name, force=force)
+        self.launcher.launch([run])
+        return run
+
+    def quick_build(self, image_templates: list[str], context_b64: str, dockerfile: str = "Dockerfile",
+                    build_args: dict[str, str] | None = None, platform: str = "linux") -> Run:
+        """`az acr build`: an uploaded context, built once, no task."""
+        if not image_templates:
+            raise TaskError("a build needs at least one image")
+        try:
+            archive = base64.b64decode(context_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise TaskError("context must be a base64-encoded .tar.gz archive") from exc
+        if len(archive) > MAX_CONTEXT_BYTES:
+            raise TaskError(f"the context archive exceeds {MAX_CONTEXT_BYTES // (1024 * 1024)} MiB")
+        try:
+            self.launcher.check_templates(image_templates)  # before a run id is spent
+        except ValueError as exc:
+            raise TaskError(str(exc)) from exc
+        (run_id,) = self.launcher.allocate(1)
+        upload = f"{run_id}-{uuid.uuid4().hex[:8]}.tar.gz"
+        self.sources.upload(upload, archive)
+        spec = BuildSpec(source=Source(upload=upload), dockerfile=dockerfile,
+                         build_args=dict(build_args or {}), platform=platform)
+        run = self.launcher.new_run(run_id, Trigger.MANUAL, image_templates, spec=spec)
+        self.launcher.launch([run])
+        return run
+
+    def cancel(self, run_id: str) -> Run:
+        def cancel(run: Run) -> Run | None:
+            if run.finished:
+                raise RunNotCancelable(f"run {run_id} already finished ({run.status})")
+            started = run.started_at if run.status == RunStatus.RUNNING else None
+            return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), started_at=started,
+                           reason="canceled by request")
+
+        return transition(self.runs, run_id, cancel)

@@ -1,0 +1,291 @@
+"""In-memory fakes of the service layer's ports (shared.service_layer.ports), for unit tests.
+
+Each keeps what the real adapter keeps and honours the same contract (etags, merges, newest-first
+lists), so the dispatcher's and worker's rules can be tested without Azurite. The Azurite tests in
+tests/integration cover the real adapters.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, ContextError, LogSink
+from shared.domain.decisions import Decision
+from shared.domain.dependencies import DependencyRow
+from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
+from shared.domain.secrets import redact
+from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
+from shared.domain.vocabulary import RunStatus
+
+
+class FakeRunRepository:
+    def __init__(self, prefix: str = "da"):
+        self.ids = RunIds(prefix)
+        self._counter = 0
+        self._runs: dict[str, tuple[Run, int]] = {}
+        self._lock = threading.Lock()
+        # Called before each save: lets a test change a run "concurrently".
+        self.before_save: Callable[[Run], None] | None = None
+
+    def allocate(self, count: int) -> list[str]:
+        with self._lock:
+            start, self._counter = self._counter, self._counter + count
+        return [self.ids.format(n) for n in range(start + 1, start + count + 1)]
+
+    def create_many(self, runs: list[Run]) -> None:
+        for run in runs:
+            self._runs[run.run_id] = (copy.deepcopy(run), self._runs.get(run.run_id, (run, 0))[1] + 1)
+
+    def get(self, run_id: str) -> tuple[Run, str]:
+        if run_id not in self._runs:
+            raise RunNotFound(f"run {run_id!r} not found")
+        run, version = self._runs[run_id]
+        return copy.deepcopy(run), str(version)
+
+    def save(self, run: Run, etag: str | None) -> str:
+        if self.before_save:
+            hook, self.before_save = self.before_save, None
+            hook(run)
+        with self._lock:
+            _, version = self._runs.get(run.run_id, (run, 0))
+            if etag is not None and etag != str(version):
+                raise RunConflict(f"run {run.run_id} changed concurrently")
+            self._runs[run.run_id] = (copy.deepcopy(run), version + 1)
+            return str(version + 1)
+
+    def all(self) -> list[Run]:
+        return [copy.deepcopy(run) for run, _ in self._runs.values()]
+
+    def list(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+             image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
+        runs = sorted(self.all(), key=lambda r: self.ids.counter(r.run_id), reverse=True)
+        if after:
+            runs = [r for r in runs if self.ids.counter(r.run_id) < self.ids.counter(after)]
+        runs = [r for r in runs if (task is None or r.task == task) and (status is None or r.status == status)
+                and (image is None or (r.status != RunStatus.QUEUED and image in r.output_images))]
+        page = runs[:top]
+        return page, page[-1].run_id if len(page) == top else None
+
+    def producer_of(self, image: str) -> Run | None:
+        runs, _ = self.list(image=image, top=1)
+        return runs[0] if runs else None
+
+    def in_status(self, status: RunStatus) -> list[Run]:
+        return [r for r in self.all() if r.status == status]
+
+
+class FakeTaskRepository:
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+
+    def get(self, name: str) -> Task:
+        if name not in self.tasks:
+            raise TaskNotFound(f"task {name!r} not found")
+        return copy.deepcopy(self.tasks[name])
+
+    def create(self, task: Task) -> None:
+        if task.name in self.tasks:
+            raise TaskExists(f"task {task.name!r} already exists")
+        self.tasks[task.name] = copy.deepcopy(task)
+
+    def save(self, task: Task) -> None:
+        self.tasks[task.name] = copy.deepcopy(task)
+
+    def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
+        if name not in self.tasks:
+            raise TaskNotFound(f"task {name!r} not found")
+        self.tasks[name].dependencies = copy.deepcopy(deps)
+
+    def delete(self, name: str) -> None:
+        self.tasks.pop(name, None)
+
+    def list(self) -> list[Task]:
+        return [copy.deepcopy(t) for t in self.tasks.values()]
+
+
+class FakeDependencyTable:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], DependencyRow] = {}
+        self._version = 0
+
+    def _stamp(self, row: DependencyRow) -> None:
+        self._version += 1
+        row.etag = str(self._version)
+
+    def _copy(self, row: DependencyRow) -> DependencyRow:
+        return copy.deepcopy(row)
+
+    def dependents(self, base: str) -> list[DependencyRow]:
+        return [self._copy(r) for (b, _), r in sorted(self.rows.items()) if b == base]
+
+    def get(self, base: str, task: str) -> DependencyRow | None:
+        row = self.rows.get((base, task))
+        return self._copy(row) if row else None
+
+    def put_task_fields(self, row: DependencyRow) -> None:
+        stored = self.rows.get((row.base, row.task))
+        new = replace(row, triggered_digest=stored.triggered_digest if stored else None,
+                      pending_run_id=stored.pending_run_id if stored else None,
+                      built_digest=row.built_digest or (stored.built_digest if stored else None))
+        self._stamp(new)
+        self.rows[(row.base, row.task)] = new
+
+    def put_build_fields(self, row: DependencyRow) -> None:
+        stored = self.rows.get((row.base, row.task))
+        if stored is None:
+            return
+        stored.runtime = row.runtime
+        stored.built_digest = row.built_digest or stored.built_digest
+        self._stamp(stored)
+
+    def remove(self, base: str, task: str) -> None:
+        self.rows.pop((base, task), None)
+
+    def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
+        won, lost = [], []
+        for row in rows:
+            (won if self.update_if_unchanged(row) else lost).append(row)
+        return won, lost
+
+    def update_if_unchanged(self, row: DependencyRow) -> bool:
+        stored = self.rows.get((row.base, row.task))
+        if stored is None or stored.etag != row.etag:
+            return False
+        stored.triggered_digest, stored.pending_run_id = row.triggered_digest, row.pending_run_id
+        self._stamp(stored)
+        return True
+
+
+class FakeDecisionLog:
+    def __init__(self) -> None:
+        self.decisions: list[Decision] = []
+        self.markers: dict[str, Decision] = {}
+
+    def seen(self, event_id: str) -> Decision | None:
+        return self.markers.get(event_id)
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None:
+        self.decisions.append(decision)
+        if mark_seen:
+            self.markers.setdefault(decision.event_id, decision)
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
+        found = [d for d in reversed(self.decisions) if image is None or d.image == image]
+        return found[:top]
+
+
+class FakeBuildQueue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, run_ids: list[str]) -> None:
+        self.sent.extend(run_ids)
+
+    def is_empty(self) -> bool:
+        return not self.sent
+
+
+class FakeLogWriter:
+    def __init__(self, lines: list[str], secrets: list[str]):
+        self.lines = lines
+        self.secrets = secrets
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(redact(line.rstrip("\n"), self.secrets))
+
+    def flush(self) -> None:
+        pass
+
+
+class FakeRunLogs:
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {}
+
+    def writer(self, run_id: str, secrets: list[str]) -> FakeLogWriter:
+        return FakeLogWriter(self.lines.setdefault(run_id, []), secrets)
+
+    def read(self, run_id: str, offset: int = 0) -> bytes:
+        text = "".join(f"{line}\n" for line in self.lines.get(run_id, []))
+        return text.encode()[offset:]
+
+
+class FakeSources:
+    """Every source is a folder holding one Dockerfile, whose text the test chooses."""
+
+    def __init__(self, dockerfile: str = "FROM localhost:5000/base:1\n"):
+        self.dockerfile = dockerfile
+        self.uploads: dict[str, bytes] = {}
+        self.unreadable = False
+
+    def upload(self, name: str, archive: bytes) -> None:
+        self.uploads[name] = archive
+
+    def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
+        if self.unreadable:
+            raise ContextError(f"cannot clone {spec.source.describe()}")
+        folder = workspace / "context"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / spec.dockerfile).write_text(self.dockerfile)
+        return folder
+
+
+class FakeRegistry:
+    def __init__(self, digests: dict[str, str] | None = None):
+        self.digests = dict(digests or {})
+
+    def resolve_digest(self, reference: str) -> str | None:
+        return self.digests.get(reference)
+
+
+class FakeBuilder:
+    """Answers every build with `result` (or raises `crash`), logging one line."""
+
+    def __init__(self, result: BuildResult | None = None):
+        self.result = result or BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64)
+        self.crash: Exception | None = None
+        self.requests: list[BuildRequest] = []
+        # Called during the build: lets a test cancel or take over the run meanwhile.
+        self.during: Callable[[BuildRequest], None] | None = None
+
+    def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        self.requests.append(request)
+        log(f"building {', '.join(request.images)}")
+        if self.during:
+            self.during(request)
+        if self.crash:
+            raise self.crash
+        return self.result
+
+
+class FakeApp:
+    """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
+
+    def __init__(self, work_dir: Path, registry: str = "localhost:5000"):
+        from shared.service_layer.dependencies import DependencyIndex
+        from shared.service_layer.dispatch import Dispatcher
+        from shared.service_layer.runs import RunLauncher
+        from shared.service_layer.scheduling import Scheduler
+        from shared.service_layer.tasks import TaskService
+        from shared.service_layer.worker import Worker
+
+        self.runs = FakeRunRepository()
+        self.task_store = FakeTaskRepository()
+        self.table = FakeDependencyTable()
+        self.decisions = FakeDecisionLog()
+        self.queue = FakeBuildQueue()
+        self.logs = FakeRunLogs()
+        self.sources = FakeSources()
+        self.registry = FakeRegistry()
+        self.builder = FakeBuilder()
+        self.index = DependencyIndex(self.table)
+        self.launcher = RunLauncher(self.runs, self.queue, registry)
+        self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir))
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher)
+        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources)
+        self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
+                             self.sources, self.launcher, str(work_dir), timeout_seconds=60,
+                             heartbeat_seconds=0.01)

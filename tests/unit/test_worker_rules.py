@@ -1,0 +1,164 @@
+"""The worker's rules on in-memory fakes: every end state of a run, redelivery and takeover."""
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from shared.domain.builds import BuildResult
+from shared.domain.runs import Run
+from shared.domain.tasks import Dependency, Task
+from shared.domain.vocabulary import RunStatus, Trigger, utc_now
+from shared.service_layer.runs import transition
+from shared.service_layer.worker import RetryLater
+from tests.fakes import FakeApp
+
+REGISTRY = "localhost:5000"
+BASE = f"{REGISTRY}/base:1"
+OLD, NEW = "sha256:" + "0" * 64, "sha256:" + "1" * 64
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY)
+    app.sources.dockerfile = f"FROM {BASE}\nRUN true\n"
+    task = Task(name="app", images=["app:{{.Run.ID}}"], context="/ctx", secret_args={"TOKEN": "s3cr3t"},
+                dependencies=[Dependency(BASE, OLD, True)])
+    app.task_store.create(task)
+    app.index.sync_task(task, previous=[])
+    return app
+
+
+def queue_manual_run(app) -> str:
+    return app.scheduler.run_task("app").run_id
+
+
+def test_a_successful_build_records_the_run_and_what_it_was_built_on(app):
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64,
+                                     base_digests={BASE: NEW})
+    run = app.worker.execute(queue_manual_run(app))
+    assert run.status == RunStatus.SUCCEEDED and run.base_digests == {BASE: NEW}
+    assert run.attempt == 1 and run.finished_at is not None
+    assert app.task_store.get("app").dependencies == [Dependency(BASE, NEW, True)]
+    assert app.table.get(BASE, "app").built_digest == NEW
+    request = app.builder.requests[0]
+    assert request.base_images == [BASE] and request.secret_args == {"TOKEN": "s3cr3t"}
+
+
+def test_secrets_never_reach_the_log(app):
+    run_id = queue_manual_run(app)
+    original = app.builder.build
+
+    def build_that_prints_the_secret(request, log):
+        log("echo s3cr3t")
+        return original(request, log)
+
+    app.builder.build = build_that_prints_the_secret
+    app.worker.execute(run_id)
+    assert "s3cr3t" not in app.logs.read(run_id).decode()
+    assert "echo ***" in app.logs.read(run_id).decode()
+
+
+@pytest.mark.parametrize("status", [RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.CANCELED, RunStatus.ERROR])
+def test_a_build_that_does_not_succeed_ends_in_its_status_and_leaves_the_task_alone(app, status):
+    app.builder.result = BuildResult(status, reason=f"it {status}")
+    run = app.worker.execute(queue_manual_run(app))
+    assert (run.status, run.reason) == (status, f"it {status}")
+    assert app.task_store.get("app").dependencies == [Dependency(BASE, OLD, True)]
+
+
+def test_a_run_of_a_deleted_task_fails_with_the_reason(app):
+    run_id = queue_manual_run(app)
+    app.tasks.delete("app")
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.FAILED and "deleted" in run.reason
+    assert not app.builder.requests
+
+
+def test_an_unreadable_context_fails_the_run_and_says_why_in_the_log(app):
+    app.sources.unreadable = True
+    run_id = queue_manual_run(app)
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.FAILED and "cannot clone" in run.reason
+    assert "error: cannot clone" in app.logs.read(run_id).decode()
+
+
+def test_a_cancel_during_the_build_stands(app):
+    run_id = queue_manual_run(app)
+    app.builder.during = lambda request: app.scheduler.cancel(run_id)
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.CANCELED and run.reason == "canceled by request"
+
+
+def test_a_crash_releases_the_run_for_the_next_delivery_which_takes_it_over(app):
+    run_id = queue_manual_run(app)
+    app.builder.crash = OSError("disk full")
+    with pytest.raises(OSError):
+        app.worker.execute(run_id)
+    run, _ = app.runs.get(run_id)
+    assert run.status == RunStatus.RUNNING and run.heartbeat_at is None and "crashed" in run.reason
+    app.builder.crash = None
+    run = app.worker.execute(run_id)
+    assert (run.status, run.attempt) == (RunStatus.SUCCEEDED, 2)
+
+
+def test_a_run_with_a_fresh_heartbeat_is_left_to_its_worker(app):
+    run_id = queue_manual_run(app)
+    transition(app.runs, run_id, lambda r: replace(r, status=RunStatus.RUNNING, attempt=1,
+                                                   heartbeat_at=utc_now()))
+    with pytest.raises(RetryLater):
+        app.worker.execute(run_id)
+
+
+def test_a_taken_over_run_keeps_the_new_worker_outcome(app):
+    run_id = queue_manual_run(app)
+
+    def taken_over(request):
+        transition(app.runs, run_id, lambda r: replace(r, attempt=r.attempt + 1))
+
+    app.builder.during = taken_over
+    app.builder.result = BuildResult(RunStatus.FAILED, reason="stale worker")
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.RUNNING and run.attempt == 2
+
+
+def test_a_redelivery_of_a_finished_run_does_nothing(app):
+    run_id = queue_manual_run(app)
+    app.worker.execute(run_id)
+    assert app.worker.execute(run_id) is None
+    assert len(app.builder.requests) == 1
+
+
+def test_a_message_for_an_unknown_run_is_dropped(app):
+    assert app.worker.execute("da404") is None
+
+
+def test_the_poison_handler_fails_a_run_no_worker_holds(app):
+    run_id = queue_manual_run(app)
+    run = app.worker.fail_abandoned(run_id, "every delivery failed")
+    assert run.status == RunStatus.FAILED and run.reason == "every delivery failed"
+    assert app.worker.fail_abandoned(run_id, "again") is None
+
+
+def test_housekeeping_fails_silent_runs_and_resends_lost_messages(app):
+    long_ago = utc_now() - timedelta(minutes=30)
+    silent, lost = app.launcher.allocate(2)
+    app.runs.create_many([
+        Run(silent, RunStatus.RUNNING, Trigger.MANUAL, started_at=long_ago, heartbeat_at=long_ago, attempt=1),
+        Run(lost, RunStatus.QUEUED, Trigger.MANUAL, created_at=long_ago),
+    ])
+    assert app.worker.sweep() == [silent]
+    assert app.runs.get(silent)[0].status == RunStatus.FAILED
+    assert app.queue.sent == [lost]
+
+
+def test_a_quick_build_builds_its_upload_with_its_own_spec(app):
+    import base64
+
+    run = app.scheduler.quick_build(["tool:{{.Run.ID}}"], base64.b64encode(b"tgz").decode(),
+                                    build_args={"V": "1"})
+    assert list(app.sources.uploads.values()) == [b"tgz"]
+    finished = app.worker.execute(run.run_id)
+    assert finished.status == RunStatus.SUCCEEDED and finished.task is None
+    assert app.builder.requests[0].build_args == {"V": "1"}
+    assert app.builder.requests[0].images == [f"{REGISTRY}/tool:{run.run_id}"]
