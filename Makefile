@@ -5,7 +5,8 @@
 #   make down      stop the local stack
 #   make status    show each part of the stack running/stopped
 #   make lint      ruff
-#   make test      install, lint, stack up, then the whole test suite against the stack
+#   make typecheck mypy, strict on shared/ (settings in pyproject.toml)
+#   make test      install, lint, typecheck, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack
 #   make bench     the benchmarks (fan-out, list-runs)
 #
@@ -18,7 +19,7 @@ STACK := $(PYTHON) scripts/stack.py
 # (`eval "$(...)"` alone would succeed even when `env` fails, so its output is checked first.)
 WITH_STACK_ENV = stack_env="$$($(STACK) env)" && eval "$$stack_env" &&
 
-.PHONY: install up down status env lint test demo bench
+.PHONY: install up down status env lint typecheck test demo bench
 
 install:
 	@PYTHON=$(PYTHON) bash scripts/install.sh
@@ -38,10 +39,14 @@ env:
 lint:
 	$(PYTHON) -m ruff check .
 
+typecheck:
+	$(PYTHON) -m mypy
+
 # Sequential on purpose (lint needs ruff from install; the tests need the stack).
 # --reload-host: the tests must meet the current code, not what a long-running host imported.
 test: install
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory typecheck
 	@$(STACK) up --reload-host
 	@$(WITH_STACK_ENV) $(PYTHON) -m pytest tests -q
 

@@ -116,7 +116,7 @@ def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
 def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
     tasks = services().tasks
     if req.method == "GET":
-        return json_response({"tasks": [t.public_dict() for t in tasks.list()]})
+        return json_response({"tasks": [t.public_dict() for t in tasks.all()]})
     body = json_body(req, MAX_JSON_BYTES)
     task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)))
     logging.info("task %s created with %d base image(s)", task.name, len(task.dependencies))
@@ -192,7 +192,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
             services().runs.ids.counter(after)
         except RunNotFound as exc:
             raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
-    runs, continuation = services().runs.list(
+    runs, continuation = services().runs.newest(
         top=int_param(req, "top", 15, 1, 1000), task=req.params.get("task") or None,
         status=status, image=image, after=after,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Azurite's well-known development account; its key is public and only valid against the emulator.
 DEVSTORE_ACCOUNT = "devstoreaccount1"
@@ -84,7 +84,6 @@ class Settings:
     acr_subscription_id: str | None = None
     acr_resource_group: str | None = None
     acr_name: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def poison_queue(self) -> str:

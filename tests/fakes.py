@@ -60,7 +60,7 @@ class FakeRunRepository:
     def all(self) -> list[Run]:
         return [copy.deepcopy(run) for run, _ in self._runs.values()]
 
-    def list(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+    def newest(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
              image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
         runs = sorted(self.all(), key=lambda r: self.ids.counter(r.run_id), reverse=True)
         if after:
@@ -71,7 +71,7 @@ class FakeRunRepository:
         return page, page[-1].run_id if len(page) == top else None
 
     def producer_of(self, image: str) -> Run | None:
-        runs, _ = self.list(image=image, top=1)
+        runs, _ = self.newest(image=image, top=1)
         return runs[0] if runs else None
 
     def in_status(self, status: RunStatus) -> list[Run]:
@@ -103,7 +103,7 @@ class FakeTaskRepository:
     def delete(self, name: str) -> None:
         self.tasks.pop(name, None)
 
-    def list(self) -> list[Task]:
+    def all(self) -> list[Task]:
         return [copy.deepcopy(t) for t in self.tasks.values()]
 
 

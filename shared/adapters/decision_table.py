@@ -102,7 +102,7 @@ class TableDecisionLog:
         try:
             self.table.submit_transaction([("upsert", row), ("create", marker)])
         except TableTransactionError as exc:
-            if exc.error_code != "EntityAlreadyExists":
+            if getattr(exc, "error_code", None) != "EntityAlreadyExists":
                 raise
             # A concurrent duplicate finished first: keep this decision visible too.
             self.table.upsert_entity(row)

@@ -129,7 +129,8 @@ class TableDependencyTable:
         except HttpResponseError as exc:
             if not _lost_race(exc):
                 raise  # storage trouble is not a lost race: let the delivery be retried
-        won, lost = [], []
+        won: list[DependencyRow] = []
+        lost: list[DependencyRow] = []
         for row in batch:
             (won if self.update_if_unchanged(row) else lost).append(row)
         return won, lost

@@ -28,7 +28,7 @@ class RegistryClient:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def _verify(self, host: str):
+    def _verify(self, host: str) -> str | bool:
         # Our own CA only for the local registry; public registries use the system store.
         if self.ca_file and host.rsplit(":", 1)[0] in _LOCAL_HOSTS:
             return self.ca_file
@@ -75,4 +75,5 @@ class RegistryClient:
             body = response.json()
         except (requests.RequestException, ValueError):
             return None
-        return body.get("token") or body.get("access_token")
+        token = body.get("token") or body.get("access_token")
+        return str(token) if token else None

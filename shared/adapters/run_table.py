@@ -143,7 +143,7 @@ class TableRunRepository:
             entity = self.table.get_entity(PARTITION, f"id|{self.ids.inverted(run_id)}")
         except ResourceNotFoundError as exc:
             raise RunNotFound(f"run {run_id!r} not found") from exc
-        return _from_entity(entity), entity.metadata["etag"]
+        return _from_entity(entity), str(entity.metadata["etag"])
 
     def save(self, run: Run, etag: str | None) -> str:
         """Write the run; with an etag, only if nobody changed it since it was read."""
@@ -155,7 +155,7 @@ class TableRunRepository:
         )
         operations = [first] + [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in copies]
         try:
-            result = self.table.submit_transaction(operations)  # type: ignore[arg-type]
+            result = self.table.submit_transaction(operations)
         except (TableTransactionError, HttpResponseError) as exc:
             if exc.status_code == 412 or "UpdateConditionNotSatisfied" in str(exc):
                 raise RunConflict(f"run {run.run_id} changed concurrently") from exc
@@ -163,7 +163,7 @@ class TableRunRepository:
         return str(result[0]["etag"])
 
     # ---- listing ---------------------------------------------------------------------------
-    def list(
+    def newest(
         self,
         *,
         top: int = 15,
@@ -204,7 +204,7 @@ class TableRunRepository:
         return runs, continuation
 
     def producer_of(self, image: str) -> Run | None:
-        runs, _ = self.list(image=image, top=1)
+        runs, _ = self.newest(image=image, top=1)
         return runs[0] if runs else None
 
     def in_status(self, status: RunStatus) -> list[Run]:

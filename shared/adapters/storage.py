@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from functools import cached_property
+from typing import TypeVar
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -23,7 +25,7 @@ from azure.storage.queue import (
     QueueClient,
 )
 
-from shared.config import Settings, StorageSettings
+from shared.config import ConfigError, Settings, StorageSettings
 
 # Table transactions are limited to 100 operations, all in one partition.
 MAX_BATCH = 100
@@ -32,6 +34,8 @@ TRANSACTIONS_IN_FLIGHT = 4
 # Every table and blob container the app uses (names before the prefix).
 TABLES = ("tasks", "dependencies", "runs", "decisions", "counters")
 CONTAINERS = ("run-logs", "build-contexts")
+
+T = TypeVar("T")
 
 
 def _transport() -> RequestsTransport:
@@ -46,6 +50,13 @@ def _transport() -> RequestsTransport:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=False)
+
+
+def _required(uri: str | None) -> str:
+    """A service URI that config.load guarantees whenever no connection string is set."""
+    if not uri:
+        raise ConfigError("a storage service URI is missing")
+    return uri
 
 
 def _credential(storage: StorageSettings) -> TokenCredential:
@@ -68,14 +79,16 @@ class Storage:
         s = self.settings.storage
         if s.connection_string:
             return TableServiceClient.from_connection_string(s.connection_string, transport=self._transport)
-        return TableServiceClient(endpoint=s.table_uri, credential=_credential(s), transport=self._transport)
+        return TableServiceClient(endpoint=_required(s.table_uri), credential=_credential(s),
+                                  transport=self._transport)
 
     @cached_property
     def _blob_service(self) -> BlobServiceClient:
         s = self.settings.storage
         if s.connection_string:
             return BlobServiceClient.from_connection_string(s.connection_string, transport=self._transport)
-        return BlobServiceClient(account_url=s.blob_uri, credential=_credential(s), transport=self._transport)
+        return BlobServiceClient(account_url=_required(s.blob_uri), credential=_credential(s),
+                                 transport=self._transport)
 
     def table(self, name: str) -> TableClient:
         """The table `<prefix><name>`, created if missing."""
@@ -101,7 +114,8 @@ class Storage:
         )
         if s.connection_string:
             return QueueClient.from_connection_string(s.connection_string, name, **policies)
-        return QueueClient(account_url=s.queue_uri, queue_name=name, credential=_credential(s), **policies)
+        return QueueClient(account_url=_required(s.queue_uri), queue_name=name, credential=_credential(s),
+                           **policies)
 
     def queue(self, name: str) -> QueueClient:
         with self._lock:
@@ -141,6 +155,6 @@ class Storage:
                 self._queue_client(name).delete_queue()
 
 
-def chunks(items: list, size: int = MAX_BATCH):
+def chunks(items: list[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

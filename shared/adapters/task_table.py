@@ -103,6 +103,6 @@ class TableTaskRepository:
     def delete(self, name: str) -> None:
         self.table.delete_entity(PARTITION, name)
 
-    def list(self) -> list[Task]:
+    def all(self) -> list[Task]:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
         return [from_entity(e, self.box) for e in entities]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import dockerfile as _parser
 
@@ -77,7 +78,7 @@ class Stage:
         """The image this stage pulls, or None when it builds on a stage or on scratch."""
         return self.base if self.kind == "image" else None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "alias": self.alias, "platform": self.platform}
 
 
@@ -89,7 +90,7 @@ class DockerfileDeps:
     runtime: list[str] = field(default_factory=list)
     all: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "stages": [stage.to_dict() for stage in self.stages],
             "runtime": list(self.runtime),
@@ -193,7 +194,7 @@ def _escape_token(text: str) -> str:
     return "\\"
 
 
-def _split_from(cmd) -> tuple[str | None, str, str | None]:
+def _split_from(cmd: Any) -> tuple[str | None, str, str | None]:
     """(platform expression, base expression, stage name) of a FROM, validated like BuildKit."""
     line = cmd.start_line
     args = list(cmd.value)
@@ -247,7 +248,8 @@ def _automatic_args(platform: str, target_stage: str, build_args: dict[str, str]
     return env
 
 
-def _meta_args(meta_args, env: dict[str, str], build_args: dict[str, str], escape: str) -> dict[str, str]:
+def _meta_args(meta_args: Any, env: dict[str, str], build_args: dict[str, str],
+               escape: str) -> dict[str, str]:
     """Add the ARGs before the first FROM (dockerfile2llb buildMetaArgs).
 
     A build arg replaces a declared ARG's value (unexpanded); otherwise the default is expanded
@@ -310,7 +312,7 @@ class _ShellWord:
 
     def _until(self, stop: str, raw_escapes: bool) -> str:
         """Process characters up to `stop` (consumed) or the end of the word."""
-        out = []
+        out: list[str] = []
         while (ch := self._peek()) != _EOF:
             if stop and ch == stop:
                 self._next()
@@ -336,7 +338,7 @@ class _ShellWord:
 
     def _single_quoted(self) -> str:
         self._next()
-        out = []
+        out: list[str] = []
         while (ch := self._next()) != "'":
             if ch == _EOF:
                 raise _ExpansionError("unexpected end of statement while looking for matching single-quote")
@@ -345,7 +347,7 @@ class _ShellWord:
 
     def _double_quoted(self, raw_escapes: bool) -> str:
         self._next()
-        out = []
+        out: list[str] = []
         while True:
             ch = self._peek()
             if ch == _EOF:
@@ -409,7 +411,7 @@ class _ShellWord:
         word = self._until("}", raw_escapes=op in "#%")
         unset = value is None or (null_is_unset and value == "")
         if op == "-":
-            return word if unset else value
+            return word if unset or value is None else value
         if op == "+":
             return "" if unset else word
         if op == "?":
@@ -437,10 +439,10 @@ class _ShellWord:
             raise _ExpansionError("syntax error: missing '/' in ${}") from None
         replacement = self._until("}", raw_escapes=True)
         regex = _shell_pattern(pattern, greedy=True, anchored=False)
-        return regex.sub(lambda _: replacement, value, count=0 if replace_all else 1)
+        return str(regex.sub(lambda _: replacement, value, count=0 if replace_all else 1))
 
 
-def _shell_pattern(pattern: str, greedy: bool, anchored: bool) -> re.Pattern:
+def _shell_pattern(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
     """A shell wildcard pattern (`*`, `?`, `\\` escapes; no brackets) as a regex."""
     out = ["^"] if anchored else []
     i = 0

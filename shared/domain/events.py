@@ -127,7 +127,7 @@ def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
             raise MalformedEvent(f"events[{index}] has no id")
         event_id = str(event["id"])
         action = event.get("action")
-        target = event.get("target") if isinstance(event.get("target"), dict) else {}
+        target: dict[str, Any] = event["target"] if isinstance(event.get("target"), dict) else {}
         if action != "push":
             results.append(Ignored(event_id, f"action {action!r} is not a push", EventSource.DISTRIBUTION))
         elif target.get("mediaType") not in MANIFEST_MEDIA_TYPES:

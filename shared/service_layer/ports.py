@@ -32,7 +32,7 @@ class RunRepository(Protocol):
     def save(self, run: Run, etag: str | None) -> str:
         """Write the run; with an etag only if unchanged since (else RunConflict). The new etag."""
 
-    def list(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+    def newest(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
              image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
         """Newest first, and the continuation (the last run id) when there may be more."""
 
@@ -56,7 +56,7 @@ class TaskRepository(Protocol):
 
     def delete(self, name: str) -> None: ...
 
-    def list(self) -> list[Task]: ...
+    def all(self) -> list[Task]: ...
 
 
 class DependencyTable(Protocol):

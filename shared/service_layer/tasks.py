@@ -29,8 +29,8 @@ class TaskService:
     def get(self, name: str) -> Task:
         return self.store.get(name)
 
-    def list(self) -> list[Task]:
-        return self.store.list()
+    def all(self) -> list[Task]:
+        return self.store.all()
 
     def discover(self, task: Task) -> list[Dependency]:
         """Dependencies from the Dockerfile, with the digest each base has right now."""

@@ -79,7 +79,7 @@ def test_concurrent_duplicate_deliveries_queue_one_run(services):
     assert len(results) == 4  # every delivery was answered (none raised)
     runs = [run for r in results for run in r.runs]
     assert len(runs) == 5, runs  # one run per task, whichever delivery won
-    listed, _ = services.runs.list(top=50)
+    listed, _ = services.runs.newest(top=50)
     assert len(listed) == 5
 
 
@@ -145,17 +145,17 @@ def test_an_identical_push_while_the_run_waits_only_resends_its_message(services
     again = services.dispatcher.handle(push(NEW))  # same digest, new event id
     assert again.tasks[0].outcome == Outcome.ALREADY_TRIGGERED and again.runs == []
     assert queued_run_ids(services) == first.runs * 2  # the worker's claim makes the copy a no-op
-    assert len(services.runs.list(top=10)[0]) == 1
+    assert len(services.runs.newest(top=10)[0]) == 1
 
 
 def test_list_runs_newest_first_with_task_filter_and_continuation(services):
     add_dependents(services, 3)
     services.dispatcher.handle(push(NEW))
-    page, token = services.runs.list(top=2)
+    page, token = services.runs.newest(top=2)
     assert [r.run_id for r in page] == ["da3", "da2"] and token == "da2"
-    rest, _ = services.runs.list(top=2, after=token)
+    rest, _ = services.runs.newest(top=2, after=token)
     assert [r.run_id for r in rest] == ["da1"]
-    by_task, _ = services.runs.list(task="app1")
+    by_task, _ = services.runs.newest(task="app1")
     assert [r.task for r in by_task] == ["app1"]
 
 

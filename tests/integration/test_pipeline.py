@@ -40,7 +40,7 @@ def create_task(stack: Services, tmp_path: Path, name: str, base: str, image: st
 def wait_for_run(stack: Services, task: str, after: set[str] = frozenset(), timeout: float = 120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs, _ = stack.runs.list(task=task, top=5)
+        runs, _ = stack.runs.newest(task=task, top=5)
         fresh = [r for r in runs if r.run_id not in after and r.status in TERMINAL]
         if fresh:
             return fresh[0]
@@ -81,7 +81,7 @@ def test_base_push_rebuilds_the_dependent_on_the_new_base(stack, names, tmp_path
     assert push(base, tmp_path) == new_digest
     repushed = wait_for_decision(stack, base, new_digest, Outcome.DIGEST_UNCHANGED)
     assert repushed.tasks[0].reason == f"the task last built on {new_digest}"
-    runs, _ = stack.runs.list(task=task.name)
+    runs, _ = stack.runs.newest(task=task.name)
     assert [r.run_id for r in runs] == [run.run_id]
 
 
@@ -96,7 +96,7 @@ def test_two_level_chain_rebuilds_both_levels(stack, names, tmp_path):
             "-f", str(Path(mid_task.context) / "Dockerfile"), mid_task.context)
     push(mid, tmp_path)
     app_task = create_task(stack, tmp_path, f"{names}-app", mid, f"{names}/app:{{{{.Run.ID}}}}")
-    before = {r.run_id for r in stack.runs.list(task=app_task.name)[0]}
+    before = {r.run_id for r in stack.runs.newest(task=app_task.name)[0]}
 
     push_base(tmp_path, base, "two")
     mid_run = wait_for_run(stack, mid_task.name)
@@ -140,7 +140,7 @@ def test_eventgrid_delivery_is_dispatched_once_even_when_redelivered(stack, name
         assert post_eventgrid([event]).status_code == 202  # the Functions host accepts with 202
     decision = stack.decisions.seen(event["id"])
     assert decision is not None and decision.outcome == Outcome.QUEUED and len(decision.runs) == 1
-    runs, _ = stack.runs.list(task=task.name)
+    runs, _ = stack.runs.newest(task=task.name)
     assert [r.run_id for r in runs] == decision.runs
 
 

@@ -90,25 +90,21 @@ class AcrBuilder:
     @classmethod
     def from_settings(cls, settings: Settings, credential: Any = None, **kwargs: Any) -> AcrBuilder:
         """The builder for the registry named by BASETRIGGER_ACR_* settings, as the app's identity."""
-        missing = [
-            name
-            for name, value in (
-                ("BASETRIGGER_ACR_SUBSCRIPTION_ID", settings.acr_subscription_id),
-                ("BASETRIGGER_ACR_RESOURCE_GROUP", settings.acr_resource_group),
-                ("BASETRIGGER_ACR_NAME", settings.acr_name),
-            )
-            if not value
-        ]
-        if missing:
+        subscription, group, name = (settings.acr_subscription_id, settings.acr_resource_group,
+                                     settings.acr_name)
+        if not (subscription and group and name):
+            missing = [setting for setting, value in (("BASETRIGGER_ACR_SUBSCRIPTION_ID", subscription),
+                                                      ("BASETRIGGER_ACR_RESOURCE_GROUP", group),
+                                                      ("BASETRIGGER_ACR_NAME", name)) if not value]
             raise ConfigError(f"the ACR builder needs {', '.join(missing)}")
         if credential is None:
             from shared.adapters.credentials import credential_for
 
             credential = credential_for(settings)
-        client = ContainerRegistryTasksMgmtClient(credential, settings.acr_subscription_id)
+        client = ContainerRegistryTasksMgmtClient(credential, subscription)
         # The Bicep sets BASETRIGGER_REGISTRY to the registry's login server (any cloud, any DNS form).
         kwargs.setdefault("login_server", settings.registry)
-        return cls(client, settings.acr_resource_group, settings.acr_name, **kwargs)
+        return cls(client, group, name, **kwargs)
 
     # -- the Builder protocol ---------------------------------------------------------------------
 
@@ -137,7 +133,8 @@ class AcrBuilder:
             f"ACR run {acr_run_id} scheduled on {self._registry} "
             f"(source {request.context.describe()}, images {', '.join(run_request.image_names or [])})"
         )
-        result = self._follow(acr_run_id, run, run_request.timeout or ACR_MAX_TIMEOUT, emit, request.cancel)
+        result = self._follow(str(acr_run_id), run, run_request.timeout or ACR_MAX_TIMEOUT, emit,
+                              request.cancel)
         return BuildResult(
             status=result.status,
             output_digest=result.output_digest,
@@ -223,9 +220,9 @@ class AcrBuilder:
                 return BuildResult(status=RunStatus.CANCELED, reason="canceled by request")
             if self._clock() > deadline:
                 follower.flush()
-                reason = f"ACR run {acr_run_id} was still {status} after {patience} s"
-                emit(reason)
-                return BuildResult(status=RunStatus.TIMEOUT, reason=reason)
+                overdue = f"ACR run {acr_run_id} was still {status} after {patience} s"
+                emit(overdue)
+                return BuildResult(status=RunStatus.TIMEOUT, reason=overdue)
             self._sleep(self._poll_interval)
             try:
                 run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
@@ -237,20 +234,20 @@ class AcrBuilder:
                 )
                 if failures >= MAX_POLL_FAILURES:
                     follower.flush()
-                    reason = f"lost track of ACR run {acr_run_id}: {_short(exc)}"
-                    emit(reason)
-                    return BuildResult(status=RunStatus.ERROR, reason=reason)
+                    lost = f"lost track of ACR run {acr_run_id}: {_short(exc)}"
+                    emit(lost)
+                    return BuildResult(status=RunStatus.ERROR, reason=lost)
         if follower.url is None:
             follower.url = self._log_url(acr_run_id)
         follower.poll()
         follower.flush()
         result_status = _TERMINAL[status.lower()]
-        digest = None
+        digest: str | None = None
         for image in getattr(run, "output_images", None) or []:
             if image.digest:
                 digest = image.digest
                 break
-        reason = None
+        reason: str | None = None
         if result_status != RunStatus.SUCCEEDED:
             reason = getattr(run, "run_error_message", None) or f"ACR run {acr_run_id} ended {status}"
         emit(f"ACR run {acr_run_id}: {status}" + (f" ({digest})" if digest else ""))
