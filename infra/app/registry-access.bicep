@@ -15,6 +15,7 @@ var acrRunActions = [
   'Microsoft.ContainerRegistry/registries/scheduleRun/action' // POST .../scheduleRun
   'Microsoft.ContainerRegistry/registries/runs/read' // GET .../runs/{runId}
   'Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action' // POST .../runs/{runId}/listLogSasUrl
+  'Microsoft.ContainerRegistry/registries/runs/cancel/action' // POST .../runs/{runId}/cancel
   'Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action' // POST .../listBuildSourceUploadUrl
 ]
 
@@ -45,7 +46,7 @@ resource acrRunScheduler 'Microsoft.Authorization/roleDefinitions@2022-04-01' = 
   name: guid(registry.id, 'basetrigger-acr-run-scheduler')
   properties: {
     roleName: 'basetrigger ACR run scheduler (${registryName})'
-    description: 'Schedule ACR quick builds, read their runs and logs, and get the source-upload URL. Used by basetrigger\'s ACR builder.'
+    description: 'Schedule ACR quick builds, read and cancel their runs, read their logs, and get the source-upload URL. Used by basetrigger\'s ACR builder.'
     type: 'CustomRole'
     assignableScopes: [
       resourceGroup().id

@@ -47,6 +47,9 @@ ARM = "https://management.azure.com"
 REGISTRY_PATH = (
     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{REGISTRY}"
 )
+OPERATION_PATH = (
+    f"/subscriptions/{SUB}/providers/Microsoft.ContainerRegistry/locations/westeurope/operationResults/op1"
+)
 UPLOAD_BLOB = "https://acrsrc.blob.core.windows.net/f0e1d2c3/source/202611270000/ab12cd.tar.gz"
 LOG_BLOB = "https://acrlogs.blob.core.windows.net/logs/cb7/rawtext.log"
 SECRET = "s3cr3t-value"
@@ -72,7 +75,15 @@ class FakeAcr:
         upload_url=UPLOAD_BLOB,
         log_url=LOG_BLOB,
         append_log=None,
+        schedule_accepted=None,
+        operation_polls=1,
+        cancel_answer=(200, {}),
+        cancel_takes=1,
     ):
+        """`schedule_accepted`: None (scheduleRun answers 200 with the run), "run" (202 with the run),
+        "location" (202, empty body, a Location polled `operation_polls` times before it names the run)
+        or "nothing" (202, empty body, no Location). `cancel_answer`: the cancel's status and body;
+        after an accepted cancel, `cancel_takes` gets still show the old status (None: never ends)."""
         self.statuses = list(statuses)
         self.log_chunks = list(log_chunks if log_chunks is not None else [])
         self.final = final or {}
@@ -81,6 +92,11 @@ class FakeAcr:
         self.log_url = log_url
         # Where the "ACR agent" writes its log: the fake's own blob, or (Azurite test) a callback.
         self.append_log = append_log or self._append_own_log
+        self.schedule_accepted = schedule_accepted
+        self.operation_polls = operation_polls
+        self.cancel_answer = cancel_answer
+        self.cancel_takes = cancel_takes
+        self.canceled_at: int | None = None  # the number of gets when the cancel was accepted
         self.requests: list[dict] = []
         self.blobs: dict[str, bytes] = {}
         self.gets = 0
@@ -121,17 +137,38 @@ class FakeAcr:
         if method == "POST" and path == f"{REGISTRY_PATH}/scheduleRun":
             if self.schedule_error:
                 return _json(*self.schedule_error)
+            if self.schedule_accepted == "run":
+                return _json(202, self._run("Queued"))
+            if self.schedule_accepted == "location":
+                return 202, {"Location": f"{ARM}{OPERATION_PATH}?api-version=2025-03-01-preview",
+                             "Retry-After": "0", "Content-Length": "0"}, b""
+            if self.schedule_accepted == "nothing":
+                return 202, {"Content-Length": "0"}, b""
+            return _json(200, self._run("Queued"))
+        if method == "GET" and path == OPERATION_PATH:
+            self.operation_polls -= 1
+            if self.operation_polls > 0:
+                return 202, {"Location": f"{ARM}{OPERATION_PATH}", "Retry-After": "0",
+                             "Content-Length": "0"}, b""
             return _json(200, self._run("Queued"))
         if method == "GET" and path == f"{REGISTRY_PATH}/runs/cb7":
             self.gets += 1
             status = self.statuses[min(self.gets, len(self.statuses) - 1)]
+            if self.canceled_at is not None and self.cancel_takes is not None:
+                if self.gets > self.canceled_at + self.cancel_takes:
+                    status = "Canceled"
             if self.log_chunks:
                 self.append_log(self.log_chunks.pop(0))
             while self.log_chunks and status not in ("Queued", "Started", "Running"):
                 self.append_log(self.log_chunks.pop(0))  # a finished run's log is complete
             return _json(200, self._run(status))
         if method == "POST" and path == f"{REGISTRY_PATH}/runs/cb7/cancel":
-            return _json(200, {})
+            status, body = self.cancel_answer
+            if status in (200, 202):
+                self.canceled_at = self.gets
+            if status == 202:
+                return 202, {"Content-Length": "0"}, b""
+            return _json(status, body)
         if method == "POST" and path == f"{REGISTRY_PATH}/runs/cb7/listLogSasUrl":
             return _json(200, {"logLink": f"{self.log_url}?sv=2024-01-01&sr=b&sp=r&sig=LOGSIG"})
         return _json(404, {"error": {"code": "NotFound", "message": f"no route {method} {path}"}})
@@ -273,7 +310,8 @@ def make_builder(fake: FakeAcr, *, blobs_via_fake: bool = True, **kwargs) -> Acr
         kwargs["blob_from_url"] = lambda url: BlobClient.from_blob_url(
             url, transport=CannedTransport(fake), retry_total=0
         )
-    return AcrBuilder(client, RG, REGISTRY, poll_interval=0, sleep=lambda _: None, **kwargs)
+    kwargs.setdefault("sleep", lambda _: None)
+    return AcrBuilder(client, RG, REGISTRY, poll_interval=0, **kwargs)
 
 
 def make_context(tmp_path: Path) -> Path:
@@ -404,11 +442,116 @@ def test_a_canceled_run_is_canceled_in_acr_too_and_forced_runs_skip_the_cache(tm
     request = request_for(BuildContext(path=str(make_context(tmp_path))), no_cache=True)
     request.cancel.set()  # canceled while ACR still runs it
 
-    result = make_builder(fake).build(request, lambda _: None)
+    lines: list[str] = []
+
+    result = make_builder(fake).build(request, lines.append)
 
     assert result.status == "Canceled"
+    assert result.reason == "canceled by request"
     assert fake.calls("POST", "/runs/cb7/cancel")
+    assert lines[-1] == "ACR run cb7: Canceled"  # ACR said so before the build returned
     assert json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])["noCache"] is True
+
+
+CANCEL_FORBIDDEN = (
+    403,
+    {
+        "error": {
+            "code": "AuthorizationFailed",
+            "message": "The client does not have authorization to perform action "
+            "'Microsoft.ContainerRegistry/registries/runs/cancel/action'.",
+        }
+    },
+)
+
+
+def test_a_cancel_acr_refuses_is_recorded_in_the_log_and_result_not_raised(tmp_path):
+    fake = FakeAcr(statuses=("Queued", "Running"), cancel_answer=CANCEL_FORBIDDEN)
+    request = request_for(BuildContext(path=str(make_context(tmp_path))))
+    request.cancel.set()
+    lines: list[str] = []
+
+    result = make_builder(fake).build(request, lines.append)  # must not raise: no redelivery
+
+    assert result.status == RunStatus.CANCELED
+    assert result.reason.startswith("canceled by request; canceling ACR run cb7 failed")
+    assert "runs/cancel/action" in result.reason and "may still push" in result.reason
+    assert any(line.startswith("canceling ACR run cb7 failed") for line in lines)
+    assert len(fake.calls("POST", "/runs/cb7/cancel")) == 1
+    assert not any(SECRET in line for line in lines)
+
+
+def test_a_cancel_accepted_with_202_is_followed_until_acr_reports_the_run_canceled(tmp_path):
+    fake = FakeAcr(statuses=("Queued", "Running"), cancel_answer=(202, None), cancel_takes=2)
+    request = request_for(BuildContext(path=str(make_context(tmp_path))))
+    request.cancel.set()
+    lines: list[str] = []
+
+    result = make_builder(fake).build(request, lines.append)
+
+    assert result.status == RunStatus.CANCELED and result.reason == "canceled by request"
+    # two gets still Running after the cancel, the third one Canceled
+    assert fake.gets == fake.canceled_at + 3
+    assert lines[-1] == "ACR run cb7: Canceled"
+
+
+def test_a_cancel_that_never_takes_effect_is_reported_after_a_bounded_wait(tmp_path):
+    from shared.adapters.builders.acr import CANCEL_PATIENCE_SECONDS
+
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += 10
+
+    fake = FakeAcr(statuses=("Queued", "Running"), cancel_takes=None)
+    request = request_for(BuildContext(path=str(make_context(tmp_path))))
+    request.cancel.set()
+    lines: list[str] = []
+
+    result = make_builder(fake, sleep=sleep, clock=lambda: now[0]).build(request, lines.append)
+
+    assert result.status == RunStatus.CANCELED
+    assert result.reason == (
+        "canceled by request; ACR run cb7 was still Running after the cancel: it may still push its images"
+    )
+    assert CANCEL_PATIENCE_SECONDS <= now[0] <= CANCEL_PATIENCE_SECONDS + 20
+    assert lines[-1] == result.reason.removeprefix("canceled by request; ")
+
+
+def test_schedule_run_answered_202_with_the_run_is_followed_with_runs_get(tmp_path):
+    fake = FakeAcr(schedule_accepted="run", final={"outputImages": [{"digest": DIGEST}]})
+
+    result = make_builder(fake).build(request_for(BuildContext(path=str(make_context(tmp_path)))),
+                                      lambda _: None)
+
+    assert result.status == RunStatus.SUCCEEDED and result.output_digest == DIGEST
+    assert len(fake.calls("POST", "/scheduleRun")) == 1
+    assert fake.calls("GET", "/runs/cb7")
+
+
+def test_schedule_run_answered_202_with_a_location_polls_it_until_it_names_the_run(tmp_path):
+    fake = FakeAcr(schedule_accepted="location", operation_polls=3,
+                   final={"outputImages": [{"digest": DIGEST}]})
+
+    result = make_builder(fake).build(request_for(BuildContext(path=str(make_context(tmp_path)))),
+                                      lambda _: None)
+
+    assert result.status == RunStatus.SUCCEEDED and result.output_digest == DIGEST
+    polls = fake.calls("GET", OPERATION_PATH)
+    assert len(polls) == 3
+    assert all(r["headers"]["Authorization"] == "Bearer stub-token" for r in polls)
+    assert len(fake.calls("POST", "/scheduleRun")) == 1  # polled, never scheduled twice
+
+
+def test_schedule_run_answered_202_naming_nothing_is_an_error_with_the_reason(tmp_path):
+    fake = FakeAcr(schedule_accepted="nothing")
+
+    result = make_builder(fake).build(request_for(BuildContext(path=str(make_context(tmp_path)))),
+                                      lambda _: None)
+
+    assert result.status == RunStatus.ERROR
+    assert "202" in result.reason
+    assert not fake.calls("GET", "/runs/cb7")
 
 
 def test_scheduling_refused_by_arm_is_an_error_with_the_reason(tmp_path):

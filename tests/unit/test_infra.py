@@ -45,13 +45,18 @@ ROLE_SCOPES = {
     "Monitoring Metrics Publisher": "Microsoft.Insights/components",
     "Key Vault Secrets User": "Microsoft.KeyVault/vaults/secrets",
 }
-# What AcrBuilder calls on the registry, exactly (resource provider operations reference).
-ACR_RUN_ACTIONS = {
-    "Microsoft.ContainerRegistry/registries/scheduleRun/action",
-    "Microsoft.ContainerRegistry/registries/runs/read",
-    "Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action",
-    "Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action",
+# The action each management operation of azure-mgmt-containerregistrytasks needs (resource provider
+# operations reference), for the operations AcrBuilder may call.
+ACR_OPERATION_ACTIONS = {
+    "registries.schedule_run": "Microsoft.ContainerRegistry/registries/scheduleRun/action",
+    "registries.get_build_source_upload_url":
+        "Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action",
+    "runs.get": "Microsoft.ContainerRegistry/registries/runs/read",
+    "runs.get_log_sas_url": "Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action",
+    "runs.cancel": "Microsoft.ContainerRegistry/registries/runs/cancel/action",
 }
+# What AcrBuilder calls on the registry, exactly.
+ACR_RUN_ACTIONS = set(ACR_OPERATION_ACTIONS.values())
 
 # Settings in shared.config.APP_SETTINGS that the cloud deployment deliberately does not set.
 NOT_SET_IN_AZURE = {
@@ -62,6 +67,9 @@ NOT_SET_IN_AZURE = {
     "BASETRIGGER_REGISTRY_CA",
     # Its default (/tmp/basetrigger) is the writable temp storage Flex Consumption instances have.
     "BASETRIGGER_WORK_DIR",
+    # Limits with defaults sized for any plan; set them in Azure only to change them.
+    "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
+    "BASETRIGGER_CONTEXT_MAX_FILES",
 }
 # Settings the Bicep sets that the Functions host reads, not basetrigger's code.
 READ_BY_THE_HOST = {
@@ -680,6 +688,22 @@ def test_custom_acr_role_has_exactly_the_run_actions():
     assert set(access.resolve(permissions["actions"])) == ACR_RUN_ACTIONS
     for empty in ("notActions", "dataActions", "notDataActions"):
         assert arr(permissions[empty]) == []
+
+
+def test_the_custom_acr_role_covers_every_operation_the_acr_builder_calls():
+    """Read from the builder's source: a call added there without its action in the role fails here
+    (runs.cancel once did: ACR answered 403 and the canceled run went on to push)."""
+    source = (ROOT / "shared" / "adapters" / "builders" / "acr.py").read_text()
+    called = set(re.findall(r"self\._client\.(\w+\.\w+)\(", source))
+    assert {"registries.schedule_run", "runs.get", "runs.cancel"} <= called  # the scan finds calls
+    unknown = called - set(ACR_OPERATION_ACTIONS)
+    assert not unknown, f"AcrBuilder calls {sorted(unknown)}: add their actions to ACR_OPERATION_ACTIONS"
+    access = bicep("app/registry-access.bicep")
+    ((_, body, _),) = access.resource_bodies("Microsoft.Authorization/roleDefinitions")
+    (permissions,) = arr(obj(obj(body)["properties"])["permissions"])
+    granted = set(access.resolve(obj(permissions)["actions"]))
+    missing = {ACR_OPERATION_ACTIONS[op] for op in called} - granted
+    assert not missing, f"the custom ACR role lacks {sorted(missing)}"
 
 
 # -- hygiene -------------------------------------------------------------------------

@@ -5,6 +5,11 @@ upload the build context there as a tar.gz (or hand ACR a git URL instead), sche
 `DockerBuildRequest` run, then follow the run until it ends while reading its log blob through the
 log SAS URL. ACR pushes the image itself, so the push arrives back through Event Grid like any other.
 
+`scheduleRun` and `runs/{id}/cancel` are ARM long-running operations: ACR may answer 200 with the
+result or 202 Accepted. The 1.0.0b1 client accepts only 200 and raises on 202, so both calls pass an
+`error_map` that turns a 202 into `_Accepted`, and the builder then follows the run with `runs.get`
+(or, for a 202 without the run in its body, the operation's Location).
+
 Runs moved out of `azure-mgmt-containerregistry` in its version 15 into
 `azure-mgmt-containerregistrytasks`; this module uses the latter. The management client is injected
 so tests can give it a transport that answers like the ACR REST API.
@@ -23,8 +28,9 @@ from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
-from azure.mgmt.containerregistrytasks.models import Argument, DockerBuildRequest, PlatformProperties
+from azure.mgmt.containerregistrytasks.models import Argument, DockerBuildRequest, PlatformProperties, Run
 from azure.storage.blob import BlobClient
 
 from shared.config import ConfigError, Settings
@@ -51,12 +57,24 @@ ACR_MIN_TIMEOUT, ACR_MAX_TIMEOUT = 300, 28800
 QUEUE_ALLOWANCE_SECONDS = 600
 # Consecutive failed polls tolerated before the run is reported as Error.
 MAX_POLL_FAILURES = 5
+# How long to wait for an accepted (202) scheduleRun to name its run, and for a canceled run to
+# end in ACR, before reporting what is known.
+ACCEPT_PATIENCE_SECONDS = 120
+CANCEL_PATIENCE_SECONDS = 120
 
 BlobFromUrl = Callable[[str], BlobClient]
 
 
 class _Refused(Exception):
     """The request cannot be built on ACR; the message says why and is safe to record."""
+
+
+class _Accepted(HttpResponseError):
+    """ACR answered 202 Accepted (raised by the client through `error_map`, carrying the response)."""
+
+
+# Passed to schedule_run and runs.cancel: a 202 becomes _Accepted instead of a generic error.
+_ACCEPTED = {202: _Accepted}
 
 
 class AcrBuilder:
@@ -119,7 +137,7 @@ class AcrBuilder:
         base_digests = self._base_digests(request.base_images)
         try:
             run_request.source_location = self._source_location(request.context)
-            run = self._client.registries.schedule_run(self._resource_group, self._registry, run_request)
+            run = self._schedule(run_request)
         except _Refused as exc:
             emit(f"ACR build refused: {exc}")
             return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=str(exc))
@@ -215,9 +233,9 @@ class AcrBuilder:
                 break
             if request_cancel.is_set():
                 # The run was canceled here: cancel it in ACR too, so it pushes nothing.
-                self._client.runs.cancel(self._resource_group, self._registry, acr_run_id)
-                follower.flush()
-                return BuildResult(status=RunStatus.CANCELED, reason="canceled by request")
+                note = self._cancel(acr_run_id, emit, follower)
+                return BuildResult(status=RunStatus.CANCELED,
+                                   reason="canceled by request" + (f"; {note}" if note else ""))
             if self._clock() > deadline:
                 follower.flush()
                 overdue = f"ACR run {acr_run_id} was still {status} after {patience} s"
@@ -252,6 +270,90 @@ class AcrBuilder:
             reason = getattr(run, "run_error_message", None) or f"ACR run {acr_run_id} ended {status}"
         emit(f"ACR run {acr_run_id}: {status}" + (f" ({digest})" if digest else ""))
         return BuildResult(status=result_status, output_digest=digest, reason=reason)
+
+    def _schedule(self, run_request: DockerBuildRequest) -> Any:
+        """scheduleRun; the Run, whether ACR answered 200 (the run) or 202 (accepted)."""
+        try:
+            return self._client.registries.schedule_run(self._resource_group, self._registry, run_request,
+                                                         error_map=_ACCEPTED)
+        except _Accepted as accepted:
+            assert accepted.response is not None  # the client raises it from a response
+            return self._accepted_run(accepted.response)
+
+    def _accepted_run(self, response: Any) -> Run:
+        """The run a 202 scheduleRun stands for: from its body when it names the run (runs.get follows
+        it like any other), else from the operation's Location (or Azure-AsyncOperation), polled until
+        it names the run."""
+        run = _run_in(response)
+        if run is not None:
+            return run
+        url = response.headers.get("Location") or response.headers.get("Azure-AsyncOperation")
+        if not url:
+            raise _Refused("ACR accepted the run (202) but named neither the run nor an operation to poll")
+        deadline = self._clock() + ACCEPT_PATIENCE_SECONDS
+        failures = 0
+        while self._clock() <= deadline:
+            self._sleep(_retry_after(response, self._poll_interval))
+            try:
+                response = self._client.send_request(HttpRequest("GET", url))
+            except AzureError as exc:
+                failures += 1
+                if failures >= MAX_POLL_FAILURES:
+                    raise _Refused(f"ACR accepted the run (202), then polling it failed: "
+                                   f"{_short(exc)}") from exc
+                continue
+            failures = 0
+            run = _run_in(response)
+            if run is not None:
+                return run
+            if response.status_code == 202:
+                continue
+            status = str(_json_of(response).get("status") or "")
+            if response.status_code >= 400 or status.lower() in ("failed", "canceled"):
+                raise _Refused(f"ACR accepted the run (202), then the operation ended "
+                               f"{status or response.status_code}: {_short_body(response)}")
+        raise _Refused(f"ACR accepted the run (202) but did not name it within {ACCEPT_PATIENCE_SECONDS} s")
+
+    def _cancel(self, acr_run_id: str, emit: LogSink, follower: _LogFollower) -> str | None:
+        """Cancels the ACR run and waits (bounded) until ACR reports it ended. Never raises: a cancel
+        ACR refuses or does not carry out is written to the run's log and returned as a note for the
+        result's reason, since that run may still push its images."""
+        try:
+            self._client.runs.cancel(self._resource_group, self._registry, acr_run_id, error_map=_ACCEPTED)
+        except _Accepted:
+            pass  # accepted: the run's own status says when it is done
+        except AzureError as exc:
+            note = f"canceling ACR run {acr_run_id} failed ({_short(exc)}): it may still push its images"
+            logger.warning("%s", note)
+            follower.poll()
+            follower.flush()
+            emit(note)
+            return note
+        deadline = self._clock() + CANCEL_PATIENCE_SECONDS
+        failures = 0
+        status = "unknown"
+        while True:
+            try:
+                run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
+                status, failures = _status_of(run), 0
+            except AzureError as exc:
+                failures += 1
+                logger.warning("ACR run %s: poll after cancel failed: %s", acr_run_id, _short(exc))
+            follower.poll()
+            if status.lower() in _TERMINAL or failures >= MAX_POLL_FAILURES or self._clock() > deadline:
+                break
+            self._sleep(self._poll_interval)
+        follower.flush()
+        if status.lower() == "canceled":
+            emit(f"ACR run {acr_run_id}: Canceled")
+            return None
+        if status.lower() in _TERMINAL:
+            note = f"ACR run {acr_run_id} ended {status} before the cancel took effect"
+        else:
+            note = f"ACR run {acr_run_id} was still {status} after the cancel: it may still push its images"
+        logger.warning("%s", note)
+        emit(note)
+        return note
 
     def _log_url(self, acr_run_id: str) -> str | None:
         try:
@@ -308,6 +410,37 @@ def _masking(log: LogSink, secrets: Iterable[str]) -> LogSink:
 def _status_of(run: Any) -> str:
     status = getattr(run, "status", None)
     return str(getattr(status, "value", status) or "Queued")
+
+
+def _json_of(response: HttpResponse) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:  # empty or not JSON
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _run_in(response: HttpResponse) -> Run | None:
+    """The Run a response body holds, if it names one (a Run resource has properties.runId)."""
+    body = _json_of(response)
+    properties = body.get("properties")
+    if response.status_code < 400 and isinstance(properties, dict) and properties.get("runId"):
+        return Run(body)
+    return None
+
+
+def _retry_after(response: HttpResponse, default: float) -> float:
+    try:
+        return min(float(response.headers.get("Retry-After", default)), 60.0)
+    except ValueError:
+        return default
+
+
+def _short_body(response: HttpResponse) -> str:
+    error = _json_of(response).get("error")
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:500]
+    return f"HTTP {response.status_code}"
 
 
 def _platform(spec: str) -> PlatformProperties:
