@@ -27,8 +27,14 @@ param registryName string
 @description('Optional. Resource group of that registry, in this subscription. Empty means this deployment\'s resource group.')
 param registryResourceGroupName string = ''
 
-@description('Optional. Name of the registry\'s Event Grid system topic. Empty means a new one named after the registry; give the existing one\'s name if the registry already has a system topic.')
+@description('Optional. Name of the registry\'s Event Grid system topic. Empty means a new one named after the registry. A registry has at most one system topic: if it already has one, give its name (the preprovision hook does).')
 param systemTopicName string = ''
+
+@description('Optional. User-assigned identities the registry\'s existing system topic already has (resource ids, comma-separated): kept, since a deployment sets the topic\'s whole identity. The preprovision hook reads them from the topic.')
+param systemTopicUserAssignedIdentityIds string = ''
+
+@description('Optional. Whether the registry\'s existing system topic has a system-assigned identity to keep (the preprovision hook reads it from the topic).')
+param systemTopicSystemAssignedIdentity bool = false
 
 @description('Optional. Create the Event Grid subscription to the eventgrid_image_pushed function. Leave false on the first deployment: Event Grid refuses a function that is not deployed yet (azure.yaml\'s postdeploy hook sets it to true).')
 param createEventSubscription bool = false
@@ -219,6 +225,8 @@ module eventGrid 'app/eventgrid.bicep' = {
     location: registry.location
     tags: tags
     identityId: identity.id
+    keptUserAssignedIdentityIds: systemTopicUserAssignedIdentityIds
+    keepSystemAssignedIdentity: systemTopicSystemAssignedIdentity
     createSubscription: createEventSubscription
     functionAppId: functionApp.outputs.id
     functionName: eventGridFunctionName

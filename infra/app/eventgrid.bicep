@@ -1,6 +1,6 @@
 metadata description = 'The Event Grid system topic of the existing container registry and its subscription for image pushes, delivered to the app\'s Event Grid trigger function. Deployed into the registry\'s resource group.'
 
-@description('Required. Name of the system topic. A registry can have only one system topic: if it already has one, give that one\'s name (this deployment then sets that topic\'s identity to the app\'s).')
+@description('Required. Name of the system topic. A registry can have only one system topic: if it already has one, give that one\'s name; this deployment then adds the app\'s identity to it and keeps the identities given in keptUserAssignedIdentityIds and keepSystemAssignedIdentity.')
 param systemTopicName string
 
 @description('Required. Name of the existing container registry (in this module\'s resource group).')
@@ -14,6 +14,12 @@ param tags object = {}
 
 @description('Required. Resource id of the user-assigned identity that writes dead-lettered events.')
 param identityId string
+
+@description('Optional. Resource ids of the user-assigned identities an existing system topic already has, comma-separated. A deployment sets the topic\'s whole identity, so any identity not listed here (other subscriptions may deliver or dead-letter with it) would be removed. The preprovision hook fills this from the topic.')
+param keptUserAssignedIdentityIds string = ''
+
+@description('Optional. Whether an existing system topic has a system-assigned identity to keep (the preprovision hook reads it from the topic).')
+param keepSystemAssignedIdentity bool = false
 
 @description('Optional. Create the event subscription. Event Grid checks that the target function exists, so this is false until the app\'s code has been deployed once (azure.yaml\'s postdeploy hook turns it on).')
 param createSubscription bool = false
@@ -44,15 +50,21 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing =
   name: registryName
 }
 
+// The topic's identities: the ones it already has, plus the app's (ids compare case-insensitively,
+// and ARM may return them in another case than Bicep builds them).
+var keptIds = filter(
+  map(split(keptUserAssignedIdentityIds, ','), id => trim(id)),
+  id => !empty(id) && toLower(id) != toLower(identityId)
+)
+var topicUserAssignedIdentities = toObject(concat(keptIds, [identityId]), id => id, id => {})
+
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
   location: location
   tags: tags
   identity: {
-    type: 'UserAssigned'
-    userAssignedIdentities: {
-      '${identityId}': {}
-    }
+    type: keepSystemAssignedIdentity ? 'SystemAssigned, UserAssigned' : 'UserAssigned'
+    userAssignedIdentities: topicUserAssignedIdentities
   }
   properties: {
     source: registry.id

@@ -77,11 +77,13 @@ READ_BY_THE_HOST = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # makes the host use that token
 }
 # Settings a Flex Consumption app must not have (the plan refuses them; functionAppConfig says it).
+# AzureWebJobsStorage__accountName is not among them: Flex accepts it (Microsoft's Flex quickstart
+# sets it with __credential and __clientId). The Bicep sets the three __*ServiceUri settings instead
+# because shared/config.py reads those, so the host and the code share one set of settings.
 REFUSED_BY_FLEX = {
     "FUNCTIONS_WORKER_RUNTIME",
     "FUNCTIONS_EXTENSION_VERSION",
     "WEBSITE_RUN_FROM_PACKAGE",
-    "AzureWebJobsStorage__accountName",
 }
 
 
@@ -606,6 +608,36 @@ def test_system_topic_is_on_the_existing_registry_in_its_resource_group():
         "resourceGroup(registryGroupName)"
     )
     assert main.module_params(module_of(main, "app/eventgrid.bicep"))["location"] == "registry.location"
+
+
+def test_the_system_topic_keeps_the_identities_it_already_has():
+    """A deployment sets a resource's whole identity: on a registry's existing system topic, setting
+    only the app's identity would remove the ones other subscriptions deliver or dead-letter with."""
+    grid = bicep("app/eventgrid.bicep")
+    ((_, body, _),) = grid.resource_bodies("Microsoft.EventGrid/systemTopics")
+    identity = obj(obj(body)["identity"])
+    assert identity["type"] == "keepSystemAssignedIdentity ? 'SystemAssigned, UserAssigned' : 'UserAssigned'"
+    assigned = identity["userAssignedIdentities"]
+    assert assigned in grid.vars, "userAssignedIdentities must be built from the kept identities"
+    built = re.sub(r"\s+", " ", grid.vars[assigned])
+    assert built == "toObject(concat(keptIds, [identityId]), id => id, id => {})"
+    kept = re.sub(r"\s+", " ", grid.vars["keptIds"])
+    assert "split(keptUserAssignedIdentityIds, ',')" in kept
+    assert "toLower(id) != toLower(identityId)" in kept  # ours is not listed twice in another case
+    for name in ("keptUserAssignedIdentityIds", "keepSystemAssignedIdentity"):
+        assert "=" in grid.params[name][1], f"{name} must be optional (a new topic has nothing to keep)"
+    # main.bicep passes them from its own parameters, which azd fills from the environment
+    main = bicep("main.bicep")
+    passed = main.module_params(module_of(main, "app/eventgrid.bicep"))
+    assert passed["keptUserAssignedIdentityIds"] == "systemTopicUserAssignedIdentityIds"
+    assert passed["keepSystemAssignedIdentity"] == "systemTopicSystemAssignedIdentity"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["systemTopicUserAssignedIdentityIds"]["value"] == (
+        "${EVENTGRID_SYSTEM_TOPIC_IDENTITIES=}"
+    )
+    assert parameters["systemTopicSystemAssignedIdentity"]["value"] == (
+        "${EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY=false}"
+    )
 
 
 # -- roles -------------------------------------------------------------------------
