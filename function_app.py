@@ -2,7 +2,15 @@
 
 import azure.functions as func
 
-from functions import api, build_worker, eventgrid_ingress, housekeeping, webhook_ingress
+from functions import (
+    api,
+    build_worker,
+    dashboard,
+    eventgrid_ingress,
+    housekeeping,
+    insight_api,
+    webhook_ingress,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -11,3 +19,5 @@ app.register_functions(webhook_ingress.bp)
 app.register_functions(build_worker.bp)
 app.register_functions(housekeeping.bp)
 app.register_functions(api.bp)
+app.register_functions(insight_api.bp)
+app.register_functions(dashboard.bp)

@@ -183,6 +183,82 @@ PATHS: dict[str, Any] = {
 }
 
 
+# ---- the questions of functions/insight_api.py ----------------------------------------------
+_TRIGGER = {"type": "object", "properties": {"enabled": {"type": "boolean"},
+                                             "type": {"type": "string", "enum": names(TriggerType)}}}
+SCHEMAS.update({
+    "ImpactTask": {"type": "object", "properties": {
+        "task": {"type": "string"}, "level": {"type": "integer", "description": "the wave it rebuilds in"},
+        "rebuilds": {"type": "boolean", "description": "false: trigger off, or a build-stage base under a "
+                     "Runtime trigger (listed, not followed)"},
+        "reason": {"type": "string"}, "trigger": _TRIGGER,
+        "outputs": {"type": "array", "items": {"type": "string"},
+                    "description": "output images other tasks can be built FROM (followed)"},
+        "per_run_outputs": {"type": "array", "items": {"type": "string"},
+                            "description": "templates with {{.Run.ID}}: a new tag each run (not followed)"},
+        "cycle": {"type": "boolean"}}},
+    "Edge": {"type": "object", "properties": {
+        "base": {"type": "string"}, "task": {"type": "string"},
+        "runtime": {"type": "boolean", "description": "false: a build-stage base"},
+        "triggers": {"type": "boolean"}}},
+    "Impact": {"type": "object", "properties": {
+        "image": {"type": "string"}, "rebuilds": {"type": "integer"}, "tasks": {"type": "integer"},
+        "levels": {"type": "array", "items": {"type": "object", "properties": {
+            "level": {"type": "integer"}, "tasks": {"type": "array", "items": _ref("ImpactTask")}}}},
+        "edges": {"type": "array", "items": _ref("Edge")}}},
+    "Graph": {"type": "object", "properties": {
+        "tasks": {"type": "array", "items": _ref("ImpactTask")},
+        "images": {"type": "array", "items": {"type": "object", "properties": {
+            "image": {"type": "string"}, "produced_by": {"type": "string", "nullable": True}}}},
+        "edges": {"type": "array", "items": _ref("Edge")}}},
+    "StaleEntry": {"type": "object", "properties": {
+        "task": {"type": "string"}, "base": {"type": "string"}, "runtime": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["stale", "unknown"]},
+        "built_digest": {"type": "string"}, "current_digest": {"type": "string", "nullable": True},
+        "source": {"type": "string", "enum": ["registry", "events"], "nullable": True},
+        "since": {"type": "string", "format": "date-time", "nullable": True},
+        "cause": {"type": "string", "description": "trigger-disabled, not-a-runtime-dependency, "
+                  "rebuild-pending, run-failed, no-event, base-unreachable or a decision outcome"},
+        "reason": {"type": "string"}, "event_id": {"type": "string", "nullable": True},
+        "run_id": {"type": "string", "nullable": True}}},
+    "TaskVerdict": {"type": "object", "properties": {
+        "time": {"type": "string", "format": "date-time"}, "event_id": {"type": "string"},
+        "image": {"type": "string", "nullable": True}, "digest": {"type": "string", "nullable": True},
+        "outcome": {"type": "string", "enum": names(Outcome)}, "reason": {"type": "string"},
+        "run_id": {"type": "string", "nullable": True},
+        "run_status": {"type": "string", "enum": names(RunStatus), "nullable": True},
+        "run_reason": {"type": "string", "nullable": True}}},
+})
+PATHS.update({
+    "/bases/{ref}/impact": {
+        "parameters": [_param("ref", "path", description="an image reference as a FROM line names it, "
+                              "percent-encoded (`/` is `%2F`); short names follow Docker's rules")],
+        "get": {"operationId": "baseImpact",
+                "summary": "Every task that would rebuild, transitively, if this base changed, by level",
+                "responses": {**_ok(_ref("Impact")), **_errors("400")}}},
+    "/graph": {"get": {"operationId": "dependencyGraph",
+                       "summary": "Every task, the images it is built FROM, and its level",
+                       "responses": {**_ok(_ref("Graph")), **_errors()}}},
+    "/stale": {"get": {"operationId": "staleTasks",
+                       "summary": "Tasks last built on a base digest that is no longer current, and why",
+                       "responses": {**_ok({"type": "object", "properties": {
+                           "stale": {"type": "array", "items": _ref("StaleEntry")},
+                           "checked": {"type": "object", "properties": {
+                               "tasks": {"type": "integer"}, "bases": {"type": "integer"},
+                               "dependencies": {"type": "integer"}}}}}), **_errors()}}},
+    "/tasks/{name}/decisions": {
+        "parameters": [_TASK_NAME],
+        "get": {"operationId": "taskDecisions",
+                "summary": "The recent decisions about this task's bases, newest first, with its own verdict",
+                "parameters": [_param("top", schema={"type": "integer", "default": 20,
+                                                     "minimum": 1, "maximum": 200})],
+                "responses": {**_ok({"type": "object", "properties": {
+                    "task": {"type": "string"},
+                    "decisions": {"type": "array", "items": _ref("TaskVerdict")}}}),
+                    **_errors("400", "404")}}},
+})
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

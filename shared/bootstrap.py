@@ -22,9 +22,12 @@ from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
+from shared.service_layer.history import TaskHistory
+from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ports import Builder
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.tasks import TaskService
 from shared.service_layer.worker import Worker
 
@@ -87,6 +90,18 @@ class Services:
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources)
+
+    @cached_property
+    def impact(self) -> ImpactAnalysis:
+        return ImpactAnalysis(self.tasks.store, self.index.table, self.settings.registry)
+
+    @cached_property
+    def history(self) -> TaskHistory:
+        return TaskHistory(self.tasks.store, self.decisions, self.runs)
+
+    @cached_property
+    def staleness(self) -> StalenessReport:
+        return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry)
 
     @cached_property
     def worker(self) -> Worker:

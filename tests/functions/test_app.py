@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from functools import lru_cache
 from pathlib import Path
 
 import function_app
 from devhost.loader import load_functions
+from functions.dashboard import serve
 from functions.openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,9 +35,14 @@ def test_every_trigger_kind_is_there_under_its_contract_name():
     assert entries["housekeeping"].trigger["schedule"] == "0 */5 * * * *"
 
 
+# Web pages, not the API: static files with no data in them, served without a key (a browser
+# cannot send a header when it opens a page); every data call they make needs the key.
+PAGES = {"dashboard"}
+
+
 def test_every_http_function_needs_a_key():
     for entry in table().entries:
-        if entry.trigger_type == "httpTrigger":
+        if entry.trigger_type == "httpTrigger" and entry.name not in PAGES:
             level = str(getattr(entry.trigger["authLevel"], "value", "")).lower()
             assert level in ("function", "admin"), entry.name
 
@@ -43,7 +50,7 @@ def test_every_http_function_needs_a_key():
 def _http_routes() -> set[tuple[str, str]]:
     routes = set()
     for entry in table().entries:
-        if entry.trigger_type == "httpTrigger":
+        if entry.trigger_type == "httpTrigger" and entry.name not in PAGES:
             for method in entry.trigger["methods"]:
                 routes.add(("/" + entry.trigger["route"], str(method).lower()))
     return routes
@@ -71,7 +78,21 @@ def test_shared_never_imports_azure_functions():
 
 
 def test_function_app_holds_only_the_app_and_registrations():
-    code = [line for line in (ROOT / "function_app.py").read_text().splitlines()
-            if line.strip() and not line.startswith(("#", '"""', "import", "from"))]
+    body = [node for node in ast.parse((ROOT / "function_app.py").read_text()).body
+            if not isinstance(node, ast.Import | ast.ImportFrom)
+            and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+    code = [ast.unparse(node) for node in body]
     assert code[0].startswith("app = func.FunctionApp(")
     assert all(line.startswith("app.register_functions(") for line in code[1:])
+
+
+def test_the_dashboard_is_open_but_serves_only_its_own_files():
+    entry = by_name()["dashboard"]
+    assert str(getattr(entry.trigger["authLevel"], "value", "")).lower() == "anonymous"
+    assert {str(getattr(m, "value", m)).upper() for m in entry.trigger["methods"]} == {"GET"}
+    page = serve("", "http://h/api/dashboard/")
+    assert page.status_code == 200 and b"<html" in page.get_body()
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert serve("", "http://h/api/dashboard").headers["Location"] == "dashboard/"
+    for path in ("../function_app.py", "..%2Ffunction_app.py", "nested/app.js", "missing.js", ".hidden.js"):
+        assert serve(path, f"http://h/api/dashboard/{path}").status_code == 404, path

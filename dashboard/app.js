@@ -1,0 +1,486 @@
+// basetrigger dashboard: plain JavaScript against the app's own HTTP API (docs/api.md), no CDN, no build.
+//
+// The page is served without a key; every data call sends the function key in `x-functions-key`.
+// The key comes from the URL fragment (`.../dashboard/#key=KEY`: a fragment never reaches a server or
+// a log) or from the form, and is kept in sessionStorage (this tab only). Without it the API answers
+// 401 and the page says so.
+"use strict";
+
+const API = new URL("../", location.href); // the page is /api/dashboard/: the API is /api/
+const TERMINAL = new Set(["Succeeded", "Failed", "Canceled", "Error", "Timeout"]);
+const RUNS_EVERY_MS = 2000;
+const LOG_EVERY_MS = 1000;
+const GRAPH_EVERY_MS = 3000;
+const $ = (selector) => document.querySelector(selector);
+
+let key = sessionStorage.getItem("bt-key") || "";
+
+// ---- talking to the API ------------------------------------------------------------------------
+class Unauthorized extends Error {}
+
+function setStatus(text, isError = false) {
+  const el = $("#status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+async function api(path, params = {}) {
+  const url = new URL(path, API);
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
+  }
+  const headers = { accept: "application/json" };
+  if (key) headers["x-functions-key"] = key;
+  const response = await fetch(url, { headers, cache: "no-store" });
+  if (response.status === 401) {
+    setStatus(key ? "The function key was refused (HTTP 401): enter the right key above."
+                  : "No function key: the API answered HTTP 401. Enter the key above, or open this page as …/dashboard/#key=KEY.",
+              true);
+    $("#key-input").focus();
+    throw new Unauthorized();
+  }
+  if (!response.ok) {
+    let message = `HTTP ${response.status} from ${url.pathname}`;
+    try { message = (await response.json()).error.message || message; } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+
+const getJson = async (path, params) => (await api(path, params)).json();
+
+function reportError(error) {
+  if (!(error instanceof Unauthorized)) setStatus(`Error: ${error.message}`, true);
+}
+
+// ---- small DOM helpers -------------------------------------------------------------------------
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+const badge = (status) => el("span", { class: `badge s-${status || "none"}`, text: status || "—" });
+
+function shortDigest(digest) {
+  return digest ? digest.replace(/^(sha256:)?([0-9a-f]{12})[0-9a-f]+$/, "$2…") : "—";
+}
+
+function formatTime(iso) {
+  if (!iso) return "—";
+  const t = new Date(iso);
+  const sameDay = t.toDateString() === new Date().toDateString();
+  return sameDay ? t.toLocaleTimeString() : t.toLocaleString();
+}
+
+function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const s = Math.round(seconds);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${pad(Math.floor(s / 3600))}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
+}
+
+// ---- tabs (arrow keys move between them, as a tablist should) ----------------------------------
+const views = {};
+let current = "runs";
+
+function showTab(name, focus = false) {
+  for (const tab of document.querySelectorAll('[role="tab"]')) {
+    const selected = tab.id === `tab-${name}`;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    $(`#${tab.getAttribute("aria-controls")}`).hidden = !selected;
+    if (selected && focus) tab.focus();
+  }
+  if (current !== name && views[current]?.leave) views[current].leave();
+  current = name;
+  views[name]?.enter?.();
+}
+
+function setUpTabs() {
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => showTab(tab.id.slice(4)));
+    tab.addEventListener("keydown", (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (step) showTab(tabs[(i + step + tabs.length) % tabs.length].id.slice(4), true);
+    });
+  });
+}
+
+// ---- runs --------------------------------------------------------------------------------------
+const runs = {
+  timer: null,
+  known: null, // run ids shown so far (null before the first answer): new ones flash
+  filters() {
+    const form = new FormData($("#run-filters"));
+    return { top: form.get("top"), task: form.get("task").trim(), status: form.get("status"),
+             image: form.get("image").trim() };
+  },
+  enter() { this.poll(); },
+  leave() { clearTimeout(this.timer); this.timer = null; },
+  async poll() {
+    clearTimeout(this.timer);
+    try {
+      const page = await getJson("runs", this.filters());
+      this.render(page.runs);
+      $("#runs-live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+      setStatus(`${page.runs.length} runs shown`);
+    } catch (error) {
+      reportError(error);
+      if (error instanceof Unauthorized) return; // until a key is given (the form restarts the view)
+    }
+    if (current === "runs" && !document.hidden) this.timer = setTimeout(() => this.poll(), RUNS_EVERY_MS);
+  },
+  render(list) {
+    const body = $("#runs tbody");
+    const rows = list.map((run) => {
+      const cause = run.status === "Succeeded" || !run.reason ? (run.cause || "") : run.reason;
+      const row = el("tr", { "data-run-id": run.run_id },
+        el("td", { class: "mono" }, el("button", { class: "link", type: "button", text: run.run_id,
+          "aria-label": `Open run ${run.run_id}`, onclick: () => detail.open(run.run_id) })),
+        el("td", { text: run.task || "(quick build)" }),
+        el("td", { text: run.trigger }),
+        el("td", { class: "status" }, badge(run.status)),
+        el("td", { title: run.created_at || "", text: formatTime(run.created_at) }),
+        el("td", { class: "mono", text: formatDuration(run.duration_seconds) }),
+        el("td", { class: "wrap mono", text: cause }));
+      if (this.known && !this.known.has(run.run_id)) row.classList.add("fresh");
+      if (detail.runId === run.run_id) row.classList.add("selected");
+      return row;
+    });
+    // Keep keyboard focus on the same run's button across refreshes.
+    const focused = document.activeElement?.closest?.("tr[data-run-id]")?.dataset.runId;
+    body.replaceChildren(...rows);
+    if (focused) body.querySelector(`tr[data-run-id="${CSS.escape(focused)}"] button`)?.focus();
+    if (this.known === null) {
+      performance.mark("bt:first-runs"); // bench/dashboard.py reads this: the first view is on screen
+      setTimeout(loadTaskNames, 0);
+    }
+    this.known = new Set(list.map((r) => r.run_id));
+  },
+};
+views.runs = runs;
+
+async function loadTaskNames() {
+  try {
+    const graph = await getJson("graph");
+    $("#task-names").replaceChildren(...graph.tasks.map((t) => el("option", { value: t.task })));
+  } catch (error) { reportError(error); }
+}
+
+// ---- one run: facts and its log, followed while it builds ---------------------------------------
+const detail = {
+  runId: null,
+  offset: 0,
+  timer: null,
+  async open(runId) {
+    clearTimeout(this.timer);
+    this.runId = runId;
+    this.offset = 0;
+    $("#run-log").textContent = "";
+    $("#run-detail").hidden = false;
+    $(".split").classList.add("open");
+    $("#run-title").textContent = `Run ${runId}`;
+    for (const row of document.querySelectorAll("#runs tr[data-run-id]")) {
+      row.classList.toggle("selected", row.dataset.runId === runId);
+    }
+    $("#run-log").focus();
+    this.follow(runId);
+  },
+  close() {
+    clearTimeout(this.timer);
+    const runId = this.runId;
+    this.runId = null;
+    $("#run-detail").hidden = true;
+    $(".split").classList.remove("open");
+    document.querySelector(`#runs tr[data-run-id="${CSS.escape(runId || "")}"] button`)?.focus();
+  },
+  facts(run) {
+    const items = [["Status", badge(run.status)], ["Task", run.task || "(quick build)"], ["Trigger", run.trigger],
+      ["Cause", run.cause || "—"], ["Started", formatTime(run.started_at)],
+      ["Duration", formatDuration(run.duration_seconds)], ["Images", (run.output_images || []).join(", ") || "—"],
+      ["Digest", run.output_digest || "—"]];
+    if (run.reason) items.push(["Reason", run.reason]);
+    $("#run-facts").replaceChildren(...items.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", {}, value)]));
+  },
+  async follow(runId) {
+    if (runId !== this.runId) return;
+    try {
+      const response = await api(`runs/${encodeURIComponent(runId)}/log`, { offset: this.offset });
+      const text = await response.text();
+      if (runId !== this.runId) return;
+      const next = Number(response.headers.get("x-log-offset"));
+      this.offset = Number.isFinite(next) ? next : this.offset + new TextEncoder().encode(text).length;
+      if (text) {
+        const log = $("#run-log");
+        const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+        log.append(text);
+        if (atEnd) log.scrollTop = log.scrollHeight;
+      }
+      const status = response.headers.get("x-run-status");
+      this.facts(await getJson(`runs/${encodeURIComponent(runId)}`));
+      // Once terminal, the log is complete after one more read (what was appended meanwhile).
+      if (TERMINAL.has(status) && !text) return;
+    } catch (error) {
+      reportError(error);
+    }
+    this.timer = setTimeout(() => this.follow(runId), LOG_EVERY_MS);
+  },
+};
+
+// ---- the dependency graph, laid out by levels in SVG --------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+const NODE_W = 230, NODE_H = 30, COL_GAP = 80, ROW_GAP = 12, PAD = 24, LABEL_H = 26;
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function fit(text, chars = 32) {
+  return text.length <= chars ? text : `…${text.slice(text.length - chars + 1)}`;
+}
+
+const graph = {
+  timer: null,
+  focusImage: "",
+  statuses: new Map(),
+  enter() { this.load(); },
+  leave() { clearTimeout(this.timer); this.timer = null; },
+  async load() {
+    clearTimeout(this.timer);
+    try {
+      if (this.focusImage) {
+        const impact = await getJson(`bases/${encodeURIComponent(this.focusImage)}/impact`);
+        this.draw(fromImpact(impact));
+        $("#graph-summary").textContent = `${impact.rebuilds} of ${impact.tasks} dependent task(s) would rebuild ` +
+          `if ${impact.image} changed, in ${impact.levels.length} level(s).`;
+      } else {
+        const whole = await getJson("graph");
+        this.draw(fromGraph(whole));
+        $("#graph-summary").textContent = `${whole.tasks.length} task(s), ${whole.images.length} image(s) they are built FROM.`;
+      }
+      await this.colour();
+    } catch (error) {
+      reportError(error);
+    }
+  },
+  async colour() {
+    clearTimeout(this.timer);
+    try {
+      const page = await getJson("runs", { top: 200 });
+      this.statuses = new Map();
+      for (const run of page.runs) if (run.task && !this.statuses.has(run.task)) this.statuses.set(run.task, run);
+      for (const node of document.querySelectorAll("#graph g.node.task")) {
+        const run = this.statuses.get(node.dataset.task);
+        const status = run ? run.status : "none";
+        node.dataset.status = status;
+        node.querySelector("rect").setAttribute("class", `fill-${status}`);
+        node.querySelector("title").textContent = `${node.dataset.task}: ${run ? `${run.run_id} ${run.status}` : "no recent run"}` +
+          (node.dataset.note ? ` — ${node.dataset.note}` : "");
+      }
+    } catch (error) {
+      reportError(error);
+    }
+    if (current === "graph" && !document.hidden) this.timer = setTimeout(() => this.colour(), GRAPH_EVERY_MS);
+  },
+  draw(model) {
+    const { nodes, edges } = model;
+    const columns = [];
+    for (const node of nodes) (columns[node.level] ||= []).push(node);
+    // Order each column by the mean row of its parents (one barycentre pass keeps edges short).
+    const row = new Map();
+    columns.forEach((column = [], level) => {
+      if (level > 0) {
+        const weight = (n) => {
+          const ups = edges.filter((e) => e.to === n.id && row.has(e.from)).map((e) => row.get(e.from));
+          return ups.length ? ups.reduce((a, b) => a + b, 0) / ups.length : Infinity;
+        };
+        column.sort((a, b) => weight(a) - weight(b) || a.label.localeCompare(b.label));
+      }
+      column.forEach((n, i) => row.set(n.id, i));
+    });
+    const pos = new Map();
+    let height = 0;
+    columns.forEach((column = [], level) => column.forEach((n, i) => {
+      const x = PAD + level * (NODE_W + COL_GAP), y = PAD + LABEL_H + i * (NODE_H + ROW_GAP);
+      pos.set(n.id, { x, y });
+      height = Math.max(height, y + NODE_H + PAD);
+    }));
+    const width = PAD * 2 + Math.max(1, columns.length) * (NODE_W + COL_GAP) - COL_GAP;
+    const root = svg("svg", { width, height: Math.max(height, 120), role: "group",
+                              "aria-label": "Dependency graph, left to right by level" });
+    columns.forEach((_, level) => root.append(svg("text", { class: "level-label", x: PAD + level * (NODE_W + COL_GAP), y: PAD + 10 },
+      level === 0 ? (this.focusImage ? "changed image" : "base images") : `level ${level}`)));
+    for (const edge of edges) {
+      const a = pos.get(edge.from), b = pos.get(edge.to);
+      if (!a || !b) continue;
+      const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
+      const bend = Math.max(30, (x2 - x1) / 2);
+      root.append(svg("path", { class: `edge${edge.runtime ? "" : " build"}${edge.triggers ? "" : " quiet"}`,
+        d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}` }));
+    }
+    for (const node of nodes) {
+      const { x, y } = pos.get(node.id);
+      const classes = ["node", node.kind, node.off ? "off" : "", node.root ? "root" : ""].join(" ").trim();
+      const group = svg("g", { class: classes, transform: `translate(${x},${y})`, tabindex: "0",
+                               "data-id": node.id, role: node.kind === "task" ? "button" : "img",
+                               "aria-label": node.kind === "task" ? `task ${node.label}${node.note ? `, ${node.note}` : ""}` : `image ${node.label}` },
+        svg("title", {}, node.kind === "task" ? node.label : node.id),
+        svg("rect", { width: NODE_W, height: NODE_H, rx: node.kind === "task" ? 6 : 14, class: node.kind === "task" ? "fill-none" : "" }),
+        svg("text", { x: 10, y: 19 }, fit(node.label)));
+      if (node.kind === "task") {
+        group.dataset.task = node.label;
+        if (node.note) group.dataset.note = node.note;
+        const open = () => { $("#run-filters [name=task]").value = node.label; showTab("runs", true); };
+        group.addEventListener("click", open);
+        group.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); open(); } });
+      }
+      root.append(group);
+    }
+    $("#graph").replaceChildren(root);
+  },
+};
+views.graph = graph;
+
+const taskId = (name) => `task:${name}`;
+
+function note(task) {
+  const parts = [];
+  if (!task.rebuilds) parts.push(task.reason);
+  if (task.cycle) parts.push("on a cycle");
+  return parts.join("; ");
+}
+
+function fromGraph(whole) {
+  const produced = new Map(whole.images.filter((i) => i.produced_by).map((i) => [i.image, i.produced_by]));
+  const nodes = whole.images.filter((i) => !i.produced_by).map((i) => ({ id: i.image, label: i.image, kind: "image", level: 0 }));
+  for (const task of whole.tasks) {
+    nodes.push({ id: taskId(task.task), label: task.task, kind: "task", level: task.level, off: !task.trigger.enabled, note: note(task) });
+  }
+  const edges = whole.edges.map((e) => ({ from: produced.has(e.base) ? taskId(produced.get(e.base)) : e.base, to: taskId(e.task),
+                                          runtime: e.runtime, triggers: e.triggers }));
+  return { nodes, edges };
+}
+
+function fromImpact(impact) {
+  const nodes = [{ id: impact.image, label: impact.image, kind: "image", level: 0, root: true }];
+  const produced = new Map();
+  for (const level of impact.levels) {
+    for (const task of level.tasks) {
+      nodes.push({ id: taskId(task.task), label: task.task, kind: "task", level: task.level, off: !task.rebuilds, note: note(task) });
+      if (task.rebuilds) for (const output of task.outputs) if (!produced.has(output)) produced.set(output, task.task);
+    }
+  }
+  const edges = impact.edges.map((e) => ({ from: e.base === impact.image ? e.base : taskId(produced.get(e.base)),
+                                           to: taskId(e.task), runtime: e.runtime, triggers: e.triggers }));
+  return { nodes, edges };
+}
+
+// ---- stale --------------------------------------------------------------------------------------
+const stale = {
+  loaded: false,
+  enter() { if (!this.loaded) this.load(); },
+  async load() {
+    $("#stale-summary").textContent = "Checking every base…";
+    try {
+      const report = await getJson("stale");
+      this.loaded = true;
+      const stale = report.stale.filter((e) => e.state === "stale").length;
+      $("#stale-summary").textContent = `${stale} stale and ${report.stale.length - stale} unknown of ` +
+        `${report.checked.dependencies} task dependencies (${report.checked.tasks} tasks, ${report.checked.bases} bases), ` +
+        `checked ${new Date().toLocaleTimeString()}.`;
+      $("#stale tbody").replaceChildren(...report.stale.map((e) => el("tr", { "data-task": e.task },
+        el("td", { text: e.task }),
+        el("td", { class: "mono wrap", text: `${e.base}${e.runtime ? "" : " (build stage)"}` }),
+        el("td", {}, el("span", { class: `badge ${e.state === "stale" ? "s-Failed" : "s-Queued"}`, text: e.state })),
+        el("td", { title: e.since || "", text: formatTime(e.since) }),
+        el("td", { class: "wrap" }, el("strong", { text: e.cause }), ` — ${e.reason}`),
+        el("td", { class: "mono", title: `${e.built_digest} → ${e.current_digest || "?"} (${e.source || "unknown"})`,
+                   text: `${shortDigest(e.built_digest)} → ${shortDigest(e.current_digest)}` }))));
+    } catch (error) {
+      $("#stale-summary").textContent = "";
+      reportError(error);
+    }
+  },
+};
+views.stale = stale;
+
+// ---- decisions ----------------------------------------------------------------------------------
+const decisions = {
+  enter() { this.load(); },
+  async load() {
+    const form = new FormData($("#decision-filters"));
+    const task = form.get("task").trim();
+    try {
+      if (task) {
+        const answer = await getJson(`tasks/${encodeURIComponent(task)}/decisions`, { top: 50 });
+        this.render(answer.decisions.map((v) => ({ ...v, runs: v.run_id ? [`${v.run_id}${v.run_status ? ` (${v.run_status})` : ""}`] : [] })));
+      } else {
+        const answer = await getJson("decisions", { top: 50, image: form.get("image").trim() });
+        this.render(answer.decisions);
+      }
+    } catch (error) {
+      reportError(error);
+    }
+  },
+  render(list) {
+    $("#decisions tbody").replaceChildren(...list.map((d) => el("tr", {},
+      el("td", { title: d.time, text: formatTime(d.time) }),
+      el("td", { class: "mono wrap", text: d.image || "—" }),
+      el("td", { class: "mono", title: d.digest || "", text: shortDigest(d.digest) }),
+      el("td", {}, el("strong", { text: d.outcome })),
+      el("td", { class: "wrap", text: d.reason }),
+      el("td", { class: "mono", text: (d.runs || []).join(", ") }))));
+    if (!list.length) $("#decisions tbody").append(el("tr", {}, el("td", { colspan: "6", text: "No decisions." })));
+  },
+};
+views.decisions = decisions;
+
+// ---- start ---------------------------------------------------------------------------------------
+function start() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("key")) {
+    key = fragment.get("key");
+    sessionStorage.setItem("bt-key", key);
+    history.replaceState(null, "", location.pathname + location.search); // keep the key out of sight
+  }
+  $("#key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    key = $("#key-input").value.trim();
+    $("#key-input").value = "";
+    sessionStorage.setItem("bt-key", key);
+    setStatus("Key set.");
+    views[current]?.enter?.();
+  });
+  $("#key-forget").addEventListener("click", () => {
+    key = "";
+    sessionStorage.removeItem("bt-key");
+    setStatus("Key forgotten.");
+  });
+  $("#run-filters").addEventListener("submit", (event) => { event.preventDefault(); runs.known = new Set(); runs.poll(); });
+  $("#run-close").addEventListener("click", () => detail.close());
+  $("#graph-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    graph.focusImage = new FormData(event.target).get("image").trim();
+    graph.load();
+  });
+  $("#graph-all").addEventListener("click", () => { graph.focusImage = ""; $("#graph-form [name=image]").value = ""; graph.load(); });
+  $("#stale-refresh").addEventListener("click", () => stale.load());
+  $("#decision-filters").addEventListener("submit", (event) => { event.preventDefault(); decisions.load(); });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) views[current]?.enter?.(); });
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape" && detail.runId) detail.close(); });
+  setUpTabs();
+  showTab("runs");
+}
+
+start();
