@@ -9,15 +9,19 @@ import json
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.secret_box import SecretBox
+from shared.adapters.secret_box import SecretBox, SecretsUnavailable
 from shared.adapters.storage import Storage
+from shared.domain.key_rotation import ResealReport
 from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskExists, TaskNotFound
 from shared.domain.vocabulary import TriggerType
 
 PARTITION = "task"
+# A task changed between reading and re-sealing its secrets is read again, this many times at most.
+RESEAL_ATTEMPTS = 5
 
 
 def _dependencies_json(deps: list[Dependency]) -> str:
@@ -106,3 +110,50 @@ class TableTaskRepository:
     def all(self) -> list[Task]:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
         return [from_entity(e, self.box) for e in entities]
+
+    def reseal_secrets(self) -> ResealReport:
+        """Re-encrypt every task's sealed secrets with the first configured key (a key rotation).
+
+        Only the SealedSecrets property is written, with the etag read, so a task changed meanwhile
+        is read again rather than overwritten. Secrets no configured key opens are left as they are
+        and reported: dropping the key that sealed them would lose them.
+        """
+        report = ResealReport(primary_key=self.box.primary_fingerprint, keys=len(self.box.keys))
+        rows = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION},
+                                         select=["RowKey", "SealedSecrets"])
+        for entity in rows:
+            self._reseal_one(entity, report)
+        return report
+
+    def _reseal_one(self, entity: Any, report: ResealReport) -> None:
+        name = entity["RowKey"]
+        for _ in range(RESEAL_ATTEMPTS):
+            sealed = entity.get("SealedSecrets")
+            if not sealed:
+                return
+            if self.box.is_current(sealed):
+                report.current.append(name)
+                return
+            try:
+                resealed = self.box.reseal(sealed)
+            except SecretsUnavailable:
+                report.unreadable.append(name)
+                return
+            try:
+                self.table.update_entity(
+                    {"PartitionKey": PARTITION, "RowKey": name, "SealedSecrets": resealed},
+                    mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceNotFoundError:
+                return  # deleted meanwhile
+            except ResourceModifiedError:
+                try:
+                    entity = self.table.get_entity(PARTITION, name, select=["RowKey", "SealedSecrets"])
+                except ResourceNotFoundError:
+                    return
+                continue
+            report.resealed.append(name)
+            return
+        report.busy.append(name)
+

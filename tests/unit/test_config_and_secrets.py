@@ -52,3 +52,25 @@ def test_unresolved_key_vault_reference_is_named():
            "BASETRIGGER_SECRET_KEY": "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/k/)"}
     with pytest.raises(config.ConfigError, match="unresolved Key Vault reference"):
         config.load(env)
+
+
+def test_several_keys_the_first_encrypts_all_decrypt():
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    sealed_with_old = SecretBox(old).seal({"k": "v"})
+    box = SecretBox(f" {new}\n{old} ,")  # commas and whitespace both separate keys
+
+    assert box.keys == [new, old]
+    assert box.open(sealed_with_old) == {"k": "v"}
+    assert not box.is_current(sealed_with_old)
+    resealed = box.reseal(sealed_with_old)
+    assert box.is_current(resealed) and SecretBox(new).open(resealed) == {"k": "v"}
+    assert SecretBox(new).open(box.seal({"a": "b"})) == {"a": "b"}  # new secrets use the first key
+    with pytest.raises(SecretsUnavailable):
+        SecretBox(old).open(resealed)
+
+
+def test_a_key_that_is_not_a_fernet_key_is_refused_without_showing_the_setting():
+    good = Fernet.generate_key().decode()
+    with pytest.raises(SecretsUnavailable) as refused:
+        SecretBox(f"{good},not-a-fernet-key-at-all")
+    assert "not-a-fernet-key" not in str(refused.value) and good not in str(refused.value)
