@@ -3,6 +3,7 @@
 import azure.functions as func
 
 from functions import (
+    admin_api,
     api,
     build_worker,
     dashboard,
@@ -20,4 +21,5 @@ app.register_functions(build_worker.bp)
 app.register_functions(housekeeping.bp)
 app.register_functions(api.bp)
 app.register_functions(insight_api.bp)
+app.register_functions(admin_api.bp)
 app.register_functions(dashboard.bp)

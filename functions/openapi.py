@@ -259,6 +259,35 @@ PATHS.update({
 })
 
 
+# functions/admin_api.py
+SCHEMAS["ResealReport"] = {
+    "type": "object",
+    "description": "What re-encrypting the stored secrets with the first BASETRIGGER_SECRET_KEY key did.",
+    "properties": {
+        "resealed": {"type": "array", "items": {"type": "string"},
+                     "description": "tasks whose secrets were re-encrypted with the first key"},
+        "current": {"type": "array", "items": {"type": "string"},
+                    "description": "tasks whose secrets already were"},
+        "unreadable": {"type": "array", "items": {"type": "string"},
+                       "description": "tasks whose secrets no configured key opens (left as they were)"},
+        "busy": {"type": "array", "items": {"type": "string"},
+                 "description": "tasks that changed on every attempt: rotate again"},
+        "complete": {"type": "boolean",
+                     "description": "every stored secret is sealed with the first key: the others can go"},
+        "primary_key": {"type": "string", "nullable": True,
+                        "description": "fingerprint of the encrypting key (a SHA-256 prefix, not the key)"},
+        "keys": {"type": "integer", "description": "how many keys are configured"},
+    },
+}
+PATHS["/secrets/rotate"] = {
+    "post": {"operationId": "rotateSecrets",
+             "summary": "Re-encrypt every task's stored secrets with the first configured key",
+             "responses": {**_ok(_ref("ResealReport")), **_errors(),
+                           "503": {"description": "No BASETRIGGER_SECRET_KEY, or not Fernet keys",
+                                   "content": {"application/json": {"schema": _ERROR}}}}},
+}
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

@@ -78,9 +78,12 @@ class Services:
         return RunLauncher(self.runs, self.queue, self.settings.registry)
 
     @cached_property
+    def task_store(self) -> TableTaskRepository:
+        return TableTaskRepository(self.storage, SecretBox(self.settings.secret_key))
+
+    @cached_property
     def tasks(self) -> TaskService:
-        store = TableTaskRepository(self.storage, SecretBox(self.settings.secret_key))
-        return TaskService(store, self.index, self.registry, self.sources, self.settings.work_dir,
+        return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
                            allow_local_contexts=self.settings.builder == "buildah")
 
     @cached_property

@@ -1,0 +1,30 @@
+"""HTTP API for operating the deployment (see docs/api.md):
+
+    POST /api/secrets/rotate   re-encrypt every stored secret with the first BASETRIGGER_SECRET_KEY key
+
+Key rotation runs here, in the app, because only the app has both the keys (a Key Vault reference
+in the cloud) and the storage rights (its managed identity); docs/deploy.md gives the steps.
+The answer names tasks and a fingerprint of the encrypting key, never a key or a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+
+from functions.api import api_handler
+from functions.http import json_response
+from shared.bootstrap import services
+
+bp = func.Blueprint()
+
+
+@bp.function_name("api_secrets_rotate")
+@bp.route(route="secrets/rotate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_secrets_rotate(req: func.HttpRequest) -> func.HttpResponse:
+    report = services().task_store.reseal_secrets()
+    logging.info("secrets resealed: %d re-encrypted, %d current, %d unreadable, %d busy",
+                 len(report.resealed), len(report.current), len(report.unreadable), len(report.busy))
+    return json_response(report.to_dict())
