@@ -76,6 +76,8 @@ class EventGridWebhook:
             payload = json.loads(await read_body(request, self._max_body_bytes))
         except BodyTooLarge:
             return too_large_response(self._max_body_bytes)
+        except RecursionError:
+            return error_response(400, "the body is nested too deeply")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return error_response(400, f"the body is not valid JSON: {exc}")
 
@@ -109,7 +111,7 @@ class EventGridWebhook:
             return error_response(400, "expected an event object or a JSON array of event objects")
         try:
             decoded = [decode_event(e) for e in events]
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             # Decoded before any invocation: a malformed event fails the delivery as a whole.
             return error_response(400, f"an event cannot be decoded: {exc}")
 

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from . import eventgrid
+from .auth import presents_key
 from .eventgrid import EventGridWebhook
 from .hostconfig import HostConfig, HostConfigError, load_host_config
 from .http import HttpRoute, HttpTriggers
@@ -47,7 +48,7 @@ from .queues import DEFAULT_CONNECTION, DEFAULT_LEASE_SECONDS, QueueConnections,
 from .routes import RouteError
 from .settings import SettingsError, load_local_settings, resolve
 from .timers import Schedule, ScheduleError, TimerRunner
-from .web import DEFAULT_MAX_BODY_BYTES
+from .web import DEFAULT_MAX_BODY_BYTES, error_response
 
 log = logging.getLogger("devhost")
 
@@ -266,7 +267,10 @@ async def serve(prepared: Prepared, options: Options) -> int:
             "Queue storage did not answer within %ss; queue listeners keep trying", QUEUE_PREPARE_TIMEOUT
         )
 
-    async def host_status(_: web.Request) -> web.Response:
+    async def host_status(request: web.Request) -> web.Response:
+        # It lists every function: as in Azure (the master key), not for anonymous callers.
+        if not presents_key(request, prepared.key):
+            return error_response(401, "the host status needs the key (x-functions-key or code=)")
         return web.json_response(
             {"state": status.state, "functions": status.functions, "errors": status.errors}
         )

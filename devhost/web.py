@@ -17,8 +17,15 @@ class BodyTooLarge(Exception):
     pass
 
 
+# The `code` of each status devhost answers itself (the app's own errors carry codes of their own).
+_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed",
+          413: "PayloadTooLarge", 500: "InternalServerError"}
+
+
 def error_response(status: int, message: str, **extra: str) -> web.Response:
-    return web.json_response({"error": message, **extra}, status=status)
+    """`{"error": {"code", "message"}}`, the shape the app's own errors have (docs/api.md)."""
+    error = {"code": _CODES.get(status, "Error"), "message": message, **extra}
+    return web.json_response({"error": error}, status=status)
 
 
 def too_large_response(limit: int) -> web.Response:

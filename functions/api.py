@@ -11,20 +11,23 @@ import logging
 from typing import Any
 
 import azure.functions as func
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from functions.http import BadRequest, PayloadTooLarge, error, int_param, json_body, json_response
 from functions.openapi import openapi_document
 from shared.adapters.secret_box import SecretsUnavailable
 from shared.bootstrap import services
+from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
-from shared.domain.tasks import Task, TaskError, TaskExists, TaskNotFound
+from shared.domain.tasks import Task, TaskError, TaskExists, TaskNotFound, check_name
 from shared.domain.vocabulary import RunStatus, TriggerType, names
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 bp = func.Blueprint()
 
 MAX_JSON_BYTES = 256 * 1024
+RETRY_AFTER_SECONDS = 10
 # A base64 context is 4/3 of the archive, plus the small JSON around it.
 MAX_BUILD_BYTES = MAX_CONTEXT_BYTES * 4 // 3 + MAX_JSON_BYTES
 
@@ -37,6 +40,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (RunNotCancelable, 409, "RunNotCancelable"),
     (RunConflict, 409, "Conflict"),
     (TaskError, 400, "InvalidTask"),
+    (ContextTooLarge, 413, "ContextTooLarge"),
+    (ContextError, 400, "InvalidContext"),
     # The service's own key is missing or wrong: not the caller's mistake.
     (SecretsUnavailable, 503, "SecretsUnavailable"),
 ]
@@ -50,6 +55,11 @@ def api_handler(handler):
         except tuple(e for e, _, _ in _ERRORS) as exc:
             status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
             return error(status, code, str(exc))
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            # Storage does not answer: not the caller's mistake, and worth trying again soon.
+            logging.warning("storage unavailable: %s", exc.__class__.__name__)
+            return error(503, "StorageUnavailable", "storage is not answering; try again shortly",
+                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     return wrapper
 
@@ -127,7 +137,7 @@ def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tasks/{name}", methods=["GET", "PATCH", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_task(req: func.HttpRequest) -> func.HttpResponse:
-    name = req.route_params["name"]
+    name = check_name(req.route_params["name"])  # before any storage call: `a/b` is no key
     tasks = services().tasks
     if req.method == "GET":
         return json_response(tasks.get(name).public_dict())
@@ -148,7 +158,7 @@ def api_task_runs(req: func.HttpRequest) -> func.HttpResponse:
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise BadRequest("force must be true or false")
-    run = services().scheduler.run_task(req.route_params["name"], force=force)
+    run = services().scheduler.run_task(check_name(req.route_params["name"]), force=force)
     return json_response(run.to_dict(), 202)
 
 

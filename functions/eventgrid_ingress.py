@@ -5,7 +5,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.domain.events import MalformedEvent, from_eventgrid
+from shared.domain.events import MalformedEvent, from_eventgrid, printable_id
 from shared.domain.vocabulary import EventSource
 
 bp = func.Blueprint()
@@ -23,7 +23,8 @@ def eventgrid_image_pushed(event: func.EventGridEvent) -> None:
         pushed = from_eventgrid(**parts)
     except MalformedEvent as exc:
         # Retrying an event that can never parse helps nobody: record why and acknowledge it.
-        logging.warning("rejected Event Grid event %s: %s", parts["event_id"], exc)
-        services().dispatcher.reject(parts["event_id"] or "(no id)", EventSource.EVENTGRID, str(exc))
+        event_id = printable_id(parts["event_id"])
+        logging.warning("rejected Event Grid event %s: %s", event_id, exc)
+        services().dispatcher.reject(event_id, EventSource.EVENTGRID, str(exc))
         return
     services().dispatcher.handle(pushed)

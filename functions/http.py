@@ -12,12 +12,24 @@ class BadRequest(ValueError):
     """The caller sent something unusable; the message says what."""
 
 
-def json_response(data: Any, status: int = 200) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(data), status_code=status, mimetype="application/json")
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(data), status_code=status, mimetype="application/json",
+                             headers=headers)
 
 
-def error(status: int, code: str, message: str) -> func.HttpResponse:
-    return json_response({"error": {"code": code, "message": message}}, status)
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON from a request body; BadRequest for anything that is not JSON or is nested too deeply
+    for the parser (`{"a":` ten thousand times deep is the caller's mistake, not a crash)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
 
 
 def json_body(req: func.HttpRequest, max_bytes: int) -> dict[str, Any]:
@@ -26,10 +38,7 @@ def json_body(req: func.HttpRequest, max_bytes: int) -> dict[str, Any]:
         raise PayloadTooLarge(f"the body exceeds {max_bytes} bytes")
     if not body:
         return {}
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    data = parse_json(body)
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data

@@ -1,11 +1,10 @@
 """HTTP ingress for any registry's webhook: the CNCF distribution notification envelope."""
 
-import json
 import logging
 
 import azure.functions as func
 
-from functions.http import error, json_response
+from functions.http import BadRequest, error, json_response, parse_json
 from shared.bootstrap import services
 from shared.domain.events import MalformedEvent, from_distribution_envelope
 from shared.domain.vocabulary import EventSource
@@ -24,9 +23,9 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if len(body) > MAX_BODY_BYTES:
         return error(413, "PayloadTooLarge", f"the envelope exceeds {MAX_BODY_BYTES} bytes")
     try:
-        events = from_distribution_envelope(json.loads(body))
-    except (ValueError, MalformedEvent) as exc:
-        reason = str(exc) if isinstance(exc, MalformedEvent) else f"the body is not JSON: {exc}"
+        events = from_distribution_envelope(parse_json(body))
+    except (BadRequest, MalformedEvent) as exc:
+        reason = str(exc)
         logging.warning("rejected distribution envelope: %s", reason)
         services().dispatcher.reject("(envelope)", EventSource.DISTRIBUTION, reason)
         return error(400, "MalformedEvent", reason)

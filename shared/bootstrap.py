@@ -37,7 +37,7 @@ class Services:
         self.settings = settings
         self.storage = Storage(settings)
         self.registry = RegistryClient(ca_file=settings.registry_ca)
-        self.sources = BuildSources(self.storage)
+        self.sources = BuildSources(self.storage, settings.unpack_limits)
 
     # ---- adapters --------------------------------------------------------------------------
     @cached_property
@@ -92,7 +92,8 @@ class Services:
 
     @cached_property
     def scheduler(self) -> Scheduler:
-        return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources)
+        return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
+                         self.settings.unpack_limits)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:

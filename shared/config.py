@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.domain.builds import UnpackLimits
+
 # Azurite's well-known development account; its key is public and only valid against the emulator.
 DEVSTORE_ACCOUNT = "devstoreaccount1"
 
@@ -31,6 +33,8 @@ APP_SETTINGS = (
     "BASETRIGGER_BUILD_TIMEOUT",
     "BASETRIGGER_SECRET_KEY",
     "BASETRIGGER_WORK_DIR",
+    "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
+    "BASETRIGGER_CONTEXT_MAX_FILES",
     "BASETRIGGER_ACR_SUBSCRIPTION_ID",
     "BASETRIGGER_ACR_RESOURCE_GROUP",
     "BASETRIGGER_ACR_NAME",
@@ -81,6 +85,7 @@ class Settings:
     build_timeout_seconds: int = 3600
     secret_key: str | None = None
     work_dir: str = "/tmp/basetrigger"
+    unpack_limits: UnpackLimits = UnpackLimits()
     acr_subscription_id: str | None = None
     acr_resource_group: str | None = None
     acr_name: str | None = None
@@ -125,6 +130,15 @@ def _storage_from(env: Mapping[str, str]) -> StorageSettings:
     )
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"{name} must be a positive whole number, not {raw!r}")
+    return int(raw)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     builder = env.get("BASETRIGGER_BUILDER", "buildah").strip().lower()
@@ -139,6 +153,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         # App Service leaves the reference text in place when it cannot resolve it.
         raise ConfigError("BASETRIGGER_SECRET_KEY is an unresolved Key Vault reference: check the "
                           "app's identity can read the secret (Key Vault Secrets User)")
+    defaults = UnpackLimits()
+    unpack_limits = UnpackLimits(
+        max_bytes=_positive(env, "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB", defaults.max_bytes // 2**20) * 2**20,
+        max_files=_positive(env, "BASETRIGGER_CONTEXT_MAX_FILES", defaults.max_files),
+    )
     prefix = env.get("BASETRIGGER_TABLE_PREFIX", "bt")
     if not prefix.isalnum() or not prefix[0].isalpha():
         raise ConfigError("BASETRIGGER_TABLE_PREFIX must be letters and digits, starting with a letter")
@@ -153,6 +172,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         build_timeout_seconds=timeout,
         secret_key=secret_key,
         work_dir=env.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger"),
+        unpack_limits=unpack_limits,
         acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,
         acr_name=env.get("BASETRIGGER_ACR_NAME") or None,

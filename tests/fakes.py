@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, ContextError, LogSink
+from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, ContextError, LogSink, UnpackLimits
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
-from shared.domain.secrets import redact
+from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
 from shared.domain.vocabulary import RunStatus
 
@@ -192,12 +192,15 @@ class FakeBuildQueue:
 class FakeLogWriter:
     def __init__(self, lines: list[str], secrets: list[str]):
         self.lines = lines
-        self.secrets = secrets
+        self.mask = SecretMask(secrets)
 
     def __call__(self, line: str) -> None:
-        self.lines.append(redact(line.rstrip("\n"), self.secrets))
+        self.lines.append(self.mask(line.rstrip("\n")))
 
     def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -285,7 +288,7 @@ class FakeApp:
         self.launcher = RunLauncher(self.runs, self.queue, registry)
         self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir))
         self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher)
-        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources)
+        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits())
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01)

@@ -12,10 +12,11 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.request
 from collections.abc import Mapping
 
 from .azurite import connection_string
-from .keys import secret_key
+from .keys import function_key, secret_key
 from .net import open_url
 from .processes import process_start_time
 from .settings import PROJECT, StackConfig
@@ -96,7 +97,9 @@ def host_status(cfg: StackConfig) -> dict | None:
     Any HTTP answer means the host is up; {} when it answered without a JSON status.
     """
     try:
-        with open_url(cfg.host_url + "/admin/host/status") as resp:
+        request = urllib.request.Request(cfg.host_url + "/admin/host/status",
+                                         headers={"x-functions-key": function_key(cfg) or ""})
+        with open_url(request) as resp:
             body = resp.read()
     except urllib.error.HTTPError:
         return {}

@@ -15,7 +15,7 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return False
 
 
-def open_url(url: str, context: ssl.SSLContext | None = None, timeout: float = 2):
+def open_url(url: str | urllib.request.Request, context: ssl.SSLContext | None = None, timeout: float = 2):
     # No proxies: an http(s)_proxy in the environment must not capture requests to 127.0.0.1.
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if context is not None:

@@ -26,6 +26,12 @@ PARTITION = "decision"
 _EPOCH_SPAN = 10**13  # milliseconds; inverted keys stay fixed-width until year 2286
 # A property holds at most 32K characters.
 _MAX_PROPERTY_CHARS = 30_000
+# What one text field of a decision keeps: the decision log must store whatever it is given.
+_MAX_TEXT_CHARS = 2_000
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT_CHARS else text[:_MAX_TEXT_CHARS] + "…"
 
 
 def _fit(items: list[Any]) -> str:
@@ -50,12 +56,12 @@ def to_entity(decision: Decision) -> dict[str, Any]:
         "PartitionKey": PARTITION,
         "RowKey": _row_key(decision),
         "SchemaVersion": SCHEMA_VERSION,
-        "EventId": decision.event_id,
+        "EventId": _clip(decision.event_id),
         "Source": str(decision.source),
         "Outcome": str(decision.outcome),
-        "Reason": decision.reason,
-        "Image": decision.image or "",
-        "Digest": decision.digest or "",
+        "Reason": _clip(decision.reason),
+        "Image": _clip(decision.image or ""),
+        "Digest": _clip(decision.digest or ""),
         "Runs": _fit(list(decision.runs)),
         "Tasks": _fit([t.to_dict() for t in decision.tasks]),
         "Time": decision.time.isoformat(),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-import time
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
 
 from shared.adapters.storage import Storage
-from shared.domain.secrets import redact
+from shared.domain.secrets import SecretMask
+
+log = logging.getLogger(__name__)
 
 # Append blocks are limited to 4 MiB; log lines are buffered and flushed well below that, and at
 # least every second so that `task logs` / `task run` can follow a build while it runs.
@@ -18,33 +20,47 @@ _FLUSH_SECONDS = 1.0
 
 
 class RunLogWriter:
-    """Collects lines, hides secret values, and appends them to the run's blob in blocks."""
+    """Collects lines, hides secret values, and appends them to the run's blob in blocks: when a
+    block fills, and at least every second from a timer, so a silent build step's last line is
+    readable at once and a crash loses at most a second of log."""
 
     def __init__(self, blob: BlobClient, secrets: list[str]):
         self._blob = blob
-        self._secrets = [s for s in secrets if s]
+        self._mask = SecretMask(secrets)
         self._buffer: list[str] = []
         self._size = 0
-        self._flushed_at = time.monotonic()
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._flush_every_second, daemon=True, name="log-flush").start()
 
     def __call__(self, line: str) -> None:
-        text = redact(line.rstrip("\n"), self._secrets) + "\n"
+        text = self._mask(line.rstrip("\n")) + "\n"
         with self._lock:
             self._buffer.append(text)
             self._size += len(text)
-            if self._size >= _FLUSH_BYTES or time.monotonic() - self._flushed_at >= _FLUSH_SECONDS:
+            if self._size >= _FLUSH_BYTES:
                 self._flush_locked()
 
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
 
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+
+    def _flush_every_second(self) -> None:
+        while not self._closed.wait(_FLUSH_SECONDS):
+            try:
+                self.flush()
+            except Exception:  # storage trouble: the next flush (or close) tries again
+                log.warning("run log flush failed", exc_info=True)
+
     def _flush_locked(self) -> None:
-        self._flushed_at = time.monotonic()
         if not self._buffer:
             return
-        data = "".join(self._buffer).encode()
+        # Masked again as a whole: a secret that arrived split across lines is hidden too.
+        data = self._mask("".join(self._buffer)).encode()
         for start in range(0, len(data), 4 * 1024 * 1024):
             self._blob.append_block(data[start : start + 4 * 1024 * 1024])
         self._buffer, self._size = [], 0

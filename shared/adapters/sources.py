@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 from shared.adapters.storage import Storage
-from shared.domain.builds import BuildSpec, ContextError
+from shared.domain.builds import BuildSpec, ContextError, UnpackBudget, UnpackLimits
 
 UPLOADS = "build-contexts"
 
@@ -38,12 +38,19 @@ def clone(url: str, branch: str | None, token: str | None, dest: Path) -> Path:
     return dest
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Unpack an uploaded tar(.gz) context, refusing members that would escape dest."""
+def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
+    """Unpack an uploaded tar(.gz) context, refusing members that would escape dest, and stopping
+    at the first member that goes over `limits`."""
     dest.mkdir(parents=True, exist_ok=True)
+    budget = UnpackBudget(limits)
+
+    def within_limits(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        budget.take(member.size)
+        return tarfile.data_filter(member, path)
+
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
+            tar.extractall(dest, filter=within_limits)
     except (tarfile.TarError, OSError) as exc:
         raise ContextError(f"the uploaded context is not a readable tar archive: {exc}") from exc
     return dest
@@ -57,8 +64,9 @@ def local_dir(path: str) -> Path:
 
 
 class BuildSources:
-    def __init__(self, storage: Storage):
+    def __init__(self, storage: Storage, limits: UnpackLimits):
         self.storage = storage
+        self.limits = limits
 
     def upload(self, name: str, archive: bytes) -> None:
         self.storage.container(UPLOADS).upload_blob(name, archive, overwrite=True)
@@ -74,5 +82,5 @@ class BuildSources:
             blob = self.storage.container(UPLOADS).get_blob_client(source.upload)
             with archive.open("wb") as handle:
                 blob.download_blob().readinto(handle)
-            return extract_archive(archive, workspace / "context")
+            return extract_archive(archive, workspace / "context", self.limits)
         raise ContextError("the build has no source")

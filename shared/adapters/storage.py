@@ -18,7 +18,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, LinearRetry
 from azure.storage.queue import (
     BinaryBase64DecodePolicy,
     BinaryBase64EncodePolicy,
@@ -50,6 +50,13 @@ def _transport() -> RequestsTransport:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return RequestsTransport(session=session, session_owner=False)
+
+
+def _storage_retry() -> LinearRetry:
+    """Blob and Queue retries: two, about a second apart. The SDK's default (15 s, then 18 s,
+    24 s, …) keeps a caller waiting a minute and more while storage is down, and every caller here
+    has a retry of its own (queue redelivery, Event Grid, the API's 503 with Retry-After)."""
+    return LinearRetry(backoff=1, random_jitter_range=1, retry_total=2)
 
 
 def _required(uri: str | None) -> str:
@@ -86,9 +93,10 @@ class Storage:
     def _blob_service(self) -> BlobServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return BlobServiceClient.from_connection_string(s.connection_string, transport=self._transport)
+            return BlobServiceClient.from_connection_string(s.connection_string, transport=self._transport,
+                                                            retry_policy=_storage_retry())
         return BlobServiceClient(account_url=_required(s.blob_uri), credential=_credential(s),
-                                 transport=self._transport)
+                                 transport=self._transport, retry_policy=_storage_retry())
 
     def table(self, name: str) -> TableClient:
         """The table `<prefix><name>`, created if missing."""
@@ -111,6 +119,7 @@ class Storage:
             message_encode_policy=BinaryBase64EncodePolicy(),
             message_decode_policy=BinaryBase64DecodePolicy(),
             transport=self._transport,
+            retry_policy=_storage_retry(),
         )
         if s.connection_string:
             return QueueClient.from_connection_string(s.connection_string, name, **policies)

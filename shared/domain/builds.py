@@ -6,6 +6,8 @@ upload when the run is created (quick builds, where it is stored on the run with
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,48 @@ GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://", "file://")
 
 class ContextError(ValueError):
     """The sources cannot be had: a missing directory, a failed clone, a bad archive."""
+
+
+class ContextTooLarge(ContextError):
+    """An uploaded context would unpack beyond the configured limits."""
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """How far an uploaded context may unpack: a small archive of zeros must not fill the disk."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_files: int = 50_000
+
+
+class UnpackBudget:
+    """Counts what an archive unpacks, member by member, and stops at the first that goes over."""
+
+    def __init__(self, limits: UnpackLimits):
+        self.limits = limits
+        self.bytes = 0
+        self.files = 0
+
+    def take(self, size: int) -> None:
+        self.files += 1
+        self.bytes += max(size, 0)
+        if self.files > self.limits.max_files:
+            raise ContextTooLarge(f"the context holds more than {self.limits.max_files} files")
+        if self.bytes > self.limits.max_bytes:
+            raise ContextTooLarge(
+                f"the context unpacks to more than {self.limits.max_bytes // (1024 * 1024)} MiB")
+
+
+def check_archive(archive: bytes, limits: UnpackLimits) -> None:
+    """ContextError unless `archive` is a tar(.gz) that unpacks within `limits`. Only the member
+    headers are read (each declares its size), so a bomb is refused before it is decompressed."""
+    budget = UnpackBudget(limits)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            for member in tar:
+                budget.take(member.size)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ContextError(f"the context is not a readable tar archive: {exc}") from exc
 
 
 def is_git_url(context: str) -> bool:

@@ -7,6 +7,7 @@ else is an `Ignored` (acknowledged and recorded) or raises `MalformedEvent` (the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,8 +28,55 @@ MANIFEST_MEDIA_TYPES = {
 }
 
 
+# Limits of what an event may carry. Ids are GUIDs or UUIDs in practice; 256 characters keep the
+# decision log's keys (at most 1 KiB, escaped) well inside Table Storage's limits.
+MAX_EVENT_ID = 256
+# distribution/reference: a repository name is at most 255 characters; a tag at most 128.
+MAX_REPOSITORY = 255
+MAX_TAG = 128
+MAX_HOST = 255
+# The OCI image spec's digest grammar; the registered algorithms have a fixed hex length.
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_DIGEST_HEX = {"sha256": 64, "sha512": 128}
+MAX_DIGEST = 7 + 128
+_PRINTABLE_ID = 120
+
+
 class MalformedEvent(ValueError):
     """The payload is not a well-formed event; the sender should not retry it unchanged."""
+
+
+def printable_id(value: Any) -> str:
+    """An event id as a rejection records it: whatever was sent, as a short string."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _PRINTABLE_ID else text[:_PRINTABLE_ID] + "…"
+
+
+def check_event_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent("the event id must be a non-empty string")
+    if len(value) > MAX_EVENT_ID or not value.isprintable():
+        raise MalformedEvent(f"the event id must be at most {MAX_EVENT_ID} printable characters")
+    return value
+
+
+def check_digest(value: Any) -> str:
+    """A content digest (`sha256:<64 hex>`), by the OCI image spec's grammar."""
+    if not isinstance(value, str) or len(value) > MAX_DIGEST or not _DIGEST.fullmatch(value):
+        raise MalformedEvent(f"{printable_id(value)} is not a digest (algorithm:hex, e.g. sha256:…)")
+    algorithm, _, encoded = value.partition(":")
+    length = _DIGEST_HEX.get(algorithm)
+    if length is not None and not re.fullmatch(f"[a-f0-9]{{{length}}}", encoded):
+        raise MalformedEvent(f"a {algorithm} digest is {length} lowercase hex characters")
+    return value
+
+
+def _check_text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{name} must be a string")
+    if len(value) > limit:
+        raise MalformedEvent(f"{name} is longer than {limit} characters")
+    return value
 
 
 @dataclass(frozen=True)
@@ -81,10 +129,12 @@ def _require(mapping: Any, key: str, where: str) -> Any:
 
 def _image_pushed(event_id: str, data: dict[str, Any], time: Any, source: EventSource) -> ImagePushed:
     target = _require(data, "target", "data")
-    repository = _require(target, "repository", "data.target")
-    tag = _require(target, "tag", "data.target")
-    digest = _require(target, "digest", "data.target")
-    registry = _require(data.get("request"), "host", "data.request")
+    repository = _check_text(_require(target, "repository", "data.target"), "data.target.repository",
+                             MAX_REPOSITORY)
+    tag = _check_text(_require(target, "tag", "data.target"), "data.target.tag", MAX_TAG)
+    digest = check_digest(_require(target, "digest", "data.target"))
+    registry = _check_text(_require(data.get("request"), "host", "data.request"), "data.request.host",
+                           MAX_HOST)
     event = ImagePushed(
         event_id=event_id,
         registry=registry,
@@ -102,11 +152,10 @@ def _image_pushed(event_id: str, data: dict[str, Any], time: Any, source: EventS
 
 
 def from_eventgrid(
-    *, event_id: str | None, event_type: str | None, data: Any, time: Any
+    *, event_id: Any, event_type: Any, data: Any, time: Any
 ) -> ImagePushed | Ignored:
     """An Event Grid event (either schema, already decoded into its parts)."""
-    if not event_id:
-        raise MalformedEvent("the event has no id")
+    event_id = check_event_id(event_id)
     if event_type != IMAGE_PUSHED:
         return Ignored(event_id, f"event type {event_type!r} is not {IMAGE_PUSHED}", EventSource.EVENTGRID)
     if not isinstance(data, dict):
@@ -123,9 +172,12 @@ def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
         raise MalformedEvent('expected a JSON object with an "events" array')
     results: list[ImagePushed | Ignored] = []
     for index, event in enumerate(body["events"]):
-        if not isinstance(event, dict) or not event.get("id"):
-            raise MalformedEvent(f"events[{index}] has no id")
-        event_id = str(event["id"])
+        if not isinstance(event, dict):
+            raise MalformedEvent(f"events[{index}] is not an object")
+        try:
+            event_id = check_event_id(event.get("id"))
+        except MalformedEvent as exc:
+            raise MalformedEvent(f"events[{index}]: {exc}") from None
         action = event.get("action")
         target: dict[str, Any] = event["target"] if isinstance(event.get("target"), dict) else {}
         if action != "push":

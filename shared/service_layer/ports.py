@@ -103,6 +103,9 @@ class LogWriter(Protocol):
 
     def flush(self) -> None: ...
 
+    def close(self) -> None:
+        """Flush what is left; nothing is written after."""
+
 
 class RunLogs(Protocol):
     def writer(self, run_id: str, secrets: list[str]) -> LogWriter: ...

@@ -7,7 +7,7 @@ import binascii
 import uuid
 from dataclasses import replace
 
-from shared.domain.builds import BuildSpec, Source
+from shared.domain.builds import BuildSpec, Source, UnpackLimits, check_archive
 from shared.domain.runs import Run, RunNotCancelable
 from shared.domain.tasks import TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
@@ -19,7 +19,9 @@ MAX_CONTEXT_BYTES = 50 * 1024 * 1024
 
 
 class Scheduler:
-    def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources):
+    def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
+                 unpack_limits: UnpackLimits):
+        self.unpack_limits = unpack_limits
         self.tasks = tasks
         self.runs = runs
         self.launcher = launcher
@@ -44,6 +46,7 @@ class Scheduler:
             raise TaskError("context must be a base64-encoded .tar.gz archive") from exc
         if len(archive) > MAX_CONTEXT_BYTES:
             raise TaskError(f"the context archive exceeds {MAX_CONTEXT_BYTES // (1024 * 1024)} MiB")
+        check_archive(archive, self.unpack_limits)  # ContextTooLarge: refused before anything is kept
         try:
             self.launcher.check_templates(image_templates)  # before a run id is spent
         except ValueError as exc:

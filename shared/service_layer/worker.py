@@ -185,8 +185,14 @@ class Worker:
             )
             result = self._builder().build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
+        except RunFailed:
+            raise
+        except Exception as exc:
+            # The log says which attempt crashed; the queue's next delivery appends its own attempt.
+            write(f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
+            raise
         finally:
-            write.flush()
+            write.close()
             shutil.rmtree(workspace, ignore_errors=True)
 
         finished = self._finish(run, result)

@@ -220,7 +220,8 @@ def start_host(tmp_path: Path, connection: str) -> RunningHost:
         if process.poll() is not None:
             pytest.fail(f"devhost exited with {process.returncode}:\n{host.log()}")
         try:
-            return requests.get(host.url("/admin/host/status"), timeout=1).json()["state"] == "Running"
+            status = requests.get(host.url("/admin/host/status"), headers={"x-functions-key": KEY}, timeout=1)
+            return status.json()["state"] == "Running"
         except requests.RequestException:
             return False
 
@@ -285,8 +286,23 @@ def test_local_settings_do_not_override_environment(tmp_path: Path) -> None:
 # --- startup and status ------------------------------------------------------------------------------
 
 
+def test_status_needs_the_key_and_errors_have_the_api_shape(host: RunningHost) -> None:
+    anonymous = requests.get(host.url("/admin/host/status"), timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "Unauthorized" and "state" not in anonymous.json()
+    unknown = requests.get(host.url("/api/no-such-function"), timeout=5)
+    assert unknown.status_code == 404 and set(unknown.json()["error"]) == {"code", "message"}
+    assert requests.get(host.url("/admin/host/ping"), timeout=5).status_code == 200
+
+
+def test_deeply_nested_event_grid_bodies_are_refused_not_crashed(host: RunningHost) -> None:
+    deep = b"[" * 2_000 + b"]" * 2_000  # under the test host's 4 KiB body limit, over the parser's depth
+    answer = requests.post(webhook(host), data=deep, headers={"aeg-event-type": "Notification"}, timeout=5)
+    assert answer.status_code == 400 and "nested" in answer.json()["error"]["message"]
+
+
 def test_status_lists_served_functions_and_unresolvable_ones(host: RunningHost) -> None:
-    status = requests.get(host.url("/admin/host/status"), timeout=5).json()
+    status = requests.get(host.url("/admin/host/status"), headers={"x-functions-key": KEY}, timeout=5).json()
     assert status["state"] == "Running"
     assert {"hello", "secret", "events", "flaky", "flaky_poison", "tick"} <= set(status["functions"])
     assert "MISSING_SCHEDULE" in status["errors"]["unresolved"]
@@ -348,7 +364,7 @@ def test_request_body_limit(host: RunningHost) -> None:
 
     too_large = requests.post(host.url("/api/hello/x"), data=b"a" * (MAX_BODY + 1), timeout=5)
     assert too_large.status_code == 413
-    assert str(MAX_BODY) in too_large.json()["error"]
+    assert str(MAX_BODY) in too_large.json()["error"]["message"]
 
     # Chunked, so no Content-Length announces the size: the limit still holds while streaming.
     chunks = (b"a" * 1024 for _ in range(8))
@@ -359,7 +375,7 @@ def test_exception_is_a_generic_500_and_the_traceback_is_logged(host: RunningHos
     response = requests.get(host.url("/api/boom"), timeout=5)
     assert response.status_code == 500
     assert "sensitive" not in response.text
-    invocation_id = response.json()["invocationId"]
+    invocation_id = response.json()["error"]["invocationId"]
     log = wait_until(lambda: "sensitive-detail-in-traceback" in host.log() and host.log(), 5, "the traceback")
     assert f"Executed 'Functions.boom' (Failed, Id={invocation_id}" in log
     assert "Executing 'Functions.hello' (Reason=" in log

@@ -3,6 +3,7 @@ abandoned runs are swept, and a redelivered message never builds twice."""
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 import uuid
@@ -110,3 +111,28 @@ def test_housekeeping_fails_a_released_run_nobody_took_over(services):
     services.runs.create_many([Run(run_id=run_id, status=RunStatus.RUNNING, trigger=Trigger.MANUAL, attempt=1,
                                    created_at=long_ago, started_at=long_ago, heartbeat_at=None)])
     assert services.worker.sweep() == [run_id]
+
+
+PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" + uuid.uuid4().hex
+       + "\nq3d5mXkz0Zb8Rr2Yt9Q1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6\n-----END PRIVATE KEY-----")
+
+
+def test_multi_line_and_base64_secrets_never_reach_the_log(stack, tmp_path):
+    registry = os.environ["REGISTRY"]
+    name = f"pem{uuid.uuid4().hex[:8]}"
+    base = f"{registry}/{name}/base:1"
+    push_base(tmp_path, base, "p1")
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(
+        f'FROM {base}\nARG KEY\nRUN echo "$KEY" && echo "$KEY" | base64 && printf %s "$KEY" | base64\n')
+    stack.tasks.create(Task(name=name, images=[f"{name}/app:{{{{.Run.ID}}}}"], context=str(context),
+                            secret_args={"KEY": PEM}))
+    run = wait_terminal(stack, stack.scheduler.run_task(name).run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.reason
+    log = stack.logs.read(run.run_id).decode()
+    assert "***" in log
+    for line in PEM.splitlines()[1:-1]:
+        assert line not in log
+    encoded = base64.b64encode((PEM + "\n").encode()).decode()
+    assert encoded[:76] not in log and base64.b64encode(PEM.encode()).decode()[:76] not in log

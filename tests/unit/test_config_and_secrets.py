@@ -74,3 +74,20 @@ def test_a_key_that_is_not_a_fernet_key_is_refused_without_showing_the_setting()
     with pytest.raises(SecretsUnavailable) as refused:
         SecretBox(f"{good},not-a-fernet-key-at-all")
     assert "not-a-fernet-key" not in str(refused.value) and good not in str(refused.value)
+
+
+def test_a_multi_line_secret_is_hidden_whole_line_by_line_and_in_base64():
+    import base64
+
+    from shared.domain.secrets import SecretMask
+
+    pem = "-----BEGIN KEY-----\nAbCdEfGh12345678\nZyXw9876\n-----END KEY-----"
+    mask = SecretMask([pem, ""])
+    assert mask(f"echo {pem}") == "echo ***"
+    assert mask("AbCdEfGh12345678") == "***" and mask("  ZyXw9876 ") == "  *** "
+    for raw in (pem, pem + "\n"):
+        encoded = base64.b64encode(raw.encode()).decode()
+        assert mask(encoded) == "***"
+        assert "***" in mask(encoded[:76]) and encoded[:76] not in mask(encoded[:76])
+    assert mask("nothing secret here") == "nothing secret here"
+    assert SecretMask([])("x") == "x"

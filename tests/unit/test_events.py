@@ -57,8 +57,56 @@ def test_malformed_image_pushed_names_what_is_missing(data, message):
 
 
 def test_event_without_id_is_malformed():
-    with pytest.raises(MalformedEvent, match="no id"):
+    with pytest.raises(MalformedEvent, match="event id must be a non-empty string"):
         from_eventgrid(event_id=None, event_type="x", data={}, time=None)
+
+
+GOOD_DIGEST = "sha256:" + "b" * 64
+
+
+def pushed(**target):
+    return {"target": {"repository": "app", "tag": "1", "digest": GOOD_DIGEST, **target},
+            "request": {"host": "r.io"}}
+
+
+@pytest.mark.parametrize(("event_id", "message"), [
+    ({"a": 1}, "non-empty string"),
+    (["x"], "non-empty string"),
+    (7, "non-empty string"),
+    ("x" * 2000, "at most 256"),
+    ("a\nb", "printable"),
+])
+def test_event_ids_that_can_never_be_stored_are_malformed(event_id, message):
+    with pytest.raises(MalformedEvent, match=message):
+        from_eventgrid(event_id=event_id, event_type="Microsoft.ContainerRegistry.ImagePushed",
+                       data=pushed(), time=None)
+    with pytest.raises(MalformedEvent, match=message):
+        from_distribution_envelope({"events": [distribution_event(id=event_id)]})
+
+
+@pytest.mark.parametrize("digest", ["sha256:xyz", "sha256:" + "B" * 64, "sha256:" + "b" * 63, "md5",
+                                    "sha256:" + "b" * 70_000, 12, "SHA256:" + "b" * 64])
+def test_digests_outside_the_oci_grammar_are_malformed(digest):
+    with pytest.raises(MalformedEvent, match="digest"):
+        from_eventgrid(event_id="e1", event_type="Microsoft.ContainerRegistry.ImagePushed",
+                       data=pushed(digest=digest), time=None)
+
+
+def test_digests_of_other_algorithms_keep_the_oci_grammar():
+    event = from_eventgrid(event_id="e1", event_type="Microsoft.ContainerRegistry.ImagePushed",
+                           data=pushed(digest="sha512:" + "c" * 128), time=None)
+    assert event.digest == "sha512:" + "c" * 128
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ({"repository": "r" * 200_000}, "longer than 255"),
+    ({"tag": "t" * 129}, "longer than 128"),
+    ({"repository": ["x"]}, "must be a string"),
+])
+def test_oversized_names_are_malformed_before_anything_parses_them(target, message):
+    with pytest.raises(MalformedEvent, match=message):
+        from_eventgrid(event_id="e1", event_type="Microsoft.ContainerRegistry.ImagePushed",
+                       data=pushed(**target), time=None)
 
 
 def distribution_event(**overrides):

@@ -1,11 +1,15 @@
 """The worker's rules on in-memory fakes: every end state of a run, redelivery and takeover."""
 
+import base64
+import gzip
+import io
+import tarfile
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from shared.domain.builds import BuildResult
+from shared.domain.builds import BuildResult, ContextTooLarge, UnpackLimits, check_archive
 from shared.domain.runs import Run
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
@@ -152,13 +156,35 @@ def test_housekeeping_fails_silent_runs_and_resends_lost_messages(app):
     assert app.queue.sent == [lost]
 
 
-def test_a_quick_build_builds_its_upload_with_its_own_spec(app):
-    import base64
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
-    run = app.scheduler.quick_build(["tool:{{.Run.ID}}"], base64.b64encode(b"tgz").decode(),
+
+def test_a_quick_build_builds_its_upload_with_its_own_spec(app):
+    archive = tar_gz({"Dockerfile": b"FROM scratch\n"})
+    run = app.scheduler.quick_build(["tool:{{.Run.ID}}"], base64.b64encode(archive).decode(),
                                     build_args={"V": "1"})
-    assert list(app.sources.uploads.values()) == [b"tgz"]
+    assert list(app.sources.uploads.values()) == [archive]
     finished = app.worker.execute(run.run_id)
     assert finished.status == RunStatus.SUCCEEDED and finished.task is None
     assert app.builder.requests[0].build_args == {"V": "1"}
     assert app.builder.requests[0].images == [f"{REGISTRY}/tool:{run.run_id}"]
+
+
+def test_an_upload_that_would_unpack_too_far_is_refused_before_a_run_exists(app):
+    zeros = tarfile.TarInfo("zeros")
+    zeros.size = 600 * 1024 * 1024  # more than the default 512 MiB; only its header is needed
+    bomb = gzip.compress(zeros.tobuf() + bytes(4096))
+    with pytest.raises(ContextTooLarge, match="512 MiB"):
+        app.scheduler.quick_build(["tool:{{.Run.ID}}"], base64.b64encode(bomb).decode())
+    many = tar_gz({f"f{n}": b"" for n in range(5)})
+    small = UnpackLimits(max_bytes=1024, max_files=4)
+    with pytest.raises(ContextTooLarge, match="more than 4 files"):
+        check_archive(many, small)
+    assert app.runs.all() == [] and app.sources.uploads == {}

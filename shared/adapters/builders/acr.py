@@ -36,7 +36,7 @@ from azure.storage.blob import BlobClient
 from shared.config import ConfigError, Settings
 from shared.domain.builds import BuildContext, BuildRequest, BuildResult, LogSink
 from shared.domain.images import has_registry
-from shared.domain.secrets import redact
+from shared.domain.secrets import SecretMask
 from shared.domain.vocabulary import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -404,7 +404,8 @@ class _LogFollower:
 def _masking(log: LogSink, secrets: Iterable[str]) -> LogSink:
     """A sink that never lets a secret argument's value through, whatever the build prints."""
     hidden = list(secrets)
-    return lambda line: log(redact(line, hidden))
+    mask = SecretMask(hidden)
+    return lambda line: log(mask(line))
 
 
 def _status_of(run: Any) -> str:
