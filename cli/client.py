@@ -198,6 +198,20 @@ class Client:
     def decisions(self, top: int | None = None, image: str | None = None) -> list[dict]:
         return self._json("GET", "decisions", params={"top": top, "image": image})["decisions"]
 
+    # ---- insight (functions/insight_api.py) ------------------------------------------------
+    def task_decisions(self, name: str, top: int | None = None) -> list[dict]:
+        return self._json("GET", f"tasks/{quote(name, safe='')}/decisions", params={"top": top})["decisions"]
+
+    def base_impact(self, image: str) -> dict:
+        # The reference has `/` in it: it travels percent-encoded in one path segment.
+        return self._json("GET", f"bases/{quote(image, safe='')}/impact")
+
+    def stale(self) -> dict:
+        return self._json("GET", "stale", timeout=max(self.timeout, 120.0))
+
+    def graph(self) -> dict:
+        return self._json("GET", "graph")
+
 
 def handles_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Wrap a command: an ApiError is one `error: ...` line and EXIT_ERROR, Ctrl-C is EXIT_INTERRUPTED."""

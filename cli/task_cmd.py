@@ -3,6 +3,7 @@
     task create / update / show / list / delete     the tasks
     task run --name N                               a manual run, its log streamed to the end
     task list-runs / show-run / logs / cancel-run   the runs (quick builds included)
+    task why / stale                                why (not) rebuilt; tasks left on old bases
 
 Lists print JSON by default, as `az` does; `--output table` prints az's table columns.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
+from cli import task_insight
 from cli.build_cmd import wait_and_report
 from cli.client import (
     EXIT_ERROR,
@@ -184,6 +186,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cancel = add("cancel-run", "cancel a queued or running run", task_cancel_run)
     cancel.add_argument("--run-id", required=True, help="the run's ID, e.g. da6")
+
+    task_insight.register(add)  # task why, task stale
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""`basetrigger base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed."""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.client import EXIT_OK, ApiError, Client, connection_options, handles_errors
+from cli.graph_output import impact_dot, impact_mermaid, impact_tree
+from cli.output import to_json
+from shared.domain.image_ref import ImageRef, InvalidReference
+
+EPILOG = """\
+IMAGE is read as a Dockerfile's FROM reads it: `node:20` is docker.io/library/node:20, a name
+without a tag means :latest, and an image of your registry needs its host
+(localhost:5000/baseimages/node:9-alpine).
+
+examples:
+  basetrigger base impact localhost:5000/baseimages/node:9-alpine
+  basetrigger base impact localhost:5000/baseimages/node:9-alpine --output dot | dot -Tsvg > impact.svg
+  basetrigger base impact node:20 --output mermaid
+"""
+
+FORMATS = {"tree": impact_tree, "json": to_json, "dot": impact_dot, "mermaid": impact_mermaid}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser(
+        "base", help="base images: what depends on them",
+        description="Questions about base images.")
+    commands = group.add_subparsers(title="commands", metavar="<command>", required=True)
+    impact = commands.add_parser(
+        "impact", parents=[connection_options()], epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="every task that would rebuild, level by level, if IMAGE changed",
+        description="Every task that would rebuild, transitively, if IMAGE changed: the tasks built "
+        "FROM it, then those built FROM their output images, and so on, by level (a task's level is "
+        "the wave it would rebuild in). Build-stage dependencies and tasks whose trigger is off are "
+        "marked; they would not rebuild, so nothing below them is followed.")
+    impact.add_argument("image", metavar="IMAGE",
+                        help="the base image, e.g. localhost:5000/baseimages/node:9-alpine")
+    impact.add_argument("--output", "-o", choices=tuple(FORMATS), default="tree",
+                        help="tree (default), json, dot (Graphviz) or mermaid")
+    impact.set_defaults(func=base_impact)
+
+
+@handles_errors
+def base_impact(args: argparse.Namespace) -> int:
+    try:
+        image = str(ImageRef.parse(args.image))
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    print(FORMATS[args.output](Client.from_args(args).base_impact(image)))
+    return EXIT_OK
