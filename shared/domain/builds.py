@@ -166,6 +166,9 @@ class BuildRequest:
     no_cache: bool = False
     # Set when the run is canceled while it builds; builders stop as soon as they can.
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    # Asked right before anything is pushed: False once another attempt has taken the run over (this
+    # worker was presumed dead), and then this build must not push.
+    still_ours: Callable[[], bool] = field(default=lambda: True, compare=False)
 
 
 @dataclass(frozen=True)

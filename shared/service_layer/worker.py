@@ -182,6 +182,7 @@ class Worker:
                 base_images=[d.image for d in deps],
                 no_cache=run.force,
                 cancel=cancel,
+                still_ours=lambda: self._still_ours(run),
             )
             result = self._builder().build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
@@ -200,6 +201,11 @@ class Worker:
             built_on = [Dependency(d.image, result.base_digests.get(d.image), d.runtime) for d in deps]
             self.tasks.record_build(task, built_on)
         return finished
+
+    def _still_ours(self, run: Run) -> bool:
+        """Is this attempt still the one the run record names (not canceled, not taken over)?"""
+        current, _ = self.runs.get(run.run_id)
+        return current.status == RunStatus.RUNNING and current.attempt == run.attempt
 
     def _finish(self, run: Run, result: BuildResult) -> Run:
         fields: dict[str, Any] = {"reason": result.reason, "output_digest": result.output_digest,

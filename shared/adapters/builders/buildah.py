@@ -7,8 +7,11 @@ and hidden from the log by the log writer; argv itself is never logged.
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -18,6 +21,32 @@ from pathlib import Path
 from shared.domain.builds import BuildRequest, BuildResult, LogSink
 from shared.domain.vocabulary import RunStatus
 from shared.service_layer.ports import Registry
+
+_PR_SET_PDEATHSIG = 1
+# The process groups of builds running now: killed when this process exits, so no build goes on
+# (and pushes) for a worker that is gone.
+_running_groups: set[int] = set()
+_groups_lock = threading.Lock()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it when the worker that started it dies, even by
+    SIGKILL (the case atexit cannot cover)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@atexit.register
+def _kill_running_builds() -> None:
+    with _groups_lock:
+        for pgid in list(_running_groups):
+            _kill_group(pgid)
 
 
 class BuildahBuilder:
@@ -42,25 +71,35 @@ class BuildahBuilder:
 
     def _run(self, argv: list[str], log: LogSink, deadline: float, cancel: threading.Event) -> int | None:
         """Run argv streaming its output to the log; None when stopped (deadline or cancel)."""
+        # A process group of its own (killed whole: buildah and the RUN steps it started), tied to
+        # this worker's life.
         process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-            env=dict(os.environ, BUILDAH_ISOLATION="chroot"),
+            env=dict(os.environ, BUILDAH_ISOLATION="chroot"), start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
+        with _groups_lock:
+            _running_groups.add(process.pid)
         stopped = threading.Event()
 
         def watchdog() -> None:
             while process.poll() is None:
                 if time.monotonic() > deadline or cancel.is_set():
                     stopped.set()
-                    process.kill()
+                    _kill_group(process.pid)
                     return
                 time.sleep(0.2)
 
         threading.Thread(target=watchdog, daemon=True).start()
-        assert process.stdout is not None
-        for line in process.stdout:
-            log(line)
-        code = process.wait()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log(line)
+            code = process.wait()
+        finally:
+            _kill_group(process.pid)  # whatever the build left running
+            with _groups_lock:
+                _running_groups.discard(process.pid)
         return None if stopped.is_set() else code
 
     @staticmethod
@@ -101,6 +140,10 @@ class BuildahBuilder:
         with tempfile.TemporaryDirectory() as tmp:
             digest_file = Path(tmp) / "digest"
             for image in request.images:
+                if not request.still_ours():
+                    log(f"not pushing {image}: another attempt has taken this run over")
+                    return BuildResult(RunStatus.CANCELED, base_digests=base_digests,
+                                       reason="taken over by another attempt before the push")
                 log(f"$ buildah push {image}")
                 code = self._run(
                     self._global() + ["push", *self._tls(), "--digestfile", str(digest_file),
