@@ -39,11 +39,9 @@ param systemTopicSystemAssignedIdentity bool = false
 @description('Optional. Create the Event Grid subscription to the eventgrid_image_pushed function. Leave false on the first deployment: Event Grid refuses a function that is not deployed yet (azure.yaml\'s postdeploy hook sets it to true).')
 param createEventSubscription bool = false
 
-@description('Required. BASETRIGGER_SECRET_KEY: a Fernet key (44 characters, URL-safe base64 of 32 random bytes) that encrypts secret build args and git tokens at rest. It is stored in Key Vault; keep it, a different key cannot read secrets stored with the old one.')
+@description('Optional. BASETRIGGER_SECRET_KEY to store in Key Vault: one or more Fernet keys (44 characters each, URL-safe base64 of 32 random bytes), separated by commas; the first encrypts secret build args and git tokens at rest, all decrypt. Empty keeps the secret the vault already holds: the preprovision hook passes a key only while the vault has none, so a provision never replaces the key that sealed the stored secrets.')
 @secure()
-@minLength(44)
-@maxLength(44)
-param secretKey string
+param secretKey string = ''
 
 @description('Optional. Most instances Flex Consumption may scale the app out to.')
 @minValue(1)

@@ -14,9 +14,9 @@ param tags object = {}
 @description('Required. Name of the secret holding the key.')
 param secretName string
 
-@description('Required. The Fernet key that encrypts secret build args and git tokens at rest.')
+@description('Optional. The key(s) to store: Fernet keys, comma-separated, the first encrypting. Empty leaves the secret the vault holds as it is; a provision writes the secret only while the vault has none (the preprovision hook decides), since another key could not read what the stored one sealed.')
 @secure()
-param secretValue string
+param secretValue string = ''
 
 @description('Required. Principal id of the identity that reads the secret (the Function App\'s).')
 param principalId string
@@ -40,24 +40,33 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(secretValue)) {
   parent: vault
   name: secretName
   properties: {
     value: secretValue
-    contentType: 'Fernet key (BASETRIGGER_SECRET_KEY)'
+    contentType: 'Fernet keys, comma-separated, first encrypts (BASETRIGGER_SECRET_KEY)'
   }
+}
+
+// The secret whether this provision wrote it or an earlier one did.
+resource storedSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: secretName
 }
 
 // Scoped to the one secret, not the vault: the app reads this secret and no other.
 resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(secret.id, principalId, keyVaultSecretsUserRoleId)
-  scope: secret
+  name: guid(storedSecret.id, principalId, keyVaultSecretsUserRoleId)
+  scope: storedSecret
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
+  dependsOn: [
+    secret
+  ]
 }
 
 @description('Name of the Key Vault.')

@@ -1,14 +1,12 @@
-# azd preprovision hook (Windows): same as preprovision.sh.
+# azd preprovision hook (Windows): the decisions are in preprovision.py, as on POSIX.
 $ErrorActionPreference = 'Stop'
-
-if (-not $env:ACR_NAME) {
-    Write-Error "basetrigger builds on an existing Azure Container Registry: run 'azd env set ACR_NAME <registry-name>' (and ACR_RESOURCE_GROUP if it is in another resource group) first."
+$script = Join-Path $PSScriptRoot 'preprovision.py'
+$python = (Get-Command python3 -ErrorAction SilentlyContinue) ?? (Get-Command python -ErrorAction SilentlyContinue)
+if ($python) {
+    & $python.Source $script
+} elseif (Get-Command py -ErrorAction SilentlyContinue) {
+    & py -3 $script
+} else {
+    Write-Error "preprovision: Python 3 is needed (it decides whether Key Vault already holds the secret key)"
 }
-
-if (-not $env:BASETRIGGER_SECRET_KEY) {
-    $bytes = New-Object byte[] 32
-    [System.Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($bytes)
-    $key = [Convert]::ToBase64String($bytes).Replace('+', '-').Replace('/', '_')
-    azd env set BASETRIGGER_SECRET_KEY $key
-    Write-Host "Generated BASETRIGGER_SECRET_KEY in the azd environment (it encrypts secret build args)."
-}
+exit $LASTEXITCODE

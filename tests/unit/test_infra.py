@@ -250,7 +250,8 @@ class Bicep:
             if body.startswith("["):
                 match = re.match(r"\[\s*for\s+\w+\s+in\s+(.+?):\s*(\{.*\})\s*\]$", body, re.S)
                 loop, body = match.group(1).strip(), match.group(2)
-            body = re.sub(r"^if\s*\(.*?\)\s*", "", body, flags=re.S)
+            if re.match(r"if\s*\(", body):  # `if (cond)`, the condition may nest brackets
+                body = body[_matching(body, body.index("(")):].strip()
             found.append((symbol, body, loop))
         return found
 
@@ -468,10 +469,40 @@ def test_the_cloud_settings_load_as_an_acr_configuration():
     )
     assert settings.build_timeout_seconds == 2700
     SecretBox(settings.secret_key).open(SecretBox(settings.secret_key).seal({"k": "v"}))
-    # The Key Vault secret must hold a Fernet key: 44 characters, as main.bicep insists.
-    decorators = bicep("main.bicep").params["secretKey"][0]
-    assert "@secure()" in decorators and "@minLength(44)" in decorators and "@maxLength(44)" in decorators
-    assert len(settings.secret_key) == 44
+    decorators, rest = bicep("main.bicep").params["secretKey"]
+    assert "@secure()" in decorators
+
+
+def test_a_provision_writes_the_secret_key_only_while_the_vault_has_none():
+    """The key in Key Vault sealed every stored secret: a provision must never replace it. The hook
+    passes a key only when the vault has none; the Bicep writes the secret only when given one, and
+    lets the app read the secret whichever provision wrote it."""
+    import importlib.util
+
+    kv = bicep("app/keyvault.bicep")
+    assert kv.resources["secret"][1].startswith("if (!empty(secretValue))")
+    assert "=" in kv.params["secretValue"][1] and "@secure()" in kv.params["secretValue"][0]
+    stored = kv.resources["storedSecret"]
+    assert stored[0] == "Microsoft.KeyVault/vaults/secrets"
+    assert "existing" in kv.raw.split("resource storedSecret ")[1].split("=")[0]
+    assert obj(stored[1]) == {"parent": "vault", "name": "secretName"}
+    ((_, reader, _),) = kv.resource_bodies("Microsoft.Authorization/roleAssignments")
+    reader = obj(reader)
+    assert reader["scope"] == "storedSecret" and arr(reader["dependsOn"]) == ["secret"]
+    written = {symbol: body for symbol, body, _ in kv.resource_bodies("Microsoft.KeyVault/vaults/secrets")}
+    assert obj(written["secret"])["name"] == "secretName"
+
+    main = bicep("main.bicep")
+    _, rest = main.params["secretKey"]
+    assert rest.strip().endswith("= ''"), "secretKey must be optional: empty keeps the vault's key"
+    assert main.module_params(module_of(main, "app/keyvault.bicep"))["secretValue"] == "secretKey"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    spec = importlib.util.spec_from_file_location("preprovision", INFRA / "hooks" / "preprovision.py")
+    hook = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("preprovision", hook)  # dataclasses look their module up there
+    spec.loader.exec_module(hook)
+    assert parameters["secretKey"]["value"] == "${" + hook.TO_STORE + "=}"
+    assert main.resolve("secretKeyName") == hook.SECRET_NAME
 
 
 def test_an_acr_build_ends_within_one_function_invocation():
