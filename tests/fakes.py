@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, ContextError, LogSink, UnpackLimits
-from shared.domain.decisions import Decision
+from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
+from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
@@ -106,6 +107,9 @@ class FakeTaskRepository:
     def all(self) -> list[Task]:
         return [copy.deepcopy(t) for t in self.tasks.values()]
 
+    def links(self) -> list[TaskLinks]:
+        return [TaskLinks.of(t) for t in self.tasks.values()]
+
 
 class FakeDependencyTable:
     def __init__(self) -> None:
@@ -164,14 +168,27 @@ class FakeDecisionLog:
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
         self.markers: dict[str, Decision] = {}
+        self.dispatching: set[str] = set()
 
     def seen(self, event_id: str) -> Decision | None:
         return self.markers.get(event_id)
+
+    def begin(self, event_id: str) -> Decision | None:
+        if event_id in self.markers:
+            return self.markers[event_id]
+        if event_id in self.dispatching:
+            raise EventBusy(f"event {event_id} is being dispatched")
+        self.dispatching.add(event_id)
+        return None
+
+    def abandon(self, event_id: str) -> None:
+        self.dispatching.discard(event_id)
 
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
         self.decisions.append(decision)
         if mark_seen:
             self.markers.setdefault(decision.event_id, decision)
+            self.dispatching.discard(decision.event_id)
 
     def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
         found = [d for d in reversed(self.decisions) if image is None or d.image == image]

@@ -14,13 +14,14 @@ import json
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import Storage
-from shared.domain.decisions import SCHEMA_VERSION, Decision, TaskDecision
+from shared.domain.decisions import DISPATCH_STALE_AFTER, SCHEMA_VERSION, Decision, EventBusy, TaskDecision
 from shared.domain.image_ref import encode_key
-from shared.domain.vocabulary import EventSource, Outcome
+from shared.domain.vocabulary import EventSource, Outcome, utc_now
 
 PARTITION = "decision"
 _EPOCH_SPAN = 10**13  # milliseconds; inverted keys stay fixed-width until year 2286
@@ -97,6 +98,53 @@ class TableDecisionLog:
         except ResourceNotFoundError:
             return None
 
+    def begin(self, event_id: str) -> Decision | None:
+        """Claim the event for this delivery: its marker is created before anything is dispatched.
+
+        None: this delivery dispatches the event. A Decision: the event was handled already.
+        EventBusy: another delivery is dispatching it right now. A marker whose dispatcher went
+        silent for DISPATCH_STALE_AFTER is taken over (etag-guarded), so a crash loses nothing.
+        """
+        key = f"e|{encode_key(event_id)}"
+        while True:
+            try:
+                self.table.create_entity({"PartitionKey": PARTITION, "RowKey": key,
+                                          "DispatchingSince": utc_now().isoformat()})
+                return None
+            except ResourceExistsError:
+                pass
+            try:
+                marker = self.table.get_entity(PARTITION, key)
+            except ResourceNotFoundError:
+                continue  # removed in between: try to create it again
+            if marker.get("DecisionKey"):
+                try:
+                    return from_entity(self.table.get_entity(PARTITION, marker["DecisionKey"]))
+                except ResourceNotFoundError:
+                    return None  # a decision lost with its row: decide again
+            since = datetime.fromisoformat(marker.get("DispatchingSince") or "1970-01-01T00:00:00+00:00")
+            if utc_now() - since < DISPATCH_STALE_AFTER:
+                raise EventBusy(f"event {event_id} is being dispatched by another delivery")
+            try:
+                self.table.update_entity(
+                    {"PartitionKey": PARTITION, "RowKey": key, "DispatchingSince": utc_now().isoformat()},
+                    mode=UpdateMode.MERGE, etag=marker.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified)
+                return None
+            except (ResourceModifiedError, ResourceNotFoundError) as exc:
+                raise EventBusy(f"event {event_id} was taken over by another delivery") from exc
+
+    def abandon(self, event_id: str) -> None:
+        """This delivery could not dispatch the event: let the next one claim it at once."""
+        key = f"e|{encode_key(event_id)}"
+        try:
+            marker = self.table.get_entity(PARTITION, key)
+            if not marker.get("DecisionKey"):
+                self.table.delete_entity(PARTITION, key, etag=marker.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass
+
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
         """Store the decision and (unless told not to) mark its event as handled."""
         row = to_entity(decision)
@@ -105,13 +153,7 @@ class TableDecisionLog:
             return
         marker = {"PartitionKey": PARTITION, "RowKey": f"e|{encode_key(decision.event_id)}",
                   "DecisionKey": row["RowKey"]}
-        try:
-            self.table.submit_transaction([("upsert", row), ("create", marker)])
-        except TableTransactionError as exc:
-            if getattr(exc, "error_code", None) != "EntityAlreadyExists":
-                raise
-            # A concurrent duplicate finished first: keep this decision visible too.
-            self.table.upsert_entity(row)
+        self.table.submit_transaction([("upsert", row), ("upsert", marker, {"mode": UpdateMode.MERGE})])
 
     def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
         query = "PartitionKey eq @pk and RowKey ge 'd|' and RowKey lt 'd}'"

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.vocabulary import EventSource, Outcome, format_time, utc_now
 
 SCHEMA_VERSION = 1
+# A delivery that claimed an event and has not decided within this time is presumed dead: another
+# delivery takes the event over (dispatch takes well under a second; a 10,000-task fan-out seconds).
+DISPATCH_STALE_AFTER = timedelta(seconds=60)
+
+
+class EventBusy(RuntimeError):
+    """Another delivery of the same event is being dispatched right now; deliver again later."""
 
 
 @dataclass

@@ -17,11 +17,12 @@ Claims on index rows are etag-guarded, so concurrent deliveries of one push queu
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 
-from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.decisions import Decision, EventBusy, TaskDecision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
 from shared.domain.images import is_own_output
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # Rows that lost a claim to a concurrent dispatch are re-read and decided again this many times.
 CLAIM_ROUNDS = 3
+# A delivery of an event that another delivery is dispatching waits this long for its decision.
+BUSY_WAIT_SECONDS = 10.0
+BUSY_POLL_SECONDS = 0.25
 
 
 class Pending(StrEnum):
@@ -97,27 +101,44 @@ class Dispatcher:
         return decisions
 
     def handle(self, event: ImagePushed | Ignored) -> Decision:
-        """The decision on one event, taken once per event id (a redelivery gets the first one)."""
+        """The decision on one event, taken once per event id: a redelivery gets the first one, and
+        a delivery that arrives while another is being dispatched waits for its decision."""
         if isinstance(event, Ignored):
-            previous = self.decisions.seen(event.event_id)
+            previous = self._begin(event.event_id)
             if previous is not None:
                 return previous
             decision = Decision(event.event_id, event.source, Outcome.IGNORED, event.reason)
             self.decisions.record(decision)
             return decision
-        # The three reads a decision needs are independent: one round trip instead of three.
+        # The claim and the two reads a decision needs are independent: one round trip, not three.
         pushed = event.reference
-        seen = self._readers.submit(self.decisions.seen, event.event_id)
+        claim = self._readers.submit(self._begin, event.event_id)
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
-        previous = seen.result()
+        previous = claim.result()
         if previous is not None:
             log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
             return previous
-        decision = self._dispatch(event, pushed, rows.result(), producer.result())
-        self.decisions.record(decision)
+        try:
+            decision = self._dispatch(event, pushed, rows.result(), producer.result())
+            self.decisions.record(decision)
+        except Exception:
+            self.decisions.abandon(event.event_id)
+            raise
         log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
         return decision
+
+    def _begin(self, event_id: str) -> Decision | None:
+        """Claim the event; while a concurrent delivery dispatches it, wait a little for its
+        decision (then EventBusy: the sender delivers again later, and nothing is lost)."""
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                return self.decisions.begin(event_id)
+            except EventBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(BUSY_POLL_SECONDS)
 
     def reject(self, event_id: str, source: EventSource, reason: str) -> Decision:
         """A payload that cannot be parsed: recorded, so the sender's mistake is visible."""
@@ -151,7 +172,6 @@ class Dispatcher:
 
         details: list[TaskDecision] = []
         runs: list[Run] = []
-        requeue: list[str] = []
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
@@ -162,16 +182,13 @@ class Dispatcher:
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
                     continue
-                if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id:
-                    if pending == Pending.QUEUED:
-                        # The run may have lost its message (a crash between recording and
-                        # sending): send again; the worker's Queued->Running guard makes a second
-                        # copy harmless.
-                        requeue.append(row.pending_run_id)
-                    elif pending == Pending.MISSING:
-                        # Claimed, but the run was never recorded: record it now, under its id.
-                        runs.append(self._new_run(event, pushed, row, row.pending_run_id))
-                        reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
+                # A queued run that lost its message (a crash between recording and sending) is not
+                # sent again here: every duplicate delivery would send one more. Housekeeping sends
+                # it again once the queue is empty.
+                if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:
+                    # Claimed, but the run was never recorded: record it now, under its id.
+                    runs.append(self._new_run(event, pushed, row, row.pending_run_id))
+                    reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
                 if outcome == Outcome.COALESCED and not self.index.coalesce(row, event.digest):
                     fresh.append(row)  # changed under us: decide again below
                     continue
@@ -184,7 +201,6 @@ class Dispatcher:
             details.append(TaskDecision(row.task, Outcome.ALREADY_TRIGGERED,
                                         "concurrent dispatch kept winning"))
 
-        self.launcher.requeue(requeue)
         self.launcher.launch(runs)
         counts = Counter(t.outcome for t in details)
         if runs:

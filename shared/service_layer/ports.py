@@ -13,6 +13,7 @@ from typing import Protocol
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
+from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus
@@ -58,6 +59,9 @@ class TaskRepository(Protocol):
 
     def all(self) -> list[Task]: ...
 
+    def links(self) -> list[TaskLinks]:
+        """Every task's name, images, trigger and bases (the dependency graph), in one read."""
+
 
 class DependencyTable(Protocol):
     """The stored rows of the dependency index (written only by service_layer.dependencies)."""
@@ -85,6 +89,13 @@ class DependencyTable(Protocol):
 class DecisionLog(Protocol):
     def seen(self, event_id: str) -> Decision | None:
         """The decision already taken on this event, if any (redelivery)."""
+
+    def begin(self, event_id: str) -> Decision | None:
+        """Claim the event for this delivery: None to dispatch it, the Decision if it was handled
+        already; EventBusy while another delivery dispatches it."""
+
+    def abandon(self, event_id: str) -> None:
+        """Give up a claim this delivery could not complete (the next delivery claims at once)."""
 
     def record(self, decision: Decision, mark_seen: bool = True) -> None: ...
 

@@ -46,11 +46,11 @@ class Scheduler:
             raise TaskError("context must be a base64-encoded .tar.gz archive") from exc
         if len(archive) > MAX_CONTEXT_BYTES:
             raise TaskError(f"the context archive exceeds {MAX_CONTEXT_BYTES // (1024 * 1024)} MiB")
-        check_archive(archive, self.unpack_limits)  # ContextTooLarge: refused before anything is kept
         try:
             self.launcher.check_templates(image_templates)  # before a run id is spent
         except ValueError as exc:
             raise TaskError(str(exc)) from exc
+        check_archive(archive, self.unpack_limits)  # ContextTooLarge: refused before anything is kept
         (run_id,) = self.launcher.allocate(1)
         upload = f"{run_id}-{uuid.uuid4().hex[:8]}.tar.gz"
         self.sources.upload(upload, archive)

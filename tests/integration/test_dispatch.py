@@ -77,8 +77,8 @@ def test_concurrent_duplicate_deliveries_queue_one_run(services):
     for t in threads:
         t.join()
     assert len(results) == 4  # every delivery was answered (none raised)
-    runs = [run for r in results for run in r.runs]
-    assert len(runs) == 5, runs  # one run per task, whichever delivery won
+    assert all(r.runs == results[0].runs for r in results)  # every delivery got the one decision
+    assert len(results[0].runs) == 5  # one run per task
     listed, _ = services.runs.newest(top=50)
     assert len(listed) == 5
 
@@ -139,13 +139,48 @@ def test_a_run_claimed_but_never_recorded_is_recorded_on_redelivery(services):
     assert queued_run_ids(services) == ["da41"]
 
 
-def test_an_identical_push_while_the_run_waits_only_resends_its_message(services):
+def test_an_identical_push_while_the_run_waits_sends_nothing_again(services):
     add_dependents(services)
     first = services.dispatcher.handle(push(NEW))
     again = services.dispatcher.handle(push(NEW))  # same digest, new event id
     assert again.tasks[0].outcome == Outcome.ALREADY_TRIGGERED and again.runs == []
-    assert queued_run_ids(services) == first.runs * 2  # the worker's claim makes the copy a no-op
+    assert queued_run_ids(services) == first.runs  # one message: a redelivery does not resend
     assert len(services.runs.newest(top=10)[0]) == 1
+
+
+def burst(services, events, threads=8):
+    results, errors = [], []
+
+    def deliver(event):
+        try:
+            results.append(services.dispatcher.handle(event))
+        except Exception as exc:  # noqa: BLE001 - the test counts them
+            errors.append(exc)
+
+    workers = [threading.Thread(target=deliver, args=(e,)) for e in events]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results, errors
+
+
+def test_a_burst_of_one_event_queues_one_run_per_task_and_burns_no_run_ids(services):
+    add_dependents(services, 10)
+    event = push()
+    results, errors = burst(services, [event] * 12)
+    assert errors == [] and len(results) == 12
+    assert {tuple(r.runs) for r in results} == {tuple(results[0].runs)}  # all got the one decision
+    assert sorted(queued_run_ids(services)) == sorted(results[0].runs)
+    assert services.runs.allocate(1) == ["da11"]  # ten ids used for ten runs, none burnt
+
+
+def test_a_burst_of_different_ids_for_one_digest_sends_one_message_per_run(services):
+    add_dependents(services, 5)
+    first = services.dispatcher.handle(push())
+    results, errors = burst(services, [push() for _ in range(10)])
+    assert errors == [] and all(r.runs == [] for r in results)
+    assert queued_run_ids(services) == sorted(first.runs)
 
 
 def test_list_runs_newest_first_with_task_filter_and_continuation(services):
@@ -166,5 +201,5 @@ def test_directory_contexts_are_refused_where_the_builder_is_not_local(tmp_path)
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     cloud = Services(unique_settings(BASETRIGGER_BUILDER="acr"))
-    with pytest.raises(TaskError, match="git contexts only"):
+    with pytest.raises(TaskError, match="cannot read the directory"):
         cloud.tasks.create(Task(name="local", images=["x:1"], context=str(tmp_path)))
