@@ -11,13 +11,15 @@ Lists print JSON by default, as `az` does; `--output table` prints az's table co
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
 from cli import task_insight
-from cli.build_cmd import wait_and_report
+from cli.build_cmd import ContextError as PackError
+from cli.build_cmd import pack_context, wait_and_report
 from cli.client import (
     EXIT_ERROR,
     EXIT_OK,
@@ -91,8 +93,9 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     )
     parser.add_argument(
         "--context", "-c", required=creating,
-        help="a local directory (sent as an absolute path: the service reads it on this machine) "
-        "or a git URL",
+        help="a local directory or a git URL. The local stack reads the directory where it is, at each "
+        "run; a service that cannot (Azure) gets the directory uploaded now, as `build` does: run "
+        "`task update --context DIR` again to send changes",
     )
     parser.add_argument("--file", "-f", default="Dockerfile" if creating else None,
                         help="the Dockerfile, relative to the context"
@@ -204,6 +207,31 @@ def _context(value: str) -> str:
     return str(path.resolve())
 
 
+def _context_archive(args: argparse.Namespace) -> str:
+    """The context directory as a base64 .tar.gz (honouring .dockerignore), as `build` uploads it."""
+    context = Path(args.context).expanduser()
+    dockerfile = args.file if args.file and (context / args.file).is_file() else "Dockerfile"
+    try:
+        archive, count = pack_context(context, dockerfile)
+    except PackError as exc:
+        raise ApiError(str(exc)) from None
+    print(f"Packing the context to upload with the task: {count} files, {len(archive) / 1024:.1f} KiB",
+          file=sys.stderr)
+    return base64.b64encode(archive).decode("ascii")
+
+
+def _send(args: argparse.Namespace, request: Callable[[dict], dict], spec: dict) -> dict:
+    """Send a task, and send it again with its directory's archive when the service cannot read the
+    directory itself (the cloud, or a service on another machine): the local stack reads it directly
+    at each run, so nothing is packed there."""
+    try:
+        return request(spec)
+    except ApiError as exc:
+        if exc.code != "ContextUploadNeeded" or "context" not in spec or is_git_url(spec["context"]):
+            raise
+    return request({**spec, "context_archive": _context_archive(args)})
+
+
 def _spec(args: argparse.Namespace) -> dict:
     """The TaskCreate fields the options give (only those given, so update changes nothing else)."""
     spec: dict = {}
@@ -240,7 +268,7 @@ def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:
 @handles_errors
 def task_create(args: argparse.Namespace) -> int:
     client = Client.from_args(args)
-    task = client.create_task({"name": args.name, **_spec(args)})
+    task = _send(args, client.create_task, {"name": args.name, **_spec(args)})
     _print_tasks([task], args.output, single=True)
     return EXIT_OK
 
@@ -252,7 +280,7 @@ def task_update(args: argparse.Namespace) -> int:
     if not changes:
         print("error: nothing to change: give at least one option besides --name", file=sys.stderr)
         return EXIT_ERROR
-    task = client.update_task(args.name, changes)
+    task = _send(args, lambda spec: client.update_task(args.name, spec), changes)
     _print_tasks([task], args.output, single=True)
     return EXIT_OK
 

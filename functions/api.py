@@ -20,7 +20,7 @@ from shared.bootstrap import services
 from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
-from shared.domain.tasks import Task, TaskError, TaskExists, TaskNotFound, check_name
+from shared.domain.tasks import ContextUploadNeeded, Task, TaskError, TaskExists, TaskNotFound, check_name
 from shared.domain.vocabulary import RunStatus, TriggerType, names
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
@@ -39,6 +39,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (TaskExists, 409, "TaskExists"),
     (RunNotCancelable, 409, "RunNotCancelable"),
     (RunConflict, 409, "Conflict"),
+    (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
     (TaskError, 400, "InvalidTask"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
@@ -112,6 +113,14 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
     return fields
 
 
+def _context_archive(body: dict[str, Any]) -> str | None:
+    """The base64 .tar.gz of a directory context, taken out of the TaskCreate fields."""
+    archive = body.pop("context_archive", None)
+    if archive is not None and (not isinstance(archive, str) or not archive):
+        raise BadRequest("context_archive must be a base64-encoded .tar.gz of the context directory")
+    return archive
+
+
 # ---- OpenAPI ---------------------------------------------------------------------------------
 @bp.function_name("api_openapi")
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -127,8 +136,10 @@ def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
     tasks = services().tasks
     if req.method == "GET":
         return json_response({"tasks": [t.public_dict() for t in tasks.all()]})
-    body = json_body(req, MAX_JSON_BYTES)
-    task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)))
+    body = json_body(req, MAX_BUILD_BYTES)  # may carry the context directory's archive
+    archive = _context_archive(body)
+    task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)),
+                        context_archive=archive)
     logging.info("task %s created with %d base image(s)", task.name, len(task.dependencies))
     return json_response(task.public_dict(), 201)
 
@@ -144,10 +155,12 @@ def api_task(req: func.HttpRequest) -> func.HttpResponse:
     if req.method == "DELETE":
         tasks.delete(name)
         return func.HttpResponse(status_code=204)
-    body = json_body(req, MAX_JSON_BYTES)
+    body = json_body(req, MAX_BUILD_BYTES)
     if "name" in body and body["name"] != name:
         raise BadRequest("a task cannot be renamed")
-    return json_response(tasks.update(name, **_task_fields(body, partial=True)).public_dict())
+    archive = _context_archive(body)
+    return json_response(tasks.update(name, context_archive=archive,
+                                      **_task_fields(body, partial=True)).public_dict())
 
 
 @bp.function_name("api_task_runs")

@@ -40,7 +40,10 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
     "TaskCreate": {"type": "object", "required": ["name", "images", "context"], "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
-        "context": {"type": "string", "description": "a directory on the builder, or a git URL"},
+        "context": {"type": "string", "description": "a directory (its absolute path), or a git URL"},
+        "context_archive": {"type": "string", "format": "byte", "writeOnly": True,
+                            "description": "base64 of a .tar.gz of the context directory: built from "
+                            "where the builder cannot read the directory (the cloud)"},
         "dockerfile": {"type": "string", "default": "Dockerfile"}, "branch": {"type": "string"},
         "build_args": _STR_MAP, "secret_args": _STR_MAP,
         "git_access_token": {"type": "string", "writeOnly": True},
@@ -51,6 +54,8 @@ SCHEMAS: dict[str, Any] = {
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
+        "context_upload": {"type": "string", "nullable": True,
+                           "description": "the stored archive a directory context is built from"},
         "dockerfile": {"type": "string"}, "build_args": _STR_MAP,
         "secret_args": {"type": "array", "items": {"type": "string"}, "description": "names only"},
         "git_access_token": {"type": "boolean"},

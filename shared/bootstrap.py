@@ -97,7 +97,7 @@ class Services:
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
-        return ImpactAnalysis(self.tasks.store, self.index.table, self.settings.registry)
+        return ImpactAnalysis(self.tasks.store, self.settings.registry)
 
     @cached_property
     def history(self) -> TaskHistory:

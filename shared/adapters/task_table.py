@@ -16,6 +16,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.adapters.secret_box import SecretBox, SecretsUnavailable
 from shared.adapters.storage import Storage
 from shared.domain.key_rotation import ResealReport
+from shared.domain.links import TaskLinks
 from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskExists, TaskNotFound
 from shared.domain.vocabulary import TriggerType
 
@@ -35,6 +36,7 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "SchemaVersion": SCHEMA_VERSION,
         "Images": json.dumps(task.images),
         "Context": task.context,
+        "ContextUpload": task.context_upload or "",
         "Branch": task.branch or "",
         "Dockerfile": task.dockerfile,
         "BuildArgs": json.dumps(task.build_args),
@@ -57,6 +59,7 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         name=entity["RowKey"],
         images=json.loads(entity["Images"]),
         context=entity["Context"],
+        context_upload=entity.get("ContextUpload") or None,
         dockerfile=entity.get("Dockerfile") or "Dockerfile",
         branch=entity.get("Branch") or None,
         build_args=json.loads(entity.get("BuildArgs") or "{}"),
@@ -113,6 +116,17 @@ class TableTaskRepository:
 
     def reseal_secrets(self) -> ResealReport:
         """Re-encrypt every task's sealed secrets with the first configured key (a key rotation).
+    def links(self) -> list[TaskLinks]:
+        # Only the properties the graph needs: nothing to unseal, a fraction of the bytes.
+        entities = self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": PARTITION},
+            select=["RowKey", "Images", "TriggerEnabled", "TriggerType", "Dependencies"])
+        return [TaskLinks(name=e["RowKey"], images=json.loads(e["Images"]),
+                          trigger_enabled=bool(e.get("TriggerEnabled")),
+                          trigger_type=TriggerType(e.get("TriggerType") or TriggerType.RUNTIME),
+                          dependencies=[Dependency(**d) for d in json.loads(e.get("Dependencies") or "[]")])
+                for e in entities]
+
 
         Only the SealedSecrets property is written, with the etag read, so a task changed meanwhile
         is read again rather than overwritten. Secrets no configured key opens are left as they are

@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.builds import BuildSpec, Source, is_git_url
+from shared.domain.credentials import CredentialError, RegistryCredential, check_unique
 from shared.domain.dockerfile import parse_dependencies
 from shared.domain.images import render as render_image
+from shared.domain.platforms import InvalidPlatform, Platform
 from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
@@ -19,6 +21,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 class TaskError(ValueError):
     """The task definition is invalid (bad name, bad Dockerfile, bad reference…)."""
+
+
+class ContextUploadNeeded(TaskError):
+    """The builder cannot read the task's context directory: the client must send its archive."""
 
 
 class TaskNotFound(LookupError):
@@ -61,7 +67,12 @@ class Task:
     trigger_enabled: bool = True
     trigger_type: TriggerType = TriggerType.RUNTIME
     platform: str = "linux"
+    # The uploaded archive of a directory context (a blob of build-contexts), when the builder cannot
+    # read the directory itself: the CLI uploads it at `task create`/`update`, as `az acr build` does.
+    context_upload: str | None = None
     dependencies: list[Dependency] = field(default_factory=list)
+    # Registry sign-ins for reading and pulling the bases (`task credential add`); passwords sealed.
+    credentials: list[RegistryCredential] = field(default_factory=list)
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
 
@@ -75,6 +86,16 @@ class Task:
         self.trigger_type = TriggerType(self.trigger_type)
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
+        try:  # the platform selects a manifest of multi-platform bases: it must be readable
+            self.platform = str(Platform.parse(self.platform)) if self.platform != "linux" else self.platform
+        except InvalidPlatform as exc:
+            raise TaskError(str(exc)) from exc
+        try:
+            check_unique(self.credentials)
+        except CredentialError as exc:
+            raise TaskError(str(exc)) from exc
+        if self.context_upload and self.is_git:
+            raise TaskError("an uploaded context goes with a directory, not a git URL")
         for template in self.images:
             try:  # an invalid template must fail here, not later in every dispatch of its bases
                 render_image(template, "da0", "registry.invalid")
@@ -86,10 +107,13 @@ class Task:
         return is_git_url(self.context)
 
     def build_spec(self) -> BuildSpec:
-        """What a run of this task builds."""
-        return BuildSpec(source=Source.of_context(self.context, self.branch), dockerfile=self.dockerfile,
+        """What a run of this task builds: its upload if it has one, else its directory or git URL."""
+        source = Source(upload=self.context_upload) if self.context_upload else Source.of_context(
+            self.context, self.branch)
+        return BuildSpec(source=source, dockerfile=self.dockerfile,
                          build_args=dict(self.build_args), platform=self.platform,
-                         secret_args=dict(self.secret_args), git_token=self.git_token)
+                         secret_args=dict(self.secret_args), git_token=self.git_token,
+                         credentials=tuple(self.credentials))
 
     def public_dict(self) -> dict[str, Any]:
         """What the API shows: secret values are replaced by their names."""
@@ -97,6 +121,7 @@ class Task:
             "name": self.name,
             "images": self.images,
             "context": self.context,
+            "context_upload": self.context_upload,
             "branch": self.branch,
             "dockerfile": self.dockerfile,
             "build_args": self.build_args,
@@ -104,6 +129,7 @@ class Task:
             "git_access_token": bool(self.git_token),
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
+            "credentials": [c.public_dict() for c in self.credentials],
             "dependencies": [d.to_dict() for d in self.dependencies],
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),

@@ -2,20 +2,22 @@
 
 A task's output images are themselves bases of other tasks, so a change travels: base -> the tasks
 built FROM it -> their output images -> the tasks built FROM those, and so on. `ImpactAnalysis`
-follows it with the same rows and rules dispatch uses (`DependencyRow.applies`, the trigger switch),
-so "what would rebuild" is what dispatch would queue, level after level.
+follows it with dispatch's rules (`trigger_verdict`: the trigger switch, and a build-stage base
+triggers only under trigger type All), so "what would rebuild" is what dispatch would queue, level
+after level.
 
-Reads. The dependency index answers "who is built FROM X?" in one partition read, but most images
-reached (the outputs of leaf tasks) have no dependents, and reading their empty partitions would be
-most of the cost. So the task list (one partition read) is read first: the union of its tasks'
-dependencies is every image anything is built FROM, and only those images' partitions are read,
-a level's reads in parallel. A chain of N levels is N rounds of reads; a wide fan-out is one.
+Reads. The dependency index answers "who is built FROM X?" in one partition read per image, but a
+change reaching 1,000 tasks reaches ~100 images that have dependents and ~900 that have none, and a
+partition read costs a few milliseconds each: ~0.5 s. The task list holds the same facts the index
+is written from (each task's bases, runtime flags, trigger and output templates; see
+service_layer.dependencies), so the whole graph is one read of one partition, with only those
+properties selected (`TaskRepository.links`), and the walk is in memory.
 
 Levels. A task's level is the longest triggering path from the changed image (base -> task is one
 level; an output image keeps its producer's level): the wave in which it would rebuild, after all
 of its upstream rebuilt. Tasks on a cycle of triggering edges (A's output is B's base and B's
-output A's) have no such level; they are marked `cycle` and placed after the level they are
-reached from. Tasks that would not rebuild (trigger off, or a build-stage base under a Runtime
+output A's) have no such level; they are marked `cycle` and placed after the deepest level that
+has one. Tasks that would not rebuild (trigger off, or a build-stage base under a Runtime
 trigger) are listed where they are reached, marked, and not followed further: their outputs would
 not change.
 
@@ -27,19 +29,15 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.domain.dependencies import DependencyRow
 from shared.domain.image_ref import ImageRef
 from shared.domain.images import render
-from shared.domain.tasks import Task
+from shared.domain.links import TaskLinks
+from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TriggerType
-from shared.service_layer.ports import DependencyTable, TaskRepository
-
-# Partition reads of one level in flight at once (each is one small HTTP request).
-READS_IN_FLIGHT = 8
+from shared.service_layer.ports import TaskRepository
 
 
 def _has_run_placeholder(template: str) -> bool:
@@ -182,74 +180,73 @@ def assign_levels(nodes: dict[str, TaskNode], edges: list[Edge], produced_by: di
 
 
 class ImpactAnalysis:
-    def __init__(self, tasks: TaskRepository, index: DependencyTable, registry: str | None):
+    def __init__(self, tasks: TaskRepository, registry: str | None):
         self.tasks = tasks
-        self.index = index
         self.registry = registry
-        self._readers = ThreadPoolExecutor(max_workers=READS_IN_FLIGHT, thread_name_prefix="impact")
 
     def impact(self, image: str) -> Impact:
         """Every task that would rebuild, transitively, if `image` changed (InvalidReference if it
         is not an image reference). An image nothing is built FROM has an empty impact."""
         root = str(ImageRef.parse(image))
-        used = {dep.image for task in self.tasks.all() for dep in task.dependencies}
-        used.add(root)  # the index is read for the root even if no task lists it (yet)
+        dependents: dict[str, list[tuple[TaskLinks, Dependency]]] = defaultdict(list)
+        for links in sorted(self.tasks.links(), key=lambda t: t.name):
+            for dep in links.dependencies:
+                dependents[dep.image].append((links, dep))
         nodes: dict[str, TaskNode] = {}
         edges: list[Edge] = []
         produced_by: dict[str, str] = {}
         expanded: set[str] = set()
         seen_images = {root}
         frontier = [root]
-        reads = 0
-        while frontier:
-            to_read = [img for img in frontier if img in used]
-            reads += len(to_read)
-            frontier = []
-            for rows in self._readers.map(self.index.dependents, to_read):
-                for row in sorted(rows, key=lambda r: r.task):
-                    frontier.extend(self._visit(row, nodes, edges, produced_by, expanded, seen_images))
+        while frontier:  # breadth first: the first producer found of an image is the nearest
+            following: list[str] = []
+            for base in frontier:
+                for links, dep in dependents.get(base, []):
+                    following.extend(
+                        self._visit(links, dep, nodes, edges, produced_by, expanded, seen_images))
+            frontier = following
         assign_levels(nodes, edges, produced_by, {root})
         ordered = sorted(nodes.values(), key=lambda n: (n.level, n.task))
-        return Impact(nodes=ordered, edges=edges, image=root, reads=reads)
+        return Impact(nodes=ordered, edges=edges, image=root, reads=1)
 
-    def _visit(self, row: DependencyRow, nodes: dict[str, TaskNode], edges: list[Edge],
+    def _visit(self, links: TaskLinks, dep: Dependency, nodes: dict[str, TaskNode], edges: list[Edge],
                produced_by: dict[str, str], expanded: set[str], seen_images: set[str]) -> list[str]:
-        """Record one index row; returns the output images to follow next."""
-        triggers, reason = trigger_verdict(row.trigger_enabled, row.trigger_type, row.runtime)
-        edges.append(Edge(row.base, row.task, row.runtime, triggers))
-        node = nodes.get(row.task)
+        """Record that `links.name` is built FROM `dep.image`; returns the output images to follow next."""
+        triggers, reason = trigger_verdict(links.trigger_enabled, links.trigger_type, dep.runtime)
+        edges.append(Edge(dep.image, links.name, dep.runtime, triggers))
+        node = nodes.get(links.name)
         if node is None:
-            stable, per_run = split_outputs(row.images, self.registry)
-            node = nodes[row.task] = TaskNode(row.task, 0, triggers, reason, row.trigger_enabled,
-                                              row.trigger_type, stable, per_run)
+            stable, per_run = split_outputs(links.images, self.registry)
+            node = nodes[links.name] = TaskNode(links.name, 0, triggers, reason, links.trigger_enabled,
+                                                links.trigger_type, stable, per_run)
         elif triggers and not node.rebuilds:  # reached again, this time through a triggering base
             node.rebuilds, node.reason = True, reason
-        if not triggers or row.task in expanded:
+        if not triggers or links.name in expanded:
             return []
-        expanded.add(row.task)
+        expanded.add(links.name)
         follow = []
         for output in node.outputs:
-            produced_by.setdefault(output, row.task)
+            produced_by.setdefault(output, links.name)
             if output not in seen_images:
                 seen_images.add(output)
                 follow.append(output)
         return follow
 
     def graph(self) -> Graph:
-        """Every task and the images they are built FROM, from the task list alone (one read).
+        """Every task and the images they are built FROM (one read of the task list).
 
         The levels are those of a change to all external bases at once (images no task produces):
         the picture the dashboard draws.
         """
-        tasks = self.tasks.all()
+        tasks = sorted(self.tasks.links(), key=lambda t: t.name)
         nodes: dict[str, TaskNode] = {}
         edges: list[Edge] = []
         produced_by: dict[str, str] = {}
-        for task in sorted(tasks, key=lambda t: t.name):
+        for task in tasks:
             nodes[task.name] = _node(task, self.registry)
-        for task in sorted(tasks, key=lambda t: t.name):
             for output in nodes[task.name].outputs:
                 produced_by.setdefault(output, task.name)
+        for task in tasks:
             for dep in task.dependencies:
                 triggers, _ = trigger_verdict(task.trigger_enabled, task.trigger_type, dep.runtime)
                 edges.append(Edge(dep.image, task.name, dep.runtime, triggers))
@@ -258,7 +255,7 @@ class ImpactAnalysis:
         return Graph(nodes=sorted(nodes.values(), key=lambda n: (n.level, n.task)), edges=edges)
 
 
-def _node(task: Task, registry: str | None) -> TaskNode:
+def _node(task: TaskLinks, registry: str | None) -> TaskNode:
     stable, per_run = split_outputs(task.images, registry)
     rebuilds, reason = trigger_verdict(task.trigger_enabled, task.trigger_type,
                                        any(d.runtime for d in task.dependencies))

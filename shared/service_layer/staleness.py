@@ -39,7 +39,8 @@ from typing import Any
 
 from shared.domain.decisions import Decision
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.tasks import Dependency, Task
+from shared.domain.links import TaskLinks
+from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TERMINAL, RunStatus, TriggerType, format_time
 from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository
 
@@ -115,7 +116,7 @@ class StalenessReport:
 
     def report(self) -> tuple[list[StaleEntry], dict[str, int]]:
         """The stale (and unknown) entries, oldest `since` first, and what was checked."""
-        tasks = self.tasks.all()
+        tasks = self.tasks.links()  # names, triggers and bases: nothing to unseal
         pairs = [(task, dep) for task in tasks for dep in task.dependencies if dep.digest]
         images = sorted({dep.image for _, dep in pairs})
         bases = dict(zip(images, self._pool.map(self._base_now, images), strict=True))
@@ -130,7 +131,7 @@ class StalenessReport:
         pushes = [d for d in self.decisions.recent(top=HISTORY_PER_BASE, image=image) if d.digest]
         return BaseNow(image, self.registry.resolve_digest(image), pushes)
 
-    def _entry(self, task: Task, dep: Dependency, base: BaseNow) -> StaleEntry:
+    def _entry(self, task: TaskLinks, dep: Dependency, base: BaseNow) -> StaleEntry:
         current, source = base.current
         entry = StaleEntry(task.name, dep.image, dep.runtime, State.STALE, dep.digest, current, source,
                            _since(base.pushes, dep.digest), "", "")
@@ -144,7 +145,7 @@ class StalenessReport:
             entry.reason += " (the registry cannot be asked now: the current digest is the last pushed one)"
         return entry
 
-    def _why(self, task: Task, dep: Dependency, base: BaseNow, current: str,
+    def _why(self, task: TaskLinks, dep: Dependency, base: BaseNow, current: str,
              entry: StaleEntry) -> tuple[str, str]:
         if not task.trigger_enabled:
             return Cause.TRIGGER_DISABLED, "the task's base image trigger is disabled"

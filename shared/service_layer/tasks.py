@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import tempfile
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from shared.domain.builds import ContextError, read_dockerfile
-from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
+from shared.domain.tasks import (
+    ContextUploadNeeded,
+    Dependency,
+    Task,
+    TaskError,
+    TaskNotFound,
+    compute_dependencies,
+)
 from shared.domain.vocabulary import utc_now
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import Registry, Sources, TaskRepository
+from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 
 class TaskService:
@@ -23,7 +34,8 @@ class TaskService:
         self.sources = sources
         self.work_dir = Path(work_dir)
         # A directory context means "a directory on the machine that builds". That is the local
-        # stack; in the cloud it would let a caller build the Function App's own files into an image.
+        # stack; in the cloud it would let a caller build the Function App's own files into an image,
+        # so there a directory context is built from the archive the CLI uploads with it.
         self.allow_local_contexts = allow_local_contexts
 
     def get(self, name: str) -> Task:
@@ -34,9 +46,10 @@ class TaskService:
 
     def discover(self, task: Task) -> list[Dependency]:
         """Dependencies from the Dockerfile, with the digest each base has right now."""
-        if not task.is_git and not self.allow_local_contexts:
-            raise TaskError("this deployment builds from git contexts only (a git URL and --branch); "
-                            "use `basetrigger build` to upload a directory")
+        if not task.is_git and not task.context_upload and not self._reads_directory(task.context):
+            raise ContextUploadNeeded(
+                f"the builder cannot read the directory {task.context!r}: send its archive as "
+                "context_archive (`basetrigger task create/update --context DIR` does), or give a git URL")
         spec = task.build_spec()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -49,21 +62,49 @@ class TaskService:
             dep.digest = self.registry.resolve_digest(dep.image)
         return deps
 
-    def create(self, task: Task) -> Task:
+    def create(self, task: Task, context_archive: str | None = None) -> Task:
+        """A new task. `context_archive` (base64 .tar.gz) is its directory's content, uploaded by
+        the client: kept and built from when the builder cannot read the directory itself."""
+        task.context_upload = None
         task.validate()
+        self._place_context(task, context_archive)
         task.dependencies = self.discover(task)
         self.store.create(task)
         self.index.sync_task(task, previous=[])
         return task
 
-    def update(self, name: str, **changes: Any) -> Task:
+    def update(self, name: str, context_archive: str | None = None, **changes: Any) -> Task:
         current = self.store.get(name)
+        changes.pop("context_upload", None)  # set here only, from an archive
         updated = replace(current, **changes, updated_at=utc_now())
+        if "context" in changes:
+            # The context given again, even the same path, means its files now: an upload of
+            # what the directory held before is not that (the client sends the archive anew).
+            updated.context_upload = None
         updated.validate()
+        self._place_context(updated, context_archive)
         updated.dependencies = self.discover(updated)
         self.store.save(updated)
         self.index.sync_task(updated, previous=current.dependencies)
         return updated
+
+    def _place_context(self, task: Task, context_archive: str | None) -> None:
+        """Where a directory context's files come from: the directory itself where this builder can
+        read it (the local stack), else the uploaded archive, kept under a name of its own."""
+        if context_archive is None:
+            return
+        if task.is_git:
+            raise TaskError("a context archive goes with a directory context, not a git URL")
+        archive = decode_archive(context_archive)
+        if self._reads_directory(task.context):
+            task.context_upload = None  # read at each run, as the local stack always has
+            return
+        upload = f"task-{task.name}-{uuid.uuid4().hex[:8]}.tar.gz"
+        self.sources.upload(upload, archive)
+        task.context_upload = upload
+
+    def _reads_directory(self, path: str) -> bool:
+        return self.allow_local_contexts and Path(path).expanduser().is_dir()
 
     def delete(self, name: str) -> Task:
         task = self.store.get(name)
@@ -81,3 +122,14 @@ class TaskService:
             return False
         self.index.record_build(task, built_on)
         return True
+
+
+def decode_archive(context_b64: str) -> bytes:
+    """A base64 .tar.gz context as bytes; TaskError when it is not base64 or too large."""
+    try:
+        archive = base64.b64decode(context_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TaskError("context_archive must be a base64-encoded .tar.gz archive") from exc
+    if len(archive) > MAX_CONTEXT_BYTES:
+        raise TaskError(f"the context archive exceeds {MAX_CONTEXT_BYTES // (1024 * 1024)} MiB")
+    return archive

@@ -26,7 +26,7 @@ def impact(tmp_path):
                     dependencies=[Dependency(base, None, runtime)])
         app.task_store.create(task)
         app.index.sync_task(task, previous=[])
-    return ImpactAnalysis(app.task_store, app.table, R).impact(f"{R}/base:1").to_dict()
+    return ImpactAnalysis(app.task_store, R).impact(f"{R}/base:1").to_dict()
 
 
 def test_the_tree_nests_each_level_under_the_image_that_reaches_it(impact):
