@@ -38,8 +38,8 @@ from enum import StrEnum
 from typing import Any
 
 from shared.domain.decisions import Decision
-from shared.domain.runs import Run, RunNotFound
 from shared.domain.links import TaskLinks
+from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TERMINAL, RunStatus, TriggerType, format_time
 from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository
