@@ -257,8 +257,15 @@ class FakeRegistry:
     def __init__(self, digests: dict[str, str] | None = None):
         self.digests = dict(digests or {})
 
-    def resolve_digest(self, reference: str) -> str | None:
+    def resolve_digest(self, reference: str, platform: str | None = None, credentials=()) -> str | None:
         return self.digests.get(reference)
+
+    def inspect(self, reference: str, credentials=(), with_platforms: bool = False):
+        from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+
+        if reference not in self.digests:
+            raise RegistryError(Failure.NOT_FOUND, f"{reference} does not exist (404)")
+        return ManifestInfo(self.digests[reference])
 
 
 class FakeBuilder:

@@ -1,79 +1,81 @@
-"""Reading the registry API: which digest a tag points at now (HEAD on the manifest, nothing pulled)."""
+"""The one way basetrigger reads registries: which manifest a base points at (the `Registry` port).
+
+Every digest basetrigger records or compares comes from here: a task's bases when it is created,
+the bases a build used, staleness reports, and the poller. Per registry:
+
+- an ACR login server (`*.azurecr.io` and the sovereign clouds' suffixes) is read with the app's
+  managed identity through `azure-containerregistry` (shared.adapters.registry_acr), unless the task
+  names a username and password for it;
+- any other registry through the distribution API (shared.adapters.registry_distribution): the
+  token flow, anonymous or with the task's basic credentials, Docker Hub's API host included.
+
+A task building one platform FROM a manifest list or OCI index records that platform's manifest
+digest (shared.domain.platforms), so a push that changes another platform's image rebuilds nothing.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Sequence
 
-import requests
-
-from shared.domain.image_ref import ImageRef
+from shared.adapters.registry_acr import AcrClient
+from shared.adapters.registry_distribution import DistributionClient
+from shared.domain.credentials import RegistryCredential, for_registry, is_acr
+from shared.domain.image_ref import ImageRef, InvalidReference
+from shared.domain.manifests import Failure, ManifestInfo, RegistryError
 
 log = logging.getLogger(__name__)
 
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
-
-# Docker Hub's API host differs from the name images carry.
-_API_HOSTS = {"docker.io": "registry-1.docker.io"}
-_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# resolve_digest serves interactive paths (task create, a build): it waits out a short Retry-After
+# once, and gives up on longer ones rather than hold a request.
+MAX_INTERACTIVE_WAIT_SECONDS = 5.0
 
 
 class RegistryClient:
-    def __init__(self, ca_file: str | None = None, timeout: float = 10.0):
-        self.ca_file = ca_file
-        self.timeout = timeout
-        self.session = requests.Session()
+    def __init__(self, ca_file: str | None = None, timeout: float = 10.0,
+                 acr: Callable[[], AcrClient] | None = None, distribution: DistributionClient | None = None,
+                 pool_size: int = 64):
+        self.distribution = distribution or DistributionClient(ca_file=ca_file, timeout=timeout,
+                                                               pool_size=pool_size)
+        # Built on first use: the managed identity is needed only where an ACR base is read.
+        self._acr_factory = acr
+        self._acr: AcrClient | None = None
 
-    def _verify(self, host: str) -> str | bool:
-        # Our own CA only for the local registry; public registries use the system store.
-        if self.ca_file and host.rsplit(":", 1)[0] in _LOCAL_HOSTS:
-            return self.ca_file
-        return True
+    def _acr_client(self) -> AcrClient:
+        if self._acr is None:
+            if self._acr_factory is None:
+                raise RegistryError(Failure.UNAUTHORIZED, "no managed identity is configured for ACR")
+            self._acr = self._acr_factory()
+        return self._acr
 
-    def resolve_digest(self, reference: str) -> str | None:
-        """The digest `reference`'s tag points at now, or None if the registry can't be asked."""
-        ref = ImageRef.parse(reference)
-        if ref.digest:
-            return ref.digest
-        host = _API_HOSTS.get(ref.registry, ref.registry)
-        url = f"https://{host}/v2/{ref.repository}/manifests/{ref.tag}"
-        headers = {"Accept": MANIFEST_ACCEPT}
+    def inspect(self, reference: str, credentials: Sequence[RegistryCredential] = (),
+                with_platforms: bool = False) -> ManifestInfo:
+        """The manifest `reference` points at; RegistryError says why when it cannot be read."""
         try:
-            response = self.session.head(url, headers=headers, timeout=self.timeout,
-                                         verify=self._verify(ref.registry))
-            if response.status_code == 401:
-                token = self._anonymous_token(response.headers.get("WWW-Authenticate", ""), ref.registry)
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
-                    response = self.session.head(url, headers=headers, timeout=self.timeout,
-                                                 verify=self._verify(ref.registry))
-        except requests.RequestException as exc:
-            log.warning("cannot resolve %s: %s", reference, exc.__class__.__name__)
-            return None
-        if response.status_code != 200:
-            log.info("cannot resolve %s: registry answered %s", reference, response.status_code)
-            return None
-        return response.headers.get("Docker-Content-Digest")
+            ref = ImageRef.parse(reference)
+        except InvalidReference as exc:
+            raise RegistryError(Failure.ERROR, str(exc)) from None
+        credential = for_registry(credentials, ref.registry)
+        if is_acr(ref.registry) and (credential is None or credential.use_identity):
+            return self._acr_client().inspect(str(ref), with_platforms=with_platforms)
+        if credential is not None and credential.use_identity:
+            credential = None  # only ACR accepts the identity; RegistryCredential refuses it elsewhere
+        return self.distribution.inspect(str(ref), credential, with_platforms=with_platforms)
 
-    def _anonymous_token(self, challenge: str, registry: str) -> str | None:
-        if not challenge.lower().startswith("bearer "):
-            return None
-        params = dict(
-            part.split("=", 1) for part in challenge[7:].replace('"', "").split(",") if "=" in part
-        )
-        realm = params.pop("realm", None)
-        if not realm:
-            return None
-        try:
-            response = self.session.get(realm, params=params, timeout=self.timeout,
-                                        verify=self._verify(registry))
-            response.raise_for_status()
-            body = response.json()
-        except (requests.RequestException, ValueError):
-            return None
-        token = body.get("token") or body.get("access_token")
-        return str(token) if token else None
+    def resolve_digest(self, reference: str, platform: str | None = None,
+                       credentials: Sequence[RegistryCredential] = ()) -> str | None:
+        """The digest a build of `platform` FROM `reference` uses now, or None when the registry
+        cannot tell (the reason is logged)."""
+        for attempt in (1, 2):
+            try:
+                info = self.inspect(reference, credentials, with_platforms=platform is not None)
+                return info.digest_for(platform)
+            except RegistryError as exc:
+                wait = exc.retry_after
+                if attempt == 1 and wait is not None and wait <= MAX_INTERACTIVE_WAIT_SECONDS:
+                    time.sleep(wait)
+                    continue
+                log.info("cannot resolve %s: %s", reference, exc)
+                return None
+        return None

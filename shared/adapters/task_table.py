@@ -15,6 +15,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.secret_box import SecretBox, SecretsUnavailable
 from shared.adapters.storage import Storage
+from shared.domain.credentials import RegistryCredential
 from shared.domain.key_rotation import ResealReport
 from shared.domain.links import TaskLinks
 from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskExists, TaskNotFound
@@ -42,11 +43,14 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "BuildArgs": json.dumps(task.build_args),
         "SealedSecrets": box.seal(
             {**{f"arg:{k}": v for k, v in task.secret_args.items()},
-             **({"git_token": task.git_token} if task.git_token else {})}
+             **({"git_token": task.git_token} if task.git_token else {}),
+             **{f"cred:{c.login_server}": c.password for c in task.credentials if c.password}}
         ),
         "TriggerEnabled": task.trigger_enabled,
         "TriggerType": str(task.trigger_type),
         "Platform": task.platform,
+        # Login servers and usernames; each password is sealed above under `cred:<login server>`.
+        "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
         "CreatedAt": task.created_at.isoformat(),
         "UpdatedAt": task.updated_at.isoformat(),
@@ -65,6 +69,9 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         build_args=json.loads(entity.get("BuildArgs") or "{}"),
         secret_args={k[4:]: v for k, v in secrets.items() if k.startswith("arg:")},
         git_token=secrets.get("git_token"),
+        credentials=[RegistryCredential(c["login_server"], c.get("username"),
+                                        secrets.get(f"cred:{c['login_server']}"), bool(c.get("use_identity")))
+                     for c in json.loads(entity.get("Credentials") or "[]")],
         trigger_enabled=bool(entity.get("TriggerEnabled")),
         trigger_type=TriggerType(entity.get("TriggerType") or TriggerType.RUNTIME),
         platform=entity.get("Platform") or "linux",
@@ -114,8 +121,6 @@ class TableTaskRepository:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
         return [from_entity(e, self.box) for e in entities]
 
-    def reseal_secrets(self) -> ResealReport:
-        """Re-encrypt every task's sealed secrets with the first configured key (a key rotation).
     def links(self) -> list[TaskLinks]:
         # Only the properties the graph needs: nothing to unseal, a fraction of the bytes.
         entities = self.table.query_entities(
@@ -127,6 +132,8 @@ class TableTaskRepository:
                           dependencies=[Dependency(**d) for d in json.loads(e.get("Dependencies") or "[]")])
                 for e in entities]
 
+    def reseal_secrets(self) -> ResealReport:
+        """Re-encrypt every task's sealed secrets with the first configured key (a key rotation).
 
         Only the SealedSecrets property is written, with the etag read, so a task changed meanwhile
         is read again rather than overwritten. Secrets no configured key opens are left as they are

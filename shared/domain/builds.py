@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.domain.credentials import RegistryCredential
 from shared.domain.vocabulary import RunStatus
 
 GIT_SCHEMES = ("https://", "http://", "git@", "ssh://", "git://", "file://")
@@ -113,10 +114,13 @@ class BuildSpec:
     platform: str = "linux"
     secret_args: dict[str, str] = field(default_factory=dict)
     git_token: str | None = None
+    # The task's registry credentials: the build pulls its bases with them.
+    credentials: tuple[RegistryCredential, ...] = ()
 
     def secrets(self) -> list[str]:
         """Every secret value, for hiding them in logs."""
-        return [v for v in [*self.secret_args.values(), self.git_token] if v]
+        passwords = [c.password for c in self.credentials]
+        return [v for v in [*self.secret_args.values(), self.git_token, *passwords] if v]
 
     def to_record(self) -> dict[str, Any]:
         """The stored form of a quick build's spec; quick builds take no secrets."""
@@ -160,6 +164,8 @@ class BuildRequest:
     secret_args: dict[str, str] = field(default_factory=dict)
     platform: str = "linux"
     timeout_seconds: int = 3600
+    # Registry credentials to pull the bases with (never logged; buildah gets them in an auth file).
+    credentials: tuple[RegistryCredential, ...] = ()
     # Normalized base references the Dockerfile uses (from shared.domain.dockerfile), to report digests.
     base_images: list[str] = field(default_factory=list)
     # A forced run: no layer cache, bases pulled anew.

@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.image_ref import ImageRef, InvalidReference
+from shared.domain.platforms import pick
 from shared.domain.vocabulary import EventSource
 
 IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
+# Microsoft's docs samples (and some forwarders) carry the short type name.
+IMAGE_PUSHED_TYPES = (IMAGE_PUSHED, "ImagePushed")
 
 # Manifest media types: only a manifest push with a tag names an image that was pushed.
 MANIFEST_MEDIA_TYPES = {
@@ -88,6 +91,16 @@ class ImagePushed:
     digest: str
     time: datetime
     source: EventSource
+    # For a manifest list / OCI index whose entries were read: (platform, manifest digest) pairs, so a
+    # task building one platform is compared with that platform's digest (shared.domain.platforms).
+    platforms: tuple[tuple[str, str], ...] = ()
+    # The pushed manifest's media type, when the event says (an index's platforms can then be read).
+    media_type: str | None = None
+
+    def digest_for(self, platform: str | None) -> str:
+        """The digest a task building `platform` compares with its own (the pushed digest unless
+        the push is an index whose platforms are known)."""
+        return (pick(self.platforms, platform) if self.platforms else None) or self.digest
 
     @property
     def reference(self) -> str:
@@ -143,6 +156,7 @@ def _image_pushed(event_id: str, data: dict[str, Any], time: Any, source: EventS
         digest=digest,
         time=_parse_time(time),
         source=source,
+        media_type=target.get("mediaType") if isinstance(target.get("mediaType"), str) else None,
     )
     try:
         event.reference  # noqa: B018 - validates the reference early, with a clear message
@@ -156,7 +170,7 @@ def from_eventgrid(
 ) -> ImagePushed | Ignored:
     """An Event Grid event (either schema, already decoded into its parts)."""
     event_id = check_event_id(event_id)
-    if event_type != IMAGE_PUSHED:
+    if event_type not in IMAGE_PUSHED_TYPES:
         return Ignored(event_id, f"event type {event_type!r} is not {IMAGE_PUSHED}", EventSource.EVENTGRID)
     if not isinstance(data, dict):
         raise MalformedEvent("the event has no data object")

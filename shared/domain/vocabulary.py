@@ -58,6 +58,9 @@ class Outcome(StrEnum):
     OWN_OUTPUT = "own-output"
     IGNORED = "ignored"
     REJECTED = "rejected"
+    # The poller could not read a base (credentials refused, not found, unreachable): recorded when
+    # the error first appears or changes, so "why didn't it rebuild?" has an answer here too.
+    REGISTRY_ERROR = "registry-error"
 
 
 class EventSource(StrEnum):
@@ -65,6 +68,18 @@ class EventSource(StrEnum):
 
     EVENTGRID = "eventgrid"
     DISTRIBUTION = "distribution"
+    POLL = "poll"  # the poller saw a base's digest change
+    HARBOR = "harbor"
+    DOCKERHUB = "dockerhub"
+    GITHUB = "github"
+
+
+class Watch(StrEnum):
+    """How changes of a registry's images reach basetrigger (per registry, BASETRIGGER_WATCH)."""
+
+    EVENTS = "events"  # the registry notifies (Event Grid, a webhook): no polling
+    POLL = "poll"  # the registry sends nothing: the poller checks its bases every interval
+    BOTH = "both"  # notified, and polled as well in case a notification is lost
 
 
 def names(enum: type[StrEnum]) -> list[str]:

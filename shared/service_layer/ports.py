@@ -6,14 +6,16 @@ registry API, git and buildah/ACR; `tests/fakes.py` implements them in memory fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
+from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
+from shared.domain.manifests import ManifestInfo
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus
@@ -135,8 +137,16 @@ class Sources(Protocol):
 
 
 class Registry(Protocol):
-    def resolve_digest(self, reference: str) -> str | None:
-        """The digest `reference` points at now, or None when the registry cannot tell."""
+    """Reading registries (shared.adapters.registry): every digest basetrigger records comes from here."""
+
+    def resolve_digest(self, reference: str, platform: str | None = None,
+                       credentials: Sequence[RegistryCredential] = ()) -> str | None:
+        """The digest a build of `platform` FROM `reference` uses now (a manifest list's entry for
+        that platform), or None when the registry cannot tell."""
+
+    def inspect(self, reference: str, credentials: Sequence[RegistryCredential] = (),
+                with_platforms: bool = False) -> ManifestInfo:
+        """The manifest `reference` points at; RegistryError says why when it cannot be read."""
 
 
 class Builder(Protocol):

@@ -59,7 +59,7 @@ class TaskService:
             raise TaskError(str(exc)) from exc
         deps = compute_dependencies(text, task.build_args)
         for dep in deps:
-            dep.digest = self.registry.resolve_digest(dep.image)
+            dep.digest = self.registry.resolve_digest(dep.image, task.platform, task.credentials)
         return deps
 
     def create(self, task: Task, context_archive: str | None = None) -> Task:
