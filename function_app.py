@@ -10,7 +10,12 @@ from functions import (
     eventgrid_ingress,
     housekeeping,
     insight_api,
+    poll_timer,
+    registry_api,
     webhook_ingress,
+    webhooks_dockerhub,
+    webhooks_github,
+    webhooks_harbor,
 )
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -23,3 +28,9 @@ app.register_functions(api.bp)
 app.register_functions(insight_api.bp)
 app.register_functions(admin_api.bp)
 app.register_functions(dashboard.bp)
+# Bases anywhere: polling, more registries' webhooks, bases and registry credentials in the API.
+app.register_functions(poll_timer.bp)
+app.register_functions(webhooks_harbor.bp)
+app.register_functions(webhooks_dockerhub.bp)
+app.register_functions(webhooks_github.bp)
+app.register_functions(registry_api.bp)

@@ -42,6 +42,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="tree (default), json, dot (Graphviz) or mermaid")
     impact.set_defaults(func=base_impact)
 
+    listing = commands.add_parser(
+        "list", parents=[connection_options()], help="every base in use: how it is watched, what was seen",
+        description="Every distinct base image the tasks are built FROM: its digest as last seen, whether "
+        "its registry's events or the poller watch it, when it was last checked, the tasks that use it "
+        "and the last error (a refused password, an unreachable registry).")
+    listing.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    listing.set_defaults(func=base_list)
+
+    rebuild = commands.add_parser(
+        "rebuild", parents=[connection_options()],
+        help="rebuild everything built FROM IMAGE, as a change would",
+        description="Start a wave of every task built FROM IMAGE, transitively, level by level, whatever "
+        "digests they last built on (Renovate's \"rebuild all that depend on X\"). `basetrigger wave show` "
+        "follows it.")
+    rebuild.add_argument("image", metavar="IMAGE[@DIGEST]", help="the base image, e.g. node:20 or "
+                         "localhost:5000/baseimages/node:9-alpine@sha256:…")
+    rebuild.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    rebuild.set_defaults(func=base_rebuild)
+
+
+BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
+
+
+def bases_table(answer: dict) -> str:
+    from cli.decision_cmd import short_digest
+    from cli.output import format_time, table
+
+    def watched(b: dict) -> str:
+        return {"events": "events", "poll": "polling", "both": "events+polling"}.get(b["watch"], b["watch"])
+
+    return table(BASE_COLUMNS, ([b["base"], short_digest(b.get("digest")), watched(b),
+                                 format_time(b.get("last_checked")) if b.get("polled") else "-",
+                                 ", ".join(b.get("tasks") or []), b.get("last_error") or ""]
+                                for b in answer.get("bases", [])))
+
+
+@handles_errors
+def base_list(args: argparse.Namespace) -> int:
+    answer = Client.from_args(args).request("GET", "bases").json()
+    print(to_json(answer) if args.output == "json" else bases_table(answer))
+    return EXIT_OK
+
 
 @handles_errors
 def base_impact(args: argparse.Namespace) -> int:
@@ -50,4 +92,20 @@ def base_impact(args: argparse.Namespace) -> int:
     except InvalidReference as exc:
         raise ApiError(str(exc)) from None
     print(FORMATS[args.output](Client.from_args(args).base_impact(image)))
+    return EXIT_OK
+
+
+@handles_errors
+def base_rebuild(args: argparse.Namespace) -> int:
+    try:
+        ImageRef.parse(args.image)
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    decision = Client.from_args(args).rebuild_base(args.image)
+    if args.output == "json":
+        print(to_json(decision))
+    else:
+        print(f"{decision['outcome']}: {decision['reason']}")
+        if decision.get("runs"):
+            print("runs: " + ", ".join(decision["runs"]))
     return EXIT_OK

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
-from cli import task_insight
+from cli import task_credential, task_insight
 from cli.build_cmd import ContextError as PackError
 from cli.build_cmd import pack_context, wait_and_report
 from cli.client import (
@@ -191,6 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cancel.add_argument("--run-id", required=True, help="the run's ID, e.g. da6")
 
     task_insight.register(add)  # task why, task stale
+    task_credential.register(commands, conn)  # task credential add|list|update|remove
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,4 +27,5 @@ def eventgrid_image_pushed(event: func.EventGridEvent) -> None:
         logging.warning("rejected Event Grid event %s: %s", event_id, exc)
         services().dispatcher.reject(event_id, EventSource.EVENTGRID, str(exc))
         return
-    services().dispatcher.handle(pushed)
+    # Through ingest: a pushed manifest list's platforms are read before dispatch.
+    services().ingest.handle_all([pushed])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, TriggerType, names
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, TriggerType, Watch, names
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -291,6 +291,68 @@ PATHS["/secrets/rotate"] = {
                            "503": {"description": "No BASETRIGGER_SECRET_KEY, or not Fernet keys",
                                    "content": {"application/json": {"schema": _ERROR}}}}},
 }
+
+
+# ---- bases anywhere: more webhooks, bases, registry credentials (functions/webhooks_*.py,
+# functions/registry_api.py) --------------------------------------------------------------------
+_DECISIONS = _ok({"type": "object", "properties": {"decisions": {"type": "array", "items": {
+    "type": "object"}}}})
+_PAYLOAD = _json_body({"type": "object"})
+SCHEMAS["Credential"] = {"type": "object", "properties": {
+    "login_server": {"type": "string"}, "username": {"type": "string", "nullable": True},
+    "password": {"type": "boolean", "description": "whether one is stored; never the password"},
+    "use_identity": {"type": "boolean"}}}
+SCHEMAS["CredentialInput"] = {"type": "object", "required": ["login_server"], "properties": {
+    "login_server": {"type": "string"}, "username": {"type": "string"},
+    "password": {"type": "string", "writeOnly": True}, "use_identity": {"type": "boolean"}}}
+SCHEMAS["Base"] = {"type": "object", "properties": {
+    "base": {"type": "string"}, "watch": {"type": "string", "enum": names(Watch)},
+    "polled": {"type": "boolean"}, "digest": {"type": "string", "nullable": True},
+    "platforms": _STR_MAP,
+    **{k: {"type": "string", "format": "date-time", "nullable": True}
+       for k in ("last_checked", "last_changed", "last_error_at")},
+    "last_error": {"type": "string", "nullable": True},
+    "tasks": {"type": "array", "items": {"type": "string"}}}}
+_CREDENTIALS = _ok({"type": "object", "properties": {"task": {"type": "string"}, "credentials": {
+    "type": "array", "items": _ref("Credential")}}})
+PATHS.update({
+    "/hooks/harbor": {"post": {
+        "operationId": "harborWebhook", "security": [],
+        "summary": "Harbor's webhook (Default or CloudEvents payload); the Authorization header must be "
+                   "BASETRIGGER_HARBOR_AUTH",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+    "/hooks/dockerhub": {"post": {
+        "operationId": "dockerhubWebhook",
+        "summary": "Docker Hub's repository webhook (the key as ?code=); the digest is read from Docker Hub",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+    "/hooks/github": {"post": {
+        "operationId": "githubWebhook", "security": [],
+        "summary": "GitHub Packages' registry_package / package events, signed (X-Hub-Signature-256) with "
+                   "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+    "/bases": {"get": {
+        "operationId": "listBases", "summary": "Every base in use: how it is watched, what the poller saw",
+        "responses": {**_ok({"type": "object", "properties": {
+            "interval_seconds": {"type": "integer"},
+            "bases": {"type": "array", "items": _ref("Base")}}}), **_errors()}}},
+    "/bases/poll": {"post": {
+        "operationId": "pollBases", "summary": "One poll cycle now (the timer runs one every interval)",
+        "responses": {**_ok({"type": "object"}), **_errors()}}},
+    "/tasks/{name}/credentials": {
+        "parameters": [_TASK_NAME],
+        "get": {"operationId": "listCredentials", "summary": "A task's registry credentials",
+                "responses": {**_CREDENTIALS, **_errors("404")}},
+        "post": {"operationId": "addCredential", "summary": "Add a registry credential to a task",
+                 "requestBody": _json_body(_ref("CredentialInput")),
+                 "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "413")}},
+        "patch": {"operationId": "updateCredential", "summary": "Change a task's registry credential",
+                  "requestBody": _json_body(_ref("CredentialInput")),
+                  "responses": {**_CREDENTIALS, **_errors("400", "404", "413")}},
+        "delete": {"operationId": "removeCredential", "summary": "Remove a task's registry credential",
+                   "parameters": [_param("login_server", required=True)],
+                   "responses": {**_CREDENTIALS, **_errors("400", "404")}},
+    },
+})
 
 
 def openapi_document() -> dict[str, Any]:

@@ -30,7 +30,8 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
         services().dispatcher.reject("(envelope)", EventSource.DISTRIBUTION, reason)
         return error(400, "MalformedEvent", reason)
     try:
-        decisions = services().dispatcher.handle_all(events)
+        # Through ingest: a pushed manifest list's platforms are read before dispatch.
+        decisions = services().ingest.handle_all(events)
     except DispatchIncomplete as exc:
         # The registry delivers the envelope again; events already handled keep their decisions.
         return error(500, "DispatchFailed", str(exc))

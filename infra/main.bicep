@@ -101,6 +101,7 @@ var tableNames = [
   '${tablePrefix}runs'
   '${tablePrefix}decisions'
   '${tablePrefix}counters'
+  '${tablePrefix}bases'
 ]
 var queueNames = [
   buildQueueName

@@ -10,20 +10,25 @@ from __future__ import annotations
 from functools import cached_property, lru_cache
 
 from shared import config
+from shared.adapters.base_table import TableBaseRepository
 from shared.adapters.build_queue import StorageBuildQueue
 from shared.adapters.decision_table import TableDecisionLog
 from shared.adapters.dependency_table import TableDependencyTable
 from shared.adapters.registry import RegistryClient
+from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
 from shared.adapters.run_table import TableRunRepository
 from shared.adapters.secret_box import SecretBox
 from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
+from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
+from shared.service_layer.ingest import Ingest
+from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
@@ -36,10 +41,34 @@ class Services:
     def __init__(self, settings: config.Settings):
         self.settings = settings
         self.storage = Storage(settings)
-        self.registry = RegistryClient(ca_file=settings.registry_ca)
+        self.registry = RegistryClient(ca_file=settings.registry_ca, acr=self._acr_client,
+                                       pool_size=max(64, settings.polling.concurrency * 2))
         self.sources = BuildSources(self.storage, settings.unpack_limits)
 
     # ---- adapters --------------------------------------------------------------------------
+    def _acr_client(self) -> AcrClient:
+        """ACR bases are read with the app's managed identity (the identity the storage uses)."""
+        from shared.adapters.credentials import default_credential
+
+        return AcrClient(default_credential(self.settings.storage.client_id), self.settings.acr_audience)
+
+    @cached_property
+    def credentials(self) -> TaskCredentials:
+        return TaskCredentials(self.tasks)
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        return Ingest(self.registry, self.dispatcher, self.decisions)
+
+    @cached_property
+    def base_states(self) -> TableBaseRepository:
+        return TableBaseRepository(self.storage)
+
+    @cached_property
+    def poller(self) -> Poller:
+        return Poller(TableDependencyTable(self.storage), self.task_store, self.base_states, self.registry,
+                      self.dispatcher, self.decisions, self.settings.polling)
+
     @cached_property
     def runs(self) -> TableRunRepository:
         return TableRunRepository(self.storage, self.settings.run_id_prefix)

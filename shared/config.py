@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.domain.builds import UnpackLimits
+from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
 
 # Azurite's well-known development account; its key is public and only valid against the emulator.
 DEVSTORE_ACCOUNT = "devstoreaccount1"
+# The Entra ID audience of ACR tokens in Azure's public cloud (azure-containerregistry's default).
+DEFAULT_ACR_AUDIENCE = "https://containerregistry.azure.net"
 
 # The app settings this module reads. Tests compare this list with the Bicep app settings.
 APP_SETTINGS = (
@@ -38,6 +41,13 @@ APP_SETTINGS = (
     "BASETRIGGER_ACR_SUBSCRIPTION_ID",
     "BASETRIGGER_ACR_RESOURCE_GROUP",
     "BASETRIGGER_ACR_NAME",
+    # Bases anywhere: polling, sign-in to ACR, and the webhooks with their own secrets.
+    "BASETRIGGER_POLL_INTERVAL",
+    "BASETRIGGER_POLL_CONCURRENCY",
+    "BASETRIGGER_WATCH",
+    "BASETRIGGER_ACR_AUDIENCE",
+    "BASETRIGGER_HARBOR_AUTH",
+    "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
     "AZURE_CLIENT_ID",
 )
 
@@ -89,6 +99,12 @@ class Settings:
     acr_subscription_id: str | None = None
     acr_resource_group: str | None = None
     acr_name: str | None = None
+    polling: PollSettings = PollSettings()
+    # The Entra ID audience ACR tokens are asked for (sovereign clouds have their own).
+    acr_audience: str = DEFAULT_ACR_AUDIENCE
+    # The Authorization header value Harbor's webhook policy sends; the secret GitHub signs with.
+    harbor_auth: str | None = None
+    github_webhook_secret: str | None = None
 
     @property
     def poison_queue(self) -> str:
@@ -139,6 +155,33 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _polling(env: Mapping[str, str]) -> PollSettings:
+    defaults = PollSettings()
+    interval = _positive(env, "BASETRIGGER_POLL_INTERVAL", defaults.interval_seconds)
+    events = [env.get("BASETRIGGER_REGISTRY") or ""]
+    if env.get("BASETRIGGER_ACR_NAME"):
+        # The deployment's ACR notifies through its Event Grid system topic (infra/app/eventgrid.bicep).
+        events.append(f"{env['BASETRIGGER_ACR_NAME'].lower()}.azurecr.io")
+    try:
+        schedule_for(interval)
+        rules = parse_watch(env.get("BASETRIGGER_WATCH", ""))
+    except WatchError as exc:
+        raise ConfigError(str(exc)) from None
+    return PollSettings(interval_seconds=interval,
+                        concurrency=_positive(env, "BASETRIGGER_POLL_CONCURRENCY", defaults.concurrency),
+                        rules=rules, event_registries=tuple(h.lower() for h in events if h))
+
+
+def poll_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The poll timer's schedule, read when function_app.py is imported (a binding cannot wait for
+    the services). A bad interval falls back to the default here and fails `load` with its reason."""
+    env = os.environ if env is None else env
+    try:
+        return schedule_for(_positive(env, "BASETRIGGER_POLL_INTERVAL", PollSettings().interval_seconds))
+    except (ConfigError, WatchError):
+        return schedule_for(PollSettings().interval_seconds)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     builder = env.get("BASETRIGGER_BUILDER", "buildah").strip().lower()
@@ -176,4 +219,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,
         acr_name=env.get("BASETRIGGER_ACR_NAME") or None,
+        polling=_polling(env),
+        acr_audience=(env.get("BASETRIGGER_ACR_AUDIENCE") or DEFAULT_ACR_AUDIENCE).strip().rstrip("/"),
+        harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
+        github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
     )

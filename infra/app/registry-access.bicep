@@ -1,4 +1,4 @@
-metadata description = 'What the app\'s identity may do on the existing container registry: pull and push, and schedule and follow ACR runs through a custom role with exactly those actions. Deployed into the registry\'s resource group.'
+metadata description = 'What the app\'s identity may do on the existing container registry: pull (read manifests; ACR runs push the images themselves), and schedule and follow ACR runs through a custom role with exactly those actions. Deployed into the registry\'s resource group.'
 
 @description('Required. Name of the existing container registry (in this module\'s resource group).')
 param registryName string
@@ -7,7 +7,6 @@ param registryName string
 param principalId string
 
 var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d' // AcrPull
-var acrPushRoleId = '8311e382-0749-4cb8-b61a-304f252e45ec' // AcrPush
 
 // What AcrBuilder (shared/adapters/builders/acr.py) calls, and nothing more: no built-in role grants
 // scheduleRun without also granting registry writes (Contributor) or task management.
@@ -19,9 +18,10 @@ var acrRunActions = [
   'Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action' // POST .../listBuildSourceUploadUrl
 ]
 
+// AcrPull only: the app reads manifests (shared/adapters/registry_acr.py); ACR runs push with their
+// own identity, so AcrPush would only let the app overwrite any repository.
 var builtInRoleIds = [
   acrPullRoleId
-  acrPushRoleId
 ]
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {

@@ -38,6 +38,7 @@ def to_entity(row: DependencyRow) -> dict[str, Any]:
         "BuiltDigest": row.built_digest or "",
         "TriggeredDigest": row.triggered_digest or "",
         "PendingRunId": row.pending_run_id or "",
+        "Platform": row.platform or "",
     }
 
 
@@ -57,6 +58,7 @@ def from_entity(entity: Any) -> DependencyRow:
         built_digest=entity.get("BuiltDigest") or None,
         triggered_digest=entity.get("TriggeredDigest") or None,
         pending_run_id=entity.get("PendingRunId") or None,
+        platform=entity.get("Platform") or None,
         etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
     )
 
@@ -81,6 +83,15 @@ class TableDependencyTable:
     def dependents(self, base: str) -> list[DependencyRow]:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(base)})
         return [from_entity(e) for e in entities]
+
+    def every_row(self) -> list[DependencyRow]:
+        """Every row, with what the poller needs (one scan; the index has a row per task and base)."""
+        entities = self.table.list_entities(
+            select=["Base", "Task", "BuiltDigest", "TriggerEnabled", "Platform"], results_per_page=1000)
+        return [DependencyRow(base=e["Base"], task=e["Task"], runtime=True,
+                              trigger_enabled=bool(e.get("TriggerEnabled")), trigger_type=TriggerType.ALL,
+                              built_digest=e.get("BuiltDigest") or None, platform=e.get("Platform") or None)
+                for e in entities]
 
     def get(self, base: str, task: str) -> DependencyRow | None:
         try:

@@ -27,6 +27,8 @@ class DependencyRow:
     built_digest: str | None = None
     triggered_digest: str | None = None
     pending_run_id: str | None = None
+    # The task's platform: which manifest of a multi-platform base `built_digest` names.
+    platform: str | None = None
     # The stored version this row was read at (optimistic concurrency); None for a new row.
     etag: str | None = None
 

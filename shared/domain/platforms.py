@@ -103,3 +103,12 @@ def pick(platforms: Mapping[str, str] | Iterable[tuple[str, str]], platform: str
         return table.get(key(platform))
     except InvalidPlatform:
         return None
+
+
+def normalized_or_given(text: str | None) -> str:
+    """The normalized platform for a builder's `--platform`; text that does not parse is passed as
+    given, so the builder's own message says what is wrong with it (and the run fails, not crashes)."""
+    try:
+        return key(text)
+    except InvalidPlatform:
+        return text or DEFAULT_OS

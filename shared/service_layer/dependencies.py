@@ -78,4 +78,4 @@ class DependencyIndex:
 def _row(task: Task, dep: Dependency) -> DependencyRow:
     return DependencyRow(base=dep.image, task=task.name, runtime=dep.runtime,
                          trigger_enabled=task.trigger_enabled, trigger_type=task.trigger_type,
-                         images=list(task.images), built_digest=dep.digest)
+                         images=list(task.images), built_digest=dep.digest, platform=task.platform)

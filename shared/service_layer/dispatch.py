@@ -177,7 +177,10 @@ class Dispatcher:
             fresh: list[DependencyRow] = []
             for row in todo:
                 pending = self._pending(row.pending_run_id)
-                outcome, reason = classify(row, event.digest, pushed, self.launcher.registry,
+                # A task building one platform FROM a multi-platform base compares that platform's
+                # manifest digest, not the index's (ImagePushed.digest_for).
+                digest = event.digest_for(row.platform)
+                outcome, reason = classify(row, digest, pushed, self.launcher.registry,
                                            pending == Pending.QUEUED, producer_task)
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
@@ -189,7 +192,7 @@ class Dispatcher:
                     # Claimed, but the run was never recorded: record it now, under its id.
                     runs.append(self._new_run(event, pushed, row, row.pending_run_id))
                     reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
-                if outcome == Outcome.COALESCED and not self.index.coalesce(row, event.digest):
+                if outcome == Outcome.COALESCED and not self.index.coalesce(row, digest):
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
@@ -231,7 +234,7 @@ class Dispatcher:
                                             f"the task's image is invalid: {exc}"))
                 continue
             row.pending_run_id = run_id
-            row.triggered_digest = event.digest
+            row.triggered_digest = event.digest_for(row.platform)
         won, lost = self.index.claim([row for row in rows if row.task in planned])
         for row in won:
             run = planned[row.task]

@@ -6,10 +6,11 @@ registry API, git and buildah/ACR; `tests/fakes.py` implements them in memory fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
@@ -154,3 +155,23 @@ class Builder(Protocol):
 
 
 BuilderFactory = Callable[[], Builder]
+
+
+class IndexScan(Protocol):
+    """Every row of the dependency index (the poller reads which bases are in use, once a cycle)."""
+
+    def every_row(self) -> list[DependencyRow]: ...
+
+
+class BaseRepository(Protocol):
+    """The poller's state: each base as last seen, and registries it backs off from."""
+
+    def all(self) -> dict[str, BaseState]: ...
+
+    def save_many(self, states: Iterable[BaseState]) -> None: ...
+
+    def remove_many(self, bases: Iterable[str]) -> None: ...
+
+    def backoffs(self) -> dict[str, RegistryBackoff]: ...
+
+    def save_backoff(self, backoff: RegistryBackoff) -> None: ...

@@ -178,6 +178,7 @@ class Worker:
                 build_args=spec.build_args,
                 secret_args=spec.secret_args,
                 platform=spec.platform,
+                credentials=spec.credentials,
                 timeout_seconds=self.timeout_seconds,
                 base_images=[d.image for d in deps],
                 no_cache=run.force,

@@ -28,7 +28,6 @@ MAIN = INFRA / "main.bicep"
 # The documented built-in role definition ids (Azure built-in roles reference), by role name.
 BUILT_IN_ROLES = {
     "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-    "AcrPush": "8311e382-0749-4cb8-b61a-304f252e45ec",
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
@@ -38,7 +37,6 @@ BUILT_IN_ROLES = {
 # Where each role must be assigned: the resource type of the assignment's scope.
 ROLE_SCOPES = {
     "AcrPull": "Microsoft.ContainerRegistry/registries",
-    "AcrPush": "Microsoft.ContainerRegistry/registries",
     "Storage Blob Data Owner": "Microsoft.Storage/storageAccounts",
     "Storage Queue Data Contributor": "Microsoft.Storage/storageAccounts",
     "Storage Table Data Contributor": "Microsoft.Storage/storageAccounts",
@@ -70,6 +68,16 @@ NOT_SET_IN_AZURE = {
     # Limits with defaults sized for any plan; set them in Azure only to change them.
     "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
     "BASETRIGGER_CONTEXT_MAX_FILES",
+    # Polling and ACR sign-in have defaults for any deployment (every registry but the deployment's
+    # ACR is polled every 5 minutes); set them to change them.
+    "BASETRIGGER_POLL_INTERVAL",
+    "BASETRIGGER_POLL_CONCURRENCY",
+    "BASETRIGGER_WATCH",
+    "BASETRIGGER_ACR_AUDIENCE",
+    # The secrets of the Harbor and GitHub webhooks: set them (as Key Vault references) only where
+    # those webhooks are used; without them their routes accept nothing.
+    "BASETRIGGER_HARBOR_AUTH",
+    "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
 }
 # Settings the Bicep sets that the Functions host reads, not basetrigger's code.
 READ_BY_THE_HOST = {

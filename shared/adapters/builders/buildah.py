@@ -18,7 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+from shared.adapters.builders.registry_auth import auth_file_args
 from shared.domain.builds import BuildRequest, BuildResult, LogSink
+from shared.domain.platforms import normalized_or_given
 from shared.domain.vocabulary import RunStatus
 from shared.service_layer.ports import Registry
 
@@ -110,6 +112,11 @@ class BuildahBuilder:
                            reason=f"the build exceeded {request.timeout_seconds}s")
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        # The task's registry credentials reach buildah in an auth file that lives as long as the build.
+        with auth_file_args(request.credentials, self.work_dir) as auth:
+            return self._build(request, log, auth)
+
+    def _build(self, request: BuildRequest, log: LogSink, auth: list[str]) -> BuildResult:
         deadline = time.monotonic() + request.timeout_seconds
         context = request.context.path
         if shutil.which("buildah") is None:
@@ -117,11 +124,13 @@ class BuildahBuilder:
             return BuildResult(RunStatus.ERROR, reason="buildah is not installed on the worker")
         base_digests = {}
         for base in request.base_images:
-            digest = self.registry.resolve_digest(base)
+            # The digest of the manifest this platform builds on (a manifest list's entry).
+            digest = self.registry.resolve_digest(base, request.platform, request.credentials)
             if digest:
                 base_digests[base] = digest
         pull = ["--pull=always", "--no-cache"] if request.no_cache else ["--pull=true"]
-        argv = self._global() + ["bud", "--isolation", "chroot", *pull, *self._tls(),
+        argv = self._global() + ["bud", "--isolation", "chroot", *pull, *self._tls(), *auth,
+                                 "--platform", normalized_or_given(request.platform),
                                  "-f", str(Path(context) / request.dockerfile)]
         for key, value in {**request.build_args, **request.secret_args}.items():
             argv += ["--build-arg", f"{key}={value}"]
@@ -146,7 +155,7 @@ class BuildahBuilder:
                                        reason="taken over by another attempt before the push")
                 log(f"$ buildah push {image}")
                 code = self._run(
-                    self._global() + ["push", *self._tls(), "--digestfile", str(digest_file),
+                    self._global() + ["push", *self._tls(), *auth, "--digestfile", str(digest_file),
                                       image, f"docker://{image}"],
                     log, deadline, request.cancel,
                 )

@@ -1,0 +1,89 @@
+"""HTTP API for bases and registry credentials (see docs/api.md):
+
+    GET    /api/bases                         every base in use: how it is watched, what the poller saw
+    POST   /api/bases/poll                    one poll cycle now (the timer runs one every interval)
+    GET    /api/tasks/{name}/credentials      a task's registry credentials (never a password)
+    POST   /api/tasks/{name}/credentials      add one: login_server, username + password or use_identity
+    PATCH  /api/tasks/{name}/credentials      change one (login_server names it)
+    DELETE /api/tasks/{name}/credentials?login_server=…
+"""
+
+from __future__ import annotations
+
+import functools
+
+import azure.functions as func
+
+from functions.api import MAX_JSON_BYTES, api_handler
+from functions.http import BadRequest, error, json_body, json_response
+from shared.bootstrap import services
+from shared.domain.credentials import CredentialError, RegistryCredential
+from shared.domain.tasks import Task, check_name
+from shared.service_layer.credentials import CredentialExists, CredentialNotFound
+
+bp = func.Blueprint()
+
+_FIELDS = {"login_server", "username", "password", "use_identity"}
+
+
+def credential_errors(handler):
+    """Credential mistakes are the caller's (400, 404, 409); the rest as every API handler maps them."""
+    @functools.wraps(handler)
+    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return handler(req)
+        except CredentialExists as exc:
+            return error(409, "CredentialExists", str(exc))
+        except CredentialError as exc:
+            return error(400, "InvalidCredential", str(exc))
+        except CredentialNotFound as exc:
+            return error(404, "CredentialNotFound", str(exc))
+
+    return wrapper
+
+
+def _credentials_answer(task: Task) -> func.HttpResponse:
+    return json_response({"task": task.name, "credentials": [c.public_dict() for c in task.credentials]})
+
+
+@bp.function_name("api_bases")
+@bp.route(route="bases", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_bases(req: func.HttpRequest) -> func.HttpResponse:
+    svc = services()
+    return json_response({"interval_seconds": svc.settings.polling.interval_seconds,
+                          "bases": [b.to_dict() for b in svc.poller.overview()]})
+
+
+@bp.function_name("api_bases_poll")
+@bp.route(route="bases/poll", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_bases_poll(req: func.HttpRequest) -> func.HttpResponse:
+    return json_response(services().poller.cycle().to_dict())
+
+
+@bp.function_name("api_task_credentials")
+@bp.route(route="tasks/{name}/credentials", methods=["GET", "POST", "PATCH", "DELETE"],
+          auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+@credential_errors
+def api_task_credentials(req: func.HttpRequest) -> func.HttpResponse:
+    name = check_name(req.route_params["name"])
+    credentials = services().credentials
+    if req.method == "GET":
+        return _credentials_answer(services().tasks.get(name))
+    if req.method == "DELETE":
+        server = req.params.get("login_server")
+        if not server:
+            raise BadRequest("login_server is required (?login_server=HOST)")
+        return _credentials_answer(credentials.remove(name, server))
+    body = json_body(req, MAX_JSON_BYTES)
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if req.method == "POST":
+        credential = RegistryCredential.create(body.get("login_server"), body.get("username"),
+                                               body.get("password"), body.get("use_identity", False))
+        return _credentials_answer(credentials.add(name, credential))
+    return _credentials_answer(credentials.update(name, body.get("login_server"), body.get("username"),
+                                                  body.get("password"), body.get("use_identity")))
