@@ -8,7 +8,12 @@
 #   make typecheck mypy, strict on shared/ (settings in pyproject.toml)
 #   make test      install, lint, typecheck, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack
-#   make bench     the benchmarks (fan-out, list-runs)
+#   make bench     the benchmarks (fan-out, list-runs, impact, dashboard)
+#   make checkov   Checkov's Bicep policies on infra/, each finding explained in docs/deploy.md
+#                  (not in CI: installs Checkov, ~300 MB, into .stack/checkov once)
+#   make smoke-azure  the cloud path end to end on a deployment (not in CI; needs
+#                  BASETRIGGER_URL and BASETRIGGER_KEY of it; see docs/deploy.md)
+#   make screenshots  the dashboard's views, from the browser tests, into docs/img/
 #
 # Ports and the state folder follow the environment: STACK_DIR, AZURITE_BLOB_PORT,
 # AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT, REGISTRY_PORT, HOST_PORT (see docs/local-stack.md).
@@ -19,7 +24,7 @@ STACK := $(PYTHON) scripts/stack.py
 # (`eval "$(...)"` alone would succeed even when `env` fails, so its output is checked first.)
 WITH_STACK_ENV = stack_env="$$($(STACK) env)" && eval "$$stack_env" &&
 
-.PHONY: install up down status env lint typecheck test demo bench
+.PHONY: install up down status env lint typecheck test demo bench checkov smoke-azure screenshots
 
 install:
 	@PYTHON=$(PYTHON) bash scripts/install.sh
@@ -56,3 +61,17 @@ demo: up
 bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/fanout.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/list_runs.py
+	@$(WITH_STACK_ENV) $(PYTHON) bench/impact.py
+	@$(WITH_STACK_ENV) $(PYTHON) bench/dashboard.py
+
+# The browser tests save each view they reach (a real push and build included) as docs/img/<view>.png.
+screenshots: up
+	@$(WITH_STACK_ENV) BASETRIGGER_SCREENSHOTS=docs/img $(PYTHON) -m pytest tests/browser -q
+
+# Checkov's Bicep policies; fails on a finding docs/deploy.md does not explain (scripts/checkov_bicep.py).
+checkov:
+	@$(PYTHON) scripts/checkov_bicep.py
+
+# After `azd up`: BASETRIGGER_URL=https://<app host> BASETRIGGER_KEY=<function key> make smoke-azure
+smoke-azure:
+	@$(PYTHON) scripts/smoke_azure.py

@@ -256,16 +256,20 @@ const graph = {
   statuses: new Map(),
   enter() { this.load(); },
   leave() { clearTimeout(this.timer); this.timer = null; },
+  seq: 0,
   async load() {
     clearTimeout(this.timer);
+    const seq = ++this.seq; // a slower earlier answer must not replace a later one
     try {
       if (this.focusImage) {
         const impact = await getJson(`bases/${encodeURIComponent(this.focusImage)}/impact`);
+        if (seq !== this.seq) return;
         this.draw(fromImpact(impact));
         $("#graph-summary").textContent = `${impact.rebuilds} of ${impact.tasks} dependent task(s) would rebuild ` +
           `if ${impact.image} changed, in ${impact.levels.length} level(s).`;
       } else {
         const whole = await getJson("graph");
+        if (seq !== this.seq) return;
         this.draw(fromGraph(whole));
         $("#graph-summary").textContent = `${whole.tasks.length} task(s), ${whole.images.length} image(s) they are built FROM.`;
       }

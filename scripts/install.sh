@@ -3,6 +3,9 @@
 #
 #   scripts/install.sh            # apt packages, Azurite (npm, project-local), Python packages
 #
+# The browser tests (tests/browser) drive Debian's Chromium (/usr/bin/chromium) with the Python
+# `playwright` package; Playwright's own browser download (`playwright install`) is never run.
+#
 # Safe to run again and again (`make up` and `make test` run it every time): each step first checks
 # whether its part is present and only then installs. On a clean Debian 12 machine (CI) it installs
 # everything; on a prepared one it prints a few "ok" lines and takes about a second.
@@ -49,9 +52,12 @@ declare -A APT_CMD=(
     [skopeo]=skopeo
     [openssl]=openssl
     [git]=git
+    # htpasswd: the local stack's authenticated registry wants bcrypt entries (htpasswd -B).
+    [apache2-utils]=htpasswd
+    [chromium]=chromium
 )
 missing=()
-for pkg in docker-registry buildah busybox-static skopeo openssl git; do
+for pkg in docker-registry buildah busybox-static skopeo openssl git apache2-utils chromium; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
         && ! command -v "${APT_CMD[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
@@ -76,7 +82,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         "${SUDO[@]}" /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
     fi
 else
-    say "apt packages: ok (docker-registry buildah busybox-static skopeo openssl git node npm)"
+    say "apt packages: ok (docker-registry buildah busybox-static skopeo openssl git apache2-utils chromium node npm)"
 fi
 
 # --- Azurite (npm, project-local) --------------------------------------------------------------
