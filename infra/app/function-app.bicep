@@ -113,6 +113,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
+      http20Enabled: true // Checkov CKV_AZURE_18/67; HTTP/1.1 clients (registries' webhooks) still work
     }
     functionAppConfig: {
       deployment: {
