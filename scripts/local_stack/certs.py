@@ -88,7 +88,7 @@ def register_system_trust(cfg: StackConfig) -> list[str]:
     Returns the files written (recorded in stack.json so `down` removes exactly those).
     """
     written = []
-    for host in (cfg.registry, f"127.0.0.1:{cfg.registry_port}"):
+    for host in (cfg.registry, f"127.0.0.1:{cfg.registry_port}", cfg.public_registry, cfg.auth_registry):
         target = SYSTEM_CERTS_D / host / "ca.crt"
         try:
             write_if_changed(target, cfg.ca_cert.read_text())

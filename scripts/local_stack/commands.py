@@ -22,8 +22,25 @@ from .keys import function_key, secret_key
 from .net import port_open
 from .parts import PARTS, READY, READY_TIMEOUT, STOP_TIMEOUT, is_ours, part_ports, running_pid
 from .processes import pid_file, proc_alive, read_pid, spawn, terminate, wait_ready
-from .registry import registry_command, registry_config_text, registry_environment
-from .settings import PROJECT, StackConfig, StackError, default_stack_dir, read_state, write_state
+from .registry import (
+    EXTRA_REGISTRIES,
+    ensure_htpasswd,
+    extra_command,
+    extra_config_path,
+    extra_config_text,
+    registry_command,
+    registry_config_text,
+    registry_environment,
+)
+from .settings import (
+    AUTH_REGISTRY_USER,
+    PROJECT,
+    StackConfig,
+    StackError,
+    default_stack_dir,
+    read_state,
+    write_state,
+)
 
 
 def say(msg: str) -> None:
@@ -88,7 +105,8 @@ def start_part(
 def _up(
     cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | None, reload_host: bool
 ) -> None:
-    for d in (cfg.logs_dir, cfg.pids_dir, cfg.azurite_dir, cfg.registry_dir / "data", cfg.work_dir):
+    for d in (cfg.logs_dir, cfg.pids_dir, cfg.azurite_dir, cfg.registry_dir / "data", cfg.work_dir,
+              cfg.public_registry_dir / "data", cfg.auth_registry_dir / "data"):
         d.mkdir(parents=True, exist_ok=True)
     key = function_key(cfg, create=True)
     assert key
@@ -111,10 +129,17 @@ def _up(
     changed = write_if_changed(cfg.registry_config, registry_config_text(cfg, key))
     if changed and running_pid(cfg, "registry"):
         say("registry: WARNING config.yml changed while the registry runs; `down` then `up` to apply it")
+    ensure_htpasswd(cfg)
+    for part in EXTRA_REGISTRIES:
+        written = write_if_changed(extra_config_path(cfg, part), extra_config_text(cfg, part))
+        if written and running_pid(cfg, part):
+            say(f"{part}: WARNING config.yml changed while it runs; `down` then `up` to apply it")
 
     base_env = dict(os.environ)
     start_part(cfg, "azurite", azurite_command(cfg), base_env, timeout)
     start_part(cfg, "registry", registry_command(cfg), registry_environment(base_env), timeout)
+    for part in EXTRA_REGISTRIES:
+        start_part(cfg, part, extra_command(cfg, part), registry_environment(base_env), timeout)
     if not with_host:
         say("host: not started (--no-host)")
     elif not host_available():
@@ -143,6 +168,9 @@ def _up(
     say(f"  Azurite table   {cfg.azurite_url('table')}")
     say(f"  registry        https://{cfg.registry}  CA {cfg.ca_cert}")
     say(f"                  buildah/skopeo: --cert-dir {cfg.cert_dir}")
+    say(f"  public registry https://{cfg.public_registry}  (no notifications: polled)")
+    say(f"  auth registry   https://{cfg.auth_registry}  (htpasswd: user {AUTH_REGISTRY_USER}, password in "
+        f"{cfg.auth_password_file})")
     if trusted:
         say(
             f"                  CA also registered in {SYSTEM_CERTS_D}/{cfg.registry}/ (no --cert-dir needed)"
@@ -216,6 +244,8 @@ def print_status(cfg: StackConfig) -> int:
     where = {
         "azurite": f"{cfg.azurite_url('blob')} {cfg.azurite_url('queue')} {cfg.azurite_url('table')}",
         "registry": f"https://{cfg.registry}",
+        "public-registry": f"https://{cfg.public_registry}",
+        "auth-registry": f"https://{cfg.auth_registry}",
         "host": cfg.host_url,
     }
     states = status(cfg)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 from .azurite import connection_string
 from .keys import function_key, secret_key
-from .settings import StackConfig, load_config
+from .registry import auth_password
+from .settings import AUTH_REGISTRY_USER, StackConfig, load_config
 
 
 def stack_env(
@@ -34,4 +35,9 @@ def env_for(cfg: StackConfig, env: Mapping[str, str] | None = None) -> dict[str,
         "REGISTRY": cfg.registry,
         "BASETRIGGER_REGISTRY": cfg.registry,
         "REGISTRY_CERT_DIR": str(cfg.cert_dir),
+        # The registries only the poller sees (tests/integration/test_polling.py, bench/poll.py).
+        "PUBLIC_REGISTRY": cfg.public_registry,
+        "AUTH_REGISTRY": cfg.auth_registry,
+        "AUTH_REGISTRY_USER": AUTH_REGISTRY_USER,
+        "AUTH_REGISTRY_PASSWORD": auth_password(cfg) or "",
     }

@@ -33,7 +33,13 @@ PORT_DEFAULTS = {
     "AZURITE_TABLE_PORT": 10002,
     "REGISTRY_PORT": 5000,
     "HOST_PORT": 7071,
+    # Registries only polling sees: one without notifications (a "public" registry), one that
+    # needs basic credentials (htpasswd) over TLS.
+    "PUBLIC_REGISTRY_PORT": 5001,
+    "AUTH_REGISTRY_PORT": 5002,
 }
+# The user the authenticated registry knows (its password is made on the first `up`).
+AUTH_REGISTRY_USER = "basetrigger"
 
 # Where the Functions host's webhook lives (functions/webhook_ingress.py, route hooks/distribution).
 WEBHOOK_PATH = "/api/hooks/distribution"
@@ -51,6 +57,8 @@ class StackConfig:
     table_port: int = PORT_DEFAULTS["AZURITE_TABLE_PORT"]
     registry_port: int = PORT_DEFAULTS["REGISTRY_PORT"]
     host_port: int = PORT_DEFAULTS["HOST_PORT"]
+    public_registry_port: int = PORT_DEFAULTS["PUBLIC_REGISTRY_PORT"]
+    auth_registry_port: int = PORT_DEFAULTS["AUTH_REGISTRY_PORT"]
 
     # Layout of STACK_DIR ------------------------------------------------------------------------
     @property
@@ -72,6 +80,31 @@ class StackConfig:
     @property
     def registry_config(self) -> Path:
         return self.registry_dir / "config.yml"
+
+    # The two registries only the poller watches: their own storage and config, the same CA.
+    @property
+    def public_registry_dir(self) -> Path:
+        return self.stack_dir / "public-registry"
+
+    @property
+    def auth_registry_dir(self) -> Path:
+        return self.stack_dir / "auth-registry"
+
+    @property
+    def htpasswd_file(self) -> Path:
+        return self.auth_registry_dir / "htpasswd"
+
+    @property
+    def auth_password_file(self) -> Path:
+        return self.auth_registry_dir / "password"
+
+    @property
+    def public_registry(self) -> str:
+        return f"localhost:{self.public_registry_port}"
+
+    @property
+    def auth_registry(self) -> str:
+        return f"localhost:{self.auth_registry_port}"
 
     @property
     def ca_cert(self) -> Path:
@@ -135,6 +168,8 @@ class StackConfig:
             "AZURITE_TABLE_PORT": self.table_port,
             "REGISTRY_PORT": self.registry_port,
             "HOST_PORT": self.host_port,
+            "PUBLIC_REGISTRY_PORT": self.public_registry_port,
+            "AUTH_REGISTRY_PORT": self.auth_registry_port,
         }
 
 
@@ -144,6 +179,8 @@ _FIELD_OF = {
     "AZURITE_TABLE_PORT": "table_port",
     "REGISTRY_PORT": "registry_port",
     "HOST_PORT": "host_port",
+    "PUBLIC_REGISTRY_PORT": "public_registry_port",
+    "AUTH_REGISTRY_PORT": "auth_registry_port",
 }
 
 

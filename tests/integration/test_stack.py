@@ -300,7 +300,7 @@ def _pids(cfg) -> dict[str, int | None]:
 
 def test_scratch_stack_starts_every_part(scratch_stack):
     cfg = scratch_stack["cfg"]
-    assert stack.status(cfg) == {"azurite": "running", "registry": "running", "host": "running"}
+    assert stack.status(cfg) == {part: "running" for part in stack.PARTS}
     out = scratch_stack["first_up"]
     for expected in (
         f"http://127.0.0.1:{cfg.blob_port}/devstoreaccount1",
@@ -320,9 +320,9 @@ def test_second_up_is_harmless(scratch_stack):
     cfg = scratch_stack["cfg"]
     before = _pids(cfg)
     res = run_stack("up", env=scratch_stack["env"], script=scratch_stack["script"])
-    assert res.stdout.count("already running") == 3, res.stdout
+    assert res.stdout.count("already running") == len(stack.PARTS), res.stdout
     assert _pids(cfg) == before
-    assert stack.status(cfg) == {"azurite": "running", "registry": "running", "host": "running"}
+    assert stack.status(cfg) == {part: "running" for part in stack.PARTS}
 
 
 def test_host_gets_the_stack_environment(scratch_stack):
@@ -423,5 +423,5 @@ def test_down_stops_only_our_processes(scratch_stack, project_stack):
     # and the stack comes back on the same dir, reusing its CA and data
     ca_before = cfg.ca_cert.read_bytes()
     run_stack("up", env=env, script=script)
-    assert stack.status(cfg) == {"azurite": "running", "registry": "running", "host": "running"}
+    assert stack.status(cfg) == {part: "running" for part in stack.PARTS}
     assert cfg.ca_cert.read_bytes() == ca_before
