@@ -429,9 +429,12 @@ const decisions = {
       if (task) {
         const answer = await getJson(`tasks/${encodeURIComponent(task)}/decisions`, { top: 50 });
         this.render(answer.decisions.map((v) => ({ ...v, runs: v.run_id ? [`${v.run_id}${v.run_status ? ` (${v.run_status})` : ""}`] : [] })));
+        $("#decisions-caption").textContent = `Why (not) ${task}: the decisions about its base images, with its own outcome`;
       } else {
-        const answer = await getJson("decisions", { top: 50, image: form.get("image").trim() });
+        const image = form.get("image").trim();
+        const answer = await getJson("decisions", { top: 50, image });
         this.render(answer.decisions);
+        $("#decisions-caption").textContent = image ? `Decisions about ${image}, newest first` : "Recent decisions, newest first";
       }
     } catch (error) {
       reportError(error);

@@ -103,5 +103,6 @@ class TaskHistory:
                                decision.outcome, decision.reason)
         return TaskVerdict(decision.time, decision.event_id, decision.image, decision.digest,
                            decision.outcome,
-                           f"this task is not among the {len(decision.tasks)} details recorded "
-                           f"({decision.reason})")
+                           f"not among the {len(decision.tasks)} task outcome(s) recorded for this event "
+                           "(the task did not use this base then, or a large fan-out kept only the "
+                           f"first that fit): {decision.reason}")

@@ -77,7 +77,7 @@ def test_why_says_when_a_decision_does_not_name_the_task(app):
     app.decisions.record(Decision("e9", EventSource.DISTRIBUTION, Outcome.QUEUED, "1 dependent task(s)",
                                   image=BASE, digest=D1, tasks=[TaskDecision("x", Outcome.QUEUED, "r")]))
     (verdict,) = TaskHistory(app.task_store, app.decisions, app.runs).why("app")
-    assert "not among the 1 details" in verdict.reason
+    assert "not among the 1 task outcome(s)" in verdict.reason
 
 
 # ---- staleness -------------------------------------------------------------------------------
