@@ -12,6 +12,7 @@ from functions import (
     insight_api,
     poll_timer,
     registry_api,
+    wave_api,
     webhook_ingress,
     webhooks_dockerhub,
     webhooks_github,
@@ -26,6 +27,7 @@ app.register_functions(build_worker.bp)
 app.register_functions(housekeeping.bp)
 app.register_functions(api.bp)
 app.register_functions(insight_api.bp)
+app.register_functions(wave_api.bp)
 app.register_functions(admin_api.bp)
 app.register_functions(dashboard.bp)
 # Bases anywhere: polling, more registries' webhooks, bases and registry credentials in the API.

@@ -199,6 +199,17 @@ class Client:
         return self._json("GET", "decisions", params={"top": top, "image": image})["decisions"]
 
     # ---- insight (functions/insight_api.py) ------------------------------------------------
+    def waves(self, top: int | None = None) -> list[dict]:
+        return self._json("GET", "waves", params={"top": top})["waves"]
+
+    def wave(self, wave_id: str, action: str | None = None) -> dict:
+        """A wave; with `action` (cancel, resume), that done first."""
+        path = f"waves/{quote(wave_id, safe='')}" + (f"/{action}" if action else "")
+        return self._json("POST" if action else "GET", path)
+
+    def rebuild_base(self, image: str) -> dict:
+        return self._json("POST", "bases/rebuild", body={"image": image})
+
     def task_decisions(self, name: str, top: int | None = None) -> list[dict]:
         return self._json("GET", f"tasks/{quote(name, safe='')}/decisions", params={"top": top})["decisions"]
 

@@ -22,6 +22,7 @@ from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import ContextUploadNeeded, Task, TaskError, TaskExists, TaskNotFound, check_name
 from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 bp = func.Blueprint()
@@ -41,6 +42,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (RunConflict, 409, "Conflict"),
     (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
     (TaskError, 400, "InvalidTask"),
+    (WaveNotFound, 404, "WaveNotFound"),
+    (WaveConflict, 409, "WaveConflict"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
     # The service's own key is missing or wrong: not the caller's mistake.

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, TriggerType, Watch, names
+from shared.domain.vocabulary import (
+    EventSource,
+    Outcome,
+    RunStatus,
+    Trigger,
+    TriggerType,
+    Watch,
+    WaveState,
+    names,
+)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -79,7 +88,10 @@ SCHEMAS: dict[str, Any] = {
         "output_images": {"type": "array", "items": {"type": "string"}},
         "output_digest": {"type": "string", "nullable": True}, "base_digests": _STR_MAP,
         "reason": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
-        "force": {"type": "boolean"}}},
+        "force": {"type": "boolean"},
+        "wave_id": {"type": "string", "nullable": True, "description": "the wave the run belongs to"},
+        "released": {"type": "boolean",
+                     "description": "false while a wave's run waits for its bases or for room"}}},
     "Decision": {"type": "object", "properties": {
         "event_id": {"type": "string"}, "source": {"type": "string", "enum": names(EventSource)},
         "outcome": {"type": "string", "enum": names(Outcome)},
@@ -352,6 +364,48 @@ PATHS.update({
                    "parameters": [_param("login_server", required=True)],
                    "responses": {**_CREDENTIALS, **_errors("400", "404")}},
     },
+})
+
+
+# ---- waves ---------------------------------------------------------------------------------------
+_WAVE_ID = _param("wave_id", "path", description="Wave id, e.g. w12")
+SCHEMAS["Wave"] = {"type": "object", "properties": {
+    "wave_id": {"type": "string"}, "root": {"type": "string", "description": "what started it"},
+    "event_id": {"type": "string", "nullable": True},
+    "state": {"type": "string", "enum": names(WaveState)}, "levels": {"type": "integer"},
+    "counts": {"type": "object", "additionalProperties": {"type": "integer"},
+               "description": "members by run status; Waiting: not released yet"},
+    "reason": {"type": "string", "nullable": True},
+    "breaker_base": {"type": "array", "items": {"type": "integer"}},
+    "created_at": {"type": "string", "format": "date-time"}}}
+SCHEMAS["WaveDetail"] = {"allOf": [_ref("Wave"), {"type": "object", "properties": {
+    "members": {"type": "array", "items": {"type": "object", "properties": {
+        "task": {"type": "string"}, "run_id": {"type": "string"}, "level": {"type": "integer"},
+        "waits_for": {"type": "array", "items": {"type": "string"}}, "released": {"type": "boolean"},
+        "outcome": {"type": "string", "nullable": True, "enum": [*names(RunStatus), None]}}}}}}]}
+PATHS.update({
+    "/waves": {"get": {
+        "operationId": "listWaves", "summary": "Waves, newest first",
+        "parameters": [_param("top", schema={"type": "integer", "default": 15, "minimum": 1, "maximum": 200}),
+                       _param("continuation", description="the continuation of the previous page")],
+        "responses": {**_ok({"type": "object", "properties": {
+            "waves": {"type": "array", "items": _ref("Wave")},
+            "continuation": {"type": "string", "nullable": True}}}), **_errors("400")}}},
+    "/waves/{wave_id}": {"parameters": [_WAVE_ID], "get": {
+        "operationId": "showWave", "summary": "A wave, its counts and its members by level",
+        "responses": {**_ok(_ref("WaveDetail")), **_errors("400", "404")}}},
+    "/waves/{wave_id}/cancel": {"parameters": [_WAVE_ID], "post": {
+        "operationId": "cancelWave", "summary": "Cancel what of the wave has not run",
+        "responses": {**_ok(_ref("WaveDetail")), **_errors("400", "404", "409")}}},
+    "/waves/{wave_id}/resume": {"parameters": [_WAVE_ID], "post": {
+        "operationId": "resumeWave", "summary": "Let a wave its circuit breaker held go on",
+        "responses": {**_ok(_ref("WaveDetail")), **_errors("400", "404", "409")}}},
+    "/bases/rebuild": {"post": {
+        "operationId": "rebuildBase",
+        "summary": "Start a wave of everything built FROM an image, whatever digests they built on",
+        "requestBody": _json_body({"type": "object", "required": ["image"], "properties": {
+            "image": {"type": "string"}, "digest": {"type": "string", "nullable": True}}}),
+        "responses": {**_ok(_ref("Decision"), "202", "Started"), **_errors("400", "413")}}},
 })
 
 

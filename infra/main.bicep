@@ -102,6 +102,8 @@ var tableNames = [
   '${tablePrefix}decisions'
   '${tablePrefix}counters'
   '${tablePrefix}bases'
+  '${tablePrefix}waves'
+  '${tablePrefix}slots'
 ]
 var queueNames = [
   buildQueueName

@@ -22,6 +22,7 @@ from shared.adapters.secret_box import SecretBox
 from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
+from shared.adapters.wave_table import TableSlots, TableWaveRepository
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
@@ -34,6 +35,7 @@ from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.tasks import TaskService
+from shared.service_layer.waves import WaveCoordinator
 from shared.service_layer.worker import Worker
 
 
@@ -113,16 +115,22 @@ class Services:
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
-                           allow_local_contexts=self.settings.builder == "buildah")
+                           allow_local_contexts=self.settings.builder == "buildah",
+                           default_registry=self.settings.registry)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher)
+        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
 
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits)
+                         self.settings.unpack_limits, self.waves)
+
+    @cached_property
+    def waves(self) -> WaveCoordinator:
+        return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
+                               self.runs, self.launcher, self.index, self.decisions, self.settings.brakes)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -139,7 +147,7 @@ class Services:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.settings.work_dir, self.settings.build_timeout_seconds)
+                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds)
 
 
 @lru_cache(maxsize=1)

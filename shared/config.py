@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from shared.domain.builds import UnpackLimits
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
+from shared.domain.waves import Brakes
 
 # Azurite's well-known development account; its key is public and only valid against the emulator.
 DEVSTORE_ACCOUNT = "devstoreaccount1"
@@ -38,6 +39,10 @@ APP_SETTINGS = (
     "BASETRIGGER_WORK_DIR",
     "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
     "BASETRIGGER_CONTEXT_MAX_FILES",
+    "BASETRIGGER_MAX_RUNNING",
+    "BASETRIGGER_WAVE_MAX_RUNNING",
+    "BASETRIGGER_WAVE_BREAKER_FAILURES",
+    "BASETRIGGER_WAVE_BREAKER_SHARE",
     "BASETRIGGER_ACR_SUBSCRIPTION_ID",
     "BASETRIGGER_ACR_RESOURCE_GROUP",
     "BASETRIGGER_ACR_NAME",
@@ -96,6 +101,7 @@ class Settings:
     secret_key: str | None = None
     work_dir: str = "/tmp/basetrigger"
     unpack_limits: UnpackLimits = UnpackLimits()
+    brakes: Brakes = Brakes()
     acr_subscription_id: str | None = None
     acr_resource_group: str | None = None
     acr_name: str | None = None
@@ -201,6 +207,21 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_bytes=_positive(env, "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB", defaults.max_bytes // 2**20) * 2**20,
         max_files=_positive(env, "BASETRIGGER_CONTEXT_MAX_FILES", defaults.max_files),
     )
+    brakes = Brakes()
+    share_text = env.get("BASETRIGGER_WAVE_BREAKER_SHARE", "").strip()
+    try:
+        share = float(share_text) if share_text else brakes.breaker_failure_share
+    except ValueError as exc:
+        raise ConfigError("BASETRIGGER_WAVE_BREAKER_SHARE must be a number between 0 and 1") from exc
+    if not 0 < share <= 1:
+        raise ConfigError("BASETRIGGER_WAVE_BREAKER_SHARE must be a number between 0 and 1")
+    brakes = Brakes(
+        max_running=_positive(env, "BASETRIGGER_MAX_RUNNING", brakes.max_running),
+        wave_max_running=_positive(env, "BASETRIGGER_WAVE_MAX_RUNNING", brakes.wave_max_running),
+        breaker_first_failures=_positive(env, "BASETRIGGER_WAVE_BREAKER_FAILURES",
+                                         brakes.breaker_first_failures),
+        breaker_failure_share=share,
+    )
     prefix = env.get("BASETRIGGER_TABLE_PREFIX", "bt")
     if not prefix.isalnum() or not prefix[0].isalpha():
         raise ConfigError("BASETRIGGER_TABLE_PREFIX must be letters and digits, starting with a letter")
@@ -216,6 +237,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         work_dir=env.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger"),
         unpack_limits=unpack_limits,
+        brakes=brakes,
         acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,
         acr_name=env.get("BASETRIGGER_ACR_NAME") or None,

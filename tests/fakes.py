@@ -20,7 +20,8 @@ from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
-from shared.domain.vocabulary import RunStatus
+from shared.domain.vocabulary import RunStatus, WaveState
+from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
 class FakeRunRepository:
@@ -238,6 +239,8 @@ class FakeSources:
 
     def __init__(self, dockerfile: str = "FROM localhost:5000/base:1\n"):
         self.dockerfile = dockerfile
+        # A Dockerfile of its own for a directory source (a task's context), when a test wants one.
+        self.dockerfiles: dict[str, str] = {}
         self.uploads: dict[str, bytes] = {}
         self.unreadable = False
 
@@ -249,7 +252,8 @@ class FakeSources:
             raise ContextError(f"cannot clone {spec.source.describe()}")
         folder = workspace / "context"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / spec.dockerfile).write_text(self.dockerfile)
+        text = self.dockerfiles.get(spec.source.directory or "", self.dockerfile)
+        (folder / spec.dockerfile).write_text(text)
         return folder
 
 
@@ -288,15 +292,122 @@ class FakeBuilder:
         return self.result
 
 
+class FakeWaveRepository:
+    def __init__(self, run_ids: RunIds):
+        self.run_ids = run_ids
+        self.counter = 0
+        self.waves: dict[str, tuple[Wave, int]] = {}
+        self.member_rows: dict[tuple[str, str], tuple[Member, int]] = {}
+        self.ready_marks: dict[str, set[str]] = {}
+
+    def allocate(self) -> str:
+        self.counter += 1
+        return f"w{self.counter}"
+
+    def create(self, wave: Wave, members: list[Member]) -> None:
+        for member in members:
+            self.member_rows[(member.wave_id, member.task)] = (copy.deepcopy(member), 1)
+            if member.ready and not member.released:
+                self.mark_ready(member)
+        self.waves[wave.wave_id] = (copy.deepcopy(wave), 1)
+
+    def get(self, wave_id: str) -> tuple[Wave, str]:
+        if wave_id not in self.waves:
+            raise WaveNotFound(wave_id)
+        wave, version = self.waves[wave_id]
+        return copy.deepcopy(wave), str(version)
+
+    def save(self, wave: Wave, etag: str) -> str:
+        _, version = self.waves[wave.wave_id]
+        if str(version) != etag:
+            raise WaveConflict(wave.wave_id)
+        self.waves[wave.wave_id] = (copy.deepcopy(wave), version + 1)
+        return str(version + 1)
+
+    def newest(self, top: int = 15, after: str | None = None) -> tuple[list[Wave], str | None]:
+        waves = sorted((w for w, _ in self.waves.values()), key=lambda w: int(w.wave_id[1:]), reverse=True)
+        if after:
+            waves = [w for w in waves if int(w.wave_id[1:]) < int(after[1:])]
+        page = [copy.deepcopy(w) for w in waves[:top]]
+        return page, page[-1].wave_id if len(page) == top else None
+
+    def active(self) -> list[Wave]:
+        return [copy.deepcopy(w) for w, _ in self.waves.values() if w.state == WaveState.ACTIVE]
+
+    def members(self, wave_id: str) -> list[Member]:
+        return [m for (w, t) in sorted(self.member_rows) if w == wave_id
+                for m in [self.member(w, t)] if m is not None]
+
+    def member(self, wave_id: str, task: str) -> Member | None:
+        if (wave_id, task) not in self.member_rows:
+            return None
+        member, version = self.member_rows[(wave_id, task)]
+        found = copy.deepcopy(member)
+        found.etag = str(version)
+        return found
+
+    def add_member(self, member: Member) -> bool:
+        if (member.wave_id, member.task) in self.member_rows:
+            return False
+        self.member_rows[(member.wave_id, member.task)] = (copy.deepcopy(member), 1)
+        return True
+
+    def save_member(self, member: Member) -> bool:
+        stored = self.member_rows.get((member.wave_id, member.task))
+        if stored is None or str(stored[1]) != member.etag:
+            return False
+        self.member_rows[(member.wave_id, member.task)] = (copy.deepcopy(member), stored[1] + 1)
+        member.etag = str(stored[1] + 1)
+        return True
+
+    def mark_ready(self, member: Member) -> None:
+        self.ready_marks.setdefault(member.wave_id, set()).add(member.task)
+
+    def unmark_ready(self, member: Member) -> None:
+        self.ready_marks.get(member.wave_id, set()).discard(member.task)
+
+    def ready(self, wave_id: str, limit: int) -> list[Member]:
+        found = [m for t in self.ready_marks.get(wave_id, set()) for m in [self.member(wave_id, t)] if m]
+        found.sort(key=lambda m: (m.level, self.run_ids.counter(m.run_id)))
+        return found[:limit]
+
+
+class FakeSlots:
+    def __init__(self) -> None:
+        self.places: dict[str, dict[int, str]] = {}
+        # Every run that held a place of "global" while another did: the cap's witness.
+        self.most_at_once: dict[str, int] = {}
+
+    def take(self, scope: str, cap: int, run_id: str) -> bool:
+        places = self.places.setdefault(scope, {})
+        if run_id in places.values():
+            return True
+        free = [n for n in range(cap) if n not in places]
+        if not free:
+            return False
+        places[free[0]] = run_id
+        self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
+        return True
+
+    def give_back(self, scope: str, run_id: str) -> None:
+        places = self.places.get(scope, {})
+        for slot in [n for n, r in places.items() if r == run_id]:
+            del places[slot]
+
+    def holders(self, scope: str) -> list[str]:
+        return list(self.places.get(scope, {}).values())
+
+
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
-    def __init__(self, work_dir: Path, registry: str = "localhost:5000"):
+    def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
         from shared.service_layer.runs import RunLauncher
         from shared.service_layer.scheduling import Scheduler
         from shared.service_layer.tasks import TaskService
+        from shared.service_layer.waves import WaveCoordinator
         from shared.service_layer.worker import Worker
 
         self.runs = FakeRunRepository()
@@ -310,9 +421,15 @@ class FakeApp:
         self.builder = FakeBuilder()
         self.index = DependencyIndex(self.table)
         self.launcher = RunLauncher(self.runs, self.queue, registry)
-        self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir))
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher)
-        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits())
+        self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir),
+                                 default_registry=registry)
+        self.wave_store = FakeWaveRepository(self.runs.ids)
+        self.slots = FakeSlots()
+        self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
+                                     self.decisions, brakes or Brakes())
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
+        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
+                                   self.waves)
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
-                             self.sources, self.launcher, str(work_dir), timeout_seconds=60,
+                             self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01)

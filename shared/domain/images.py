@@ -28,6 +28,12 @@ def qualify(name: str, registry: str | None) -> str:
     return render(name, "", registry)
 
 
+def fixed_outputs(templates: list[str], registry: str | None) -> list[str]:
+    """The images a task pushes under fixed tags: the only ones another task can be built FROM
+    (a per-run tag, `{{.Run.ID}}`, names no base)."""
+    return [render(t, "", registry) for t in templates if not _PLACEHOLDER.search(t)]
+
+
 def is_own_output(templates: list[str], pushed: str, registry: str | None) -> bool:
     """True when `pushed` is one of the images the task itself produces (no self-trigger loops)."""
     for template in templates:

@@ -48,6 +48,10 @@ class Run:
     # Quick builds have no task: what to build is kept here (never secret values).
     spec: BuildSpec | None = None
     force: bool = False
+    # The wave the run belongs to, and whether it may start: a wave's runs wait, Queued and without
+    # a queue message, until their bases are built and there is room (shared.service_layer.waves).
+    wave_id: str | None = None
+    released: bool = True
 
     @property
     def finished(self) -> bool:

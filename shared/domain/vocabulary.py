@@ -19,6 +19,8 @@ class RunStatus(StrEnum):
     CANCELED = "Canceled"
     ERROR = "Error"
     TIMEOUT = "Timeout"
+    # Stopped by its wave's circuit breaker: waits for `wave resume` (Queued again) or `wave cancel`.
+    HELD = "Held"
 
     @property
     def terminal(self) -> bool:
@@ -28,6 +30,15 @@ class RunStatus(StrEnum):
 # A run in one of these states never changes again.
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.ERROR,
                       RunStatus.TIMEOUT})
+
+
+class WaveState(StrEnum):
+    """Where a wave (everything one base change started) stands."""
+
+    ACTIVE = "Active"
+    HELD = "Held"  # its circuit breaker tripped: no more runs start until resumed
+    CANCELED = "Canceled"
+    DONE = "Done"
 
 
 class Trigger(StrEnum):
@@ -56,6 +67,9 @@ class Outcome(StrEnum):
     TRIGGER_DISABLED = "trigger-disabled"
     NOT_RUNTIME = "not-a-runtime-dependency"
     OWN_OUTPUT = "own-output"
+    IN_WAVE = "in-wave"  # the task is part of the wave that pushed this image: it builds there, once
+    ALREADY_RAN_IN_WAVE = "already-ran-in-wave"  # a cycle: the wave never re-enters a task
+    HELD = "held"  # a wave's circuit breaker held the rest of the wave
     IGNORED = "ignored"
     REJECTED = "rejected"
     # The poller could not read a base (credentials refused, not found, unreachable): recorded when
@@ -68,6 +82,8 @@ class EventSource(StrEnum):
 
     EVENTGRID = "eventgrid"
     DISTRIBUTION = "distribution"
+    WAVE = "wave"  # the service's own decisions about a wave (its circuit breaker)
+    REBUILD = "rebuild"  # `basetrigger base rebuild`: asked for by a person
     POLL = "poll"  # the poller saw a base's digest change
     HARBOR = "harbor"
     DOCKERHUB = "dockerhub"

@@ -31,6 +31,7 @@ from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository
 from shared.service_layer.runs import RunLauncher
+from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ class DispatchIncomplete(RuntimeError):
 
 
 def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
-             pending_is_queued: bool, producer_task: str | None = None) -> tuple[Outcome, str]:
+             pending_is_queued: bool, producer_task: str | None = None,
+             rebuild: bool = False) -> tuple[Outcome, str]:
     """The outcome for one dependent task, from its index row (rules 1-7 above).
 
     `producer_task` is the task whose run pushed this image, when the push is a run's output.
+    `rebuild` (`base rebuild`) skips the digest rules 4-6: everything built FROM it rebuilds.
     """
     if not row.trigger_enabled:
         return Outcome.TRIGGER_DISABLED, "the task's base image trigger is disabled"
@@ -67,6 +70,8 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
                 "the base is used only in a build stage and the trigger type is Runtime")
     if row.task == producer_task or is_own_output(row.images, pushed, registry):
         return Outcome.OWN_OUTPUT, "the push is this task's own output image"
+    if rebuild:
+        return Outcome.QUEUED, "a rebuild of everything built FROM the base was asked for"
     if row.built_digest == digest:
         return Outcome.DIGEST_UNCHANGED, f"the task last built on {digest}"
     if row.triggered_digest == digest:
@@ -79,7 +84,8 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
 
 class Dispatcher:
     def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
-                 launcher: RunLauncher):
+                 launcher: RunLauncher, waves: WaveCoordinator):
+        self.waves = waves
         self.index = index
         self.runs = runs
         self.decisions = decisions
@@ -99,6 +105,14 @@ class Dispatcher:
             # The events already handled are recognised by their ids when the batch comes again.
             raise DispatchIncomplete(f"{failed} event(s) could not be dispatched; deliver again")
         return decisions
+
+    def rebuild(self, event: ImagePushed) -> Decision:
+        """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
+        self.decisions.begin(event.event_id)
+        rows = self.index.dependents(event.reference)
+        decision = self._dispatch(event, event.reference, rows, None, rebuild=True)
+        self.decisions.record(decision)
+        return decision
 
     def handle(self, event: ImagePushed | Ignored) -> Decision:
         """The decision on one event, taken once per event id: a redelivery gets the first one, and
@@ -156,7 +170,7 @@ class Dispatcher:
         return Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
-                  producer: Run | None) -> Decision:
+                  producer: Run | None, rebuild: bool = False) -> Decision:
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
         if producer and producer.output_digest not in (None, event.digest):
@@ -168,10 +182,14 @@ class Dispatcher:
                                 image=pushed, digest=event.digest, runs=[producer.run_id])
             return Decision(event.event_id, event.source, Outcome.NO_DEPENDENTS,
                             f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
+        if producer and producer.wave_id and producer.task:
+            return self._in_wave(event, pushed, rows, producer)
         producer_task = producer.task if producer else None
 
         details: list[TaskDecision] = []
         runs: list[Run] = []
+        won: list[DependencyRow] = []
+        recovered: list[Run] = []
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
@@ -181,7 +199,7 @@ class Dispatcher:
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
                 outcome, reason = classify(row, digest, pushed, self.launcher.registry,
-                                           pending == Pending.QUEUED, producer_task)
+                                           pending == Pending.QUEUED, producer_task, rebuild)
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
                     continue
@@ -190,13 +208,13 @@ class Dispatcher:
                 # it again once the queue is empty.
                 if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:
                     # Claimed, but the run was never recorded: record it now, under its id.
-                    runs.append(self._new_run(event, pushed, row, row.pending_run_id))
+                    recovered.append(self._new_run(event, pushed, row, row.pending_run_id))
                     reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
                 if outcome == Outcome.COALESCED and not self.index.coalesce(row, digest):
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
-            todo = self._claim_new_runs(event, pushed, fresh, runs, details)
+            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details)
             if not todo:
                 break
             todo = self.index.reread(todo)
@@ -204,7 +222,14 @@ class Dispatcher:
             details.append(TaskDecision(row.task, Outcome.ALREADY_TRIGGERED,
                                         "concurrent dispatch kept winning"))
 
-        self.launcher.launch(runs)
+        self.launcher.launch(recovered)
+        wave_note = ""
+        if runs:
+            wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
+                                                {run.task: run for run in runs if run.task}, won)
+            wave_note = f"; wave {wave.wave_id}: {len(everything)} run(s) in {wave.levels} level(s)"
+            runs = everything
+        runs = recovered + runs
         counts = Counter(t.outcome for t in details)
         if runs:
             outcome = Outcome.QUEUED
@@ -212,16 +237,55 @@ class Dispatcher:
             outcome = details[0].outcome if len(counts) == 1 else Outcome.NOT_QUEUED
         summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
         return Decision(event.event_id, event.source, outcome,
-                        f"{len(details)} dependent task(s) of {pushed}: {summary}",
+                        f"{len(details)} dependent task(s) of {pushed}: {summary}{wave_note}",
                         image=pushed, digest=event.digest,
                         runs=[run.run_id for run in runs], tasks=details)
+
+    def _in_wave(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], producer: Run) -> Decision:
+        """A push by a run of a wave: its dependents build in that wave, once; never again."""
+        assert producer.wave_id and producer.task
+        wave_id = producer.wave_id
+        source = self.waves.waves.member(wave_id, producer.task)
+        details: list[TaskDecision] = []
+        runs: list[str] = []
+        for row in rows:
+            outcome, reason = classify(row, event.digest, pushed, self.launcher.registry, False,
+                                       producer.task)
+            if outcome not in (Outcome.QUEUED, Outcome.ALREADY_TRIGGERED, Outcome.COALESCED):
+                details.append(TaskDecision(row.task, outcome, reason))
+                continue
+            member = self.waves.waves.member(wave_id, row.task)
+            if member is None:
+                run = self.waves.join(wave_id, source, row, f"{pushed}@{event.digest} (wave {wave_id})")
+                if run is not None:
+                    runs.append(run.run_id)
+                    details.append(TaskDecision(row.task, Outcome.QUEUED,
+                                                f"joins wave {wave_id} as run {run.run_id}", run.run_id))
+                    continue
+                member = self.waves.waves.member(wave_id, row.task)
+            if member is not None and member.outcome is None:
+                details.append(TaskDecision(row.task, Outcome.IN_WAVE,
+                                            f"builds once in wave {wave_id} (run {member.run_id}), "
+                                            "when all its bases in the wave are built", member.run_id))
+            else:
+                ran = f" (run {member.run_id}, {member.outcome})" if member else ""
+                details.append(TaskDecision(row.task, Outcome.ALREADY_RAN_IN_WAVE,
+                                            f"already ran in wave {wave_id}{ran}: a cycle through "
+                                            f"{producer.task}; the wave never re-enters a task",
+                                            member.run_id if member else None))
+        counts = Counter(t.outcome for t in details)
+        outcome = Outcome.QUEUED if runs else (details[0].outcome if len(counts) == 1 else Outcome.NOT_QUEUED)
+        summary = ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
+        return Decision(event.event_id, event.source, outcome,
+                        f"pushed by run {producer.run_id} of wave {wave_id}; {len(details)} dependent "
+                        f"task(s): {summary}", image=pushed, digest=event.digest, runs=runs, tasks=details)
 
     def _new_run(self, event: ImagePushed, pushed: str, row: DependencyRow, run_id: str) -> Run:
         return self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
                                      cause=f"{pushed}@{event.digest}", event_id=event.event_id)
 
-    def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
-                        runs: list[Run], details: list[TaskDecision]) -> list[DependencyRow]:
+    def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
+                        won_rows: list[DependencyRow], details: list[TaskDecision]) -> list[DependencyRow]:
         """Allocate ids, plan the runs, claim the rows. Returns the rows that lost a race."""
         if not rows:
             return []
@@ -236,6 +300,7 @@ class Dispatcher:
             row.pending_run_id = run_id
             row.triggered_digest = event.digest_for(row.platform)
         won, lost = self.index.claim([row for row in rows if row.task in planned])
+        won_rows.extend(won)
         for row in won:
             run = planned[row.task]
             runs.append(run)

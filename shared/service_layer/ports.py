@@ -20,6 +20,7 @@ from shared.domain.manifests import ManifestInfo
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus
+from shared.domain.waves import Member, Wave
 
 
 class RunRepository(Protocol):
@@ -87,6 +88,55 @@ class DependencyTable(Protocol):
 
     def update_if_unchanged(self, row: DependencyRow) -> bool:
         """Write one row's dispatch state unless it changed since it was read."""
+
+
+class WaveRepository(Protocol):
+    def allocate(self) -> str:
+        """A new, never reused wave id (`w1`, `w2`, …)."""
+
+    def create(self, wave: Wave, members: list[Member]) -> None:
+        """The wave, its members, and the ready marks of members that wait for nothing."""
+
+    def get(self, wave_id: str) -> tuple[Wave, str]:
+        """The wave and its etag; WaveNotFound if there is none."""
+
+    def save(self, wave: Wave, etag: str) -> str:
+        """Write the wave if unchanged since read (else WaveConflict)."""
+
+    def newest(self, top: int = 15, after: str | None = None) -> tuple[list[Wave], str | None]: ...
+
+    def active(self) -> list[Wave]:
+        """Waves whose runs may still be released (Active)."""
+
+    def members(self, wave_id: str) -> list[Member]: ...
+
+    def member(self, wave_id: str, task: str) -> Member | None: ...
+
+    def add_member(self, member: Member) -> bool:
+        """Add a member found after the plan (False if the task is a member already)."""
+
+    def save_member(self, member: Member) -> bool:
+        """Write the member if unchanged since read (its etag); False if it changed."""
+
+    def mark_ready(self, member: Member) -> None:
+        """List the member among the wave's runs ready to release (idempotent)."""
+
+    def ready(self, wave_id: str, limit: int) -> list[Member]:
+        """Ready, unreleased members: lowest level first, then oldest run."""
+
+    def unmark_ready(self, member: Member) -> None: ...
+
+
+class Slots(Protocol):
+    """Places for running builds: taking one is atomic, so a cap holds under any concurrency."""
+
+    def take(self, scope: str, cap: int, run_id: str) -> bool:
+        """One of `cap` places of `scope` for `run_id` (idempotent per run); False when all are taken."""
+
+    def give_back(self, scope: str, run_id: str) -> None: ...
+
+    def holders(self, scope: str) -> list[str]:
+        """The run ids holding places of `scope`."""
 
 
 class DecisionLog(Protocol):

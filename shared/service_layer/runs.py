@@ -62,7 +62,8 @@ class RunLauncher:
         return Run(run_id=run_id, status=RunStatus.QUEUED, trigger=trigger, output_images=outputs, **fields)
 
     def launch(self, runs: list[Run]) -> None:
-        """Record the runs, then queue a message for each (a worker must find its run recorded)."""
+        """Record the runs, then queue a message for each released one (a worker must find its run
+        recorded; a wave's runs wait for their release)."""
         batches = [runs[i : i + RUNS_PER_BATCH] for i in range(0, len(runs), RUNS_PER_BATCH)]
         list(self._pool.map(self._record_and_send, batches))
 
@@ -73,4 +74,4 @@ class RunLauncher:
 
     def _record_and_send(self, batch: list[Run]) -> None:
         self.runs.create_many(batch)
-        self.queue.send([run.run_id for run in batch])
+        self.queue.send([run.run_id for run in batch if run.released])

@@ -8,11 +8,13 @@ import uuid
 from dataclasses import replace
 
 from shared.domain.builds import BuildSpec, Source, UnpackLimits, check_archive
+from shared.domain.dependencies import DependencyRow
 from shared.domain.runs import Run, RunNotCancelable
 from shared.domain.tasks import TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import RunRepository, Sources, TaskRepository
 from shared.service_layer.runs import RunLauncher, transition
+from shared.service_layer.waves import WaveCoordinator
 
 # Uploaded contexts larger than this are refused (the API's body limit is a little above it).
 MAX_CONTEXT_BYTES = 50 * 1024 * 1024
@@ -20,7 +22,8 @@ MAX_CONTEXT_BYTES = 50 * 1024 * 1024
 
 class Scheduler:
     def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
-                 unpack_limits: UnpackLimits):
+                 unpack_limits: UnpackLimits, waves: WaveCoordinator):
+        self.waves = waves
         self.unpack_limits = unpack_limits
         self.tasks = tasks
         self.runs = runs
@@ -32,7 +35,11 @@ class Scheduler:
         task = self.tasks.get(name)
         (run_id,) = self.launcher.allocate(1)
         run = self.launcher.new_run(run_id, Trigger.MANUAL, task.images, task=task.name, force=force)
-        self.launcher.launch([run])
+        # A wave of its own: it starts at once (no cap), and what is built on its output follows
+        # in order, once, within the caps.
+        as_root = DependencyRow(base="", task=task.name, runtime=True, trigger_enabled=True,
+                                trigger_type=task.trigger_type, images=list(task.images))
+        self.waves.start(f"manual run {run_id}", None, {task.name: run}, [as_root], released=[run_id])
         return run
 
     def quick_build(self, image_templates: list[str], context_b64: str, dockerfile: str = "Dockerfile",
@@ -68,4 +75,6 @@ class Scheduler:
             return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), started_at=started,
                            reason="canceled by request")
 
-        return transition(self.runs, run_id, cancel)
+        canceled = transition(self.runs, run_id, cancel)
+        self.waves.run_finished(canceled)  # what was to be built on it in its wave is not built
+        return canceled

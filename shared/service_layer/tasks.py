@@ -20,6 +20,7 @@ from shared.domain.tasks import (
     compute_dependencies,
 )
 from shared.domain.vocabulary import utc_now
+from shared.domain.waves import find_cycle, spell_cycle
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import Registry, Sources, TaskRepository
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
@@ -27,7 +28,9 @@ from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 class TaskService:
     def __init__(self, store: TaskRepository, index: DependencyIndex, registry: Registry, sources: Sources,
-                 work_dir: str, allow_local_contexts: bool = True):
+                 work_dir: str, allow_local_contexts: bool = True, default_registry: str | None = None):
+        # Where image names without a registry host go (to know which images a task pushes).
+        self.default_registry = default_registry
         self.store = store
         self.index = index
         self.registry = registry
@@ -69,6 +72,7 @@ class TaskService:
         task.validate()
         self._place_context(task, context_archive)
         task.dependencies = self.discover(task)
+        self._refuse_cycles(task)
         self.store.create(task)
         self.index.sync_task(task, previous=[])
         return task
@@ -84,9 +88,17 @@ class TaskService:
         updated.validate()
         self._place_context(updated, context_archive)
         updated.dependencies = self.discover(updated)
+        self._refuse_cycles(updated)
         self.store.save(updated)
         self.index.sync_task(updated, previous=current.dependencies)
         return updated
+
+    def _refuse_cycles(self, task: Task) -> None:
+        """A task built FROM what it (through other tasks) pushes would rebuild forever."""
+        others = [t for t in self.store.all() if t.name != task.name]
+        cycle = find_cycle(task, others, self.default_registry)
+        if cycle:
+            raise TaskError(f"the task would close a cycle: {spell_cycle(cycle)}")
 
     def _place_context(self, task: Task, context_archive: str | None) -> None:
         """Where a directory context's files come from: the directory itself where this builder can

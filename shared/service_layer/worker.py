@@ -32,6 +32,7 @@ from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import BuilderFactory, RunLogs, RunRepository, Sources
 from shared.service_layer.runs import RunLauncher, transition
 from shared.service_layer.tasks import TaskService
+from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ def heartbeat_is_fresh(run: Run) -> bool:
 
 class Worker:
     def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
-                 builder: BuilderFactory, sources: Sources, launcher: RunLauncher, work_dir: str,
-                 timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+                 builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
+                 work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.waves = waves
         self.runs = runs
         self.tasks = tasks
         self.index = index
@@ -126,6 +128,9 @@ class Worker:
             raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
             stop.set()
+        # Its wave learns how it ended: what waited on it may start (housekeeping redoes this
+        # after a crash here).
+        self.waves.run_finished(finished)
         return finished
 
     def _release(self, run: Run, reason: str) -> None:
@@ -234,7 +239,10 @@ class Worker:
             run = transition(self.runs, run_id, fail)
         except RunNotFound:
             return None
-        return run if run.status == RunStatus.FAILED and run.reason == reason else None
+        if run.status == RunStatus.FAILED and run.reason == reason:
+            self.waves.run_finished(run)
+            return run
+        return None
 
     def sweep(self) -> list[str]:
         """Housekeeping: fail runs whose worker went silent, re-send runs that wait too long."""
@@ -244,10 +252,12 @@ class Worker:
             if utc_now() - last_sign > ABANDONED_AFTER:
                 if self.fail_abandoned(run.run_id, "the worker stopped reporting") is not None:
                     failed.append(run.run_id)
-        # Queued runs while the queue is empty have lost their message (a send that failed after
-        # the run was recorded). Only then: a long backlog is not re-sent over and over.
+        # Released Queued runs while the queue is empty have lost their message (a send that failed
+        # after the run was recorded). Only then: a long backlog is not re-sent over and over. (A
+        # wave's unreleased runs have no message on purpose.)
         if self.launcher.queue.is_empty():
             stale = [run.run_id for run in self.runs.in_status(RunStatus.QUEUED)
-                     if utc_now() - run.created_at > ABANDONED_AFTER]
+                     if run.released and utc_now() - run.created_at > ABANDONED_AFTER]
             self.launcher.requeue(stale)
+        self.waves.reconcile()
         return failed

@@ -103,7 +103,9 @@ def test_two_level_chain_rebuilds_both_levels(stack, names, tmp_path):
     assert mid_run.status == RunStatus.SUCCEEDED, mid_run.reason
     app_run = wait_for_run(stack, app_task.name, after=before)
     assert (app_run.status, app_run.trigger) == (RunStatus.SUCCEEDED, Trigger.IMAGE_UPDATE), app_run.reason
-    assert app_run.cause.startswith(f"{mid}@")
+    # One wave, planned at the base push: app waited for mid, then built once, on the new mid.
+    assert app_run.wave_id is not None and app_run.wave_id == mid_run.wave_id
+    assert app_run.started_at >= mid_run.finished_at
     assert read_file(app_run.output_images[0], "/app-base-version").strip() == "two"
 
 

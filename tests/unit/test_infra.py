@@ -78,6 +78,10 @@ NOT_SET_IN_AZURE = {
     # those webhooks are used; without them their routes accept nothing.
     "BASETRIGGER_HARBOR_AUTH",
     "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
+    "BASETRIGGER_MAX_RUNNING",
+    "BASETRIGGER_WAVE_MAX_RUNNING",
+    "BASETRIGGER_WAVE_BREAKER_FAILURES",
+    "BASETRIGGER_WAVE_BREAKER_SHARE",
 }
 # Settings the Bicep sets that the Functions host reads, not basetrigger's code.
 READ_BY_THE_HOST = {

@@ -1,0 +1,230 @@
+"""Waves on in-memory fakes: order, coalescing, cycles, caps, the circuit breaker, operator commands.
+
+Builds are simulated: a test plays the worker (runs whatever has a queue message) and the registry
+(each successful run "pushes" its fixed-tag outputs through the dispatcher, as the webhook would).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.domain.builds import BuildResult
+from shared.domain.events import ImagePushed
+from shared.domain.tasks import Dependency, Task, TaskError
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, WaveState
+from shared.domain.waves import Brakes
+from tests.fakes import FakeApp
+
+REGISTRY = "localhost:5000"
+DIGEST = "sha256:" + "1" * 64
+
+
+def ref(name: str) -> str:
+    return f"{REGISTRY}/{name}:latest"
+
+
+def add_task(app: FakeApp, name: str, bases: list[str], output: str | None = None) -> Task:
+    task = Task(name=name, images=[output or f"{name}:latest"], context=f"/ctx/{name}",
+                dependencies=[Dependency(ref(b), "sha256:" + "0" * 64, True) for b in bases])
+    app.sources.dockerfiles[task.context] = "".join(f"FROM {ref(b)}\n" for b in bases)
+    app.task_store.create(task)
+    app.index.sync_task(task, previous=[])
+    return task
+
+
+def push(app: FakeApp, name: str, digest: str = DIGEST, n: int = 0):
+    event = ImagePushed(f"push-{name}-{digest[-4:]}-{n}", REGISTRY, name, "latest", digest,
+                        datetime.now(UTC), EventSource.DISTRIBUTION)
+    return app.dispatcher.handle(event)
+
+
+def play(app: FakeApp, fail: set[str] = frozenset(), limit: int = 1000) -> list[str]:
+    """Run every sent message as the worker would, in order; a successful run pushes its output.
+    Returns the tasks in the order they built."""
+    order: list[str] = []
+    done = 0
+    while done < len(app.queue.sent) and limit:
+        limit -= 1
+        run_id = app.queue.sent[done]
+        done += 1
+        run, _ = app.runs.get(run_id)
+        app.builder.result = BuildResult(RunStatus.FAILED if run.task in fail else RunStatus.SUCCEEDED,
+                                         output_digest="sha256:" + f"{done:064x}")
+        finished = app.worker.execute(run_id)
+        if finished is None:
+            continue
+        order.append(run.task or "")
+        if finished.status == RunStatus.SUCCEEDED and run.task:
+            task = app.task_store.get(run.task)
+            for image in task.images:
+                if "{{" not in image:
+                    name = image.rsplit(":", 1)[0]
+                    app.runs.create_many([])  # the push happens after the run recorded its output
+                    push(app, name, finished.output_digest or DIGEST, n=done)
+    return order
+
+
+@pytest.fixture
+def app(tmp_path):
+    return FakeApp(tmp_path, REGISTRY)
+
+
+def test_the_diamond_rebuilds_the_app_once_after_both_mids(app):
+    add_task(app, "mid1", ["base"])
+    add_task(app, "mid2", ["base"])
+    add_task(app, "app", ["mid1", "mid2"])
+    decision = push(app, "base")
+    assert decision.outcome == Outcome.QUEUED and "wave w1: 3 run(s) in 2 level(s)" in decision.reason
+    order = play(app)
+    assert sorted(order[:2]) == ["mid1", "mid2"] and order[2:] == ["app"]
+    app_runs, _ = app.runs.newest(task="app")
+    assert len(app_runs) == 1 and app_runs[0].status == RunStatus.SUCCEEDED
+    wave, _ = app.wave_store.get("w1")
+    assert wave.state == WaveState.DONE and wave.counts == {"Succeeded": 3}
+    in_wave = [t for d in app.decisions.decisions for t in d.tasks if t.outcome == Outcome.IN_WAVE]
+    assert {t.task for t in in_wave} == {"app"}  # the mids' pushes: app builds once, in the wave
+
+
+def test_an_app_from_the_base_and_a_mid_waits_for_the_mid(app):
+    add_task(app, "mid", ["base"])
+    add_task(app, "app", ["base", "mid"])
+    push(app, "base")
+    assert play(app) == ["mid", "app"]
+
+
+def test_a_cycle_formed_outside_the_service_stops_after_one_pass(app):
+    # Created in an order the create-time check cannot see (the index is written directly).
+    add_task(app, "cyca", ["cyc/b"], output="cyc/a:latest")
+    add_task(app, "cycb", ["cyc/a"], output="cyc/b:latest")
+    push(app, "cyc/b")
+    order = play(app)
+    assert order == ["cyca", "cycb"]
+    refused = [t for d in app.decisions.decisions for t in d.tasks
+               if t.outcome == Outcome.ALREADY_RAN_IN_WAVE]
+    assert [t.task for t in refused] == ["cyca"] and "never re-enters" in refused[0].reason
+
+
+def test_a_manual_run_cascades_in_its_own_wave_and_a_cycle_still_stops(app):
+    add_task(app, "cyca", ["cyc/b"], output="cyc/a:latest")
+    add_task(app, "cycb", ["cyc/a"], output="cyc/b:latest")
+    run = app.scheduler.run_task("cyca")
+    assert run.wave_id == "w1" and app.queue.sent == [run.run_id]
+    assert play(app) == ["cyca", "cycb"]
+    assert len(app.runs.all()) == 2
+
+
+def test_caps_hold_and_every_run_of_a_big_wave_still_runs(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=3))
+    for n in range(200):
+        add_task(app, f"app{n:03d}", ["base"], output=f"app{n:03d}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    assert len(app.queue.sent) == 3  # the wave's cap: the rest wait, Queued, with no message
+    assert sum(1 for r in app.runs.all() if r.released) == 3
+    order = play(app)
+    assert len(order) == 200 and app.slots.most_at_once["w1"] <= 3 and app.slots.most_at_once["global"] <= 5
+    assert app.slots.holders("global") == []
+
+
+def test_two_waves_share_the_global_cap(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=4, wave_max_running=3))
+    for n in range(6):
+        add_task(app, f"a{n}", ["base-a"], output=f"a{n}:{{{{.Run.ID}}}}")
+        add_task(app, f"b{n}", ["base-b"], output=f"b{n}:{{{{.Run.ID}}}}")
+    push(app, "base-a")
+    push(app, "base-b")
+    assert len(app.queue.sent) == 4  # 3 of the first wave, 1 of the second: the global cap
+    assert len(play(app)) == 12 and app.slots.most_at_once["global"] <= 4
+
+
+def test_a_manual_run_is_not_stuck_behind_a_full_service(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=1, wave_max_running=1))
+    for n in range(3):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    manual = app.scheduler.run_task("app2")
+    assert manual.run_id in app.queue.sent
+
+
+def test_the_breaker_holds_a_wave_whose_base_is_broken(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2, breaker_first_failures=3))
+    names = [f"app{n}" for n in range(10)]
+    for name in names:
+        add_task(app, name, ["base"], output=f"{name}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    order = play(app, fail=set(names))
+    assert len(order) == 4  # the first three failed: the rest is held, but for one already released
+    wave, _ = app.wave_store.get("w1")
+    assert wave.state == WaveState.HELD and "circuit breaker" in (wave.reason or "")
+    held = [r for r in app.runs.all() if r.status == RunStatus.HELD]
+    assert len(held) == 6
+    assert any(d.outcome == Outcome.HELD for d in app.decisions.decisions)
+
+    app.waves.resume("w1")
+    assert play(app) and all(r.status == RunStatus.SUCCEEDED or r.status == RunStatus.FAILED
+                             for r in app.runs.all())
+    assert app.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_cancel_stops_what_has_not_run(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=1, wave_max_running=1))
+    for n in range(4):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    wave = app.waves.cancel("w1")
+    assert wave.state == WaveState.CANCELED
+    assert all(r.status == RunStatus.CANCELED for r in app.runs.all())
+    assert play(app) == []
+    assert app.slots.holders("global") == []
+
+
+def test_a_failed_mid_cancels_what_was_to_be_built_on_it(app):
+    add_task(app, "mid", ["base"])
+    add_task(app, "app", ["mid"])
+    push(app, "base")
+    assert play(app, fail={"mid"}) == ["mid"]
+    app_run = app.runs.newest(task="app")[0][0]
+    assert app_run.status == RunStatus.CANCELED and "mid" in (app_run.reason or "")
+
+
+def test_housekeeping_notices_a_run_that_ended_unnoticed(app):
+    add_task(app, "mid", ["base"])
+    add_task(app, "app", ["mid"])
+    push(app, "base")
+    mid_run = app.runs.newest(task="mid")[0][0]
+    finished = app.waves.run_finished
+    app.waves.run_finished = lambda run: None  # the worker died right after recording the end
+    app.worker.execute(mid_run.run_id)
+    app.waves.run_finished = finished
+    assert len(app.queue.sent) == 1
+    app.worker.sweep()
+    assert len(app.queue.sent) == 2  # app was released by reconcile
+
+
+def context(app, tmp_path, name: str, base: str) -> str:
+    """A real directory (the service reads it as a context), whose Dockerfile the fake serves."""
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    app.sources.dockerfiles[str(folder)] = f"FROM {ref(base)}\n"
+    return str(folder)
+
+
+def test_a_two_task_cycle_is_refused_at_create_with_the_cycle_spelled_out(app, tmp_path):
+    app.tasks.create(Task(name="cyca", images=["cyc/a:latest"], context=context(app, tmp_path, "a", "cyc/b")))
+    with pytest.raises(TaskError) as refused:
+        app.tasks.create(Task(name="cycb", images=["cyc/b:latest"],
+                              context=context(app, tmp_path, "b", "cyc/a")))
+    assert str(refused.value).endswith(
+        f"cycle: cycb → {ref('cyc/b')} → cyca → {ref('cyc/a')} → cycb")
+    assert [t.name for t in app.task_store.all()] == ["cyca"]
+
+
+def test_an_update_that_would_close_a_cycle_is_refused_and_changes_nothing(app, tmp_path):
+    for name, base, out in (("a", "base", "x/a"), ("b", "x/a", "x/b"), ("c", "x/b", "x/c")):
+        app.tasks.create(Task(name=name, images=[f"{out}:latest"],
+                              context=context(app, tmp_path, name, base)))
+    before = app.task_store.get("a").context
+    with pytest.raises(TaskError, match="a → .*x/a:latest → b → .*x/b:latest → c → .*x/c:latest → a"):
+        app.tasks.update("a", context=context(app, tmp_path, "a2", "x/c"))
+    assert app.task_store.get("a").context == before
