@@ -19,14 +19,16 @@ an event, or before the decisions read).
 Why no rebuild, the first that applies:
 - trigger-disabled            the task's base image trigger is off
 - not-a-runtime-dependency    a build-stage base, and the trigger type is Runtime
+- wave-held                   the task's newest run is Held by its wave's circuit breaker, or waits
+                              in a wave that is Held (`wave resume` or `wave cancel` decides)
 - rebuild-pending             the task's newest run is Queued or Running
 - run-failed                  the run queued for the new digest (or the task's newest run) did not succeed
 - <a decision outcome>        what dispatch decided for the push of the current digest (coalesced,
                               already-triggered, rejected, …) with its reason
 - no-event                    the registry's tag moved but no push event for that digest was recorded
 - base-unreachable            the registry cannot be asked now (then the digest came from events)
-Waves and cycles are not reported here: waves are not built yet, and a cycle rebuilds forever
-rather than never (`base impact` marks cycles).
+Cycles are not reported here: a wave never re-enters a task, so a cycle rebuilds each of its tasks
+once per change rather than never (`base impact` marks cycles).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from shared.domain.decisions import Decision
 from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency
-from shared.domain.vocabulary import TERMINAL, RunStatus, TriggerType, format_time
-from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository
+from shared.domain.vocabulary import TERMINAL, RunStatus, TriggerType, WaveState, format_time
+from shared.domain.waves import Wave, WaveNotFound
+from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository, WaveRepository
 
 # Registry HEADs and table reads in flight at once.
 LOOKUPS_IN_FLIGHT = 8
@@ -54,6 +57,7 @@ HISTORY_PER_BASE = 20
 class Cause(StrEnum):
     TRIGGER_DISABLED = "trigger-disabled"
     NOT_RUNTIME = "not-a-runtime-dependency"
+    WAVE_HELD = "wave-held"
     REBUILD_PENDING = "rebuild-pending"
     RUN_FAILED = "run-failed"
     NO_EVENT = "no-event"
@@ -107,11 +111,14 @@ class StaleEntry:
 
 class StalenessReport:
     def __init__(self, tasks: TaskRepository, runs: RunRepository, decisions: DecisionLog,
-                 registry: Registry):
+                 registry: Registry, waves: WaveRepository | None = None):
         self.tasks = tasks
         self.runs = runs
         self.decisions = decisions
         self.registry = registry
+        # Without it, a run Held by its wave's breaker is still told apart (its own status); with
+        # it, so is a run still Queued in a wave that is Held.
+        self.waves = waves
         self._pool = ThreadPoolExecutor(max_workers=LOOKUPS_IN_FLIGHT, thread_name_prefix="stale")
 
     def report(self) -> tuple[list[StaleEntry], dict[str, int]]:
@@ -155,6 +162,9 @@ class StalenessReport:
         latest = newest[0] if newest else None
         if latest is not None and latest.status not in TERMINAL:
             entry.run_id = latest.run_id
+            held = self._held(latest)
+            if held is not None:
+                return Cause.WAVE_HELD, held
             return Cause.REBUILD_PENDING, f"run {latest.run_id} is {latest.status}"
         push = next((d for d in base.pushes if d.digest == current), None)
         if push is not None:
@@ -176,6 +186,27 @@ class StalenessReport:
             return Cause.NO_EVENT, (f"the tag points at {current}, but no push event for it was recorded "
                                     "(a missed notification; polling is not built yet)")
         return str(push.outcome), push.reason
+
+    def _held(self, run: Run) -> str | None:
+        """Why `run` (not finished) waits on a held wave, or None if it does not. A run its wave
+        released before the hold builds anyway: that is a pending rebuild."""
+        waiting = run.status == RunStatus.QUEUED and not run.released
+        wave = self._wave(run.wave_id) if run.wave_id and waiting else None
+        wave_held = wave is not None and wave.state == WaveState.HELD
+        if run.status != RunStatus.HELD and not wave_held:
+            return None
+        why = (wave.reason if wave is not None and wave_held else None) or run.reason or "no reason recorded"
+        if "wave resume" not in why:
+            why += f"; `basetrigger wave resume {run.wave_id or 'WAVE'}` or `wave cancel` decides"
+        return f"run {run.run_id} is {run.status} in wave {run.wave_id or '?'}, which is held: {why}"
+
+    def _wave(self, wave_id: str) -> Wave | None:
+        if self.waves is None:
+            return None
+        try:
+            return self.waves.get(wave_id)[0]
+        except WaveNotFound:
+            return None
 
     def _run(self, run_id: str) -> Run | None:
         try:

@@ -4,10 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.domain.builds import BuildResult
 from shared.domain.decisions import Decision, TaskDecision
 from shared.domain.events import ImagePushed
+from shared.domain.runs import Run
 from shared.domain.tasks import Dependency, Task, TaskNotFound
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
+from shared.domain.waves import Brakes
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.staleness import Cause, StalenessReport, State
 from tests.fakes import FakeApp
@@ -81,9 +84,10 @@ def test_why_says_when_a_decision_does_not_name_the_task(app):
 
 
 # ---- staleness -------------------------------------------------------------------------------
-def report(app, digests):
+def report(app, digests, waves=None):
     app.registry.digests = dict(digests)
-    entries, checked = StalenessReport(app.task_store, app.runs, app.decisions, app.registry).report()
+    entries, checked = StalenessReport(app.task_store, app.runs, app.decisions, app.registry,
+                                       waves).report()
     return {(e.task, e.base): e for e in entries}, checked
 
 
@@ -142,3 +146,68 @@ def test_an_unreachable_registry_falls_back_to_events_or_says_unknown(app):
     unknown = entries[("lonely", f"{REGISTRY}/lonely:1")]
     assert (unknown.state, unknown.cause) == (State.UNKNOWN, Cause.BASE_UNREACHABLE)
     assert list(entries) == [("app", BASE), ("lonely", f"{REGISTRY}/lonely:1")]  # stale first
+
+
+# ---- staleness: a wave's circuit breaker -----------------------------------------------------
+@pytest.fixture
+def held(tmp_path):
+    """Six tasks on the base; the push starts wave w1 (two builds at a time); the first three builds
+    fail, so the breaker holds the wave: three runs failed, one released before the hold (it builds
+    anyway), two Held."""
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2, breaker_first_failures=3))
+    for n in range(6):
+        add(app, f"app{n}")
+    decision = push(app, D1, 1)
+    assert "wave w1" in decision.reason
+    app.builder.result = BuildResult(RunStatus.FAILED, reason="exit status 1")
+    for _ in range(3):
+        app.worker.execute(app.queue.sent[len([r for r in app.runs.all() if r.finished])])
+    assert app.wave_store.get("w1")[0].state == WaveState.HELD
+    return app
+
+
+def by_status(app) -> dict[RunStatus, list[Run]]:
+    found: dict[RunStatus, list[Run]] = {}
+    for run in app.runs.all():
+        found.setdefault(run.status, []).append(run)
+    return found
+
+
+def test_a_run_held_by_its_wave_breaker_is_wave_held_not_pending(held):
+    runs = by_status(held)
+    assert len(runs[RunStatus.HELD]) == 2 and len(runs[RunStatus.FAILED]) == 3
+    (released,) = runs[RunStatus.QUEUED]  # had its message before the hold: it builds
+    entries, _ = report(held, {BASE: D1}, held.wave_store)
+    causes = {e.run_id: e.cause for e in entries.values()}
+    for run in runs[RunStatus.HELD]:
+        entry = entries[(run.task, BASE)]
+        assert entry.cause == Cause.WAVE_HELD and entry.run_id == run.run_id
+        assert "wave w1" in entry.reason and "circuit breaker" in entry.reason
+        assert "wave resume" in entry.reason
+    assert causes[released.run_id] == Cause.REBUILD_PENDING
+    assert all(causes[r.run_id] == Cause.RUN_FAILED for r in runs[RunStatus.FAILED])
+    # the run's own status says it, even where the report cannot read waves
+    without, _ = report(held, {BASE: D1})
+    assert {e.cause for e in without.values() if e.run_id in {r.run_id for r in runs[RunStatus.HELD]}} == {
+        Cause.WAVE_HELD}
+
+
+def test_a_run_still_queued_in_a_held_wave_is_wave_held(held):
+    # A run the hold did not reach (say the host stopped half-way through it): Queued, unreleased.
+    run = by_status(held)[RunStatus.HELD][0]
+    stored, etag = held.runs.get(run.run_id)
+    stored.status, stored.reason = RunStatus.QUEUED, None
+    held.runs.save(stored, etag)
+    entries, _ = report(held, {BASE: D1}, held.wave_store)
+    entry = entries[(run.task, BASE)]
+    assert entry.cause == Cause.WAVE_HELD and "circuit breaker" in entry.reason
+    # the wave's state is what says so: without the waves it is only a pending rebuild
+    without, _ = report(held, {BASE: D1})
+    assert without[(run.task, BASE)].cause == Cause.REBUILD_PENDING
+
+
+def test_a_resumed_wave_is_pending_again_not_held(held):
+    held.waves.resume("w1")
+    entries, _ = report(held, {BASE: D1}, held.wave_store)
+    assert Cause.WAVE_HELD not in {e.cause for e in entries.values()}
+    assert sum(1 for e in entries.values() if e.cause == Cause.REBUILD_PENDING) == 3
