@@ -1,0 +1,136 @@
+"""The poller's rules on in-memory ports: one request per base however many tasks share it, a change
+dispatched once (overlapping cycles make the same event), first sight, errors and back-off."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from shared.domain.bases import poll_event_id
+from shared.domain.credentials import RegistryCredential
+from shared.domain.dependencies import DependencyRow
+from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.tasks import Task
+from shared.domain.vocabulary import EventSource, Outcome, TriggerType, Watch
+from shared.domain.watching import PollSettings, parse_watch, schedule_for
+from shared.service_layer.polling import Poller
+from tests.fakes import FakeApp
+
+OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+class Index:
+    def __init__(self, table):
+        self.table = table
+
+    def every_row(self):
+        return list(self.table.rows.values())
+
+
+class Bases:
+    def __init__(self):
+        self.states, self.backoff = {}, {}
+
+    def all(self):
+        return dict(self.states)
+
+    def save_many(self, states):
+        self.states.update({s.base: s for s in states})
+
+    def remove_many(self, bases):
+        for b in bases:
+            self.states.pop(b, None)
+
+    def backoffs(self):
+        return dict(self.backoff)
+
+    def save_backoff(self, b):
+        self.backoff[b.registry] = b
+
+
+class Registry:
+    def __init__(self, digests):
+        self.digests, self.calls = dict(digests), []
+
+    def inspect(self, reference, credentials=(), with_platforms=False):
+        self.calls.append((reference, tuple(credentials)))
+        answer = self.digests[reference]
+        if isinstance(answer, RegistryError):
+            raise answer
+        return ManifestInfo(answer)
+
+
+def setup(tmp_path, digests, tasks=3, base="quay.io/team/base:1", credentials=()):
+    app = FakeApp(tmp_path)
+    for n in range(tasks):
+        app.table.put_task_fields(DependencyRow(base=base, task=f"t{n}", runtime=True, trigger_enabled=True,
+                                                trigger_type=TriggerType.RUNTIME, images=[f"app{n}:v"],
+                                                built_digest=OLD, platform="linux"))
+        app.task_store.tasks[f"t{n}"] = Task(name=f"t{n}", images=[f"app{n}:v"], context="/x",
+                                             credentials=list(credentials))
+    registry, bases = Registry(digests), Bases()
+    poller = Poller(Index(app.table), app.task_store, bases, registry, app.dispatcher, app.decisions,
+                    PollSettings(interval_seconds=60, event_registries=("localhost:5000",)),
+                    clock=lambda: NOW, rng=random.Random(1))
+    return app, poller, registry, bases
+
+
+def test_one_request_per_base_however_many_tasks_and_one_run_each_on_change(tmp_path):
+    base = "quay.io/team/base:1"
+    app, poller, registry, bases = setup(tmp_path, {base: OLD})
+    first = poller.cycle()
+    assert (first.polled, first.requests, first.changed) == (1, 1, 0)  # first sight, as recorded: no event
+    registry.digests[base] = NEW
+    second = poller.cycle()
+    assert (second.requests, second.changed) == (1, 1)
+    (decision,) = second.decisions
+    assert decision.source == EventSource.POLL and decision.outcome == Outcome.QUEUED
+    assert len(decision.runs) == 3
+    assert decision.event_id == poll_event_id(base, OLD, NEW)
+    # An overlapping cycle that read the old state makes the same event: the first decision stands.
+    bases.states[base].digest = OLD
+    again = poller.cycle()
+    assert again.decisions[0].runs == decision.runs and len(app.queue.sent) == 3
+
+
+def test_events_registries_are_not_polled_and_digest_pinned_bases_never(tmp_path):
+    app, poller, registry, _ = setup(tmp_path, {}, base="localhost:5000/base:1")
+    app.table.put_task_fields(DependencyRow(base="quay.io/a@" + OLD, task="t0", runtime=True,
+                                            trigger_enabled=True, trigger_type=TriggerType.RUNTIME))
+    report = poller.cycle()
+    assert (report.bases, report.polled, registry.calls) == (2, 0, [])
+    assert {o.watch for o in poller.overview()} == {Watch.EVENTS}
+
+
+def test_refused_credentials_are_a_decision_that_names_the_task_and_not_the_password(tmp_path):
+    base = "quay.io/team/base:1"
+    wrong = RegistryCredential.create("quay.io", "ci", "hunter2-wrong")
+    refused = RegistryError(Failure.UNAUTHORIZED, "quay.io refused the credentials of user 'ci'")
+    app, poller, registry, bases = setup(tmp_path, {base: refused}, tasks=1, credentials=[wrong])
+    poller.cycle()
+    poller.cycle()  # the same error again is not a new decision
+    errors = [d for d in app.decisions.decisions if d.outcome == Outcome.REGISTRY_ERROR]
+    assert len(errors) == 1 and "t0" in errors[0].reason and "hunter2" not in errors[0].reason
+    assert bases.states[base].error and bases.states[base].digest is None
+
+
+def test_a_rate_limited_registry_is_backed_off_for_retry_after_and_its_other_bases_wait(tmp_path):
+    limited = RegistryError(Failure.RATE_LIMITED, "quay.io asks to slow down (429)", retry_after=600)
+    app, poller, registry, bases = setup(tmp_path, {"quay.io/team/base:1": limited})
+    app.table.put_task_fields(DependencyRow(base="quay.io/team/base:2", task="t0", runtime=True,
+                                            trigger_enabled=True, trigger_type=TriggerType.RUNTIME))
+    registry.digests["quay.io/team/base:2"] = OLD
+    report = poller.cycle()
+    assert report.requests == 1 and report.failed == 2  # the second base waits for the registry
+    backoff = bases.backoff["quay.io"]
+    assert backoff.failures == 1 and 480 <= (backoff.until - NOW).total_seconds() <= 720  # ±20 % jitter
+    assert poller.cycle().requests == 0  # still backing off
+
+
+def test_watch_rules_and_schedules():
+    rules = parse_watch("*.azurecr.io=both, quay.io=events")
+    settings = PollSettings(rules=rules, event_registries=("localhost:5000",))
+    assert settings.mode("x.azurecr.io") == Watch.BOTH and settings.mode("quay.io") == Watch.EVENTS
+    assert settings.mode("localhost:5000") == Watch.EVENTS and settings.mode("docker.io") == Watch.POLL
+    assert schedule_for(300) == "0 */5 * * * *" and schedule_for(2) == "*/2 * * * * *"
