@@ -295,14 +295,9 @@ class FakeBuilder:
 class FakeWaveRepository:
     def __init__(self, run_ids: RunIds):
         self.run_ids = run_ids
-        self.counter = 0
         self.waves: dict[str, tuple[Wave, int]] = {}
         self.member_rows: dict[tuple[str, str], tuple[Member, int]] = {}
         self.ready_marks: dict[str, set[str]] = {}
-
-    def allocate(self) -> str:
-        self.counter += 1
-        return f"w{self.counter}"
 
     def create(self, wave: Wave, members: list[Member]) -> None:
         for member in members:

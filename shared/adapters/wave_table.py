@@ -14,7 +14,7 @@ taken place, created only if absent: two releases can never take the same place.
 from __future__ import annotations
 
 import json
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.core import MatchConditions
@@ -25,7 +25,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.adapters.storage import MAX_BATCH, Storage, chunks
+from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks
 from shared.domain.runs import RunIds
 from shared.domain.vocabulary import WaveState
 from shared.domain.waves import SCHEMA_VERSION, Member, Wave, WaveConflict, WaveNotFound
@@ -39,40 +39,14 @@ class TableWaveRepository:
         self.storage = storage
         self.ids = RunIds("w")
         self.run_ids = run_ids
-        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=TRANSACTIONS_IN_FLIGHT, thread_name_prefix="wave")
 
     @property
     def table(self) -> TableClient:
         return self.storage.table("waves")
 
-    @property
-    def counters(self) -> TableClient:
-        return self.storage.table("counters")
-
     def _key(self, wave_id: str) -> str:
         return f"w|{self.ids.inverted(wave_id)}"
-
-    def allocate(self) -> str:
-        with self._lock:
-            while True:
-                try:
-                    entity = self.counters.get_entity("counter", "waves")
-                except ResourceNotFoundError:
-                    try:
-                        self.counters.create_entity(
-                            {"PartitionKey": "counter", "RowKey": "waves", "Value": 1})
-                        return self.ids.format(1)
-                    except ResourceExistsError:
-                        continue
-                value = int(entity["Value"]) + 1
-                try:
-                    self.counters.update_entity(
-                        {"PartitionKey": "counter", "RowKey": "waves", "Value": value},
-                        mode=UpdateMode.REPLACE, etag=entity.metadata["etag"],
-                        match_condition=MatchConditions.IfNotModified)
-                    return self.ids.format(value)
-                except ResourceModifiedError:
-                    continue
 
     # ---- waves -----------------------------------------------------------------------------
     def _wave_entity(self, wave: Wave) -> dict[str, Any]:
@@ -93,8 +67,8 @@ class TableWaveRepository:
             if member.ready and not member.released:
                 operations.append(("upsert", {"PartitionKey": wave.wave_id, "RowKey": self._ready_key(member),
                                               "Task": member.task}))
-        for batch in chunks(operations, MAX_BATCH):
-            self.table.submit_transaction(batch)
+        # Transactions of one big wave overlap, as a fan-out's run writes do.
+        list(self._pool.map(self.table.submit_transaction, chunks(operations, MAX_BATCH)))
         self.table.upsert_entity(self._wave_entity(wave))  # last: a listed wave has its members
 
     def get(self, wave_id: str) -> tuple[Wave, str]:

@@ -91,9 +91,6 @@ class DependencyTable(Protocol):
 
 
 class WaveRepository(Protocol):
-    def allocate(self) -> str:
-        """A new, never reused wave id (`w1`, `w2`, …)."""
-
     def create(self, wave: Wave, members: list[Member]) -> None:
         """The wave, its members, and the ready marks of members that wait for nothing."""
 

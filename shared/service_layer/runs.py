@@ -67,6 +67,11 @@ class RunLauncher:
         batches = [runs[i : i + RUNS_PER_BATCH] for i in range(0, len(runs), RUNS_PER_BATCH)]
         list(self._pool.map(self._record_and_send, batches))
 
+    def record(self, runs: list[Run]) -> None:
+        """Record runs without sending anything (a wave's runs are released afterwards)."""
+        batches = [runs[i : i + RUNS_PER_BATCH] for i in range(0, len(runs), RUNS_PER_BATCH)]
+        list(self._pool.map(self.runs.create_many, batches))
+
     def requeue(self, run_ids: list[str]) -> None:
         """Send messages again for recorded runs that may have lost theirs."""
         if run_ids:

@@ -69,7 +69,8 @@ class WaveCoordinator:
         deeper members get runs of their own; all are recorded, then the ready ones released.
         `released` names runs that start at once, outside the caps (a manual run)."""
         wave_plan = self.plan(rows)
-        wave_id = self.waves.allocate()
+        # Named after its first run (unique: a run belongs to one wave), so no counter is written.
+        wave_id = "w" + str(min(self.runs.ids.counter(run.run_id) for run in first.values()))
         deeper = [task for task in wave_plan.members if task not in first]
         runs = dict(first)
         for task, run_id in zip(deeper, self.launcher.allocate(len(deeper)), strict=True):
@@ -77,6 +78,12 @@ class WaveCoordinator:
             runs[task] = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=task,
                                                cause=f"{root} (wave {wave_id})")
         at_once = set(released)
+        # The first members released now, within the caps: their runs are recorded released and
+        # their messages go out with them (no transition, no ready mark for them).
+        first_ready = sorted(
+            (t for t, p in wave_plan.members.items() if not p.waits_for and runs[t].run_id not in at_once),
+            key=lambda t: (wave_plan.members[t].level, self.runs.ids.counter(runs[t].run_id)))
+        at_once |= self._take_slots(wave_id, [runs[t].run_id for t in first_ready])
         members = []
         for task, planned in wave_plan.members.items():
             run = runs[task]
@@ -87,10 +94,25 @@ class WaveCoordinator:
         wave = Wave(wave_id, root, event_id, levels=wave_plan.levels, counts=dict(counts))
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
-        self.waves.create(wave, members)
-        self.launcher.launch(list(runs.values()))  # sends messages only for runs released at once
-        self.release(wave_id)
+        # The wave's rows and the runs go to different tables: written side by side. The wave is
+        # complete before any released run can finish (a worker must find its member to report to).
+        writing = self._readers.submit(self.waves.create, wave, members)
+        self.launcher.record(list(runs.values()))
+        writing.result()
+        self.launcher.queue.send([run.run_id for run in runs.values() if run.run_id in at_once])
         return wave, list(runs.values())
+
+    def _take_slots(self, wave_id: str, run_ids: list[str]) -> set[str]:
+        """Places for the first runs of a new wave, as many as both caps allow."""
+        taken: set[str] = set()
+        for run_id in run_ids[: self.brakes.wave_max_running]:
+            if not self.slots.take(GLOBAL, self.brakes.max_running, run_id):
+                break
+            if not self.slots.take(wave_id, self.brakes.wave_max_running, run_id):
+                self.slots.give_back(GLOBAL, run_id)
+                break
+            taken.add(run_id)
+        return taken
 
     def join(self, wave_id: str, producer: Member | None, row: DependencyRow, cause: str) -> Run | None:
         """A task the plan did not foresee, built FROM a member's push: it joins, ready at once (the
