@@ -11,6 +11,7 @@ const TERMINAL = new Set(["Succeeded", "Failed", "Canceled", "Error", "Timeout"]
 const RUNS_EVERY_MS = 2000;
 const LOG_EVERY_MS = 1000;
 const GRAPH_EVERY_MS = 3000;
+const WAVES_EVERY_MS = 2000;
 const $ = (selector) => document.querySelector(selector);
 
 let key = sessionStorage.getItem("bt-key") || "";
@@ -24,14 +25,14 @@ function setStatus(text, isError = false) {
   el.classList.toggle("error", isError);
 }
 
-async function api(path, params = {}) {
+async function api(path, params = {}, method = "GET") {
   const url = new URL(path, API);
   for (const [name, value] of Object.entries(params)) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
   }
   const headers = { accept: "application/json" };
   if (key) headers["x-functions-key"] = key;
-  const response = await fetch(url, { headers, cache: "no-store" });
+  const response = await fetch(url, { method, headers, cache: "no-store" });
   if (response.status === 401) {
     setStatus(key ? "The function key was refused (HTTP 401): enter the right key above."
                   : "No function key: the API answered HTTP 401. Enter the key above, or open this page as …/dashboard/#key=KEY.",
@@ -70,6 +71,11 @@ const badge = (status) => el("span", { class: `badge s-${status || "none"}`, tex
 
 function shortDigest(digest) {
   return digest ? digest.replace(/^(sha256:)?([0-9a-f]{12})[0-9a-f]+$/, "$2…") : "—";
+}
+
+// `<base>@sha256:<64 hex>` (what started a wave) with its digest cut short; other roots as they are.
+function shortRoot(root) {
+  return (root || "").replace(/@sha256:([0-9a-f]{12})[0-9a-f]{52}$/, "@$1…");
 }
 
 function formatTime(iso) {
@@ -186,7 +192,7 @@ const detail = {
     this.offset = 0;
     $("#run-log").textContent = "";
     $("#run-detail").hidden = false;
-    $(".split").classList.add("open");
+    $("#view-runs .split").classList.add("open");
     $("#run-title").textContent = `Run ${runId}`;
     for (const row of document.querySelectorAll("#runs tr[data-run-id]")) {
       row.classList.toggle("selected", row.dataset.runId === runId);
@@ -199,7 +205,7 @@ const detail = {
     const runId = this.runId;
     this.runId = null;
     $("#run-detail").hidden = true;
-    $(".split").classList.remove("open");
+    $("#view-runs .split").classList.remove("open");
     document.querySelector(`#runs tr[data-run-id="${CSS.escape(runId || "")}"] button`)?.focus();
   },
   facts(run) {
@@ -208,6 +214,10 @@ const detail = {
       ["Duration", formatDuration(run.duration_seconds)], ["Images", (run.output_images || []).join(", ") || "—"],
       ["Digest", run.output_digest || "—"]];
     if (run.reason) items.push(["Reason", run.reason]);
+    if (run.wave_id) {
+      items.push(["Wave", el("button", { class: "link mono", type: "button", text: run.wave_id,
+        "aria-label": `Open wave ${run.wave_id}`, onclick: () => { showTab("waves"); waveDetail.open(run.wave_id); } })]);
+    }
     $("#run-facts").replaceChildren(...items.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", {}, value)]));
   },
   async follow(runId) {
@@ -253,6 +263,7 @@ function fit(text, chars = 32) {
 const graph = {
   timer: null,
   focusImage: "",
+  waveId: "", // a wave chosen in the Waves tab; "" follows the newest wave in progress
   statuses: new Map(),
   enter() { this.load(); },
   leave() { clearTimeout(this.timer); this.timer = null; },
@@ -278,24 +289,61 @@ const graph = {
       reportError(error);
     }
   },
+  // The wave whose members are drawn by their status in it: the one chosen, else the newest that
+  // is still in progress (Active or Held); null when there is none.
+  async wave() {
+    if (this.waveId) return getJson(`waves/${encodeURIComponent(this.waveId)}`);
+    const page = await getJson("waves", { top: 15 });
+    const current = page.waves.find((w) => w.state === "Active" || w.state === "Held");
+    return current ? getJson(`waves/${encodeURIComponent(current.wave_id)}`) : null;
+  },
   async colour() {
     clearTimeout(this.timer);
     try {
-      const page = await getJson("runs", { top: 200 });
+      const [page, wave] = await Promise.all([getJson("runs", { top: 200 }), this.wave()]);
       this.statuses = new Map();
-      for (const run of page.runs) if (run.task && !this.statuses.has(run.task)) this.statuses.set(run.task, run);
+      const live = new Map();
+      for (const run of page.runs) {
+        live.set(run.run_id, run.status);
+        if (run.task && !this.statuses.has(run.task)) this.statuses.set(run.task, run);
+      }
+      const members = new Map((wave?.members || []).map((m) => [m.task, m]));
       for (const node of document.querySelectorAll("#graph g.node.task")) {
+        const member = members.get(node.dataset.task);
         const run = this.statuses.get(node.dataset.task);
-        const status = run ? run.status : "none";
+        let status = run ? run.status : "none";
+        let text = run ? `${run.run_id} ${run.status}` : "no recent run";
+        if (member) {
+          status = memberStatus(member, wave, live);
+          text = `${member.run_id} ${status} in wave ${wave.wave_id} (level ${member.level})`;
+          node.dataset.wave = wave.wave_id;
+        } else {
+          delete node.dataset.wave;
+        }
+        node.classList.toggle("in-wave", Boolean(member));
         node.dataset.status = status;
         node.querySelector("rect").setAttribute("class", `fill-${status}`);
-        node.querySelector("title").textContent = `${node.dataset.task}: ${run ? `${run.run_id} ${run.status}` : "no recent run"}` +
+        node.querySelector("title").textContent = `${node.dataset.task}: ${text}` +
           (node.dataset.note ? ` — ${node.dataset.note}` : "");
       }
+      this.describeWave(wave, members);
     } catch (error) {
       reportError(error);
     }
     if (current === "graph" && !document.hidden) this.timer = setTimeout(() => this.colour(), GRAPH_EVERY_MS);
+  },
+  describeWave(wave, members) {
+    const line = $("#graph-wave");
+    $("#graph-wave-follow").hidden = !this.waveId;
+    if (!wave) {
+      line.textContent = "No wave in progress: tasks have the colour of their newest run.";
+      return;
+    }
+    const shown = [...document.querySelectorAll("#graph g.node.task.in-wave")].length;
+    const ended = wave.members.filter((m) => m.outcome).length;
+    line.textContent = `${this.waveId ? "Wave" : "Newest wave in progress:"} ${wave.wave_id} (${wave.state}, ` +
+      `${ended} of ${members.size} ended, from ${shortRoot(wave.root)}): ${shown} of its task(s) drawn here with a thick ` +
+      "border and the colour of their run in it; other tasks have the colour of their newest run.";
   },
   draw(model) {
     const { nodes, edges } = model;
@@ -453,6 +501,252 @@ const decisions = {
 };
 views.decisions = decisions;
 
+// ---- waves -------------------------------------------------------------------------------------
+// A wave's counts (the API's) name members by how their runs stand: an outcome, "Queued" for runs
+// released (queued or building), "Waiting" for runs not released yet (their bases are not built, or
+// there is no room); in a Held wave those are held. A member's status here is the same, with the
+// live status of its run where it is known.
+const ENDED = new Set([...TERMINAL]);
+const BAR_ORDER = ["Succeeded", "Failed", "Error", "Timeout", "Canceled", "Running", "Queued", "Held", "Waiting"];
+
+function memberStatus(member, wave, live = new Map()) {
+  if (member.outcome) return member.outcome;
+  const run = live.get(member.run_id);
+  if (!member.released) {
+    if (run === "Held" || (wave.state === "Held" && (!run || run === "Queued"))) return "Held";
+    return run && run !== "Queued" ? run : "Waiting";
+  }
+  return run || "Queued";
+}
+
+function waveCounts(wave) {
+  const counts = {};
+  for (const [name, n] of Object.entries(wave.counts || {})) {
+    const status = name === "Waiting" && wave.state === "Held" ? "Held" : name;
+    counts[status] = (counts[status] || 0) + n;
+  }
+  return counts;
+}
+
+function progress(counts) {
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  const ended = Object.entries(counts).filter(([s]) => ENDED.has(s)).reduce((a, [, n]) => a + n, 0);
+  const order = [...BAR_ORDER, ...Object.keys(counts).filter((s) => !BAR_ORDER.includes(s))];
+  const parts = order.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`);
+  const bar = el("span", { class: "bar", role: "img", "aria-label": `${ended} of ${total} ended: ${parts.join(", ") || "no members"}` });
+  for (const status of order) {
+    if (!counts[status]) continue;
+    const segment = el("span", { class: `seg s-${status}`, title: `${counts[status]} ${status}` });
+    segment.style.flexGrow = String(counts[status]); // CSSOM, which the page's CSP allows
+    bar.append(segment);
+  }
+  return el("span", { class: "progress" }, bar,
+    el("span", { class: "progress-text", text: `${ended}/${total} ended` + (parts.length ? ` · ${parts.join(", ")}` : "") }));
+}
+
+const waves = {
+  timer: null,
+  known: null,
+  enter() { this.poll(); if (waveDetail.waveId) waveDetail.poll(); },
+  leave() { clearTimeout(this.timer); this.timer = null; waveDetail.stop(); },
+  async poll() {
+    clearTimeout(this.timer);
+    try {
+      const page = await getJson("waves", { top: new FormData($("#wave-filters")).get("top") });
+      this.render(page.waves);
+      $("#waves-live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+      setStatus(`${page.waves.length} waves shown`);
+    } catch (error) {
+      reportError(error);
+      if (error instanceof Unauthorized) return;
+    }
+    if (current === "waves" && !document.hidden) this.timer = setTimeout(() => this.poll(), WAVES_EVERY_MS);
+  },
+  render(list) {
+    const body = $("#waves tbody");
+    const rows = list.map((wave) => {
+      const row = el("tr", { "data-wave-id": wave.wave_id, "data-state": wave.state, "data-root": wave.root },
+        el("td", { class: "mono" }, el("button", { class: "link", type: "button", text: wave.wave_id,
+          "aria-label": `Open wave ${wave.wave_id}`, onclick: () => waveDetail.open(wave.wave_id) })),
+        el("td", { class: "state", title: wave.reason || "" }, badge(wave.state)),
+        el("td", { class: "wide" }, progress(waveCounts(wave))),
+        el("td", { class: "mono wrap", title: wave.root, text: shortRoot(wave.root) }),
+        el("td", { class: "extra", text: String(wave.levels) }),
+        el("td", { class: "extra", title: wave.created_at || "", text: formatTime(wave.created_at) }));
+      if (this.known && !this.known.has(wave.wave_id)) row.classList.add("fresh");
+      if (waveDetail.waveId === wave.wave_id) row.classList.add("selected");
+      return row;
+    });
+    if (!list.length) rows.push(el("tr", {}, el("td", { colspan: "6", text: "No waves yet: a base push that rebuilds something starts one." })));
+    const focused = document.activeElement?.closest?.("tr[data-wave-id]")?.dataset.waveId;
+    body.replaceChildren(...rows);
+    if (focused) body.querySelector(`tr[data-wave-id="${CSS.escape(focused)}"] button`)?.focus();
+    this.known = new Set(list.map((w) => w.wave_id));
+  },
+};
+views.waves = waves;
+
+const waveDetail = {
+  waveId: null,
+  wave: null,
+  timer: null,
+  seq: 0,
+  open(waveId) {
+    this.waveId = waveId;
+    this.wave = null;
+    $("#wave-title").replaceChildren(`Wave ${waveId}`);
+    $("#wave-facts").replaceChildren();
+    $("#wave-members").replaceChildren();
+    $("#wave-resume").hidden = $("#wave-cancel").hidden = true;
+    $("#wave-detail").hidden = false;
+    $("#view-waves .split").classList.add("open");
+    for (const row of document.querySelectorAll("#waves tr[data-wave-id]")) {
+      row.classList.toggle("selected", row.dataset.waveId === waveId);
+    }
+    $("#wave-title").focus();
+    this.poll();
+  },
+  stop() { clearTimeout(this.timer); this.timer = null; this.seq++; },
+  close() {
+    this.stop();
+    const waveId = this.waveId;
+    this.waveId = null;
+    $("#wave-detail").hidden = true;
+    $("#view-waves .split").classList.remove("open");
+    for (const row of document.querySelectorAll("#waves tr.selected")) row.classList.remove("selected");
+    document.querySelector(`#waves tr[data-wave-id="${CSS.escape(waveId || "")}"] button`)?.focus();
+  },
+  async poll() {
+    clearTimeout(this.timer);
+    const waveId = this.waveId, seq = ++this.seq;
+    if (!waveId) return;
+    let settled = false;
+    try {
+      const wave = await getJson(`waves/${encodeURIComponent(waveId)}`);
+      const live = await this.liveStatuses(wave);
+      if (waveId !== this.waveId || seq !== this.seq) return;
+      this.render(wave, live);
+      settled = (wave.state === "Done" || wave.state === "Canceled") && wave.members.every((m) => m.outcome);
+    } catch (error) {
+      reportError(error);
+      if (error instanceof Unauthorized) return;
+    }
+    // A wave that has ended changes no more; one in progress is followed.
+    if (!settled && current === "waves" && !document.hidden) this.timer = setTimeout(() => this.poll(), WAVES_EVERY_MS);
+  },
+  // The live status of the runs of members that have not ended: those released first (they are
+  // building, at most the wave's cap), then others, up to a bound; the rest are told by the wave.
+  async liveStatuses(wave) {
+    const open = wave.members.filter((m) => !m.outcome);
+    open.sort((a, b) => Number(b.released) - Number(a.released));
+    const live = new Map();
+    const todo = open.slice(0, 40);
+    const worker = async () => {
+      while (todo.length) {
+        const member = todo.shift();
+        try {
+          live.set(member.run_id, (await getJson(`runs/${encodeURIComponent(member.run_id)}`)).status);
+        } catch (error) {
+          if (error instanceof Unauthorized) throw error; // else: told by the wave
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+    return live;
+  },
+  render(wave, live) {
+    this.wave = wave;
+    const statuses = new Map(wave.members.map((m) => [m.task, memberStatus(m, wave, live)]));
+    const counts = {};
+    for (const status of statuses.values()) counts[status] = (counts[status] || 0) + 1;
+    $("#wave-title").replaceChildren(`Wave ${wave.wave_id} `, badge(wave.state));
+    const facts = [["Root", el("span", { class: "mono", text: wave.root })], ["Created", formatTime(wave.created_at)],
+      ["Levels", String(wave.levels)], ["Members", progress(counts)]];
+    if (wave.reason) facts.push(["Reason", wave.reason]);
+    $("#wave-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", {}, value)]));
+    $("#wave-resume").hidden = wave.state !== "Held";
+    $("#wave-cancel").hidden = !(wave.state === "Active" || wave.state === "Held");
+    const levels = new Map();
+    for (const member of wave.members) {
+      if (!levels.has(member.level)) levels.set(member.level, []);
+      levels.get(member.level).push(member);
+    }
+    const focused = document.activeElement?.closest?.("#wave-members tr[data-task]")?.dataset.task;
+    const byName = (a, b) => a.task.localeCompare(b.task, undefined, { numeric: true });
+    const sections = [...levels.keys()].sort((a, b) => a - b).map((level) => {
+      const members = levels.get(level).sort(byName);
+      const ended = members.filter((m) => ENDED.has(statuses.get(m.task))).length;
+      return el("section", { class: "level", "data-level": String(level), "aria-label": `Level ${level}` },
+        el("h3", { text: `Level ${level} · ${members.length} task(s), ${ended} ended` }),
+        el("table", {},
+          el("thead", {}, el("tr", {}, el("th", { text: "Task" }), el("th", { text: "Run" }), el("th", { text: "Status" }),
+                                     el("th", { text: "Waits for" }))),
+          el("tbody", {}, ...members.map((m) => el("tr", { "data-task": m.task, "data-run-id": m.run_id, "data-status": statuses.get(m.task) },
+            el("td", { class: "wrap", text: m.task }),
+            el("td", { class: "mono" }, el("button", { class: "link", type: "button", text: m.run_id,
+              "aria-label": `Open run ${m.run_id} of ${m.task} and its log`, onclick: () => this.openRun(m.run_id) })),
+            el("td", { class: "status" }, badge(statuses.get(m.task))),
+            el("td", { class: "wrap", text: m.waits_for.join(", ") || "—" }))))));
+    });
+    if (!sections.length) sections.push(el("p", { text: "This wave has no members." }));
+    $("#wave-members").replaceChildren(...sections);
+    if (focused) document.querySelector(`#wave-members tr[data-task="${CSS.escape(focused)}"] button`)?.focus();
+  },
+  openRun(runId) {
+    showTab("runs");
+    detail.open(runId);
+  },
+  showInGraph() {
+    if (!this.wave) return;
+    const base = /^(.+)@sha256:[0-9a-f]+$/.exec(this.wave.root);
+    graph.waveId = this.wave.wave_id;
+    graph.focusImage = base ? base[1] : "";
+    $("#graph-form [name=image]").value = graph.focusImage;
+    showTab("graph", true);
+  },
+  // Cancel and Resume ask first, in a modal dialog (Escape or "Keep it as it is" does nothing).
+  confirm(action) {
+    const wave = this.wave;
+    if (!wave) return;
+    const open = wave.members.filter((m) => !m.outcome).length;
+    const texts = {
+      cancel: [`Cancel wave ${wave.wave_id}?`,
+        `Its ${open} run(s) that have not ended are canceled (a build in progress is stopped) and nothing more ` +
+        `of this wave is built. This cannot be undone; a later push of the base starts a new wave.`, "Cancel the wave"],
+      resume: [`Resume wave ${wave.wave_id}?`,
+        `Its circuit breaker held it: ${wave.reason || "its first builds failed"}. Resuming releases its ${open} ` +
+        "held run(s) level by level; the breaker counts afresh from here.", "Resume the wave"],
+    };
+    const [title, text, yes] = texts[action];
+    const dialog = $("#wave-confirm");
+    const opener = document.activeElement;
+    $("#wave-confirm-title").textContent = title;
+    $("#wave-confirm-text").textContent = text;
+    $("#wave-confirm-yes").textContent = yes;
+    $("#wave-confirm-yes").className = action === "cancel" ? "danger" : "";
+    dialog.dataset.action = action;
+    dialog.dataset.wave = wave.wave_id;
+    dialog.returnValue = "";
+    dialog.onclose = () => {
+      const confirmed = dialog.returnValue === "yes";
+      (opener && !opener.hidden && opener.isConnected ? opener : $("#wave-title")).focus();
+      if (confirmed) this.act(action, dialog.dataset.wave);
+    };
+    dialog.showModal();
+    $("#wave-confirm-no").focus(); // the safe choice is the default
+  },
+  async act(action, waveId) {
+    try {
+      const wave = await (await api(`waves/${encodeURIComponent(waveId)}/${action}`, {}, "POST")).json();
+      setStatus(`Wave ${waveId} ${action === "cancel" ? "canceled" : "resumed"}: now ${wave.state}.`);
+    } catch (error) {
+      reportError(error);
+    }
+    if (this.waveId === waveId) this.poll();
+    if (current === "waves") waves.poll();
+  },
+};
+
 // ---- start ---------------------------------------------------------------------------------------
 function start() {
   const fragment = new URLSearchParams(location.hash.slice(1));
@@ -484,8 +778,20 @@ function start() {
   $("#graph-all").addEventListener("click", () => { graph.focusImage = ""; $("#graph-form [name=image]").value = ""; graph.load(); });
   $("#stale-refresh").addEventListener("click", () => stale.load());
   $("#decision-filters").addEventListener("submit", (event) => { event.preventDefault(); decisions.load(); });
+  $("#wave-filters").addEventListener("submit", (event) => { event.preventDefault(); waves.known = new Set(); waves.poll(); });
+  $("#wave-close").addEventListener("click", () => waveDetail.close());
+  $("#wave-cancel").addEventListener("click", () => waveDetail.confirm("cancel"));
+  $("#wave-resume").addEventListener("click", () => waveDetail.confirm("resume"));
+  $("#wave-graph").addEventListener("click", () => waveDetail.showInGraph());
+  $("#wave-confirm-no").addEventListener("click", () => $("#wave-confirm").close("no"));
+  $("#wave-confirm-yes").addEventListener("click", () => $("#wave-confirm").close("yes"));
+  $("#graph-wave-follow").addEventListener("click", () => { graph.waveId = ""; graph.colour(); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden) views[current]?.enter?.(); });
-  document.addEventListener("keydown", (event) => { if (event.key === "Escape" && detail.runId) detail.close(); });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || $("#wave-confirm").open) return; // the dialog closes itself
+    if (current === "waves" && waveDetail.waveId) waveDetail.close();
+    else if (current === "runs" && detail.runId) detail.close();
+  });
   setUpTabs();
   showTab("runs");
 }

@@ -1,7 +1,9 @@
 """The dashboard in a real headless Chromium (Debian's), against a host of this checkout on the real
 stack: Azurite, the TLS registry, buildah. A base is pushed with buildah; the registry notifies the
 stack, which queues the rebuild; the page, never reloaded, shows the run appear, follow its log and
-finish, and draws the base and its dependents.
+finish, and draws the base and its dependents. A push starts a wave, which the Waves tab shows
+appear and end; a broken base trips a wave's circuit breaker, and the tab's Cancel and Resume
+(each asked first) decide.
 
 With BASETRIGGER_SCREENSHOTS=DIR (`make screenshots`), each view is also saved as DIR/<view>.png.
 """
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.integration.buildah_tools import push_base
+from tests.integration.buildah_tools import buildah, push, push_base
 from tests.own_host import chromium, own_host
 
 BUILD_SECONDS = 240  # one buildah build of a busybox image, with room for a busy machine
@@ -23,6 +26,10 @@ APP_DOCKERFILE = "ARG BASE\nFROM ${BASE}\nRUN cat /etc/base-version > /app-base-
 TOOLS_DOCKERFILE = ("ARG BASE\nFROM ${BASE} AS tools\nFROM scratch\n"
                     "COPY --from=tools /bin/busybox /bin/busybox\n")
 SHOTS = os.environ.get("BASETRIGGER_SCREENSHOTS")
+# Well over what can be released before the breaker trips: its first failures (3), and those
+# finishing meanwhile, plus what one wave builds at once (BASETRIGGER_WAVE_MAX_RUNNING, 4 by
+# default): when it trips, some have not been released, and are held.
+BROKEN_DEPENDENTS = 16
 
 
 def screenshot(page, name: str) -> None:
@@ -69,6 +76,77 @@ def scene(host, tmp_path_factory):
         api.delete(f"{host.url}/api/tasks/{name}", timeout=30)
 
 
+@pytest.fixture(scope="module")
+def broken(host, tmp_path_factory):
+    """A base and BROKEN_DEPENDENTS tasks whose build needs what the base has (a shell and
+    /etc/base-version); `break_base` pushes a base without them, so every build fails."""
+    tmp = tmp_path_factory.mktemp("broken")
+    names = f"uib{uuid.uuid4().hex[:8]}"
+    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/{names}/base:1"
+    push_base(tmp, base, "one")
+    api = host.api()
+    context = tmp / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text(APP_DOCKERFILE)
+    tasks = []
+    for n in range(BROKEN_DEPENDENTS):
+        created = api.post(f"{host.url}/api/tasks", timeout=60, json={
+            "name": f"{names}-{n}", "images": [f"{names}/app{n}:{{{{.Run.ID}}}}"], "context": str(context),
+            "build_args": {"BASE": base}})
+        assert created.status_code == 201, created.text
+        tasks.append(created.json()["name"])
+    yield {"base": base, "tmp": tmp, "tasks": tasks}
+    for name in tasks:
+        api.delete(f"{host.url}/api/tasks/{name}", timeout=30)
+
+
+def break_base(broken, version: str) -> str:
+    """Push, as the base, an image with neither a shell nor /etc/base-version; its digest."""
+    folder = broken["tmp"] / f"broken-{version}"
+    folder.mkdir()
+    (folder / "version").write_text(version)
+    (folder / "Dockerfile").write_text(f"FROM scratch\nCOPY version /broken-{version}\n")
+    buildah("bud", "--isolation", "chroot", "--layers=false", "-t", broken["base"], str(folder))
+    return push(broken["base"], broken["tmp"])
+
+
+def wave_when(host, wave_id: str, condition, timeout: float = BUILD_SECONDS) -> dict:
+    """The wave (as the API has it, with its members) once `condition(wave)` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wave = host.api().get(f"{host.url}/api/waves/{wave_id}", timeout=30).json()
+        if condition(wave) or time.monotonic() > deadline:
+            assert condition(wave), wave
+            return wave
+        time.sleep(1)
+
+
+def held_or_done(wave: dict) -> bool:
+    """Done, or Held for good: members held, and no released run still to end (which could end the
+    wave, or trip the breaker again)."""
+    members = wave["members"]
+    return wave["state"] == "Done" or (
+        wave["state"] == "Held" and all(m["outcome"] for m in members if m["released"])
+        and any(not m["released"] and not m["outcome"] for m in members))
+
+
+def open_waves(browser, host):
+    """The page on the Waves tab, its list loaded, marked so that a reload would show."""
+    page = open_page(browser, f"{host.dashboard}#key={host.key}")
+    page.locator("#status").filter(has_text="runs shown").wait_for(timeout=10_000)
+    page.click("#tab-waves")
+    page.locator("#status").filter(has_text="waves shown").wait_for(timeout=10_000)
+    page.evaluate("window.__sameDocument = true")  # gone if the page ever reloads
+    return page
+
+
+def wave_row(page, root: str):
+    """The row of the wave that `root` (`<base>@<digest>`) started, once the page shows it."""
+    row = page.locator(f'#waves tbody tr[data-root="{root}"]')
+    row.wait_for(timeout=120_000)
+    return row
+
+
 def open_page(browser, url: str):
     page = browser.new_page()
     errors: list[str] = []
@@ -111,12 +189,16 @@ def test_the_views_work_with_the_keyboard(browser, host):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.id") == "tab-waves"
     assert page.locator("#view-waves").is_visible()
-    assert "not built yet" in page.locator("#view-waves").inner_text()
-    screenshot(page, "waves")
+    page.locator("#status").filter(has_text="waves shown").wait_for(timeout=10_000)
     # a visible focus ring: the focused tab's outline is drawn
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none")
+    # Tab leaves the tab list for the view's own controls
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.closest('#view-waves') !== null")
+    assert page.errors == []
     page.close()
 
 
@@ -145,6 +227,7 @@ def test_a_base_push_shows_a_new_run_its_log_and_its_end_without_a_reload(browse
     assert "buildah" in text and "/etc/base-version" in text
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("#run-facts").inner_text().count("Image Update") == 1
+    page.locator("#run-facts .badge", has_text="Succeeded").wait_for(timeout=10_000)  # the facts caught up
     screenshot(page, "runs")
     assert page.errors == []
     page.close()
@@ -194,4 +277,125 @@ def test_the_stale_and_decision_views(browser, host, scene):
     assert outcomes[0] == "not-a-runtime-dependency", outcomes
     screenshot(page, "decisions")
     assert page.errors == []
+    page.close()
+
+
+def test_a_base_push_starts_a_wave_that_ends_without_a_reload(browser, host, scene):
+    page = open_waves(browser, host)
+    digest = push_base(scene["tmp"], scene["base"], "three")
+    scene["pushed"] = True
+    row = wave_row(page, f"{scene['base']}@{digest}")
+    wave_id = row.get_attribute("data-wave-id")
+    # opened with the keyboard; the detail lists the members by level, each with its run
+    row.locator("button").focus()
+    page.keyboard.press("Enter")
+    member = page.locator(f'#wave-members section[data-level="1"] tr[data-task="{scene["app"]}"]')
+    member.wait_for(timeout=10_000)
+    assert page.locator("#wave-title").inner_text().startswith(f"Wave {wave_id}")
+    # tools' base is a build stage under a Runtime trigger: not a member
+    assert page.locator(f'#wave-members tr[data-task="{scene["tools"]}"]').count() == 0
+    done = page.locator(f'#waves tr[data-wave-id="{wave_id}"][data-state="Done"]')
+    done.wait_for(timeout=BUILD_SECONDS * 1000)
+    assert "1/1 ended" in row.inner_text() and "1 Succeeded" in row.inner_text()
+    # the detail follows it to its end too (one render: its state, buttons and members)
+    page.locator("#wave-title .badge", has_text="Done").wait_for(timeout=20_000)
+    assert member.get_attribute("data-status") == "Succeeded"
+    assert page.locator("#wave-cancel").is_hidden() and page.locator("#wave-resume").is_hidden()
+    assert page.evaluate("window.__sameDocument") is True
+    # the member's run links to the run and its log
+    run_id = member.get_attribute("data-run-id")
+    member.locator("button").click()
+    assert page.locator("#view-runs").is_visible()
+    assert page.locator("#run-title").inner_text() == f"Run {run_id}"
+    page.locator("#run-log", has_text="app-base-version").wait_for(timeout=20_000)
+    page.locator("#run-facts").filter(has_text=wave_id).wait_for(timeout=10_000)
+    assert page.errors == []
+    page.close()
+
+
+def test_a_held_wave_is_shown_and_canceled_with_a_confirm(browser, host, broken):
+    page = open_waves(browser, host)
+    row = wave_row(page, f"{broken['base']}@{break_base(broken, 'a')}")
+    wave_id = row.get_attribute("data-wave-id")
+    row.locator("button").click()
+    # the breaker holds it: the first builds failed, what was not released yet is held
+    page.locator(f'#waves tr[data-wave-id="{wave_id}"][data-state="Held"]').wait_for(
+        timeout=BUILD_SECONDS * 1000)
+    page.locator('#wave-members tr[data-status="Held"]').first.wait_for(timeout=20_000)
+    assert page.locator('#wave-members tr[data-status="Failed"]').count() >= 3
+    assert "circuit breaker" in page.locator("#wave-facts").inner_text()
+    assert "Held" in row.locator(".progress").inner_text()
+    cancel, resume = page.locator("#wave-cancel"), page.locator("#wave-resume")
+    assert cancel.is_visible() and resume.is_visible()
+    screenshot(page, "waves")
+
+    # the graph draws the wave's tasks by their status in it
+    page.click("#wave-graph")
+    page.locator(f'#graph g.node.image.root[data-id="{broken["base"]}"]').wait_for(timeout=10_000)
+    page.locator(f'#graph g.node.task.in-wave[data-wave="{wave_id}"][data-status="Held"]').first.wait_for(
+        timeout=10_000)
+    assert page.locator(f'#graph g.node.task.in-wave[data-wave="{wave_id}"]').count() == BROKEN_DEPENDENTS
+    assert wave_id in page.locator("#graph-wave").inner_text()
+    screenshot(page, "wave-graph")
+    page.click("#tab-waves")
+
+    # asked first: Escape keeps the wave as it is
+    cancel.wait_for(timeout=10_000)
+    cancel.focus()
+    page.keyboard.press("Enter")
+    dialog = page.locator("#wave-confirm")
+    assert dialog.is_visible() and f"Cancel wave {wave_id}?" in dialog.inner_text()
+    assert page.evaluate("document.activeElement.id") == "wave-confirm-no"
+    page.keyboard.press("Escape")
+    page.locator("#wave-cancel:focus").wait_for(timeout=5_000)  # focus back where it was
+    assert dialog.is_hidden()
+    assert host.api().get(f"{host.url}/api/waves/{wave_id}", timeout=30).json()["state"] == "Held"
+    # confirmed: canceled, and what was held with it
+    cancel.click()
+    with page.expect_response(lambda r: r.url.endswith(f"/api/waves/{wave_id}/cancel")) as answer:
+        page.click("#wave-confirm-yes")
+    assert answer.value.status == 200 and answer.value.json()["state"] == "Canceled"
+    page.locator(f'#waves tr[data-wave-id="{wave_id}"][data-state="Canceled"]').wait_for(timeout=10_000)
+    page.locator("#wave-title .badge", has_text="Canceled").wait_for(timeout=10_000)
+    assert page.locator('#wave-members tr[data-status="Canceled"]').count() >= 1
+    assert page.locator('#wave-members tr[data-status="Held"]').count() == 0
+    assert cancel.is_hidden() and resume.is_hidden()
+    members = host.api().get(f"{host.url}/api/waves/{wave_id}", timeout=30).json()["members"]
+    runs = [host.api().get(f"{host.url}/api/runs/{m['run_id']}", timeout=30).json() for m in members]
+    assert "Held" not in {r["status"] for r in runs}
+    assert page.evaluate("window.__sameDocument") is True and page.errors == []
+    page.close()
+
+
+def test_a_held_wave_resumed_from_the_page_runs_to_its_end(browser, host, broken):
+    page = open_waves(browser, host)
+    row = wave_row(page, f"{broken['base']}@{break_base(broken, 'b')}")
+    wave_id = row.get_attribute("data-wave-id")
+    row.locator("button").click()
+    wave = wave_when(host, wave_id, held_or_done)
+    assert wave["state"] == "Held", wave
+    resume = page.locator("#wave-resume")
+    # Each resume lets the held runs build; they fail too, and the breaker (counting afresh from
+    # each resume) may hold the wave again: resumed until every member has ended.
+    for _ in range(BROKEN_DEPENDENTS):
+        if wave["state"] == "Done":
+            break
+        resume.wait_for(timeout=20_000)  # the detail shows the wave Held
+        resume.click()
+        assert "Resume the wave" in page.locator("#wave-confirm").inner_text()
+        page.keyboard.press("Tab")  # from "Keep it as it is" to the confirm button
+        assert page.evaluate("document.activeElement.id") == "wave-confirm-yes"
+        with page.expect_response(lambda r: r.url.endswith(f"/api/waves/{wave_id}/resume")) as answer:
+            page.keyboard.press("Enter")
+        assert answer.value.status == 200 and answer.value.json()["state"] == "Active", answer.value.text()
+        wave = wave_when(host, wave_id, held_or_done)
+    assert wave["state"] == "Done"
+    page.locator(f'#waves tr[data-wave-id="{wave_id}"][data-state="Done"]').wait_for(timeout=10_000)
+    page.locator("#wave-title .badge", has_text="Done").wait_for(timeout=20_000)
+    statuses = page.locator("#wave-members tr[data-task]")
+    assert statuses.count() == BROKEN_DEPENDENTS
+    assert {statuses.nth(n).get_attribute("data-status") for n in range(BROKEN_DEPENDENTS)} == {"Failed"}
+    assert {m["outcome"] for m in wave["members"]} == {"Failed"}
+    assert resume.is_hidden() and page.locator("#wave-cancel").is_hidden()
+    assert page.evaluate("window.__sameDocument") is True and page.errors == []
     page.close()
