@@ -57,9 +57,10 @@ def register(add: Callable[[str, str, Callable[[argparse.Namespace], int]], argp
     stale.add_argument("--output", "-o", choices=("table", "json"), default="table",
                        help="output format (default: table)")
     stale.epilog = ("The current digest of each base is asked from its registry now (else the last push "
-                    "event recorded). Causes: trigger-disabled, not-a-runtime-dependency, rebuild-pending, "
-                    "run-failed, no-event (the tag moved without a notification), base-unreachable, or "
-                    "what dispatch decided. Exit status 0 either way; an empty list prints a line saying so.")
+                    "event recorded). Causes: trigger-disabled, not-a-runtime-dependency, wave-held, "
+                    "rebuild-pending, run-failed, no-event (the tag moved without a notification), "
+                    "base-unreachable, or what dispatch decided. Exit status 0 either way; an empty list "
+                    "prints a line saying so.")
 
 
 @handles_errors

@@ -142,7 +142,7 @@ class Services:
 
     @cached_property
     def staleness(self) -> StalenessReport:
-        return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry)
+        return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
 
     @cached_property
     def worker(self) -> Worker:
