@@ -373,7 +373,7 @@ class FakeSlots:
         # Every run that held a place of "global" while another did: the cap's witness.
         self.most_at_once: dict[str, int] = {}
 
-    def take(self, scope: str, cap: int, run_id: str) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
         places = self.places.setdefault(scope, {})
         if run_id in places.values():
             return True

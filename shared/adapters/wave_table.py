@@ -167,7 +167,13 @@ class TableSlots:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})
         return [str(e["RunId"]) for e in entities]
 
-    def take(self, scope: str, cap: int, run_id: str) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+        if first is not None and first < cap:
+            try:
+                self.table.create_entity({"PartitionKey": scope, "RowKey": str(first), "RunId": run_id})
+                return True
+            except ResourceExistsError:
+                pass  # not free after all: look at the scope
         taken = {str(e["RowKey"]): str(e["RunId"])
                  for e in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})}
         if run_id in taken.values():

@@ -127,8 +127,9 @@ class WaveRepository(Protocol):
 class Slots(Protocol):
     """Places for running builds: taking one is atomic, so a cap holds under any concurrency."""
 
-    def take(self, scope: str, cap: int, run_id: str) -> bool:
-        """One of `cap` places of `scope` for `run_id` (idempotent per run); False when all are taken."""
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+        """One of `cap` places of `scope` for `run_id` (idempotent per run); False when all are taken.
+        `first`: the place to try first without reading the scope (a new wave's places are free)."""
 
     def give_back(self, scope: str, run_id: str) -> None: ...
 

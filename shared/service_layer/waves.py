@@ -105,10 +105,10 @@ class WaveCoordinator:
     def _take_slots(self, wave_id: str, run_ids: list[str]) -> set[str]:
         """Places for the first runs of a new wave, as many as both caps allow."""
         taken: set[str] = set()
-        for run_id in run_ids[: self.brakes.wave_max_running]:
+        for place, run_id in enumerate(run_ids[: self.brakes.wave_max_running]):
             if not self.slots.take(GLOBAL, self.brakes.max_running, run_id):
                 break
-            if not self.slots.take(wave_id, self.brakes.wave_max_running, run_id):
+            if not self.slots.take(wave_id, self.brakes.wave_max_running, run_id, first=place):
                 self.slots.give_back(GLOBAL, run_id)
                 break
             taken.add(run_id)
