@@ -13,6 +13,7 @@ from typing import Any
 from cli.client import EXIT_OK, Client, handles_errors
 from cli.decision_cmd import short_digest, top_value
 from cli.output import format_time, table, to_json
+from shared.domain.vocabulary import RunStatus
 
 WHY_COLUMNS = ("TIME", "EVENT", "BASE", "DIGEST", "OUTCOME", "RUN", "REASON")
 STALE_COLUMNS = ("TASK", "BASE", "STATE", "SINCE", "BUILT ON", "CURRENT", "CAUSE", "REASON")
@@ -25,7 +26,7 @@ def why_table(verdicts: list[dict[str, Any]]) -> str:
         return f"{v['run_id']} ({v['run_status']})" if v.get("run_status") else v["run_id"]
 
     def reason(v: dict[str, Any]) -> str:
-        if v.get("run_reason") and v.get("run_status") not in (None, "Succeeded"):
+        if v.get("run_reason") and v.get("run_status") not in (None, RunStatus.SUCCEEDED):
             return f"{v['reason']}; run: {v['run_reason']}"
         return v.get("reason") or ""
 
