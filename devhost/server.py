@@ -283,7 +283,8 @@ async def serve(prepared: Prepared, options: Options) -> int:
     app.router.add_get(PING_PATH, ping)
     app.router.add_route("POST", eventgrid.PATH, webhook.handle)
     app.router.add_route("OPTIONS", eventgrid.PATH, webhook.handle)
-    app.router.add_route("*", "/{tail:.*}", http.handle)  # last: everything else is an HTTP trigger's
+    # Last: everything else is an HTTP trigger's (`[\s\S]`: a path may hold an encoded newline).
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", http.handle)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=options.grace_seconds)
     await runner.setup()
     try:

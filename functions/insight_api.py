@@ -18,6 +18,7 @@ from functions.api import api_handler
 from functions.http import BadRequest, int_param, json_response
 from shared.bootstrap import services
 from shared.domain.image_ref import InvalidReference
+from shared.domain.tasks import check_name
 from shared.service_layer.impact import graph_to_dict
 
 bp = func.Blueprint()
@@ -63,6 +64,6 @@ def api_stale(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tasks/{name}/decisions", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_task_decisions(req: func.HttpRequest) -> func.HttpResponse:
-    name = req.route_params["name"]
+    name = check_name(req.route_params["name"])  # before any storage call: `a/b` is no key
     verdicts = services().history.why(name, top=int_param(req, "top", 20, 1, 200))
     return json_response({"task": name, "decisions": [v.to_dict() for v in verdicts]})

@@ -23,7 +23,8 @@ def _ok(schema: dict[str, Any], status: str = "200", description: str = "OK") ->
 
 
 def _errors(*statuses: str) -> dict[str, Any]:
-    names = {"400": "Invalid input", "401": "Missing or wrong function key", "404": "Not found",
+    names = {"400": "Invalid input", "401": "Missing or wrong function key",
+             "403": "The route is not configured (its secret setting is empty)", "404": "Not found",
              "409": "Conflict", "413": "Body too large"}
     return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in ("401", *statuses)}
@@ -131,12 +132,12 @@ PATHS: dict[str, Any] = {
     "/tasks/{name}": {
         "parameters": [_TASK_NAME],
         "get": {"operationId": "showTask", "summary": "Show a task",
-                "responses": {**_ok(_ref("Task")), **_errors("404")}},
+                "responses": {**_ok(_ref("Task")), **_errors("400", "404")}},
         "patch": {"operationId": "updateTask", "summary": "Change a task",
                   "requestBody": _json_body(_ref("TaskCreate")),
                   "responses": {**_ok(_ref("Task")), **_errors("400", "404", "413")}},
         "delete": {"operationId": "deleteTask", "summary": "Delete a task",
-                   "responses": {"204": {"description": "Deleted"}, **_errors("404")}},
+                   "responses": {"204": {"description": "Deleted"}, **_errors("400", "404")}},
     },
     "/tasks/{name}/runs": {
         "parameters": [_TASK_NAME],
@@ -332,7 +333,7 @@ PATHS.update({
         "operationId": "harborWebhook", "security": [],
         "summary": "Harbor's webhook (Default or CloudEvents payload); the Authorization header must be "
                    "BASETRIGGER_HARBOR_AUTH",
-        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
     "/hooks/dockerhub": {"post": {
         "operationId": "dockerhubWebhook",
         "summary": "Docker Hub's repository webhook (the key as ?code=); the digest is read from Docker Hub",
@@ -341,7 +342,7 @@ PATHS.update({
         "operationId": "githubWebhook", "security": [],
         "summary": "GitHub Packages' registry_package / package events, signed (X-Hub-Signature-256) with "
                    "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
-        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
     "/bases": {"get": {
         "operationId": "listBases", "summary": "Every base in use: how it is watched, what the poller saw",
         "responses": {**_ok({"type": "object", "properties": {
@@ -353,7 +354,7 @@ PATHS.update({
     "/tasks/{name}/credentials": {
         "parameters": [_TASK_NAME],
         "get": {"operationId": "listCredentials", "summary": "A task's registry credentials",
-                "responses": {**_CREDENTIALS, **_errors("404")}},
+                "responses": {**_CREDENTIALS, **_errors("400", "404")}},
         "post": {"operationId": "addCredential", "summary": "Add a registry credential to a task",
                  "requestBody": _json_body(_ref("CredentialInput")),
                  "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "413")}},

@@ -5,11 +5,25 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from shared import config
 from shared.bootstrap import Services
+
+# Property-based tests (tests/property, schemathesis): `ci` is bounded for `make test`, `chaos` is
+# `make chaos`'s long mode. HYPOTHESIS_PROFILE picks one (default `ci`). No deadlines: examples that
+# reach Azurite or a host take as long as they take, and timing is never what a test asserts.
+# Failing examples are kept under .stack/ (ignored by git) and replayed first on the next run.
+_EXAMPLES = DirectoryBasedExampleDatabase(str(Path(__file__).resolve().parents[1] / ".stack" / "hypothesis"))
+settings.register_profile("ci", max_examples=40, deadline=None, database=_EXAMPLES, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("chaos", max_examples=1500, deadline=None, database=_EXAMPLES, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

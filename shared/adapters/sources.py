@@ -51,7 +51,9 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter=within_limits)
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, OSError, EOFError, KeyError, RecursionError) as exc:
+        # tarfile's own link handling: KeyError for a hard link to a member the archive does not
+        # hold, RecursionError for a symlink that names itself over a directory (`a/`, `a -> a`).
         raise ContextError(f"the uploaded context is not a readable tar archive: {exc}") from exc
     return dest
 

@@ -121,8 +121,11 @@ def parse_dependencies(
     meta_args: list[_parser.Command] = []
     froms: list[_parser.Command] = []
     for cmd in commands:
-        name = cmd.cmd.upper()
-        if cmd.cmd.lower() not in known:
+        # A lone line continuation at the end (`FROM a\n\\`) comes back as an instruction without
+        # a name, which BuildKit refuses as an unknown (empty) instruction.
+        raw = cmd.cmd or ""
+        name = raw.upper()
+        if raw.lower() not in known:
             raise DockerfileError(f"unknown instruction: {name}", cmd.start_line)
         if name == "FROM":
             froms.append(cmd)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain.image_ref import ImageRef, InvalidReference
+from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 from shared.domain.platforms import pick
 from shared.domain.vocabulary import EventSource
 
@@ -31,8 +31,9 @@ MANIFEST_MEDIA_TYPES = {
 }
 
 
-# Limits of what an event may carry. Ids are GUIDs or UUIDs in practice; 256 characters keep the
-# decision log's keys (at most 1 KiB, escaped) well inside Table Storage's limits.
+# Limits of what an event may carry. Ids are GUIDs or UUIDs in practice: at most 256 characters,
+# and what keys are made of (the id, the pushed reference) must fit a table key once escaped (`%`,
+# `/`, `#` take three characters, and a key's 1 KiB is counted in UTF-16): image_ref.fits_a_key.
 MAX_EVENT_ID = 256
 # distribution/reference: a repository name is at most 255 characters; a tag at most 128.
 MAX_REPOSITORY = 255
@@ -60,6 +61,8 @@ def check_event_id(value: Any) -> str:
         raise MalformedEvent("the event id must be a non-empty string")
     if len(value) > MAX_EVENT_ID or not value.isprintable():
         raise MalformedEvent(f"the event id must be at most {MAX_EVENT_ID} printable characters")
+    if not fits_a_key(value):
+        raise MalformedEvent("the event id is too long for a table key once escaped")
     return value
 
 
@@ -104,8 +107,12 @@ class ImagePushed:
 
     @property
     def reference(self) -> str:
-        """The normalized `registry/repository:tag` that dependents are indexed by."""
-        return str(ImageRef.parse(f"{self.registry}/{self.repository}:{self.tag}"))
+        """The normalized `registry/repository:tag` that dependents are indexed by; InvalidReference
+        when it is none, or one too long to be a table key once escaped (no task can index it)."""
+        reference = str(ImageRef.parse(f"{self.registry}/{self.repository}:{self.tag}"))
+        if not fits_a_key(reference):
+            raise InvalidReference(reference, "too long for a table key once escaped")
+        return reference
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,7 @@ def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored]:
         target: dict[str, Any] = event["target"] if isinstance(event.get("target"), dict) else {}
         if action != "push":
             results.append(Ignored(event_id, f"action {action!r} is not a push", EventSource.DISTRIBUTION))
-        elif target.get("mediaType") not in MANIFEST_MEDIA_TYPES:
+        elif not isinstance(target.get("mediaType"), str) or target["mediaType"] not in MANIFEST_MEDIA_TYPES:
             results.append(Ignored(event_id, "blob push, not a manifest", EventSource.DISTRIBUTION))
         elif not target.get("tag"):
             results.append(Ignored(event_id, "manifest push without a tag", EventSource.DISTRIBUTION))

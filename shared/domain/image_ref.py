@@ -25,8 +25,27 @@ from docker_image import reference as _reference
 
 DEFAULT_TAG = "latest"
 
-# Azure Table keys are at most 1 KiB; refuse to build longer ones rather than fail at insert time.
+# Azure Table keys are at most 1 KiB, counted in UTF-16 (512 characters of ASCII, 256 emoji): refuse
+# to build longer ones rather than fail at insert time.
 MAX_KEY_LENGTH = 1024
+
+
+# Keys are made of escaped references and event ids plus the tables' own prefixes and suffixes
+# (`e|<id>`, `image|<reference>|<counter>`): what goes into one leaves this much room.
+KEY_ROOM = 64
+
+
+def key_size(key: str) -> int:
+    """The bytes a key takes against MAX_KEY_LENGTH (Table Storage measures keys in UTF-16)."""
+    return len(key.encode("utf-16-le", "surrogatepass"))
+
+
+def fits_a_key(text: str) -> bool:
+    """Can `text`, escaped (encode_key), be part of a table key, with room for the tables' own?"""
+    try:
+        return key_size(encode_key(text)) <= MAX_KEY_LENGTH - KEY_ROOM
+    except ValueError:
+        return False
 
 
 class InvalidReference(ValueError):
@@ -98,6 +117,6 @@ def encode_key(ref: str) -> str:
     is what a key-range query needs. Raises ValueError when the key would exceed 1 KiB.
     """
     key = _KEY_UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", ref)
-    if len(key.encode("utf-8")) > MAX_KEY_LENGTH:
+    if key_size(key) > MAX_KEY_LENGTH:
         raise ValueError(f"table key for {ref!r} would be longer than {MAX_KEY_LENGTH} bytes")
     return key

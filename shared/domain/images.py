@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from shared.domain.image_ref import ImageRef
+from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 
 _PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry)\s*\}\}")
 
@@ -20,7 +20,10 @@ def render(template: str, run_id: str, registry: str | None) -> str:
     text = _PLACEHOLDER.sub(lambda m: run_id if m.group(1) == "ID" else (registry or ""), template)
     if registry and not has_registry(text):
         text = f"{registry}/{text}"
-    return str(ImageRef.parse(text))
+    image = str(ImageRef.parse(text))
+    if not fits_a_key(image):  # a run's rows are keyed by its output images (`image|<image>|…`)
+        raise InvalidReference(image, "too long for a table key once escaped")
+    return image
 
 
 def qualify(name: str, registry: str | None) -> str:

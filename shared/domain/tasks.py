@@ -36,7 +36,8 @@ class TaskExists(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    # fullmatch: `$` alone also matches before a final newline, and `x\n` is no table key.
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise TaskError(f"invalid task name {name!r}: use letters, digits, '-' and '_' (at most 63)")
     return name
 

@@ -93,8 +93,10 @@ def from_harbor(body: Any) -> list[ImagePushed | Ignored]:
     kind = payload.get("type")
     data = _object(payload.get("event_data"), "event_data")
     when = _unix_time(payload.get("occur_at"))
+    resources = data.get("resources")
+    listed: list[Any] = resources if isinstance(resources, list) else []
     base_id = derived_id("harbor", str(kind), str(payload.get("occur_at")),
-                         str([(r.get("resource_url"), r.get("digest")) for r in data.get("resources") or []
+                         str([(r.get("resource_url"), r.get("digest")) for r in listed
                               if isinstance(r, dict)]))
     if kind != HARBOR_PUSH:
         return [Ignored(base_id, f"Harbor event type {kind!r} is not a push", EventSource.HARBOR)]
@@ -192,7 +194,8 @@ def from_github(event_name: Any, delivery: Any, body: Any) -> ImagePushed | Igno
     if not tag:
         return Ignored(event_id, "push by digest without a tag", EventSource.GITHUB)
     digest = tag_info.get("digest") or version.get("version") or version.get("name")
-    namespace = package.get("namespace") or (package.get("owner") or {}).get("login")
+    owner = package.get("owner")
+    namespace = package.get("namespace") or (owner.get("login") if isinstance(owner, dict) else None)
     name = package.get("name")
     if not isinstance(namespace, str) or not namespace or not isinstance(name, str) or not name:
         raise MalformedEvent(f"{event_name}.namespace and {event_name}.name are required")
