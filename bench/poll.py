@@ -6,8 +6,9 @@ the same manifest each time), and N dependency-index rows name those N tags as b
 
 Measured, for each N (default 1,000 and 10,000):
 - floor: the raw HEAD rate for the same N tags, same client and concurrency, nothing stored;
-- cycle: `Poller.cycle()` over the N bases (index scan, N manifest HEADs, N base states written),
-  and its request rate.
+- cycle: `Poller.cycle()` over the N bases (index scan and base rows read, N manifest HEADs, the
+  rows that changed written), and its request rate: the first cycle writes N rows (first sight),
+  the next one none (each base's last check comes from its registry's sweep row).
 Then detection: cycles run every --interval seconds as the timer runs them; at a random moment in
 the cycle one tag is moved to a new manifest; the time from that PUT to the run being queued is
 measured --trials times (target: within one interval + 5 s).
@@ -192,9 +193,11 @@ def main() -> int:
             assert (report.polled, report.checked, report.changed) == (size, size, 0), report.to_dict()
             again = services.poller.cycle()
             print(f"N={size:>6}: floor (raw HEADs) {raw:6.2f} s = {size / raw:6.0f} req/s | "
-                  f"first cycle {report.seconds:6.2f} s = {report.requests / report.seconds:6.0f} req/s | "
+                  f"first cycle {report.seconds:6.2f} s = {report.requests / report.seconds:6.0f} req/s "
+                  f"({report.written} rows written) | "
                   f"steady cycle {again.seconds:6.2f} s = {again.requests / again.seconds:6.0f} req/s "
-                  f"({again.seconds / raw:.2f}x floor; {again.requests} requests) [set-up {setup:.0f} s]")
+                  f"({again.seconds / raw:.2f}x floor; {again.requests} requests, "
+                  f"{again.written} rows written) [set-up {setup:.0f} s]")
         services = made[0]
         size = min(args.sizes)
         bases = [f"{host}/{repo}:t{n:05d}" for n in range(size)]

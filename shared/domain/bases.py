@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from shared.domain.vocabulary import Watch, format_time
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: base rows in 64 bucket partitions and a sweep row per registry (1: one partition)
 
 
 @dataclass
@@ -24,6 +24,23 @@ class BaseState:
     changed_at: datetime | None = None  # when the poller saw the digest change
     error: str | None = None  # why the last check failed (None when it succeeded)
     error_at: datetime | None = None
+
+    def swept(self, at: datetime | None) -> BaseState:
+        """This state with its registry's last sweep applied.
+
+        A poll cycle writes a base's row only when what the base shows changed (its digest, media
+        type, platforms or error), and records once per registry when it checked that registry's
+        bases (`at`). A base without an error was answered in every such sweep (a failure would
+        have written its error), so its last check is the later of its own and the sweep.
+        """
+        if self.error is None and self.checked_at is not None and at is not None and at > self.checked_at:
+            return replace(self, checked_at=at)
+        return self
+
+    def same_row(self, other: BaseState | None) -> bool:
+        """Whether `other` shows what this state shows, the time of the last check aside (that is
+        kept per registry): a row that needs no write."""
+        return other is not None and replace(self, checked_at=None) == replace(other, checked_at=None)
 
 
 @dataclass

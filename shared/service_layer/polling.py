@@ -11,7 +11,13 @@ One cycle (the timer function `poll_bases` runs one per BASETRIGGER_POLL_INTERVA
    base, previous and new digest: shared.domain.bases.poll_event_id) and goes through the same
    Dispatcher and decision log. A base seen for the first time is an event only where a task's
    recorded digest differs from it (a change between the task's creation and the first poll).
-4. Each base's state is written back (when checked, what it saw, the error), 100 to a transaction.
+4. Only the bases whose row changed are written back (what they saw, the error: first sight, a
+   changed digest, a new or cleared error), 100 to a transaction; then, once per registry that
+   answered, when this cycle checked it (a "sweep"). A base without an error was answered by every
+   sweep of its registry, so its last check is the later of its own and the sweep
+   (BaseState.swept): a cycle in which nothing changed writes a row per registry, not per base.
+
+Reads: the dependency index (one scan) and the base rows (one key range) are read side by side.
 
 Failures: a base that cannot be read keeps its last digest and gets the error; a new or changed
 error is recorded once as a `registry-error` decision (a refused password says so there). A
@@ -61,12 +67,14 @@ class CycleReport:
     changed: int = 0  # digest changed (events dispatched)
     failed: int = 0  # errors (incl. skipped for a registry's back-off)
     requests: int = 0  # manifest requests sent (HEADs and index GETs)
+    written: int = 0  # base rows written (those whose digest or error changed, and first sights)
     seconds: float = 0.0
     decisions: list[Decision] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {"bases": self.bases, "polled": self.polled, "checked": self.checked, "changed": self.changed,
-                "failed": self.failed, "requests": self.requests, "seconds": round(self.seconds, 3),
+                "failed": self.failed, "requests": self.requests, "written": self.written,
+                "seconds": round(self.seconds, 3),
                 "events": [d.event_id for d in self.decisions]}
 
 
@@ -113,15 +121,34 @@ class Poller:
             return None
         return self.settings.mode(ref.registry)
 
+    def _read(self) -> tuple[dict[str, list[DependencyRow]], dict[str, Task], dict[str, BaseState],
+                             dict[str, datetime]]:
+        """What a cycle or the overview starts from, read side by side: the bases in use, the tasks,
+        the stored base rows and the registries' sweeps."""
+        stored = self._pool.submit(self.bases.all)
+        sweeps = self._pool.submit(self.bases.sweeps)
+        by_base, tasks = self._in_use()
+        return by_base, tasks, stored.result(), sweeps.result()
+
+    @staticmethod
+    def _registry_of(base: str) -> str | None:
+        try:
+            return ImageRef.parse(base).registry
+        except InvalidReference:
+            return None
+
     def overview(self) -> list[BaseOverview]:
         """Every distinct base of the index: how it is watched, who uses it, what the poller saw."""
-        by_base, _ = self._in_use()
-        states = self.bases.all()
+        by_base, _, states, sweeps = self._read()
         result = []
         for base in sorted(by_base):
             watch = self.watch_of(base)
+            state = states.get(base)
+            if state is not None:
+                registry = self._registry_of(base)
+                state = state.swept(sweeps.get(registry) if registry else None)
             result.append(BaseOverview(base, watch or Watch.EVENTS, sorted(r.task for r in by_base[base]),
-                                       states.get(base)))
+                                       state))
         return result
 
     # ---- one cycle -----------------------------------------------------------------------------
@@ -129,8 +156,7 @@ class Poller:
         started = time.monotonic()
         report = CycleReport()
         now = self.clock()
-        by_base, tasks = self._in_use()
-        states = self.bases.all()
+        by_base, tasks, states, sweeps = self._read()
         backoffs = self.bases.backoffs()
         report.bases = len(by_base)
         targets: list[_Base] = []
@@ -172,19 +198,29 @@ class Poller:
             return target, result
 
         fresh: list[BaseState] = []
+        answered: set[str] = set()  # registries that answered for at least one base
         for target, result in self._pool.map(check, targets):
-            state = states.get(target.base) or BaseState(target.base)
-            fresh.append(self._settle(target, state, result, now, report))
+            stored = states.get(target.base)
+            registry = target.ref.registry
+            state = stored.swept(sweeps.get(registry)) if stored else BaseState(target.base)
+            state = self._settle(target, state, result, now, report)
+            if not state.same_row(stored):
+                fresh.append(state)
+            if not isinstance(result, RegistryError):
+                answered.add(registry)
         report.requests = counter[0]
-        self.bases.save_many(fresh)
+        report.written = len(fresh)
+        self.bases.save_many(fresh)  # before the sweeps: a base whose row failed is not swept
+        if answered:
+            self.bases.save_sweeps({registry: now for registry in answered})
         self._settle_backoffs(targets, wide, backoffs, now)
         gone = [base for base in states if base not in by_base]
         if gone:
             self.bases.remove_many(gone)
         report.seconds = time.monotonic() - started
-        log.info("poll cycle: %d bases, %d polled, %d checked, %d changed, %d failed, %d requests in %.1f s",
-                 report.bases, report.polled, report.checked, report.changed, report.failed,
-                 report.requests, report.seconds)
+        log.info("poll cycle: %d bases, %d polled, %d checked, %d changed, %d failed, %d requests, "
+                 "%d rows written in %.1f s", report.bases, report.polled, report.checked, report.changed,
+                 report.failed, report.requests, report.written, report.seconds)
         return report
 
     def _probe(self, target: _Base, state: BaseState | None, counter: list[int],

@@ -7,6 +7,7 @@ registry API, git and buildah/ACR; `tests/fakes.py` implements them in memory fo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -212,13 +213,18 @@ class IndexScan(Protocol):
 
 
 class BaseRepository(Protocol):
-    """The poller's state: each base as last seen, and registries it backs off from."""
+    """The poller's state: each base as last seen, when each registry's bases were last checked
+    (a base's own row is written only when what it shows changes), and registries it backs off from."""
 
     def all(self) -> dict[str, BaseState]: ...
 
     def save_many(self, states: Iterable[BaseState]) -> None: ...
 
     def remove_many(self, bases: Iterable[str]) -> None: ...
+
+    def sweeps(self) -> dict[str, datetime]: ...
+
+    def save_sweeps(self, sweeps: dict[str, datetime]) -> None: ...
 
     def backoffs(self) -> dict[str, RegistryBackoff]: ...
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from shared.adapters.base_table import LEGACY_BASES, partition_of, to_entity
 from shared.adapters.builders.registry_auth import auth_file_args
 from shared.bootstrap import Services
+from shared.domain.bases import BaseState
 from shared.domain.credentials import RegistryCredential
+from shared.domain.image_ref import encode_key
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import TERMINAL, EventSource, Outcome, RunStatus, Trigger
 from tests.conftest import unique_settings
@@ -177,3 +181,31 @@ def test_an_unreachable_base_shows_its_error(polling_host, tmp_path):
     entry = base_entry(host, base, lambda b: b["last_error"])
     assert entry["last_error"].startswith("cannot reach localhost:1")
     assert entry["tasks"] == [name] and entry["watch"] == "poll"
+
+
+def test_base_rows_are_kept_in_buckets_read_as_one_range_and_schema_1_rows_are_moved(services):
+    """The `bases` table on Azurite: rows spread over bucket partitions (several transactions),
+    read back whole with the sweeps; a row of the old single partition is moved into its bucket."""
+    repo = services.base_states
+    at = datetime(2026, 11, 30, tzinfo=UTC)
+    states = [BaseState(f"quay.io/team/b{n:03d}:1", digest="sha256:" + f"{n:064x}", checked_at=at,
+                        platforms={"linux/amd64": "sha256:" + "a" * 64} if n == 7 else {})
+              for n in range(250)]
+    assert len({partition_of(s.base) for s in states}) > 1
+    repo.save_many(states)
+    old = BaseState("quay.io/team/old:1", digest="sha256:" + "f" * 64, checked_at=at, error="refused",
+                    error_at=at)
+    table = services.storage.table("bases")
+    table.create_entity({**to_entity(old), "PartitionKey": LEGACY_BASES})
+    repo.save_sweeps({"quay.io": at + timedelta(minutes=5), "ghcr.io": at})
+    repo.save_sweeps({"quay.io": at + timedelta(minutes=10)})
+
+    read = repo.all()
+    assert read == {s.base: s for s in [*states, old]}
+    assert repo.sweeps() == {"quay.io": at + timedelta(minutes=10), "ghcr.io": at}
+    partitions = {e["PartitionKey"] for e in table.list_entities(select=["PartitionKey"])}
+    assert LEGACY_BASES not in partitions and partition_of(old.base) in partitions
+    assert table.get_entity(partition_of(old.base), encode_key(old.base))["Error"] == "refused"
+
+    repo.remove_many([s.base for s in states[:120]] + ["quay.io/team/never:1"])
+    assert set(repo.all()) == {s.base for s in states[120:]} | {old.base}

@@ -4,7 +4,7 @@ dispatched once (overlapping cycles make the same event), first sight, errors an
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from shared.domain.bases import poll_event_id
 from shared.domain.credentials import RegistryCredential
@@ -30,13 +30,21 @@ class Index:
 
 class Bases:
     def __init__(self):
-        self.states, self.backoff = {}, {}
+        self.states, self.backoff, self.swept, self.writes = {}, {}, {}, []
 
     def all(self):
         return dict(self.states)
 
     def save_many(self, states):
+        states = list(states)
+        self.writes.append(sorted(s.base for s in states))
         self.states.update({s.base: s for s in states})
+
+    def sweeps(self):
+        return dict(self.swept)
+
+    def save_sweeps(self, sweeps):
+        self.swept.update(sweeps)
 
     def remove_many(self, bases):
         for b in bases:
@@ -126,6 +134,51 @@ def test_a_rate_limited_registry_is_backed_off_for_retry_after_and_its_other_bas
     backoff = bases.backoff["quay.io"]
     assert backoff.failures == 1 and 480 <= (backoff.until - NOW).total_seconds() <= 720  # ±20 % jitter
     assert poller.cycle().requests == 0  # still backing off
+
+
+def test_a_cycle_writes_only_the_rows_that_changed_and_every_base_still_shows_its_last_check(tmp_path):
+    b1, b2, b3, other = "quay.io/team/base:1", "quay.io/team/base:2", "quay.io/team/base:3", "ghcr.io/o/x:1"
+    app, poller, registry, bases = setup(tmp_path, {b1: OLD, b2: OLD, b3: OLD, other: OLD}, tasks=1, base=b1)
+    for base in (b2, b3, other):
+        app.table.put_task_fields(DependencyRow(base=base, task="t0", runtime=True, trigger_enabled=True,
+                                                trigger_type=TriggerType.RUNTIME, built_digest=OLD))
+    times = [NOW + timedelta(minutes=5 * n) for n in range(5)]
+    clock = iter(times)
+    poller.clock = lambda: next(clock)
+
+    def shown():
+        return {o.base: o.to_dict() for o in poller.overview()}
+
+    def checked(at):
+        return at.isoformat().replace("+00:00", "Z")
+
+    first = poller.cycle()
+    assert (first.written, bases.writes[-1]) == (4, sorted([b1, b2, b3, other]))  # first sight
+    steady = poller.cycle()
+    assert (steady.checked, steady.written, bases.writes[-1]) == (4, 0, [])
+    assert {b["last_checked"] for b in shown().values()} == {checked(times[1])}
+
+    registry.digests[b2] = NEW
+    registry.digests[b3] = RegistryError(Failure.NOT_FOUND, "quay.io has no team/base:3")
+    third = poller.cycle()
+    assert (third.changed, third.written, bases.writes[-1]) == (1, 2, [b2, b3])
+    view = shown()
+    assert view[b1]["last_checked"] == view[other]["last_checked"] == checked(times[2])
+    assert (view[b2]["digest"], view[b2]["last_checked"], view[b2]["last_changed"]) == \
+        (NEW, checked(times[2]), checked(times[2]))
+    # Its registry was swept, but b3 failed: its last check is still the last one it answered.
+    assert (view[b3]["digest"], view[b3]["last_checked"]) == (OLD, checked(times[1]))
+    assert view[b3]["last_error"] == "quay.io has no team/base:3"
+
+    again = poller.cycle()  # the same error: nothing to write, and b3 is not made fresher
+    assert (again.written, bases.writes[-1]) == (0, [])
+    view = shown()
+    assert (view[b3]["last_checked"], view[b1]["last_checked"]) == (checked(times[1]), checked(times[3]))
+
+    registry.digests[b3] = OLD
+    healed = poller.cycle()
+    assert (healed.changed, bases.writes[-1]) == (0, [b3])
+    assert (shown()[b3]["last_checked"], shown()[b3]["last_error"]) == (checked(times[4]), None)
 
 
 def test_watch_rules_and_schedules():
