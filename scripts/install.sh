@@ -54,12 +54,10 @@ declare -A APT_CMD=(
     [git]=git
     # htpasswd: the local stack's authenticated registry wants bcrypt entries (htpasswd -B).
     [apache2-utils]=htpasswd
-    # htpasswd: the local stack's authenticated registry wants bcrypt entries (htpasswd -B).
-    [apache2-utils]=htpasswd
     [chromium]=chromium
 )
 missing=()
-for pkg in docker-registry buildah busybox-static skopeo openssl git apache2-utils apache2-utils chromium; do
+for pkg in docker-registry buildah busybox-static skopeo openssl git apache2-utils chromium; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
         && ! command -v "${APT_CMD[$pkg]}" >/dev/null 2>&1; then
         missing+=("$pkg")
@@ -84,7 +82,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         "${SUDO[@]}" /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
     fi
 else
-    say "apt packages: ok (docker-registry buildah busybox-static skopeo openssl git apache2-utils apache2-utils chromium node npm)"
+    say "apt packages: ok (docker-registry buildah busybox-static skopeo openssl git apache2-utils chromium node npm)"
 fi
 
 # --- Azurite (npm, project-local) --------------------------------------------------------------
