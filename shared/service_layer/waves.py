@@ -291,12 +291,13 @@ class WaveCoordinator:
         raise WaveConflict(f"wave {wave_id} kept changing")
 
     def _hold(self, wave: Wave, members: list[Member]) -> None:
-        for member in members:
-            if member.outcome is None and not member.released:
-                self._cancel_run(member, wave.reason or "held", RunStatus.HELD)
+        # The decision first: whoever sees the wave Held finds why (the runs follow in a moment).
         self.decisions.record(Decision(f"{wave.wave_id}:held:{utc_now().isoformat()}", EventSource.WAVE,
                                        Outcome.HELD, f"wave {wave.wave_id} held: {wave.reason}"),
                               mark_seen=False)
+        for member in members:
+            if member.outcome is None and not member.released:
+                self._cancel_run(member, wave.reason or "held", RunStatus.HELD)
         log.warning("wave %s held: %s", wave.wave_id, wave.reason)
 
     # ---- operator commands -----------------------------------------------------------------

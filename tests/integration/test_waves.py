@@ -187,6 +187,8 @@ def test_the_breaker_holds_a_wave_whose_base_is_broken(stack, names, tmp_path):
                                          for r in runs) == 10
     wave, _ = stack.waves.waves.get(wave_id)
     assert "circuit breaker" in (wave.reason or "")
-    assert any(d.outcome == Outcome.HELD and wave_id in d.reason for d in stack.decisions.recent(top=50))
+    held_decisions = [d for d in stack.decisions.recent(top=500)
+                      if d.outcome == Outcome.HELD and f"wave {wave_id} held" in d.reason]
+    assert held_decisions and "circuit breaker" in held_decisions[0].reason
     stack.waves.cancel(wave_id)
     assert all(stack.runs.get(r.run_id)[0].status != RunStatus.HELD for r in held)
