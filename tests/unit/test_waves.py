@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.domain.builds import BuildResult
+from shared.domain.dependencies import DependencyRow
 from shared.domain.events import ImagePushed
 from shared.domain.tasks import Dependency, Task, TaskError
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, WaveState
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
 from shared.domain.waves import Brakes
 from tests.fakes import FakeApp
 
@@ -228,3 +229,16 @@ def test_an_update_that_would_close_a_cycle_is_refused_and_changes_nothing(app, 
     with pytest.raises(TaskError, match="a → .*x/a:latest → b → .*x/b:latest → c → .*x/c:latest → a"):
         app.tasks.update("a", context=context(app, tmp_path, "a2", "x/c"))
     assert app.task_store.get("a").context == before
+
+
+def test_base_rebuild_starts_a_wave_even_where_the_digest_is_unchanged(app):
+    add_task(app, "mid", ["base"])
+    add_task(app, "app", ["mid"])
+    app.index.table.put_build_fields(  # both already built on the digest the rebuild names
+        DependencyRow(base=ref("base"), task="mid", runtime=True, trigger_enabled=True,
+                      trigger_type=TriggerType.RUNTIME, built_digest=DIGEST))
+    assert push(app, "base").outcome == Outcome.DIGEST_UNCHANGED
+    event = ImagePushed("rebuild-1", REGISTRY, "base", "latest", DIGEST, datetime.now(UTC), EventSource.REBUILD)
+    decision = app.dispatcher.rebuild(event)
+    assert decision.outcome == Outcome.QUEUED and "2 run(s) in 2 level(s)" in decision.reason
+    assert play(app) == ["mid", "app"]
