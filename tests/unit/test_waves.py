@@ -238,7 +238,8 @@ def test_base_rebuild_starts_a_wave_even_where_the_digest_is_unchanged(app):
         DependencyRow(base=ref("base"), task="mid", runtime=True, trigger_enabled=True,
                       trigger_type=TriggerType.RUNTIME, built_digest=DIGEST))
     assert push(app, "base").outcome == Outcome.DIGEST_UNCHANGED
-    event = ImagePushed("rebuild-1", REGISTRY, "base", "latest", DIGEST, datetime.now(UTC), EventSource.REBUILD)
+    event = ImagePushed("rebuild-1", REGISTRY, "base", "latest", DIGEST, datetime.now(UTC),
+                        EventSource.REBUILD)
     decision = app.dispatcher.rebuild(event)
     assert decision.outcome == Outcome.QUEUED and "2 run(s) in 2 level(s)" in decision.reason
     assert play(app) == ["mid", "app"]
