@@ -51,9 +51,12 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter=within_limits)
-    except (tarfile.TarError, OSError, EOFError, KeyError, RecursionError) as exc:
+    except ContextError:
+        raise  # over the limits
+    except (tarfile.TarError, OSError, EOFError, KeyError, RecursionError, ValueError) as exc:
         # tarfile's own link handling: KeyError for a hard link to a member the archive does not
-        # hold, RecursionError for a symlink that names itself over a directory (`a/`, `a -> a`).
+        # hold, RecursionError for a symlink that names itself over a directory (`a/`, `a -> a`);
+        # ValueError for a member name with a NUL byte in it (a PAX `path` record).
         raise ContextError(f"the uploaded context is not a readable tar archive: {exc}") from exc
     return dest
 

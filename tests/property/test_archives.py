@@ -167,6 +167,18 @@ HARD_LINK_TO_NOTHING = build_tar(
     tarfile.GNU_FORMAT,
 )
 
+
+def pax_with_path(path: str) -> bytes:
+    """A PAX tar of one empty file whose `path` record says `path` (a NUL byte is allowed there)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("x")
+        info.pax_headers = {"path": path}
+        tar.addfile(info, io.BytesIO(b""))
+    return out.getvalue()
+
+
+NUL_IN_A_PAX_PATH = pax_with_path("a\0b")
 SYMLINK_TO_ITSELF_OVER_A_DIR = build_tar(
     [
         {"name": "a", "type": tarfile.DIRTYPE, "link": "", "data": b"", "size": None, "mode": 0o755},
@@ -178,6 +190,7 @@ SYMLINK_TO_ITSELF_OVER_A_DIR = build_tar(
 
 @given(archives, limits)
 @example(ZEROS_BOMB, UnpackLimits())
+@example(NUL_IN_A_PAX_PATH, UnpackLimits())  # once a ValueError (embedded null byte) out of unpacking
 @example(SYMLINK_TO_ITSELF_OVER_A_DIR, UnpackLimits())  # once a RecursionError out of tarfile
 @example(HARD_LINK_TO_NOTHING, UnpackLimits())  # once a KeyError out of tarfile, a crash per delivery
 @example(
