@@ -14,6 +14,9 @@
 #   make smoke-azure  the cloud path end to end on a deployment (not in CI; needs
 #                  BASETRIGGER_URL and BASETRIGGER_KEY of it; see docs/deploy.md)
 #   make screenshots  the dashboard's views, from the browser tests, into docs/img/
+#   make chaos     the long mode of the fault, fuzz and secret-canary suite (not in CI, tens of
+#                  minutes) on a second stack of its own (never the default one); prints its figures
+#                  (deliveries, runs, 5xx, lost, stuck, secret hits); `make test` runs the short mode
 #
 # Ports and the state folder follow the environment: STACK_DIR, AZURITE_BLOB_PORT,
 # AZURITE_QUEUE_PORT, AZURITE_TABLE_PORT, REGISTRY_PORT, HOST_PORT (see docs/local-stack.md).
@@ -24,7 +27,7 @@ STACK := $(PYTHON) scripts/stack.py
 # (`eval "$(...)"` alone would succeed even when `env` fails, so its output is checked first.)
 WITH_STACK_ENV = stack_env="$$($(STACK) env)" && eval "$$stack_env" &&
 
-.PHONY: install up down status env lint typecheck test demo bench checkov smoke-azure screenshots
+.PHONY: install up down status env lint typecheck test demo bench checkov smoke-azure screenshots chaos
 
 install:
 	@PYTHON=$(PYTHON) bash scripts/install.sh
@@ -69,6 +72,10 @@ bench: up
 # The browser tests save each view they reach (a real push and build included) as docs/img/<view>.png.
 screenshots: up
 	@$(WITH_STACK_ENV) BASETRIGGER_SCREENSHOTS=docs/img $(PYTHON) -m pytest tests/browser -q
+
+# Starts and stops a stack of its own on free ports (scripts/chaos.py), so it needs no `up`.
+chaos: install
+	@$(PYTHON) scripts/chaos.py
 
 # Checkov's Bicep policies; fails on a finding docs/deploy.md does not explain (scripts/checkov_bicep.py).
 checkov:
