@@ -46,6 +46,7 @@ COLUMNS = [
     ("stuck", "stuck"),
     ("duplicates", "dup runs"),
     ("extra_messages", "extra msgs"),
+    ("burnt_ids", "burnt ids"),
     ("second_builds", "2nd builds"),
     ("secret_hits", "secret hits"),
 ]
