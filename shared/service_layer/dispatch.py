@@ -134,11 +134,16 @@ class Dispatcher:
             self.decisions.record(decision)
             return decision
         # The claim and the two reads a decision needs are independent: one round trip, not three.
+        # Only the first try of the claim goes to the pool: a delivery that waits for another's
+        # decision waits in its own thread, never in a pool worker the other delivery's reads need.
         pushed = event.reference
-        claim = self._readers.submit(self._begin, event.event_id)
+        claim = self._readers.submit(self.decisions.begin, event.event_id)
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
-        previous = claim.result()
+        try:
+            previous = claim.result()
+        except EventBusy:
+            previous = self._begin(event.event_id)
         if previous is not None:
             log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
             return previous

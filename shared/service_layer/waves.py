@@ -163,17 +163,22 @@ class WaveCoordinator:
             self.slots.give_back(GLOBAL, member.run_id)
             return False
 
+        # Whether this call made the release (the last change applied is the one written): a run
+        # another releaser got to first is theirs to send, and its places are the run's, not ours.
+        mine = False
+
         def release(run: Run) -> Run | None:
-            if run.status != RunStatus.QUEUED or run.released:
-                return None
-            return replace(run, released=True)
+            nonlocal mine
+            mine = run.status == RunStatus.QUEUED and not run.released
+            return replace(run, released=True) if mine else None
 
         try:
-            run = transition(self.runs, member.run_id, release)
+            run: Run | None = transition(self.runs, member.run_id, release)
         except RunNotFound:
             run = None
-        if run is None or not run.released or run.status != RunStatus.QUEUED:
-            self._give_back(member.wave_id, member.run_id)
+        if not mine:
+            if run is None or not run.released or run.finished:
+                self._give_back(member.wave_id, member.run_id)
             self.waves.unmark_ready(member)
             return False
         self._update_member(member.wave_id, member.task, lambda m: replace(m, released=True))

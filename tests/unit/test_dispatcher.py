@@ -1,5 +1,7 @@
 """The dispatcher's rules on in-memory fakes: every decision outcome, redelivery and lost races."""
 
+import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -186,3 +188,25 @@ def test_a_batch_goes_on_past_an_event_that_fails(app):
     with pytest.raises(DispatchIncomplete, match="1 event"):
         app.dispatcher.handle_all(events)
     assert [d.event_id for d in app.decisions.decisions] == ["good"]
+
+
+def test_deliveries_waiting_for_a_busy_event_leave_the_dispatcher_free_for_others(app):
+    # Another delivery is dispatching e1 (its claim is taken, no decision yet). Deliveries of e1 that
+    # wait for its decision must not hold the dispatcher's readers: e2 is decided meanwhile, and the
+    # waiting deliveries then get e1's decision (before, three of them took every reader for their
+    # whole wait, and every dispatch behind them stalled until they gave up with EventBusy).
+    add_task(app)
+    app.decisions.begin("e1")
+    answers: list = []
+    waiting = [threading.Thread(target=lambda: answers.append(app.dispatcher.handle(push(event_id="e1"))))
+               for _ in range(3)]
+    for thread in waiting:
+        thread.start()
+    other = app.dispatcher.handle(push(NEW, event_id="e2", repository="other"))
+    assert other.outcome == Outcome.NO_DEPENDENTS
+    assert all(thread.is_alive() for thread in waiting)  # still waiting for e1: they did not give up
+    first = app.dispatcher.handle(push(event_id="e1-again"))  # stands in for e1's dispatcher
+    app.decisions.record(replace(first, event_id="e1"))
+    for thread in waiting:
+        thread.join()
+    assert [a.event_id for a in answers] == ["e1"] * 3

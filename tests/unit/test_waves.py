@@ -243,3 +243,21 @@ def test_base_rebuild_starts_a_wave_even_where_the_digest_is_unchanged(app):
     decision = app.dispatcher.rebuild(event)
     assert decision.outcome == Outcome.QUEUED and "2 run(s) in 2 level(s)" in decision.reason
     assert play(app) == ["mid", "app"]
+
+
+def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
+    # Two releasers (a finished run's worker and housekeeping, say) reach the same ready member: the
+    # one that lost the release sends nothing and gives back nothing (the places are the run's).
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
+    for n in range(2):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    (first,) = app.queue.sent
+    waiting = next(m for m in app.wave_store.members("w1") if not m.released)
+    first_run, _ = app.runs.get(first)
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
+    app.worker.execute(first)  # its end releases the waiting member
+    assert app.queue.sent == [first, waiting.run_id]
+    assert app.waves._release_one(waiting) is False  # the same member again, as a late releaser
+    assert app.queue.sent == [first, waiting.run_id]
+    assert waiting.run_id in app.slots.holders("w1") and waiting.run_id in app.slots.holders("global")
