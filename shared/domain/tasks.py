@@ -10,6 +10,7 @@ from typing import Any
 from shared.domain.builds import BuildSpec, Source, is_git_url
 from shared.domain.credentials import CredentialError, RegistryCredential, check_unique
 from shared.domain.dockerfile import parse_dependencies
+from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
 from shared.domain.platforms import InvalidPlatform, Platform
 from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
@@ -147,5 +148,11 @@ def compute_dependencies(dockerfile_text: str, build_args: dict[str, str]) -> li
         deps = parse_dependencies(dockerfile_text, build_args)
     except ValueError as exc:  # DockerfileError and InvalidReference both name the problem
         raise TaskError(f"cannot read the Dockerfile: {exc}") from exc
+    for image in deps.all:
+        # Bases key the dependency index (`base|<image>`): one too long for a key is refused here,
+        # before anything is stored, not when the index is written.
+        if not fits_a_key(image):
+            raise TaskError(f"cannot read the Dockerfile: the base image {image[:80]}... is too long to "
+                            "track (its name must fit a 1 KiB table key)")
     runtime = set(deps.runtime)
     return [Dependency(image=image, runtime=image in runtime) for image in deps.all]

@@ -453,3 +453,13 @@ def test_to_dict_shape():
         "runtime": [ALPINE],
         "all": ["docker.io/library/golang:1.22", ALPINE],
     }
+
+
+def test_a_base_too_long_to_index_is_refused_with_the_task_not_at_the_index():
+    from shared.domain.tasks import TaskError, compute_dependencies
+
+    # A valid reference whose escaped form (every `/` is three characters) overflows a table key.
+    base = "localhost:5000/" + "a/" * 115 + "a:" + "t" * 128
+    assert parse_dependencies(f"FROM {base}\n", {}).all == [base]
+    with pytest.raises(TaskError, match="too long to track"):
+        compute_dependencies(f"FROM {base}\n", {})
