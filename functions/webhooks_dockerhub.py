@@ -6,13 +6,10 @@ dispatch (shared/service_layer/ingest.py). Docker Hub bases are also polled by d
 whose digest cannot be read now is still seen by the next poll.
 """
 
-import logging
-
 import azure.functions as func
 
-from functions.http import BadRequest, error, json_response, parse_json
+from functions.webhook_common import Refused, decisions_answer, parse_payload
 from shared.bootstrap import services
-from shared.domain.events import MalformedEvent
 from shared.domain.vocabulary import EventSource
 from shared.domain.webhook_events import from_dockerhub
 
@@ -24,15 +21,8 @@ MAX_BODY_BYTES = 256 * 1024
 @bp.function_name("dockerhub_webhook")
 @bp.route(route="hooks/dockerhub", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def dockerhub_webhook(req: func.HttpRequest) -> func.HttpResponse:
-    body = req.get_body()
-    if len(body) > MAX_BODY_BYTES:
-        return error(413, "PayloadTooLarge", f"the payload exceeds {MAX_BODY_BYTES} bytes")
     try:
-        push = from_dockerhub(parse_json(body))
-    except (BadRequest, MalformedEvent) as exc:
-        logging.warning("rejected Docker Hub payload: %s", exc)
-        services().dispatcher.reject("(dockerhub payload)", EventSource.DOCKERHUB, str(exc))
-        return error(400, "MalformedEvent", str(exc))
-    decision = services().ingest.dockerhub(push)
-    return json_response({"decisions": [{"event_id": decision.event_id, "outcome": decision.outcome,
-                                         "reason": decision.reason, "runs": decision.runs}]})
+        push = parse_payload(req, MAX_BODY_BYTES, from_dockerhub, EventSource.DOCKERHUB)
+    except Refused as refused:
+        return refused.answer
+    return decisions_answer(lambda: [services().ingest.dockerhub(push)])

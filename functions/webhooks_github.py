@@ -7,16 +7,15 @@ BASETRIGGER_GITHUB_WEBHOOK_SECRET instead (constant time). Without the setting i
 
 import hashlib
 import hmac
-import logging
 
 import azure.functions as func
 
-from functions.http import BadRequest, error, json_response, parse_json
+from functions.http import error
+from functions.webhook_common import Refused, decisions_answer, parse_payload
 from shared.bootstrap import services
-from shared.domain.events import MalformedEvent, printable_id
+from shared.domain.events import printable_id
 from shared.domain.vocabulary import EventSource
 from shared.domain.webhook_events import from_github
-from shared.service_layer.dispatch import DispatchIncomplete
 
 bp = func.Blueprint()
 
@@ -36,22 +35,14 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
         return error(403, "NotConfigured",
                      "BASETRIGGER_GITHUB_WEBHOOK_SECRET is not set: this route accepts nothing")
     body = req.get_body()
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > MAX_BODY_BYTES:  # before the HMAC is computed over it
         return error(413, "PayloadTooLarge", f"the payload exceeds {MAX_BODY_BYTES} bytes")
     if not signature_ok(secret, body, req.headers.get("X-Hub-Signature-256")):
         return error(401, "Unauthorized", "X-Hub-Signature-256 does not match the body and the secret")
-    delivery = req.headers.get("X-GitHub-Delivery")
+    kind, delivery = req.headers.get("X-GitHub-Event"), req.headers.get("X-GitHub-Delivery")
     try:
-        event = from_github(req.headers.get("X-GitHub-Event"), delivery, parse_json(body))
-    except (BadRequest, MalformedEvent) as exc:
-        logging.warning("rejected GitHub payload: %s", exc)
-        services().dispatcher.reject(printable_id(delivery or "(github payload)"), EventSource.GITHUB,
-                                     str(exc))
-        return error(400, "MalformedEvent", str(exc))
-    try:
-        decisions = services().ingest.handle_all([event])
-    except DispatchIncomplete as exc:
-        return error(503, "DispatchFailed", str(exc), headers={"Retry-After": "10"})
-    return json_response({"decisions": [
-        {"event_id": d.event_id, "outcome": d.outcome, "reason": d.reason, "runs": d.runs}
-        for d in decisions]})
+        event = parse_payload(req, MAX_BODY_BYTES, lambda data: from_github(kind, delivery, data),
+                              EventSource.GITHUB, rejected_id=printable_id(delivery or "(github payload)"))
+    except Refused as refused:
+        return refused.answer
+    return decisions_answer(lambda: services().ingest.handle_all([event]))
