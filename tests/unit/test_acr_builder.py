@@ -38,6 +38,7 @@ from azure.storage.blob import BlobClient, BlobServiceClient, BlobType
 
 from shared.adapters.builders.acr import AcrBuilder
 from shared.domain.builds import BuildContext, BuildRequest
+from shared.domain.credentials import RegistryCredential
 from shared.domain.vocabulary import RunStatus
 
 SUB = "00000000-1111-2222-3333-444444444444"
@@ -603,6 +604,83 @@ def test_timeout_is_clamped_to_what_acr_accepts(tmp_path):
     body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
     assert body["timeout"] == 300
     assert body["platform"] == {"os": "Linux", "architecture": "arm64", "variant": "v8"}
+
+
+HUB_PASSWORD = "dckr_pat_hub-s3cr3t"
+GHCR_PASSWORD = "ghp_registry-s3cr3t"
+
+
+def test_registry_credentials_reach_the_run_as_custom_registry_credentials(tmp_path, caplog):
+    fake = FakeAcr(log_chunks=[b"Login Succeeded " + HUB_PASSWORD.encode() + b"\n"],
+                   final={"outputImages": [{"digest": DIGEST}]})
+    credentials = (
+        RegistryCredential.create("index.docker.io", "hubuser", HUB_PASSWORD),  # stored as docker.io
+        RegistryCredential.create("ghcr.io", "octo", GHCR_PASSWORD),
+    )
+    lines: list[str] = []
+    caplog.set_level(logging.DEBUG)
+
+    result = make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path))), credentials=credentials), lines.append
+    )
+
+    assert result.status == RunStatus.SUCCEEDED
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert body["credentials"] == {
+        "customRegistries": {
+            "docker.io": {
+                "userName": {"type": "Opaque", "value": "hubuser"},
+                "password": {"type": "Opaque", "value": HUB_PASSWORD},
+            },
+            "ghcr.io": {
+                "userName": {"type": "Opaque", "value": "octo"},
+                "password": {"type": "Opaque", "value": GHCR_PASSWORD},
+            },
+        }
+    }
+    assert "Login Succeeded ***" in lines
+    for password in (HUB_PASSWORD, GHCR_PASSWORD):
+        assert not any(password in line for line in lines)
+        assert password not in caplog.text
+
+
+def test_identity_credentials_add_nothing_and_say_so_in_the_log(tmp_path):
+    fake = FakeAcr()
+    credentials = (
+        RegistryCredential.create("otheracr.azurecr.io", use_identity=True),
+        RegistryCredential.create("contosoacr.azurecr.io", use_identity=True),  # the run's own registry
+    )
+    lines: list[str] = []
+
+    make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path))), credentials=credentials), lines.append
+    )
+
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert "credentials" not in body
+    notes = [line for line in lines if line.startswith("registry credential")]
+    assert notes == [
+        "registry credential for otheracr.azurecr.io not used: it signs in with the app's managed "
+        "identity, which an ACR quick run cannot use"
+    ]
+
+
+def test_a_password_echoed_by_a_refused_schedule_is_masked_in_the_reason_and_log(tmp_path, caplog):
+    fake = FakeAcr(schedule_error=(400, {"error": {"code": "InvalidRequest",
+                                                   "message": f"bad credential {GHCR_PASSWORD}"}}))
+    lines: list[str] = []
+    caplog.set_level(logging.DEBUG)
+
+    result = make_builder(fake).build(
+        request_for(BuildContext(path=str(make_context(tmp_path))),
+                    credentials=(RegistryCredential.create("ghcr.io", "octo", GHCR_PASSWORD),)),
+        lines.append,
+    )
+
+    assert result.status == RunStatus.ERROR
+    assert "bad credential ***" in result.reason
+    assert not any(GHCR_PASSWORD in line for line in lines)
+    assert GHCR_PASSWORD not in caplog.text
 
 
 # -- the same flow with the blobs in a real Azurite ---------------------------------------------------

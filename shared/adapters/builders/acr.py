@@ -13,6 +13,10 @@ result or 202 Accepted. The 1.0.0b1 client accepts only 200 and raises on 202, s
 Runs moved out of `azure-mgmt-containerregistry` in its version 15 into
 `azure-mgmt-containerregistrytasks`; this module uses the latter. The management client is injected
 so tests can give it a transport that answers like the ACR REST API.
+
+A task's username/password credentials go to the run as custom registry credentials, so it can pull
+bases from private registries. Managed-identity credentials cannot: a quick run has no identity of
+its own to name, so they are left out and the run's log says so (the run's own registry needs none).
 """
 
 from __future__ import annotations
@@ -30,11 +34,21 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.containerregistrytasks import ContainerRegistryTasksMgmtClient
-from azure.mgmt.containerregistrytasks.models import Argument, DockerBuildRequest, PlatformProperties, Run
+from azure.mgmt.containerregistrytasks.models import (
+    Argument,
+    Credentials,
+    CustomRegistryCredentials,
+    DockerBuildRequest,
+    PlatformProperties,
+    Run,
+    SecretObject,
+    SecretObjectType,
+)
 from azure.storage.blob import BlobClient
 
 from shared.config import ConfigError, Settings
 from shared.domain.builds import BuildContext, BuildRequest, BuildResult, LogSink
+from shared.domain.credentials import RegistryCredential
 from shared.domain.images import has_registry
 from shared.domain.secrets import SecretMask
 from shared.domain.vocabulary import RunStatus
@@ -127,22 +141,24 @@ class AcrBuilder:
     # -- the Builder protocol ---------------------------------------------------------------------
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
-        secrets = [v for v in request.secret_args.values() if v]
-        emit = _masking(log, secrets)
+        mask = SecretMask(_secrets_of(request))
+        emit = _masking(log, mask)
         try:
-            run_request = self._run_request(request)
+            run_request = self._run_request(request, emit)
         except _Refused as exc:
-            emit(f"ACR build refused: {exc}")
-            return BuildResult(status=RunStatus.ERROR, reason=str(exc))
+            reason = mask(str(exc))
+            emit(f"ACR build refused: {reason}")
+            return BuildResult(status=RunStatus.ERROR, reason=reason)
         base_digests = self._base_digests(request.base_images)
         try:
             run_request.source_location = self._source_location(request.context)
             run = self._schedule(run_request)
         except _Refused as exc:
-            emit(f"ACR build refused: {exc}")
-            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=str(exc))
+            reason = mask(str(exc))
+            emit(f"ACR build refused: {reason}")
+            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=reason)
         except (AzureError, OSError) as exc:
-            reason = f"could not schedule an ACR run on {self._registry}: {_short(exc)}"
+            reason = mask(f"could not schedule an ACR run on {self._registry}: {_short(exc)}")
             emit(reason)
             return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=reason)
         acr_run_id = run.run_id or run.name
@@ -157,7 +173,7 @@ class AcrBuilder:
             status=result.status,
             output_digest=result.output_digest,
             base_digests=base_digests,
-            reason=result.reason,
+            reason=mask(result.reason) if result.reason else result.reason,
         )
 
     def _base_digests(self, bases: list[str]) -> dict[str, str]:
@@ -176,7 +192,7 @@ class AcrBuilder:
 
     # -- request ----------------------------------------------------------------------------------
 
-    def _run_request(self, request: BuildRequest) -> DockerBuildRequest:
+    def _run_request(self, request: BuildRequest, emit: LogSink) -> DockerBuildRequest:
         images = [self._image_name(image) for image in request.images]
         arguments = [Argument(name=k, value=v, is_secret=False) for k, v in request.build_args.items()]
         arguments += [Argument(name=k, value=v, is_secret=True) for k, v in request.secret_args.items()]
@@ -188,7 +204,32 @@ class AcrBuilder:
             arguments=arguments,
             platform=_platform(request.platform),
             timeout=max(ACR_MIN_TIMEOUT, min(ACR_MAX_TIMEOUT, int(request.timeout_seconds))),
+            credentials=self._credentials(request.credentials, emit),
         )
+
+    def _credentials(self, credentials: Iterable[RegistryCredential], emit: LogSink) -> Credentials | None:
+        """The task's credentials as ACR custom registry credentials (None when there are none).
+
+        The run signs in to its own registry itself. A managed-identity credential would need an
+        identity on the run (a client id or `[system]`); a quick run has none, so it is left out."""
+        custom: dict[str, CustomRegistryCredentials] = {}
+        for credential in credentials:
+            if credential.login_server == self.login_server:
+                continue
+            if credential.use_identity:
+                emit(f"registry credential for {credential.login_server} not used: it signs in with the "
+                     "app's managed identity, which an ACR quick run cannot use")
+                continue
+            if not (credential.username and credential.password):
+                emit(f"registry credential for {credential.login_server} not used: it has no password")
+                continue
+            # Keyed by the login server as normalize_login_server names it (Docker Hub: docker.io;
+            # not verified against ACR, see docs/deploy.md).
+            custom[credential.login_server] = CustomRegistryCredentials(
+                user_name=SecretObject(type=SecretObjectType.OPAQUE, value=credential.username),
+                password=SecretObject(type=SecretObjectType.OPAQUE, value=credential.password),
+            )
+        return Credentials(custom_registries=custom) if custom else None
 
     def _image_name(self, image: str) -> str:
         """ACR takes `repo:tag` relative to the registry; a reference to another registry is refused."""
@@ -401,10 +442,14 @@ class _LogFollower:
             self._pending = b""
 
 
-def _masking(log: LogSink, secrets: Iterable[str]) -> LogSink:
-    """A sink that never lets a secret argument's value through, whatever the build prints."""
-    hidden = list(secrets)
-    mask = SecretMask(hidden)
+def _secrets_of(request: BuildRequest) -> list[str]:
+    """Every secret a request carries: secret build args, the git token, registry passwords."""
+    passwords = [c.password for c in request.credentials]
+    return [v for v in [*request.secret_args.values(), request.context.git_token, *passwords] if v]
+
+
+def _masking(log: LogSink, mask: SecretMask) -> LogSink:
+    """A sink that never lets a secret's value through, whatever the build prints."""
     return lambda line: log(mask(line))
 
 
