@@ -170,6 +170,9 @@ class FakeDecisionLog:
         self.decisions: list[Decision] = []
         self.markers: dict[str, Decision] = {}
         self.dispatching: set[str] = set()
+        self.held: dict[str, str] = {}  # push -> the token of its hold
+        self.holds_taken = 0
+        self._holds_lock = threading.Lock()
 
     def seen(self, event_id: str) -> Decision | None:
         return self.markers.get(event_id)
@@ -184,6 +187,19 @@ class FakeDecisionLog:
 
     def abandon(self, event_id: str) -> None:
         self.dispatching.discard(event_id)
+
+    def hold_push(self, push: str) -> str:
+        with self._holds_lock:
+            if push in self.held:
+                raise EventBusy(f"push {push} is being dispatched")
+            self.holds_taken += 1
+            self.held[push] = str(self.holds_taken)
+            return self.held[push]
+
+    def release_push(self, push: str, token: str) -> None:
+        with self._holds_lock:
+            if self.held.get(push) == token:
+                del self.held[push]
 
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
         self.decisions.append(decision)

@@ -4,6 +4,8 @@ Table `decisions`, one partition `decision`, two kinds of rows:
 - `d|<inverted timestamp>-<event id hash>`  the decision; newest first in one key-range read
 - `e|<encoded event id>`                    the event's marker: a point read tells whether an event
                                             was already handled (redelivery), and points at its decision
+- `p|<hash of image@digest>`                a push being dispatched (held by one delivery at a time,
+                                            removed when it is decided)
 Both rows of a decision are written in one transaction.
 """
 
@@ -48,6 +50,11 @@ def _row_key(decision: Decision) -> str:
     millis = int(decision.time.timestamp() * 1000)
     digest = hashlib.sha256(decision.event_id.encode()).hexdigest()[:16]
     return f"d|{_EPOCH_SPAN - millis:013d}-{digest}"
+
+
+def _push_key(push: str) -> str:
+    # Hashed: an image reference and its digest together may not fit a key.
+    return "p|" + hashlib.sha256(push.encode()).hexdigest()
 
 
 def to_entity(decision: Decision) -> dict[str, Any]:
@@ -144,6 +151,34 @@ class TableDecisionLog:
                                          match_condition=MatchConditions.IfNotModified)
         except (ResourceNotFoundError, ResourceModifiedError):
             pass
+
+    def hold_push(self, push: str) -> str:
+        key = _push_key(push)
+        try:
+            return str(self.table.create_entity({"PartitionKey": PARTITION, "RowKey": key,
+                                                 "Since": utc_now().isoformat()})["etag"])
+        except ResourceExistsError:
+            pass
+        try:
+            held = self.table.get_entity(PARTITION, key)
+        except ResourceNotFoundError as exc:  # let go of in between: the next try takes it
+            raise EventBusy(f"push {push} was being dispatched by another delivery") from exc
+        if utc_now() - datetime.fromisoformat(held["Since"]) < DISPATCH_STALE_AFTER:
+            raise EventBusy(f"push {push} is being dispatched by another delivery")
+        try:  # its holder went silent: take the hold over
+            return str(self.table.update_entity(
+                {"PartitionKey": PARTITION, "RowKey": key, "Since": utc_now().isoformat()},
+                mode=UpdateMode.REPLACE, etag=held.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified)["etag"])
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise EventBusy(f"push {push} was taken over by another delivery") from exc
+
+    def release_push(self, push: str, token: str) -> None:
+        try:
+            self.table.delete_entity(PARTITION, _push_key(push), etag=token,
+                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass  # gone already, or taken over: the hold is no longer this delivery's
 
     def record(self, decision: Decision, mark_seen: bool = True) -> None:
         """Store the decision and (unless told not to) mark its event as handled."""

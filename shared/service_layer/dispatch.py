@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from enum import StrEnum
 
@@ -133,28 +133,72 @@ class Dispatcher:
             decision = Decision(event.event_id, event.source, Outcome.IGNORED, event.reason)
             self.decisions.record(decision)
             return decision
-        # The claim and the two reads a decision needs are independent: one round trip, not three.
-        # Only the first try of the claim goes to the pool: a delivery that waits for another's
+        # The claims and the two reads a decision needs are independent: one round trip, not four.
+        # Only the first try of a claim goes to the pool: a delivery that waits for another's
         # decision waits in its own thread, never in a pool worker the other delivery's reads need.
         pushed = event.reference
+        push = f"{pushed}@{event.digest}"
         claim = self._readers.submit(self.decisions.begin, event.event_id)
+        hold: Future[str] | None = self._readers.submit(self.decisions.hold_push, push)
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
         try:
             previous = claim.result()
         except EventBusy:
+            self._let_go(push, hold)  # never wait while holding the push: its holder may wait for us
             previous = self._begin(event.event_id)
+            hold = None
         if previous is not None:
+            self._let_go(push, hold)
             log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
             return previous
         try:
+            token, waited = self._hold(push, hold)
+        except EventBusy:
+            self.decisions.abandon(event.event_id)
+            raise
+        try:
+            if waited:
+                # Another delivery of this push (another event id) decided meanwhile: decide on
+                # the rows as it left them (its runs are pending there; nothing is allocated again).
+                rows = self._readers.submit(self.index.dependents, pushed)
+                producer = self._readers.submit(self.runs.producer_of, pushed)
             decision = self._dispatch(event, pushed, rows.result(), producer.result())
             self.decisions.record(decision)
         except Exception:
             self.decisions.abandon(event.event_id)
             raise
+        finally:
+            self.decisions.release_push(push, token)
         log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
         return decision
+
+    def _let_go(self, push: str, hold: Future[str] | None) -> None:
+        """Release a hold on the push if its first try took it."""
+        if hold is None:
+            return
+        try:
+            token = hold.result()
+        except EventBusy:
+            return
+        self.decisions.release_push(push, token)
+
+    def _hold(self, push: str, first_try: Future[str] | None) -> tuple[str, bool]:
+        """The hold on the push (its token), and whether this delivery had to wait for it; waits
+        like _begin, then EventBusy (the sender delivers again later)."""
+        if first_try is not None:
+            try:
+                return first_try.result(), False
+            except EventBusy:
+                pass
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                return self.decisions.hold_push(push), True
+            except EventBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(BUSY_POLL_SECONDS)
 
     def _begin(self, event_id: str) -> Decision | None:
         """Claim the event; while a concurrent delivery dispatches it, wait a little for its

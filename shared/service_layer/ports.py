@@ -149,6 +149,14 @@ class DecisionLog(Protocol):
     def abandon(self, event_id: str) -> None:
         """Give up a claim this delivery could not complete (the next delivery claims at once)."""
 
+    def hold_push(self, push: str) -> str:
+        """Hold `push` (image@digest) while this delivery dispatches it, whatever its event id, so
+        deliveries of one push under several ids (two ingresses) dispatch one after the other and
+        the later ones allocate nothing. Returns the hold's token; EventBusy while another holds it."""
+
+    def release_push(self, push: str, token: str) -> None:
+        """Let go of a hold (one taken over by another delivery since is left alone)."""
+
     def record(self, decision: Decision, mark_seen: bool = True) -> None: ...
 
     def recent(self, top: int = 20, image: str | None = None) -> list[Decision]: ...

@@ -12,7 +12,8 @@ import json
 import os
 
 # The figures that must be zero, and the ones that are counts of what was done.
-DUE_ZERO = ("server_errors", "lost", "stuck", "duplicates", "extra_messages", "secret_hits", "second_builds")
+DUE_ZERO = ("server_errors", "lost", "stuck", "duplicates", "extra_messages", "secret_hits", "second_builds",
+            "burnt_ids")
 COUNTS = ("deliveries", "runs", "messages", "requests", "examples")
 
 

@@ -141,6 +141,7 @@ class Burst:
     statuses: list[int]
     found: dict[str, list[dict]]
     messages: Counter
+    burnt_ids: int
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,7 @@ def burst(second_stack, tmp_path_factory) -> Burst:
         extra_messages=sum(max(0, n - 1) for n in messages.values()),
         **figures_of(found),
     )
-    return Burst(statuses, found, messages)
+    return Burst(statuses, found, messages, burnt)
 
 
 def test_a_burst_of_duplicate_deliveries_makes_one_run_per_task(burst):
@@ -229,6 +230,11 @@ def test_a_burst_of_duplicate_deliveries_sends_one_message_per_run(burst):
     run_ids = {r["run_id"] for rs in burst.found.values() for r in rs}
     assert set(burst.messages) == run_ids, burst.messages  # every run got its message
     assert all(n == 1 for n in burst.messages.values()), burst.messages  # and only one
+
+
+def test_a_burst_of_duplicate_deliveries_burns_no_run_ids(burst):
+    # Deliveries of one push under other ids wait for the one dispatching it, then allocate nothing.
+    assert burst.burnt_ids == 0
 
 
 # ---- Azurite stopped and restarted mid-fan-out and mid-run --------------------------------------------

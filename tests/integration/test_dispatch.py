@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.adapters import decision_table
 from shared.adapters.dependency_table import to_entity
+from shared.domain.decisions import EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
 from shared.domain.image_ref import ImageRef
@@ -194,6 +196,40 @@ def test_a_burst_of_different_ids_for_one_digest_sends_one_message_per_run(servi
     assert errors == [] and all(r.runs == [] for r in results)
     released = [run_id for run_id in first.runs if services.runs.get(run_id)[0].released]
     assert queued_run_ids(services) == sorted(released)
+
+
+def test_a_burst_of_one_push_under_many_ids_queues_one_run_per_task_and_burns_no_run_ids(services):
+    # Two ingresses (or a registry's two endpoints) deliver one push under different event ids, all
+    # at once: one delivery dispatches it, the others wait for it and find the runs pending.
+    add_dependents(services, 10)
+    (before,) = services.runs.allocate(1)
+    results, errors = burst(services, [push() for _ in range(8)])
+    assert errors == [] and len(results) == 8
+    runs = [run_id for r in results for run_id in r.runs]
+    assert len(runs) == 10 and len(set(runs)) == 10
+    (after,) = services.runs.allocate(1)
+    assert services.runs.ids.counter(after) - services.runs.ids.counter(before) == 11  # none burnt
+
+
+def test_a_push_is_held_by_one_delivery_at_a_time(services, monkeypatch):
+    log = services.decisions
+    push_ref = f"{BASE}@{NEW}-{uuid.uuid4().hex}"
+    token = log.hold_push(push_ref)
+    with pytest.raises(EventBusy):
+        log.hold_push(push_ref)
+    log.release_push(push_ref, "W/\"datetime'2000-01-01T00%3A00%3A00Z'\"")  # not its token: kept
+    with pytest.raises(EventBusy):
+        log.hold_push(push_ref)
+    log.release_push(push_ref, token)
+    again = log.hold_push(push_ref)  # released: the next delivery takes it at once
+    # A holder that went silent is taken over; its late release then leaves the new hold alone.
+    monkeypatch.setattr(decision_table, "DISPATCH_STALE_AFTER", timedelta(0))
+    taken = log.hold_push(push_ref)
+    log.release_push(push_ref, again)
+    monkeypatch.setattr(decision_table, "DISPATCH_STALE_AFTER", timedelta(minutes=1))
+    with pytest.raises(EventBusy):
+        log.hold_push(push_ref)
+    log.release_push(push_ref, taken)
 
 
 def test_list_runs_newest_first_with_task_filter_and_continuation(services):
