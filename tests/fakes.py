@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, ContextError, LogSink, UnpackLimits
+from shared.domain.builds import (
+    BuildRequest,
+    BuildResult,
+    BuildSpec,
+    ContextError,
+    LogSink,
+    UnpackLimits,
+    UploadGone,
+)
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
@@ -263,9 +271,14 @@ class FakeSources:
     def upload(self, name: str, archive: bytes) -> None:
         self.uploads[name] = archive
 
+    def remove(self, name: str) -> None:
+        self.uploads.pop(name, None)
+
     def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
         if self.unreadable:
             raise ContextError(f"cannot clone {spec.source.describe()}")
+        if spec.source.upload and spec.source.upload not in self.uploads:
+            raise UploadGone(f"the upload {spec.source.upload} is not in storage")
         folder = workspace / "context"
         folder.mkdir(parents=True, exist_ok=True)
         text = self.dockerfiles.get(spec.source.directory or "", self.dockerfile)

@@ -8,13 +8,16 @@ A git access token is handed to git through an HTTP header in the environment of
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import tarfile
 from pathlib import Path
 
+from azure.core.exceptions import ResourceNotFoundError
+
 from shared.adapters.storage import Storage
-from shared.domain.builds import BuildSpec, ContextError, UnpackBudget, UnpackLimits
+from shared.domain.builds import BuildSpec, ContextError, UnpackBudget, UnpackLimits, UploadGone
 
 UPLOADS = "build-contexts"
 
@@ -76,6 +79,10 @@ class BuildSources:
     def upload(self, name: str, archive: bytes) -> None:
         self.storage.container(UPLOADS).upload_blob(name, archive, overwrite=True)
 
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):  # deleted before: a retried request
+            self.storage.container(UPLOADS).delete_blob(name)
+
     def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
         source = spec.source
         if source.git_url:
@@ -85,7 +92,10 @@ class BuildSources:
         if source.upload:
             archive = workspace / "context.tar.gz"
             blob = self.storage.container(UPLOADS).get_blob_client(source.upload)
-            with archive.open("wb") as handle:
-                blob.download_blob().readinto(handle)
+            try:
+                with archive.open("wb") as handle:
+                    blob.download_blob().readinto(handle)
+            except ResourceNotFoundError as exc:
+                raise UploadGone(f"the upload {source.upload} is not in storage") from exc
             return extract_archive(archive, workspace / "context", self.limits)
         raise ContextError("the build has no source")

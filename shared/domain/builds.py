@@ -24,6 +24,11 @@ class ContextError(ValueError):
     """The sources cannot be had: a missing directory, a failed clone, a bad archive."""
 
 
+class UploadGone(LookupError):
+    """An uploaded archive a build names is not in storage (any more). Not a ContextError: for a
+    task run it means the task was changed after the run read it (its old upload was deleted)."""
+
+
 class ContextTooLarge(ContextError):
     """An uploaded context would unpack beyond the configured limits."""
 

@@ -185,13 +185,17 @@ class RunLogs(Protocol):
 
 
 class Sources(Protocol):
-    """Build sources: uploads kept for quick builds, and checkouts of any source into a folder."""
+    """Build sources: uploads kept for quick builds and task contexts, and checkouts of any source
+    into a folder."""
 
     def upload(self, name: str, archive: bytes) -> None: ...
 
+    def remove(self, name: str) -> None:
+        """Delete the upload `name`; one that is not there is no error (requests are retried)."""
+
     def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
         """The context directory of `spec` (inside `workspace` unless it is a local directory);
-        ContextError when it cannot be had."""
+        ContextError when it cannot be had, UploadGone when its upload is not in storage."""
 
 
 class Registry(Protocol):

@@ -14,7 +14,7 @@ import pytest
 
 from cli.build_cmd import pack_context
 from shared.bootstrap import Services
-from shared.domain.builds import Source
+from shared.domain.builds import BuildSpec, Source, UploadGone
 from shared.domain.tasks import ContextUploadNeeded, Dependency, Task
 from shared.domain.vocabulary import RunStatus
 from tests.conftest import unique_settings
@@ -106,3 +106,19 @@ def test_on_the_local_stack_a_readable_directory_is_read_at_each_run_not_uploade
     assert created.context_upload is None
     assert created.build_spec().source == Source(directory=str(here))
     assert not list(services.storage.container("build-contexts").list_blobs(name_starts_with="task-"))
+
+
+def test_an_upload_is_removed_and_removing_it_again_is_no_error(services, tmp_path):
+    archive, _ = pack_context(app_dir(tmp_path / "app", "FROM scratch\n"), "Dockerfile")
+    name = f"task-rm-{uuid.uuid4().hex[:8]}.tar.gz"
+    services.sources.upload(name, archive)
+    spec = BuildSpec(Source(upload=name))
+    assert (services.sources.checkout(spec, tmp_path / "w1") / "Dockerfile").is_file()
+
+    services.sources.remove(name)
+    services.sources.remove(name)  # a retried request
+    services.sources.remove(f"task-never-{uuid.uuid4().hex[:8]}.tar.gz")
+
+    assert not list(services.storage.container("build-contexts").list_blobs(name_starts_with=name))
+    with pytest.raises(UploadGone):
+        services.sources.checkout(spec, tmp_path / "w2")
