@@ -19,6 +19,7 @@ from shared.domain.builds import (
     BuildSpec,
     ContextError,
     LogSink,
+    Source,
     UnpackLimits,
     UploadGone,
 )
@@ -267,6 +268,7 @@ class FakeSources:
         self.dockerfiles: dict[str, str] = {}
         self.uploads: dict[str, bytes] = {}
         self.unreadable = False
+        self.checkouts: list[Source] = []  # the source of every checkout, in order
 
     def upload(self, name: str, archive: bytes) -> None:
         self.uploads[name] = archive
@@ -277,6 +279,7 @@ class FakeSources:
     def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
         if self.unreadable:
             raise ContextError(f"cannot clone {spec.source.describe()}")
+        self.checkouts.append(spec.source)
         if spec.source.upload and spec.source.upload not in self.uploads:
             raise UploadGone(f"the upload {spec.source.upload} is not in storage")
         folder = workspace / "context"

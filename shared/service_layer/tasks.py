@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import tempfile
 import uuid
 from dataclasses import replace
@@ -16,6 +17,7 @@ from shared.domain.tasks import (
     Dependency,
     Task,
     TaskError,
+    TaskExists,
     TaskNotFound,
     compute_dependencies,
 )
@@ -24,6 +26,8 @@ from shared.domain.waves import find_cycle, spell_cycle
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import Registry, Sources, TaskRepository
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
+
+log = logging.getLogger(__name__)
 
 
 class TaskService:
@@ -71,9 +75,18 @@ class TaskService:
         task.context_upload = None
         task.validate()
         self._place_context(task, context_archive)
-        task.dependencies = self.discover(task)
-        self._refuse_cycles(task)
-        self.store.create(task)
+        try:
+            task.dependencies = self.discover(task)
+            self._refuse_cycles(task)
+        except Exception:
+            self._remove_upload(task.context_upload)  # refused before any record named it
+            raise
+        try:
+            self.store.create(task)
+        except TaskExists:
+            # Refused; another error of the write itself may have kept the record, and the upload with it.
+            self._remove_upload(task.context_upload)
+            raise
         self.index.sync_task(task, previous=[])
         return task
 
@@ -87,10 +100,22 @@ class TaskService:
             updated.context_upload = None
         updated.validate()
         self._place_context(updated, context_archive)
-        updated.dependencies = self.discover(updated)
-        self._refuse_cycles(updated)
+        try:
+            updated.dependencies = self.discover(updated)
+            self._refuse_cycles(updated)
+        except Exception:
+            if updated.context_upload != current.context_upload:
+                self._remove_upload(updated.context_upload)  # refused: the task keeps its own
+            raise
         self.store.save(updated)
         self.index.sync_task(updated, previous=current.dependencies)
+        if current.context_upload != updated.context_upload:
+            # Replaced or dropped (another archive, a git URL, a directory read in place), and only
+            # now that the task no longer names it: a crash before this leaves an orphan blob, never
+            # a task pointing at a deleted archive. Runs never hold the name: a run reads its task
+            # when it starts (Worker._resolve), so a queued run builds the new context; one that read
+            # the task just before this finds its archive gone and reads the task again.
+            self._remove_upload(current.context_upload)
         return updated
 
     def _refuse_cycles(self, task: Task) -> None:
@@ -122,7 +147,20 @@ class TaskService:
         task = self.store.get(name)
         self.index.forget_task(task)
         self.store.delete(name)
+        # After the record is gone, as in update; a run of the task fails "was deleted" anyway.
+        self._remove_upload(task.context_upload)
         return task
+
+    def _remove_upload(self, upload: str | None) -> None:
+        """Delete an upload no task names any more. A failure leaves an orphan blob (logged), not a
+        failed request: what the request changed is saved."""
+        if not upload:
+            return
+        try:
+            self.sources.remove(upload)
+        except Exception:
+            log.warning("could not delete the context upload %s; it stays as an orphan", upload,
+                        exc_info=True)
 
     def record_build(self, task: Task, built_on: list[Dependency]) -> bool:
         """After a successful run of `task` (as the run read it): what it was built on becomes the

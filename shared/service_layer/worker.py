@@ -23,6 +23,7 @@ from shared.domain.builds import (
     BuildResult,
     BuildSpec,
     ContextError,
+    UploadGone,
     read_dockerfile,
 )
 from shared.domain.runs import Run, RunNotFound
@@ -48,6 +49,10 @@ class RetryLater(RuntimeError):
 
 class RunFailed(Exception):
     """The run cannot build for a reason of its own (bad task, bad context): no retry helps."""
+
+
+class _TaskChanged(Exception):
+    """The archive a task run read from its task was deleted: the task was changed since."""
 
 
 def heartbeat_is_fresh(run: Run) -> bool:
@@ -146,7 +151,8 @@ class Worker:
             log.warning("could not release run %s", run.run_id, exc_info=True)
 
     def _resolve(self, run: Run) -> tuple[BuildSpec, Task | None]:
-        """What this run builds, read once: its task as it is now, or the quick build's own spec."""
+        """What this run builds, read once (again only when the archive it read was replaced since):
+        its task as it is now, or the quick build's own spec."""
         if run.task is None:
             if run.spec is None:
                 raise RunFailed(f"run {run.run_id} has neither a task nor a build spec")
@@ -160,6 +166,22 @@ class Worker:
 
     def _build(self, run: Run, cancel: threading.Event) -> Run:
         spec, task = self._resolve(run)
+        try:
+            return self._build_spec(run, spec, task, cancel)
+        except _TaskChanged:
+            # Read again, as a run started a moment later would: the change is built (with the
+            # secrets and log mask it brings), not the archive it replaced.
+            again, task = self._resolve(run)
+            if again.source.upload == spec.source.upload:  # not a change: the archive is lost
+                reason = (f"the context archive {spec.source.upload} of task {run.task!r} is gone: "
+                          "send the directory again (basetrigger task update --context DIR)")
+                write = self.logs.writer(run.run_id, again.secrets())
+                write(f"error: {reason}")
+                write.close()
+                raise RunFailed(reason) from None
+            return self._build_spec(run, again, task, cancel)
+
+    def _build_spec(self, run: Run, spec: BuildSpec, task: Task | None, cancel: threading.Event) -> Run:
         write = self.logs.writer(run.run_id, spec.secrets())
         workspace = self.work_dir / "runs" / f"{run.run_id}-{run.attempt}"
         workspace.mkdir(parents=True, exist_ok=True)
@@ -172,6 +194,13 @@ class Worker:
             except (ContextError, TaskError) as exc:
                 write(f"error: {exc}")
                 raise RunFailed(str(exc)) from exc
+            except UploadGone as exc:
+                if task is None:
+                    raise  # a quick build names its own upload, which no change replaces: a crash, as before
+                # The task's upload is deleted once a change replaced it (TaskService.update), and
+                # this run read the task just before that change.
+                write(f"{exc}: the task changed after this run read it; reading it again")
+                raise _TaskChanged() from exc
             write("base images: " + (", ".join(d.image for d in deps) or "none"))
             request = BuildRequest(
                 run_id=run.run_id,
@@ -192,7 +221,7 @@ class Worker:
             )
             result = self._builder().build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
-        except RunFailed:
+        except (RunFailed, _TaskChanged):
             raise
         except Exception as exc:
             # The log says which attempt crashed; the queue's next delivery appends its own attempt.

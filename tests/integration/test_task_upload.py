@@ -34,6 +34,12 @@ def app_dir(root: Path, dockerfile: str, **files: str) -> Path:
     return root
 
 
+def kept(services: Services, name: str) -> set[str]:
+    """The task uploads of task `name` in blob storage."""
+    container = services.storage.container("build-contexts")
+    return {blob.name for blob in container.list_blobs(name_starts_with=f"task-{name}-")}
+
+
 def test_a_directory_the_builder_cannot_read_is_built_from_its_upload(services, tmp_path):
     registry = os.environ["REGISTRY"]
     name = f"up{uuid.uuid4().hex[:8]}"
@@ -78,6 +84,7 @@ def test_in_the_cloud_every_directory_context_comes_with_its_archive(tmp_path):
         second = app_dir(tmp_path / "v2", "FROM scratch\nCOPY b /b\n", b="2")
         updated = cloud.tasks.update("app", context=str(second), context_archive=pack(second))
         assert updated.context_upload not in (None, created.context_upload)
+        assert kept(cloud, "app") == {updated.context_upload}  # the replaced one is deleted
         # The task keeps its upload through changes that do not touch the context ...
         assert cloud.tasks.update("app", platform="linux/arm64").context_upload == updated.context_upload
         # ... but another directory without its archive is refused, never built from the old upload.
@@ -93,6 +100,11 @@ def test_in_the_cloud_every_directory_context_comes_with_its_archive(tmp_path):
         moved = cloud.tasks.update("app", context=f"file://{repo}", branch="main")
         assert moved.context_upload is None
         assert moved.build_spec().source == Source(git_url=f"file://{repo}", branch="main")
+        assert kept(cloud, "app") == set()
+
+        cloud.tasks.update("app", context=str(second), context_archive=pack(second))
+        cloud.tasks.delete("app")
+        assert kept(cloud, "app") == set()
     finally:
         cloud.storage.drop_all()
 
