@@ -78,11 +78,14 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds
 
     # ---- claiming --------------------------------------------------------------------------
-    def _claim(self, run_id: str) -> Run | None:
+    def _claim(self, run_id: str, finished: list[Run]) -> Run | None:
+        """The run, claimed for this attempt; None when there is nothing to build (a finished run
+        is then put in `finished`)."""
         claimed: list[Run] = []
 
         def start(run: Run) -> Run | None:
             if run.finished:
+                finished[:] = [run]
                 return None
             if run.status == RunStatus.RUNNING and heartbeat_is_fresh(run):
                 raise RetryLater(f"run {run_id} is being built by another worker")
@@ -112,13 +115,16 @@ class Worker:
 
     # ---- executing -------------------------------------------------------------------------
     def execute(self, run_id: str) -> Run | None:
+        seen: list[Run] = []
         try:
-            run = self._claim(run_id)
+            run = self._claim(run_id, seen)
         except RunNotFound:
             log.error("message for unknown run %s dropped", run_id)
             return None
         if run is None:
             log.info("run %s already finished; redelivery ignored", run_id)
+            for done in seen:  # a quick build canceled before it started is only ever seen here
+                self._remove_quick_upload(done)
             return None
 
         stop, cancel = threading.Event(), threading.Event()
@@ -133,6 +139,7 @@ class Worker:
             raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
             stop.set()
+        self._remove_quick_upload(finished)
         # Its wave learns how it ended: what waited on it may start (housekeeping redoes this
         # after a crash here).
         self.waves.run_finished(finished)
@@ -196,7 +203,7 @@ class Worker:
                 raise RunFailed(str(exc)) from exc
             except UploadGone as exc:
                 if task is None:
-                    raise  # a quick build names its own upload, which no change replaces: a crash, as before
+                    raise  # a quick build's own upload, removed only once its run has finished
                 # The task's upload is deleted once a change replaced it (TaskService.update), and
                 # this run read the task just before that change.
                 write(f"{exc}: the task changed after this run read it; reading it again")
@@ -237,6 +244,17 @@ class Worker:
             self.tasks.record_build(task, built_on)
         return finished
 
+    def _remove_quick_upload(self, run: Run) -> None:
+        """A finished quick build's upload is needed no more (a task run's belongs to its task, and
+        a run not finished may be delivered again and build from it)."""
+        if not run.finished or run.task is not None or run.spec is None or not run.spec.source.upload:
+            return
+        try:
+            self.sources.remove(run.spec.source.upload)  # again on a redelivery: no error
+        except Exception:
+            log.warning("could not delete the upload of run %s; it stays as an orphan", run.run_id,
+                        exc_info=True)
+
     def _still_ours(self, run: Run) -> bool:
         """Is this attempt still the one the run record names (not canceled, not taken over)?"""
         current, _ = self.runs.get(run.run_id)
@@ -269,6 +287,7 @@ class Worker:
         except RunNotFound:
             return None
         if run.status == RunStatus.FAILED and run.reason == reason:
+            self._remove_quick_upload(run)
             self.waves.run_finished(run)
             return run
         return None

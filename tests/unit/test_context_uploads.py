@@ -1,6 +1,7 @@
 """Task context uploads are deleted once no task names them (on the fakes): an update that replaces
 or drops one, a task's delete, a refused request's new archive; never before the task record stops
-naming it, and a run that read the old name builds the task as it is now."""
+naming it, and a run that read the old name builds the task as it is now. A quick build's upload
+is deleted once its run has finished (never while a delivery may still build from it)."""
 
 import base64
 import io
@@ -8,7 +9,7 @@ import tarfile
 
 import pytest
 
-from shared.domain.builds import Source
+from shared.domain.builds import BuildResult, Source
 from shared.domain.tasks import Task, TaskError, TaskExists
 from shared.domain.vocabulary import RunStatus
 from tests.fakes import FakeApp
@@ -164,3 +165,51 @@ def test_a_task_run_whose_archive_is_lost_fails_with_the_reason(app):
     run = app.worker.execute(app.scheduler.run_task("app").run_id)
     assert run.status == RunStatus.FAILED and "is gone" in run.reason and "--context" in run.reason
     assert app.builder.requests == []
+
+
+def quick_build(app) -> tuple[str, str]:
+    run = app.scheduler.quick_build(["quick:{{.Run.ID}}"], archive(f"FROM {BASE}\n"))
+    return run.run_id, run.spec.source.upload
+
+
+def test_a_finished_quick_build_deletes_its_upload(app):
+    run_id, upload = quick_build(app)
+    assert upload in app.sources.uploads
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.SUCCEEDED and app.sources.uploads == {}
+    assert app.worker.execute(run_id) is None  # a redelivery: nothing to build, nothing fails
+
+
+def test_a_failed_quick_build_deletes_its_upload(app):
+    app.builder.result = BuildResult(RunStatus.FAILED, reason="RUN false")
+    run_id, _ = quick_build(app)
+    assert app.worker.execute(run_id).status == RunStatus.FAILED and app.sources.uploads == {}
+
+
+def test_a_quick_build_that_crashed_keeps_its_upload_for_the_next_delivery(app):
+    run_id, upload = quick_build(app)
+    app.builder.crash = OSError("disk full")
+    with pytest.raises(OSError):
+        app.worker.execute(run_id)
+    assert upload in app.sources.uploads
+    app.builder.crash = None
+    assert app.worker.execute(run_id).status == RunStatus.SUCCEEDED and app.sources.uploads == {}
+
+
+def test_a_quick_build_canceled_before_it_started_deletes_its_upload_when_its_message_comes(app):
+    run_id, upload = quick_build(app)
+    app.scheduler.cancel(run_id)
+    assert upload in app.sources.uploads  # the message is still in the queue
+    assert app.worker.execute(run_id) is None and app.sources.uploads == {}
+
+
+def test_a_quick_build_failed_by_the_poison_handler_deletes_its_upload(app):
+    run_id, _ = quick_build(app)
+    assert app.worker.fail_abandoned(run_id, "every delivery failed") is not None
+    assert app.sources.uploads == {}
+
+
+def test_a_task_run_leaves_its_task_upload(app):
+    upload = create(app).context_upload
+    assert app.worker.execute(app.scheduler.run_task("app").run_id).status == RunStatus.SUCCEEDED
+    assert list(app.sources.uploads) == [upload]
