@@ -125,6 +125,8 @@ def test_an_upload_is_removed_and_removing_it_again_is_no_error(services, tmp_pa
     name = f"task-rm-{uuid.uuid4().hex[:8]}.tar.gz"
     services.sources.upload(name, archive)
     spec = BuildSpec(Source(upload=name))
+    for workspace in ("w1", "w2"):  # the worker makes each run's workspace
+        (tmp_path / workspace).mkdir()
     assert (services.sources.checkout(spec, tmp_path / "w1") / "Dockerfile").is_file()
 
     services.sources.remove(name)
