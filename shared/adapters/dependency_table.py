@@ -60,7 +60,6 @@ def from_entity(entity: Any) -> DependencyRow:
         pending_run_id=entity.get("PendingRunId") or None,
         platform=entity.get("Platform") or None,
         etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
-        written_at=entity.metadata.get("timestamp") if hasattr(entity, "metadata") else None,
     )
 
 

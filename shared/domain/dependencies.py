@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from shared.domain.vocabulary import TriggerType
 
@@ -32,9 +31,6 @@ class DependencyRow:
     platform: str | None = None
     # The stored version this row was read at (optimistic concurrency); None for a new row.
     etag: str | None = None
-    # When the row was last written (the store's own time): a claim this recent may still be on its
-    # way to recording its run.
-    written_at: datetime | None = None
 
     def applies(self) -> bool:
         """Does a change of this base trigger the task, given its trigger type?"""

@@ -20,7 +20,6 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 from enum import StrEnum
 
 from shared.domain.decisions import Decision, EventBusy, TaskDecision
@@ -28,7 +27,7 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
 from shared.domain.images import is_own_output
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, utc_now
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository
 from shared.service_layer.runs import RunLauncher
@@ -41,10 +40,6 @@ CLAIM_ROUNDS = 3
 # A delivery of an event that another delivery is dispatching waits this long for its decision.
 BUSY_WAIT_SECONDS = 10.0
 BUSY_POLL_SECONDS = 0.25
-# A claimed row whose run is not recorded yet is left to its claimer this long (a dispatch records
-# its runs within seconds); after it, the claimer is presumed dead and its run is recorded for it.
-CLAIM_RECORDING_TIME = timedelta(seconds=60)
-
 
 class Pending(StrEnum):
     """The state of the run an index row says is pending."""
@@ -53,11 +48,6 @@ class Pending(StrEnum):
     QUEUED = "queued"
     STARTED = "started"
     MISSING = "missing"  # a dispatcher died between its claim and recording the run
-
-
-def _recent(row: DependencyRow) -> bool:
-    """Was the row written so recently that its claim may still be recording its run?"""
-    return row.written_at is not None and utc_now() - row.written_at < CLAIM_RECORDING_TIME
 
 
 class DispatchIncomplete(RuntimeError):
@@ -118,9 +108,14 @@ class Dispatcher:
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
         self.decisions.begin(event.event_id)
-        rows = self.index.dependents(event.reference)
-        decision = self._dispatch(event, event.reference, rows, None, rebuild=True)
-        self.decisions.record(decision)
+        push = f"{event.reference}@{event.digest}"
+        token, _ = self._hold(push, None)  # as a push of that digest would (it claims the same rows)
+        try:
+            rows = self.index.dependents(event.reference)
+            decision = self._dispatch(event, event.reference, rows, None, rebuild=True)
+            self.decisions.record(decision)
+        finally:
+            self.decisions.release_push(push, token)
         return decision
 
     def handle(self, event: ImagePushed | Ignored) -> Decision:
@@ -264,10 +259,10 @@ class Dispatcher:
                 # A queued run that lost its message (a crash between recording and sending) is not
                 # sent again here: every duplicate delivery would send one more. Housekeeping sends
                 # it again once the queue is empty.
-                if (outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING
-                        and not _recent(row)):
-                    # Claimed long ago, but the run was never recorded (its dispatcher died): record it
-                    # now, under its id. A recent claim is a concurrent delivery still recording it.
+                if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:
+                    # Claimed, but the run was never recorded: its dispatcher failed or died (deliveries
+                    # of one push hold it one at a time, so none is still recording it). Record it
+                    # now, under its id.
                     recovered.append(self._new_run(event, pushed, row, row.pending_run_id))
                     reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
                 if outcome == Outcome.COALESCED and not self.index.coalesce(row, digest):
