@@ -11,6 +11,7 @@ import copy
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from shared.domain.builds import (
@@ -29,7 +30,7 @@ from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
-from shared.domain.vocabulary import RunStatus, WaveState
+from shared.domain.vocabulary import RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
@@ -404,6 +405,7 @@ class FakeSlots:
         self.places: dict[str, dict[int, str]] = {}
         # Every run that held a place of "global" while another did: the cap's witness.
         self.most_at_once: dict[str, int] = {}
+        self.since: dict[tuple[str, str], datetime] = {}
 
     def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
         places = self.places.setdefault(scope, {})
@@ -413,6 +415,7 @@ class FakeSlots:
         if not free:
             return False
         places[free[0]] = run_id
+        self.since[(scope, run_id)] = utc_now()
         self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
         return True
 
@@ -423,6 +426,9 @@ class FakeSlots:
 
     def holders(self, scope: str) -> list[str]:
         return list(self.places.get(scope, {}).values())
+
+    def taken_at(self, scope: str) -> dict[str, datetime]:
+        return {run_id: self.since[(scope, run_id)] for run_id in self.holders(scope)}
 
 
 class FakeApp:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -27,7 +28,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks
 from shared.domain.runs import RunIds
-from shared.domain.vocabulary import WaveState
+from shared.domain.vocabulary import WaveState, utc_now
 from shared.domain.waves import SCHEMA_VERSION, Member, Wave, WaveConflict, WaveNotFound
 
 PARTITION = "wave"
@@ -167,6 +168,11 @@ class TableSlots:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})
         return [str(e["RunId"]) for e in entities]
 
+    def taken_at(self, scope: str) -> dict[str, datetime]:
+        entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})
+        # The store's own time of the write (every entity has one).
+        return {str(e["RunId"]): e.metadata["timestamp"] or utc_now() for e in entities}
+
     def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
         if first is not None and first < cap:
             try:
@@ -183,10 +189,25 @@ class TableSlots:
                 continue
             try:
                 self.table.create_entity({"PartitionKey": scope, "RowKey": str(slot), "RunId": run_id})
-                return True
             except ResourceExistsError:
                 continue  # someone took it between our read and our write: try the next
-        return False
+            self._keep_one(scope, run_id)
+            return True
+        # Every place went to others between our read and our writes; a take for this same run
+        # may be among them (then the run holds its place).
+        return run_id in self.holders(scope)
+
+    def _keep_one(self, scope: str, run_id: str) -> None:
+        """Two takes for one run at once (two releasers of a member) can each create a place: the
+        run keeps its lowest one, whichever take gets here, so it never holds two."""
+        places = sorted((int(e["RowKey"]), e) for e in self.table.query_entities(
+            "PartitionKey eq @pk and RunId eq @run", parameters={"pk": scope, "run": run_id}))
+        for _, extra in places[1:]:
+            try:
+                self.table.delete_entity(scope, extra["RowKey"], etag=extra.metadata["etag"],
+                                         match_condition=MatchConditions.IfNotModified)
+            except (ResourceNotFoundError, ResourceModifiedError):
+                pass
 
     def give_back(self, scope: str, run_id: str) -> None:
         for entity in self.table.query_entities("PartitionKey eq @pk and RunId eq @run",

@@ -69,6 +69,7 @@ class Outcome(StrEnum):
     OWN_OUTPUT = "own-output"
     IN_WAVE = "in-wave"  # the task is part of the wave that pushed this image: it builds there, once
     ALREADY_RAN_IN_WAVE = "already-ran-in-wave"  # a cycle: the wave never re-enters a task
+    WAVE_CANCELED = "wave-canceled"  # pushed by a run of a canceled wave: nothing more builds in it
     HELD = "held"  # a wave's circuit breaker held the rest of the wave
     IGNORED = "ignored"
     REJECTED = "rejected"

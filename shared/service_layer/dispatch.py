@@ -318,6 +318,10 @@ class Dispatcher:
                                                 f"joins wave {wave_id} as run {run.run_id}", run.run_id))
                     continue
                 member = self.waves.waves.member(wave_id, row.task)
+                if member is None:  # the wave was canceled: it takes no one in
+                    details.append(TaskDecision(row.task, Outcome.WAVE_CANCELED,
+                                                f"wave {wave_id} was canceled; nothing more is built in it"))
+                    continue
             if member is not None and member.outcome is None:
                 details.append(TaskDecision(row.task, Outcome.IN_WAVE,
                                             f"builds once in wave {wave_id} (run {member.run_id}), "

@@ -137,6 +137,9 @@ class Slots(Protocol):
     def holders(self, scope: str) -> list[str]:
         """The run ids holding places of `scope`."""
 
+    def taken_at(self, scope: str) -> dict[str, datetime]:
+        """When each run holding a place of `scope` took it."""
+
 
 class DecisionLog(Protocol):
     def seen(self, event_id: str) -> Decision | None:

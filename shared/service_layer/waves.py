@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 
 from shared.domain import images
 from shared.domain.decisions import Decision
@@ -30,6 +31,8 @@ GLOBAL = "global"
 WAITING = "Waiting"  # the count of members whose runs are not released yet
 BUILT = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
 FAILED = frozenset({RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
+# How long a place may be held by a run not recorded or released yet before reconcile takes it back.
+SLOT_SETTLE_TIME = timedelta(seconds=60)
 
 
 def _standing(member: Member) -> str:
@@ -117,16 +120,45 @@ class WaveCoordinator:
     def join(self, wave_id: str, producer: Member | None, row: DependencyRow, cause: str) -> Run | None:
         """A task the plan did not foresee, built FROM a member's push: it joins, ready at once (the
         image it is built FROM has just been pushed). None if it is a member already."""
+        wave, _ = self.waves.get(wave_id)
+        if wave.state == WaveState.CANCELED:
+            return None
         (run_id,) = self.launcher.allocate(1)
         run = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
         run.wave_id, run.released = wave_id, False
         member = Member(wave_id, row.task, run_id, (producer.level + 1) if producer else 1)
-        if not self.waves.add_member(member):
-            return None
+        # The run before its member: a member always names a recorded run (a crash in between
+        # leaves a Queued run of no member, which housekeeping cancels, never a member of no run).
         self.launcher.launch([run])
+        if not self.waves.add_member(member):
+            self._drop(run, f"{row.task} is a member of wave {wave_id} already")
+            return None
         self.waves.mark_ready(member)
+        self._reopen(wave_id)
         self.release(wave_id)
         return run
+
+    def _drop(self, run: Run, reason: str) -> None:
+        """A recorded run that is not a member of its wave after all: canceled, never built."""
+        def cancel(current: Run) -> Run | None:
+            if current.status != RunStatus.QUEUED or current.released:
+                return None
+            return replace(current, status=RunStatus.CANCELED, finished_at=utc_now(), reason=reason)
+
+        transition(self.runs, run.run_id, cancel)
+
+    def _reopen(self, wave_id: str) -> None:
+        """A member joined a wave that was finishing: if it was settled Done meanwhile (every member
+        it knew had ended), it is active again until the newcomer ends."""
+        for _ in range(10):
+            wave, etag = self.waves.get(wave_id)
+            if wave.state != WaveState.DONE:
+                return
+            try:
+                self.waves.save(replace(wave, state=WaveState.ACTIVE), etag)
+                return
+            except WaveConflict:
+                continue
 
     # ---- releasing -------------------------------------------------------------------------
     def release(self, wave_id: str | None = None) -> list[str]:
@@ -212,11 +244,13 @@ class WaveCoordinator:
             return
         wave_id = run.wave_id
         status = run.status
-        member = self._update_member(
-            wave_id, run.task, lambda m: m if m.outcome else replace(m, outcome=status, released=True))
-        self._give_back(wave_id, run.run_id)
+        member = self.waves.member(wave_id, run.task)
         if member is None:
+            self._give_back(wave_id, run.run_id)
             return
+        # What follows from the run's end first, its outcome last: every step is idempotent, and
+        # until the outcome is written housekeeping's reconcile sees a released member whose run
+        # ended and does all of it again (a crash in between strands nothing).
         if run.status == RunStatus.SUCCEEDED:
             built = run.task
             for task in member.needed_by:
@@ -226,6 +260,9 @@ class WaveCoordinator:
                     self.waves.mark_ready(arrived)
         else:
             self._cancel_dependents(wave_id, member, f"{run.task} ({run.run_id}) ended {run.status}")
+        self._update_member(wave_id, run.task,
+                            lambda m: m if m.outcome else replace(m, outcome=status, released=True))
+        self._give_back(wave_id, run.run_id)
         self._settle(wave_id)
         self.release()
 
@@ -244,7 +281,11 @@ class WaveCoordinator:
             todo.extend(dependent.needed_by)
 
     def _cancel_run(self, member: Member, reason: str, status: RunStatus = RunStatus.CANCELED) -> None:
+        was_building = False
+
         def cancel(run: Run) -> Run | None:
+            nonlocal was_building
+            was_building = run.status == RunStatus.RUNNING
             if run.finished or (run.status == RunStatus.RUNNING and status == RunStatus.HELD):
                 return None
             if run.status == RunStatus.RUNNING:
@@ -263,7 +304,9 @@ class WaveCoordinator:
         if run.finished:
             self._update_member(member.wave_id, member.task,
                                 lambda m: m if m.outcome else replace(m, outcome=run.status))
-            if run.status != RunStatus.RUNNING:
+            # A build that is still going keeps its places until its worker sees the cancel and
+            # stops (run_finished gives them back then): the caps count what really runs.
+            if not was_building:
                 self._give_back(member.wave_id, member.run_id)
 
     def _settle(self, wave_id: str) -> Wave:
@@ -313,29 +356,34 @@ class WaveCoordinator:
         members = self.waves.members(wave_id)
         built = sum(1 for m in members if m.outcome in BUILT)
         failed = sum(1 for m in members if m.outcome in FAILED)
-        self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",
-                                breaker_base=(built, failed)), etag)
         def unhold(run: Run) -> Run | None:
             if run.status != RunStatus.HELD:
                 return None
             return replace(run, status=RunStatus.QUEUED, reason=None)
 
+        # The runs first, the wave's state last: a resume that fails part-way leaves the wave Held,
+        # and resuming again finishes it (each step is idempotent).
         for member in members:
             if member.outcome is None and not member.released:
                 transition(self.runs, member.run_id, unhold)
                 if member.ready:
                     self.waves.mark_ready(member)
+        self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",
+                                breaker_base=(built, failed)), etag)
         self.release(wave_id)
         return self.waves.get(wave_id)[0]
 
     def cancel(self, wave_id: str) -> Wave:
-        wave, etag = self.waves.get(wave_id)
+        wave, _ = self.waves.get(wave_id)
         if wave.state in (WaveState.CANCELED, WaveState.DONE):
             raise WaveConflict(f"wave {wave_id} is already {wave.state}")
-        self.waves.save(replace(wave, state=WaveState.CANCELED, reason="canceled by request"), etag)
+        # The runs first, the wave's state last: a cancel that fails part-way leaves the wave as it
+        # was, and canceling again finishes it (a canceled run stays canceled).
         for member in self.waves.members(wave_id):
             if member.outcome is None:
                 self._cancel_run(member, f"wave {wave_id} canceled by request")
+        self.waves.save(replace(wave, state=WaveState.CANCELED, reason="canceled by request"),
+                        self.waves.get(wave_id)[1])
         self._settle(wave_id)
         self.release()
         return self.waves.get(wave_id)[0]
@@ -356,12 +404,16 @@ class WaveCoordinator:
                         self.run_finished(run)
             self._settle(wave.wave_id)
         for scope in [GLOBAL] + [w.wave_id for w in self.waves.active()]:
-            for run_id in self.slots.holders(scope):
+            for run_id, since in self.slots.taken_at(scope).items():
+                # A place taken a moment ago may be on its way to a run being recorded or released
+                # (start, _release_one): only one held that long for nothing is reclaimed.
+                settled = utc_now() - since > SLOT_SETTLE_TIME
                 try:
                     run, _ = self.runs.get(run_id)
                 except RunNotFound:
-                    self.slots.give_back(scope, run_id)
+                    if settled:
+                        self.slots.give_back(scope, run_id)
                     continue
-                if run.finished or not run.released:
+                if run.finished or (not run.released and settled):
                     self.slots.give_back(scope, run_id)
         return self.release()

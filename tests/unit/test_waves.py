@@ -16,6 +16,7 @@ from shared.domain.events import ImagePushed
 from shared.domain.tasks import Dependency, Task, TaskError
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
 from shared.domain.waves import Brakes
+from shared.service_layer import waves as waves_mod
 from tests.fakes import FakeApp
 
 REGISTRY = "localhost:5000"
@@ -261,3 +262,122 @@ def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
     assert app.waves._release_one(waiting) is False  # the same member again, as a late releaser
     assert app.queue.sent == [first, waiting.run_id]
     assert waiting.run_id in app.slots.holders("w1") and waiting.run_id in app.slots.holders("global")
+
+
+# ---- crashes and races in the middle of a wave's steps ----------------------------------------
+class Boom(RuntimeError):
+    pass
+
+
+def test_a_crash_while_a_finished_run_releases_its_dependents_is_repaired_by_housekeeping(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY)
+    add_task(app, "mid", ["base"])
+    add_task(app, "app", ["mid"])
+    push(app, "base")
+    (mid_id,) = app.queue.sent
+    real = app.wave_store.mark_ready
+    def crash(member):  # the instance dies (or storage fails) after the producer's outcome is written
+        raise Boom()
+    app.wave_store.mark_ready = crash
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
+    with pytest.raises(Boom):
+        app.worker.execute(mid_id)
+    app.wave_store.mark_ready = real
+    assert app.worker.execute(mid_id) is None      # the queue's redelivery: finished, nothing done
+    app.worker.sweep()                              # housekeeping's reconcile
+    app_run = app.runs.newest(task="app")[0][0]
+    assert app_run.run_id in app.queue.sent, "app never released: waits forever"
+
+
+def test_a_member_joining_a_wave_settled_done_reopens_it_and_builds(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY)
+    add_task(app, "mid", ["base"])
+    push(app, "base")
+    play(app)
+    assert app.wave_store.get("w1")[0].state == WaveState.DONE
+    # a task built FROM mid's output appears; mid's push webhook is delivered late (or again)
+    row = DependencyRow(base=f"{REGISTRY}/mid:latest", task="late", runtime=True, trigger_enabled=True,
+                        trigger_type=app.task_store.get("mid").trigger_type, images=["late:latest"])
+    producer = app.wave_store.member("w1", "mid")
+    run = app.waves.join("w1", producer, row, "late push")
+    assert run is not None and run.run_id in app.queue.sent
+    assert app.wave_store.get("w1")[0].state == WaveState.ACTIVE  # until the newcomer ends
+
+
+def test_a_cancel_that_fails_part_way_is_finished_by_canceling_again(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=1, wave_max_running=1))
+    for n in range(3):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    real = app.waves._cancel_run
+    calls = []
+    def cancel_run(member, reason, status=RunStatus.CANCELED):
+        calls.append(member.task)
+        if len(calls) == 2:
+            raise Boom()
+        return real(member, reason, status)
+    app.waves._cancel_run = cancel_run
+    with pytest.raises(Boom):
+        app.waves.cancel("w1")
+    app.waves._cancel_run = real
+    app.worker.sweep()
+    assert app.wave_store.get("w1")[0].state == WaveState.ACTIVE  # the cancel did not take
+    app.waves.cancel("w1")  # the operator retries
+    assert app.wave_store.get("w1")[0].state == WaveState.CANCELED
+    stuck = [r.run_id for r in app.runs.all() if r.status == RunStatus.QUEUED and not r.released]
+    assert not stuck, f"{stuck} Queued forever in a Canceled wave"
+
+
+def test_a_resume_that_fails_part_way_is_finished_by_resuming_again(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2, breaker_first_failures=3))
+    names = [f"app{n}" for n in range(6)]
+    for name in names:
+        add_task(app, name, ["base"], output=f"{name}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    play(app, fail=set(names))
+    assert app.wave_store.get("w1")[0].state == WaveState.HELD
+    real = waves_mod.transition
+    def crash(*a, **k):
+        raise Boom()
+    waves_mod.transition = crash
+    try:
+        with pytest.raises(Boom):
+            app.waves.resume("w1")
+    finally:
+        waves_mod.transition = real
+    app.worker.sweep()
+    assert app.wave_store.get("w1")[0].state == WaveState.HELD  # the resume did not take
+    app.waves.resume("w1")  # the operator retries
+    held = [r.run_id for r in app.runs.all() if r.status == RunStatus.HELD]
+    assert not held, f"{held} Held forever in an Active wave"
+
+
+def test_housekeeping_leaves_alone_the_places_of_runs_being_released(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2))
+    for n in range(2):
+        add_task(app, f"a{n}", ["base-a"], output=f"a{n}:{{{{.Run.ID}}}}")
+        add_task(app, f"b{n}", ["base-b"], output=f"b{n}:{{{{.Run.ID}}}}")
+    real = app.wave_store.create
+    def create(wave, members):  # housekeeping runs while the first wave is being written
+        app.waves.reconcile()
+        real(wave, members)
+    app.wave_store.create = create
+    push(app, "base-a")
+    app.wave_store.create = real
+    push(app, "base-b")
+    # 2 runs of the first wave have messages; the cap is 2 – so the second wave may send none
+    assert len(app.queue.sent) <= 2, f"{len(app.queue.sent)} runs sent with max_running=2"
+
+
+def test_a_canceled_build_keeps_its_places_until_it_stops(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=1, wave_max_running=1))
+    add_task(app, "a0", ["base-a"], output="a0:{{.Run.ID}}")
+    add_task(app, "b0", ["base-b"], output="b0:{{.Run.ID}}")
+    push(app, "base-a")
+    push(app, "base-b")
+    (a_run,) = app.queue.sent
+    def during(request):  # the operator cancels wave w1 while a0 builds
+        app.waves.cancel("w1")
+        assert len(app.queue.sent) == 1, "b0 released while a0 still builds: global cap 1 exceeded"
+    app.builder.during = during
+    app.worker.execute(a_run)
