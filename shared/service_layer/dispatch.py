@@ -235,7 +235,7 @@ class Dispatcher:
                                 image=pushed, digest=event.digest, runs=[producer.run_id])
             return Decision(event.event_id, event.source, Outcome.NO_DEPENDENTS,
                             f"no task is built FROM {pushed}", image=pushed, digest=event.digest)
-        if producer and producer.wave_id and producer.task:
+        if producer and producer.wave_id and producer.task and self.waves.recorded(producer.wave_id):
             return self._in_wave(event, pushed, rows, producer)
         producer_task = producer.task if producer else None
 

@@ -20,7 +20,7 @@ from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
-from shared.domain.waves import Brakes, Member, Plan, Wave, WaveConflict, plan
+from shared.domain.waves import Brakes, Member, Plan, Wave, WaveConflict, WaveNotFound, plan
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository, Slots, WaveRepository
 from shared.service_layer.runs import RunLauncher, transition
@@ -116,6 +116,15 @@ class WaveCoordinator:
                 break
             taken.add(run_id)
         return taken
+
+    def recorded(self, wave_id: str) -> bool:
+        """Is the wave's row there? (A dispatch that failed while starting a wave leaves runs that
+        name a wave never recorded.)"""
+        try:
+            self.waves.get(wave_id)
+        except WaveNotFound:
+            return False
+        return True
 
     def join(self, wave_id: str, producer: Member | None, row: DependencyRow, cause: str) -> Run | None:
         """A task the plan did not foresee, built FROM a member's push: it joins, ready at once (the

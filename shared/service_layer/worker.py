@@ -292,6 +292,21 @@ class Worker:
             return run
         return None
 
+    def _release_orphan(self, run: Run) -> bool:
+        """Released by this call (another sweep that got there first sends its message)?"""
+        mine = False
+
+        def release(current: Run) -> Run | None:
+            nonlocal mine
+            mine = current.status == RunStatus.QUEUED and not current.released
+            if not mine:
+                return None
+            return replace(current, released=True, wave_id=None,
+                           reason=f"its wave {run.wave_id} was never recorded; released on its own")
+
+        transition(self.runs, run.run_id, release)
+        return mine
+
     def sweep(self) -> list[str]:
         """Housekeeping: fail runs whose worker went silent, re-send runs that wait too long."""
         failed = []
@@ -303,9 +318,14 @@ class Worker:
         # Released Queued runs while the queue is empty have lost their message (a send that failed
         # after the run was recorded). Only then: a long backlog is not re-sent over and over. (A
         # wave's unreleased runs have no message on purpose.)
+        queued = [run for run in self.runs.in_status(RunStatus.QUEUED)
+                  if utc_now() - run.created_at > ABANDONED_AFTER]
         if self.launcher.queue.is_empty():
-            stale = [run.run_id for run in self.runs.in_status(RunStatus.QUEUED)
-                     if run.released and utc_now() - run.created_at > ABANDONED_AFTER]
-            self.launcher.requeue(stale)
+            self.launcher.requeue([run.run_id for run in queued if run.released])
+        # A wave's run waits unreleased for its wave to release it; one whose wave was never
+        # recorded (a dispatch failed while starting it) is released on its own instead.
+        orphans = [run for run in queued if not run.released and run.wave_id
+                   and not self.waves.recorded(run.wave_id)]
+        self.launcher.requeue([run.run_id for run in orphans if self._release_orphan(run)])
         self.waves.reconcile()
         return failed

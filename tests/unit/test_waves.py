@@ -6,7 +6,7 @@ Builds are simulated: a test plays the worker (runs whatever has a queue message
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -381,3 +381,25 @@ def test_a_canceled_build_keeps_its_places_until_it_stops(tmp_path):
         assert len(app.queue.sent) == 1, "b0 released while a0 still builds: global cap 1 exceeded"
     app.builder.during = during
     app.worker.execute(a_run)
+
+
+def test_runs_of_a_wave_that_was_never_recorded_are_released_by_housekeeping(tmp_path, monkeypatch):
+    # The dispatch that started the wave recorded its runs, then failed before the wave's row.
+    from shared.service_layer import worker as worker_mod
+
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
+    for n in range(3):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    real = app.wave_store.create
+    app.wave_store.create = lambda wave, members: (_ for _ in ()).throw(Boom())
+    with pytest.raises(Boom):
+        push(app, "base")
+    app.wave_store.create = real
+    waiting = [r.run_id for r in app.runs.all() if not r.released]
+    assert len(waiting) == 2 and not app.waves.recorded("w1")
+    monkeypatch.setattr(worker_mod, "ABANDONED_AFTER", timedelta(0))
+    app.worker.sweep()
+    assert set(waiting) <= set(app.queue.sent)
+    assert all(app.runs.get(r)[0].wave_id is None for r in waiting)
+    app.worker.sweep()  # again: nothing is sent twice
+    assert len(app.queue.sent) == len(set(app.queue.sent))
