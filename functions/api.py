@@ -18,6 +18,7 @@ from functions.openapi import openapi_document
 from shared.adapters.secret_box import SecretsUnavailable
 from shared.bootstrap import services
 from shared.domain.builds import ContextError, ContextTooLarge
+from shared.domain.decisions import EventBusy
 from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import ContextUploadNeeded, Task, TaskError, TaskExists, TaskNotFound, check_name
@@ -44,6 +45,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (TaskError, 400, "InvalidTask"),
     (WaveNotFound, 404, "WaveNotFound"),
     (WaveConflict, 409, "WaveConflict"),
+    # Another delivery of the same push is being dispatched right now: try again in a moment.
+    (EventBusy, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
     # The service's own key is missing or wrong: not the caller's mistake.
@@ -58,7 +61,8 @@ def api_handler(handler):
             return handler(req)
         except tuple(e for e, _, _ in _ERRORS) as exc:
             status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
-            return error(status, code, str(exc))
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+            return error(status, code, str(exc), headers=headers)
         except (ServiceRequestError, ServiceResponseError) as exc:
             # Storage does not answer: not the caller's mistake, and worth trying again soon.
             logging.warning("storage unavailable: %s", exc.__class__.__name__)
@@ -71,9 +75,10 @@ def api_handler(handler):
 def _str_map(value: Any, field: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in value.items()):
         raise BadRequest(f"{field} must be an object of strings")
-    return {k: str(v) for k, v in value.items()}
+    return dict(value)
 
 
 def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
@@ -189,15 +194,27 @@ def api_builds(req: func.HttpRequest) -> func.HttpResponse:
         raise BadRequest("images must be a list of image names")
     if not isinstance(context, str) or not context:
         raise BadRequest("context must be a base64-encoded .tar.gz of the build context")
+    dockerfile, platform = body.get("dockerfile") or "Dockerfile", body.get("platform") or "linux"
+    if not isinstance(dockerfile, str) or not isinstance(platform, str):
+        raise BadRequest("dockerfile and platform must be strings")
     run = services().scheduler.quick_build(
-        images, context, dockerfile=str(body.get("dockerfile") or "Dockerfile"),
-        build_args=_str_map(body.get("build_args"), "build_args"),
-        platform=str(body.get("platform") or "linux"),
+        images, context, dockerfile=dockerfile,
+        build_args=_str_map(body.get("build_args"), "build_args"), platform=platform,
     )
     return json_response(run.to_dict(), 202)
 
 
 # ---- runs ------------------------------------------------------------------------------------
+def _task_param(req: func.HttpRequest) -> str | None:
+    name = req.params.get("task") or None
+    if name is None:
+        return None
+    try:
+        return check_name(name)
+    except TaskError as exc:
+        raise BadRequest(f"task: {exc}") from exc
+
+
 @bp.function_name("api_runs")
 @bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
@@ -219,7 +236,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
         except RunNotFound as exc:
             raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
     runs, continuation = services().runs.newest(
-        top=int_param(req, "top", 15, 1, 1000), task=req.params.get("task") or None,
+        top=int_param(req, "top", 15, 1, 1000), task=_task_param(req),
         status=status, image=image, after=after,
     )
     return json_response({"runs": [r.to_dict() for r in runs], "continuation": continuation})

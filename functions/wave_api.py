@@ -23,9 +23,14 @@ from shared.domain.vocabulary import EventSource, utc_now
 bp = func.Blueprint()
 
 
+def _is_wave_id(text: str) -> bool:
+    digits = text[1:]
+    return text.startswith("w") and digits.isascii() and digits.isdigit() and len(digits) <= 12
+
+
 def _wave_id(req: func.HttpRequest) -> str:
     wave_id = req.route_params["wave_id"]
-    if not (wave_id.startswith("w") and wave_id[1:].isdigit() and len(wave_id) <= 13):
+    if not _is_wave_id(wave_id):
         raise BadRequest(f"{wave_id!r} is not a wave id (w<number>)")
     return wave_id
 
@@ -44,7 +49,7 @@ def _wave_answer(wave_id: str) -> func.HttpResponse:
 @api_handler
 def api_waves(req: func.HttpRequest) -> func.HttpResponse:
     after = req.params.get("continuation") or None
-    if after and not (after.startswith("w") and after[1:].isdigit()):
+    if after and not _is_wave_id(after):
         raise BadRequest(f"continuation {after!r} is not a wave id from a previous page")
     waves, continuation = services().waves.waves.newest(top=int_param(req, "top", 15, 1, 200), after=after)
     return json_response({"waves": [w.to_dict() for w in waves], "continuation": continuation})

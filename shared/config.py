@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.domain.builds import UnpackLimits
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
@@ -98,7 +98,7 @@ class Settings:
     registry: str | None = None
     registry_ca: str | None = None
     build_timeout_seconds: int = 3600
-    secret_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)  # never in a repr or a log
     work_dir: str = "/tmp/basetrigger"
     unpack_limits: UnpackLimits = UnpackLimits()
     brakes: Brakes = Brakes()
@@ -109,8 +109,8 @@ class Settings:
     # The Entra ID audience ACR tokens are asked for (sovereign clouds have their own).
     acr_audience: str = DEFAULT_ACR_AUDIENCE
     # The Authorization header value Harbor's webhook policy sends; the secret GitHub signs with.
-    harbor_auth: str | None = None
-    github_webhook_secret: str | None = None
+    harbor_auth: str | None = field(default=None, repr=False)
+    github_webhook_secret: str | None = field(default=None, repr=False)
 
     @property
     def poison_queue(self) -> str:

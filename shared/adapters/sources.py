@@ -33,7 +33,13 @@ def clone(url: str, branch: str | None, token: str | None, dest: Path) -> Path:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
                    GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
-    result = subprocess.run(argv + [url, str(dest)], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        result = subprocess.run(argv + [url, str(dest)], env=env, capture_output=True, text=True,
+                                timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        raise ContextError(f"cannot clone {url}: no answer within {exc.timeout:.0f} s") from exc
+    except (OSError, ValueError) as exc:  # git missing; a NUL byte in the URL or branch
+        raise ContextError(f"cannot clone {url!r}: {exc.__class__.__name__}") from exc
     if result.returncode != 0:
         message = result.stderr.strip().splitlines()[-1:] or ["git clone failed"]
         text = message[0].replace(token, "***") if token else message[0]
@@ -65,10 +71,16 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
 
 
 def local_dir(path: str) -> Path:
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise ContextError(f"context directory {path!r} does not exist")
-    return directory.resolve()
+    try:  # `~nobody/x` (RuntimeError), a name too long (OSError), a NUL byte (ValueError)
+        directory = Path(path).expanduser()
+        if not directory.is_dir():
+            raise ContextError(f"context directory {path[:200]!r} does not exist")
+        return directory.resolve()
+    except ContextError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ContextError(f"context directory {path[:200]!r} cannot be read: {exc.__class__.__name__}") \
+            from exc
 
 
 class BuildSources:

@@ -77,12 +77,18 @@ def is_git_url(context: str) -> bool:
 
 def read_dockerfile(context_dir: Path, dockerfile: str) -> str:
     """The Dockerfile's text; ContextError when it is missing or its path leaves the context."""
-    path = (context_dir / dockerfile).resolve()
-    if not path.is_relative_to(context_dir.resolve()):
-        raise ContextError(f"the Dockerfile path {dockerfile!r} leaves the context")
-    if not path.is_file():
-        raise ContextError(f"no Dockerfile {dockerfile!r} in the context")
-    return path.read_text(encoding="utf-8", errors="replace")
+    try:  # a NUL byte, a name too long or a lone surrogate is the caller's mistake, not a crash
+        path = (context_dir / dockerfile).resolve()
+        if not path.is_relative_to(context_dir.resolve()):
+            raise ContextError(f"the Dockerfile path {dockerfile[:200]!r} leaves the context")
+        if not path.is_file():
+            raise ContextError(f"no Dockerfile {dockerfile[:200]!r} in the context")
+        return path.read_text(encoding="utf-8", errors="replace")
+    except ContextError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ContextError(f"cannot read the Dockerfile {dockerfile[:200]!r}: "
+                           f"{exc.__class__.__name__}") from exc
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,8 @@ class Platform:
     def parse(cls, text: str | None) -> Platform:
         """`linux`, `linux/arm64`, `linux/arm/v7`, `windows/amd64`; None or "" is linux/amd64."""
         parts = [p.strip().lower() for p in (text or DEFAULT_OS).split("/")]
-        if not 1 <= len(parts) <= 3 or not all(parts) or not all(p.replace("_", "").replace("-", "")
-                                                                     .isalnum() for p in parts):
+        if not 1 <= len(parts) <= 3 or not all(parts) or not all(
+                p.isascii() and p.replace("_", "").replace("-", "").isalnum() for p in parts):
             raise InvalidPlatform(f"invalid platform {text!r}: use os[/architecture[/variant]], "
                                   "e.g. linux/amd64")
         os_name = parts[0]

@@ -115,7 +115,7 @@ class RunIds:
 
     def counter(self, run_id: str) -> int:
         digits = run_id[len(self.prefix):] if run_id.startswith(self.prefix) else ""
-        if not digits.isdigit() or len(digits) > 12:
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 12:  # not `²` or `٣`
             raise RunNotFound(f"{run_id!r} is not a run id (expected {self.prefix}<number>)")
         return int(digits)
 

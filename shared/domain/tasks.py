@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.domain.builds import BuildSpec, Source, is_git_url
 from shared.domain.credentials import CredentialError, RegistryCredential, check_unique
@@ -34,6 +35,13 @@ class TaskNotFound(LookupError):
 
 class TaskExists(ValueError):
     pass
+
+
+# What a task's text fields may hold (a row property holds 32K characters; the entity 1 MiB).
+MAX_TEXT = 2048
+MAX_IMAGES = 100
+MAX_ARGS_TEXT = 16_000
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_name(name: str) -> str:
@@ -88,6 +96,16 @@ class Task:
         self.trigger_type = TriggerType(self.trigger_type)
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
+        self._check_sizes()
+        if self.is_git:
+            try:
+                url = urlsplit(self.context)
+                url.port  # noqa: B018 - parses the port: ValueError for a bad one
+            except ValueError as exc:
+                raise TaskError(f"invalid git URL: {exc}") from exc
+            if url.password or (url.scheme in ("http", "https") and url.username):
+                raise TaskError("a git URL must not carry credentials (they would be shown with the "
+                                "task); give the token with --git-access-token")
         try:  # the platform selects a manifest of multi-platform bases: it must be readable
             self.platform = str(Platform.parse(self.platform)) if self.platform != "linux" else self.platform
         except InvalidPlatform as exc:
@@ -103,6 +121,24 @@ class Task:
                 render_image(template, "da0", "registry.invalid")
             except ValueError as exc:
                 raise TaskError(f"invalid image {template!r}: {exc}") from exc
+
+    def _check_sizes(self) -> None:
+        """Text fields readable and small enough for a table row (64 KiB per property, 1 MiB per
+        entity): a refusal here, not a storage error later."""
+        texts = {"context": self.context, "dockerfile": self.dockerfile, "branch": self.branch or ""}
+        for field_name, text in texts.items():
+            if len(text) > MAX_TEXT or not text.isprintable():
+                raise TaskError(f"{field_name} must be printable text of at most {MAX_TEXT} characters")
+        if len(self.images) > MAX_IMAGES or any(len(i) > MAX_TEXT for i in self.images):
+            raise TaskError(f"a task names at most {MAX_IMAGES} images of at most {MAX_TEXT} characters")
+        for kind, args in (("build", self.build_args), ("secret", self.secret_args)):
+            for key, value in args.items():
+                if not _ARG_NAME.fullmatch(key):
+                    raise TaskError(f"{kind} arg {key[:40]!r} is not a name (letters, digits, _)")
+                if not isinstance(value, str):
+                    raise TaskError(f"{kind} arg {key} must be a string")
+            if sum(len(k) + len(v) for k, v in args.items()) > MAX_ARGS_TEXT:
+                raise TaskError(f"{kind} args total at most {MAX_ARGS_TEXT} characters")
 
     @property
     def is_git(self) -> bool:

@@ -38,6 +38,8 @@ class TaskCredentials:
     def update(self, name: str, login_server: Any, username: Any = None, password: Any = None,
                use_identity: Any = None) -> Task:
         server = normalize_login_server(login_server)
+        if use_identity is not None and not isinstance(use_identity, bool):
+            raise CredentialError("use_identity must be true or false")
         task = self.tasks.get(name)
         current = next((c for c in task.credentials if c.login_server == server), None)
         if current is None:

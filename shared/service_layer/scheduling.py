@@ -10,7 +10,7 @@ from dataclasses import replace
 from shared.domain.builds import BuildSpec, Source, UnpackLimits, check_archive
 from shared.domain.dependencies import DependencyRow
 from shared.domain.runs import Run, RunNotCancelable
-from shared.domain.tasks import TaskError
+from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import RunRepository, Sources, TaskRepository
 from shared.service_layer.runs import RunLauncher, transition
@@ -58,6 +58,9 @@ class Scheduler:
         except ValueError as exc:
             raise TaskError(str(exc)) from exc
         check_archive(archive, self.unpack_limits)  # ContextTooLarge: refused before anything is kept
+        # The same rules as a task's, before a run id is spent: readable names, a known platform.
+        Task(name="build", images=list(image_templates), context="build", dockerfile=dockerfile,
+             build_args=dict(build_args or {}), platform=platform).validate()
         (run_id,) = self.launcher.allocate(1)
         upload = f"{run_id}-{uuid.uuid4().hex[:8]}.tar.gz"
         self.sources.upload(upload, archive)

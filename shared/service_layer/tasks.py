@@ -141,7 +141,12 @@ class TaskService:
         task.context_upload = upload
 
     def _reads_directory(self, path: str) -> bool:
-        return self.allow_local_contexts and Path(path).expanduser().is_dir()
+        if not self.allow_local_contexts:
+            return False
+        try:  # `~nobody/x`, a name too long or with a NUL byte: no directory it can read
+            return Path(path).expanduser().is_dir()
+        except (OSError, RuntimeError, ValueError):
+            return False
 
     def delete(self, name: str) -> Task:
         task = self.store.get(name)

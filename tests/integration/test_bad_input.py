@@ -101,3 +101,49 @@ def test_an_archive_that_would_unpack_huge_gets_413_and_no_run(api):
     assert answer.status_code == 413, answer.text
     assert answer.json()["error"]["code"] == "ContextTooLarge" and "MiB" in answer.json()["error"]["message"]
     assert api("GET", "/runs", params={"top": 1}).json()["runs"] == before
+
+
+def _tiny_context() -> str:
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"FROM scratch\n"
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    # Run and wave ids with digits that are not ASCII digits (`²`, `①`, `٣`).
+    ("GET", "/runs/da%C2%B2", None),
+    ("GET", "/runs/da%E2%91%A0/log", None),
+    ("POST", "/runs/da%D9%A3/cancel", None),
+    ("GET", "/runs?continuation=da%C2%B2", None),
+    ("GET", "/waves/w%C2%B2", None),
+    ("GET", "/waves?continuation=w%C2%B2", None),
+    ("GET", "/runs?task=" + "t" * 300, None),
+    # Dockerfile paths no file system takes; contexts that are no directory; a git URL with a NUL.
+    ("POST", "/tasks", {"name": "bad-df", "images": ["a:1"], "context": "/tmp", "dockerfile": "a\u0000b"}),
+    ("POST", "/tasks", {"name": "bad-df", "images": ["a:1"], "context": "/tmp", "dockerfile": "a" * 300}),
+    ("POST", "/tasks", {"name": "bad-df", "images": ["a:1"], "context": "/tmp", "dockerfile": "\ud800"}),
+    ("POST", "/tasks", {"name": "bad-ctx", "images": ["a:1"], "context": "~nosuchuser/x"}),
+    ("POST", "/tasks", {"name": "bad-ctx", "images": ["a:1"], "context": "/" + "x" * 300}),
+    ("POST", "/tasks", {"name": "bad-git", "images": ["a:1"], "context": "https://h.invalid/r\u0000"}),
+    ("POST", "/tasks", {"name": "bad-git", "images": ["a:1"], "context": "https://u:tok@h.invalid/r.git"}),
+    # Fields too big for a table row, or of the wrong shape.
+    ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A": "x" * 40_000}}),
+    ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A=B": "x"}}),
+    ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A": None}}),
+    ("POST", "/tasks", {"name": "plat", "images": ["a:1"], "context": "/tmp",
+                        "platform": "linux/\uff41\uff4d\uff44\uff16\uff14"}),
+    ("POST", "/builds", {"images": ["a:1"], "context": _tiny_context(), "dockerfile": ["x"]}),
+    ("POST", "/builds", {"images": ["a:1"], "context": _tiny_context(), "platform": {"a": 1}}),
+    ("POST", "/builds", {"images": ["a:1"], "context": _tiny_context(), "dockerfile": "a\u0000"}),
+])
+def test_bad_ids_paths_and_fields_get_a_4xx_with_a_message(api, method, path, body):
+    answer = api(method, path, json=body) if body is not None else api(method, path)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert answer.json()["error"]["message"]
+    assert "tok@" not in answer.text  # a token in a git URL is never echoed
