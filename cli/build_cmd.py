@@ -26,6 +26,7 @@ from cli.client import (
     follow_run,
     handles_errors,
     key_value,
+    local_path,
     report_end,
 )
 from cli.output import to_json
@@ -213,7 +214,7 @@ def _size(n: int) -> str:
 @handles_errors
 def run_build(args: argparse.Namespace) -> int:
     client = Client.from_args(args)  # before packing: a missing URL is said at once
-    context = Path(args.context).expanduser()
+    context = local_path(args.context)
     if not context.is_dir():
         print(f"error: the context {args.context!r} is not a directory", file=sys.stderr)
         return EXIT_ERROR

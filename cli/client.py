@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
@@ -66,14 +67,28 @@ def _base_url(url: str) -> str:
     return url
 
 
+def local_path(value: str) -> Path:
+    """A path the user typed, with `~` expanded; ApiError (one line) for `~nobody/x` and the like."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as exc:
+        raise ApiError(f"{value!r}: {exc}") from None
+
+
 class Client:
     def __init__(self, url: str, key: str | None = None, timeout: float = 60.0,
                  session: requests.Session | None = None):
         self.url = _base_url(url)
+        try:
+            host = urlsplit(self.url).hostname
+        except ValueError as exc:  # `http://[::1`
+            raise ApiError(f"--url {url!r} is not a URL: {exc}") from None
+        if key and not key.isascii():  # an HTTP header carries it: requests would fail to encode it
+            raise ApiError("the key has characters a function key never has (it is ASCII)")
         self._key = key or None
         self.timeout = timeout
         self.session = session or requests.Session()
-        if urlsplit(self.url).hostname in ("127.0.0.1", "localhost", "::1"):
+        if host in ("127.0.0.1", "localhost", "::1"):
             # An http(s)_proxy in the environment must not capture requests to this machine.
             self.session.trust_env = False
 

@@ -15,7 +15,6 @@ import base64
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from pathlib import Path
 
 from cli import task_credential, task_insight
 from cli.build_cmd import ContextError as PackError
@@ -29,6 +28,7 @@ from cli.client import (
     follow_run,
     handles_errors,
     key_value,
+    local_path,
 )
 from cli.output import runs_table, tasks_table, to_json
 from shared.domain.builds import is_git_url
@@ -202,7 +202,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _context(value: str) -> str:
     if is_git_url(value):
         return value
-    path = Path(value).expanduser()
+    path = local_path(value)
     if not path.is_dir():
         raise ApiError(f"the context {value!r} is neither a directory nor a git URL")
     return str(path.resolve())
@@ -210,7 +210,7 @@ def _context(value: str) -> str:
 
 def _context_archive(args: argparse.Namespace) -> str:
     """The context directory as a base64 .tar.gz (honouring .dockerignore), as `build` uploads it."""
-    context = Path(args.context).expanduser()
+    context = local_path(args.context)
     dockerfile = args.file if args.file and (context / args.file).is_file() else "Dockerfile"
     try:
         archive, count = pack_context(context, dockerfile)

@@ -12,7 +12,7 @@ import azure.functions as func
 
 from functions.http import BadRequest, error, json_response, parse_json
 from shared.bootstrap import services
-from shared.domain.decisions import Decision
+from shared.domain.decisions import Decision, EventBusy
 from shared.domain.events import MalformedEvent
 from shared.domain.vocabulary import EventSource
 from shared.service_layer.dispatch import DispatchIncomplete
@@ -47,7 +47,7 @@ def decisions_answer(dispatch: Callable[[], list[Decision]], failed_status: int 
     trouble), `failed_status` asks the sender to deliver again; handled events keep their decisions."""
     try:
         decisions = dispatch()
-    except DispatchIncomplete as exc:
+    except (DispatchIncomplete, EventBusy) as exc:  # EventBusy: the same push, dispatched right now
         headers = {"Retry-After": "10"} if failed_status == 503 else None
         return error(failed_status, "DispatchFailed", str(exc), headers=headers)
     return json_response({"decisions": [

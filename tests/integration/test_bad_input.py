@@ -131,9 +131,11 @@ def _tiny_context() -> str:
     ("POST", "/tasks", {"name": "bad-ctx", "images": ["a:1"], "context": "~nosuchuser/x"}),
     ("POST", "/tasks", {"name": "bad-ctx", "images": ["a:1"], "context": "/" + "x" * 300}),
     ("POST", "/tasks", {"name": "bad-git", "images": ["a:1"], "context": "https://h.invalid/r\u0000"}),
-    ("POST", "/tasks", {"name": "bad-git", "images": ["a:1"], "context": "https://u:tok@h.invalid/r.git"}),
+    ("POST", "/tasks", {"name": "bad-git", "images": ["a:1"],
+                        "context": "https://u:tok@h.invalid/r.git"}),
     # Fields too big for a table row, or of the wrong shape.
-    ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A": "x" * 40_000}}),
+    ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp",
+                        "build_args": {"A": "x" * 40_000}}),
     ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A=B": "x"}}),
     ("POST", "/tasks", {"name": "big", "images": ["a:1"], "context": "/tmp", "build_args": {"A": None}}),
     ("POST", "/tasks", {"name": "plat", "images": ["a:1"], "context": "/tmp",
