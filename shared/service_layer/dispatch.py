@@ -143,6 +143,9 @@ class Dispatcher:
             self._let_go(push, hold)  # never wait while holding the push: its holder may wait for us
             previous = self._begin(event.event_id)
             hold = None
+        except Exception:
+            self._let_go(push, hold)  # storage trouble: the sender delivers again
+            raise
         if previous is not None:
             self._let_go(push, hold)
             log.info("event %s already handled (%s); redelivery ignored", event.event_id, previous.outcome)
@@ -174,7 +177,7 @@ class Dispatcher:
             return
         try:
             token = hold.result()
-        except EventBusy:
+        except Exception:  # noqa: BLE001 - not taken (busy, or storage trouble): nothing to release
             return
         self.decisions.release_push(push, token)
 

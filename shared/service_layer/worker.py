@@ -324,8 +324,9 @@ class Worker:
             self.launcher.requeue([run.run_id for run in queued if run.released])
         # A wave's run waits unreleased for its wave to release it; one whose wave was never
         # recorded (a dispatch failed while starting it) is released on its own instead.
-        orphans = [run for run in queued if not run.released and run.wave_id
-                   and not self.waves.recorded(run.wave_id)]
+        waiting = [run for run in queued if not run.released and run.wave_id]
+        missing = {w for w in {run.wave_id for run in waiting} if w and not self.waves.recorded(w)}
+        orphans = [run for run in waiting if run.wave_id in missing]
         self.launcher.requeue([run.run_id for run in orphans if self._release_orphan(run)])
         self.waves.reconcile()
         return failed
