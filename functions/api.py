@@ -205,16 +205,6 @@ def api_builds(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # ---- runs ------------------------------------------------------------------------------------
-def _task_param(req: func.HttpRequest) -> str | None:
-    name = req.params.get("task") or None
-    if name is None:
-        return None
-    try:
-        return check_name(name)
-    except TaskError as exc:
-        raise BadRequest(f"task: {exc}") from exc
-
-
 @bp.function_name("api_runs")
 @bp.route(route="runs", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
@@ -229,6 +219,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
             image = qualify(image, services().settings.registry)
         except ValueError as exc:
             raise BadRequest(f"image: {exc}") from exc
+    task = req.params.get("task") or None  # checked as a name before it reaches a table query
     after = req.params.get("continuation") or None
     if after:
         try:
@@ -236,7 +227,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
         except RunNotFound as exc:
             raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
     runs, continuation = services().runs.newest(
-        top=int_param(req, "top", 15, 1, 1000), task=_task_param(req),
+        top=int_param(req, "top", 15, 1, 1000), task=check_name(task) if task else None,
         status=status, image=image, after=after,
     )
     return json_response({"runs": [r.to_dict() for r in runs], "continuation": continuation})

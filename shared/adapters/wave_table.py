@@ -165,8 +165,7 @@ class TableSlots:
         return self.storage.table("slots")
 
     def holders(self, scope: str) -> list[str]:
-        entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})
-        return [str(e["RunId"]) for e in entities]
+        return list(self.taken_at(scope))
 
     def taken_at(self, scope: str) -> dict[str, datetime]:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": scope})

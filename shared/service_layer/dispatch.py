@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
+from typing import TypeVar
 
 from shared.domain.decisions import Decision, EventBusy, TaskDecision
 from shared.domain.dependencies import DependencyRow
@@ -41,6 +43,8 @@ CLAIM_ROUNDS = 3
 BUSY_WAIT_SECONDS = 10.0
 BUSY_POLL_SECONDS = 0.25
 
+Claimed = TypeVar("Claimed")
+
 class Pending(StrEnum):
     """The state of the run an index row says is pending."""
 
@@ -48,6 +52,19 @@ class Pending(StrEnum):
     QUEUED = "queued"
     STARTED = "started"
     MISSING = "missing"  # a dispatcher died between its claim and recording the run
+
+
+def _while_busy(attempt: Callable[[], Claimed]) -> Claimed:
+    """Try `attempt` until it is no longer EventBusy, for BUSY_WAIT_SECONDS at most (then the
+    EventBusy goes to the caller: the sender delivers again later)."""
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    while True:
+        try:
+            return attempt()
+        except EventBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(BUSY_POLL_SECONDS)
 
 
 class DispatchIncomplete(RuntimeError):
@@ -189,26 +206,12 @@ class Dispatcher:
                 return first_try.result(), False
             except EventBusy:
                 pass
-        deadline = time.monotonic() + BUSY_WAIT_SECONDS
-        while True:
-            try:
-                return self.decisions.hold_push(push), True
-            except EventBusy:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(BUSY_POLL_SECONDS)
+        return _while_busy(lambda: self.decisions.hold_push(push)), True
 
     def _begin(self, event_id: str) -> Decision | None:
         """Claim the event; while a concurrent delivery dispatches it, wait a little for its
         decision (then EventBusy: the sender delivers again later, and nothing is lost)."""
-        deadline = time.monotonic() + BUSY_WAIT_SECONDS
-        while True:
-            try:
-                return self.decisions.begin(event_id)
-            except EventBusy:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(BUSY_POLL_SECONDS)
+        return _while_busy(lambda: self.decisions.begin(event_id))
 
     def reject(self, event_id: str, source: EventSource, reason: str) -> Decision:
         """A payload that cannot be parsed: recorded, so the sender's mistake is visible."""

@@ -136,8 +136,9 @@ class WaveCoordinator:
         run = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
         run.wave_id, run.released = wave_id, False
         member = Member(wave_id, row.task, run_id, (producer.level + 1) if producer else 1)
-        # The run before its member: a member always names a recorded run (a crash in between
-        # leaves a Queued run of no member, which housekeeping cancels, never a member of no run).
+        # The run before its member: a member always names a recorded run. A crash in between
+        # leaves a Queued run that is no member and never builds; the push's redelivery joins the
+        # task again with a run of its own.
         self.launcher.launch([run])
         if not self.waves.add_member(member):
             self._drop(run, f"{row.task} is a member of wave {wave_id} already")
@@ -391,8 +392,8 @@ class WaveCoordinator:
         for member in self.waves.members(wave_id):
             if member.outcome is None:
                 self._cancel_run(member, f"wave {wave_id} canceled by request")
-        self.waves.save(replace(wave, state=WaveState.CANCELED, reason="canceled by request"),
-                        self.waves.get(wave_id)[1])
+        current, etag = self.waves.get(wave_id)  # its counts moved as its runs were canceled
+        self.waves.save(replace(current, state=WaveState.CANCELED, reason="canceled by request"), etag)
         self._settle(wave_id)
         self.release()
         return self.waves.get(wave_id)[0]
