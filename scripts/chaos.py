@@ -12,7 +12,7 @@ default stack is never touched), runs with the chaos settings
     tests/chaos                            bursts, Azurite stopped, the host killed, the registry down
 
 (HYPOTHESIS_PROFILE=chaos, BT_CHAOS=1), prints the figures the tests recorded (deliveries, runs,
-5xx, lost, stuck, duplicates, extra messages, second builds, secret hits), and stops the stack
+5xx, lost, stuck, duplicates, extra messages, burnt run ids, second builds, secret hits), and stops the stack
 (`--keep` leaves it running and says where; otherwise its logs are kept in .stack/chaos/<time>/).
 Exits non-zero when a test failed or a figure that must be zero is not.
 """
