@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.domain.rebuild_graph import TriggerVerdict, trigger_verdict
 from shared.domain.vocabulary import TriggerType
 
 SCHEMA_VERSION = 1
@@ -32,6 +33,6 @@ class DependencyRow:
     # The stored version this row was read at (optimistic concurrency); None for a new row.
     etag: str | None = None
 
-    def applies(self) -> bool:
-        """Does a change of this base trigger the task, given its trigger type?"""
-        return self.trigger_type == TriggerType.ALL or self.runtime
+    def verdict(self) -> TriggerVerdict:
+        """Does a change of this base rebuild the task? (shared.domain.rebuild_graph decides.)"""
+        return trigger_verdict(self.trigger_enabled, self.trigger_type, self.runtime)

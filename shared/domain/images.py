@@ -29,19 +29,3 @@ def render(template: str, run_id: str, registry: str | None) -> str:
 def qualify(name: str, registry: str | None) -> str:
     """A user-typed image name as runs store it (`helloworld:da6` -> `localhost:5000/helloworld:da6`)."""
     return render(name, "", registry)
-
-
-def fixed_outputs(templates: list[str], registry: str | None) -> list[str]:
-    """The images a task pushes under fixed tags: the only ones another task can be built FROM
-    (a per-run tag, `{{.Run.ID}}`, names no base)."""
-    return [render(t, "", registry) for t in templates if not _PLACEHOLDER.search(t)]
-
-
-def is_own_output(templates: list[str], pushed: str, registry: str | None) -> bool:
-    """True when `pushed` is one of the images the task itself produces (no self-trigger loops)."""
-    for template in templates:
-        if _PLACEHOLDER.search(template):
-            continue  # per-run tags never name a shared base tag
-        if render(template, "", registry) == pushed:
-            return True
-    return False

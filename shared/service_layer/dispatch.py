@@ -27,7 +27,7 @@ from typing import TypeVar
 from shared.domain.decisions import Decision, EventBusy, TaskDecision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
-from shared.domain.images import is_own_output
+from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
@@ -79,11 +79,9 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
     `producer_task` is the task whose run pushed this image, when the push is a run's output.
     `rebuild` (`base rebuild`) skips the digest rules 4-6: everything built FROM it rebuilds.
     """
-    if not row.trigger_enabled:
-        return Outcome.TRIGGER_DISABLED, "the task's base image trigger is disabled"
-    if not row.applies():
-        return (Outcome.NOT_RUNTIME,
-                "the base is used only in a build stage and the trigger type is Runtime")
+    verdict = row.verdict()
+    if verdict.outcome is not None:
+        return verdict.outcome, verdict.reason
     if row.task == producer_task or is_own_output(row.images, pushed, registry):
         return Outcome.OWN_OUTPUT, "the push is this task's own output image"
     if rebuild:

@@ -41,9 +41,10 @@ from typing import Any
 
 from shared.domain.decisions import Decision
 from shared.domain.links import TaskLinks
+from shared.domain.rebuild_graph import trigger_verdict
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency
-from shared.domain.vocabulary import TERMINAL, RunStatus, TriggerType, WaveState, format_time
+from shared.domain.vocabulary import TERMINAL, Outcome, RunStatus, WaveState, format_time
 from shared.domain.waves import Wave, WaveNotFound
 from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository, WaveRepository
 
@@ -55,8 +56,9 @@ HISTORY_PER_BASE = 20
 
 
 class Cause(StrEnum):
-    TRIGGER_DISABLED = "trigger-disabled"
-    NOT_RUNTIME = "not-a-runtime-dependency"
+    # Why a base change would not rebuild the task: the words dispatch records (rebuild_graph).
+    TRIGGER_DISABLED = Outcome.TRIGGER_DISABLED.value
+    NOT_RUNTIME = Outcome.NOT_RUNTIME.value
     WAVE_HELD = "wave-held"
     REBUILD_PENDING = "rebuild-pending"
     RUN_FAILED = "run-failed"
@@ -154,10 +156,9 @@ class StalenessReport:
 
     def _why(self, task: TaskLinks, dep: Dependency, base: BaseNow, current: str,
              entry: StaleEntry) -> tuple[str, str]:
-        if not task.trigger_enabled:
-            return Cause.TRIGGER_DISABLED, "the task's base image trigger is disabled"
-        if not dep.runtime and task.trigger_type == TriggerType.RUNTIME:
-            return Cause.NOT_RUNTIME, "a build-stage base, and the trigger type is Runtime"
+        verdict = trigger_verdict(task.trigger_enabled, task.trigger_type, dep.runtime)
+        if verdict.outcome is not None:
+            return str(verdict.outcome), verdict.reason
         newest, _ = self.runs.newest(task=task.name, top=1)
         latest = newest[0] if newest else None
         if latest is not None and latest.status not in TERMINAL:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.builds import ContextError, read_dockerfile
+from shared.domain.rebuild_graph import find_cycle, spell_cycle
 from shared.domain.tasks import (
     ContextUploadNeeded,
     Dependency,
@@ -22,7 +23,6 @@ from shared.domain.tasks import (
     compute_dependencies,
 )
 from shared.domain.vocabulary import utc_now
-from shared.domain.waves import find_cycle, spell_cycle
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import Registry, Sources, TaskRepository
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES

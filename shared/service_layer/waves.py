@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
-from shared.domain import images
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
+from shared.domain.rebuild_graph import Plan, plan
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
-from shared.domain.waves import Brakes, Member, Plan, Wave, WaveConflict, WaveNotFound, plan
+from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository, Slots, WaveRepository
 from shared.service_layer.runs import RunLauncher, transition
@@ -54,17 +54,14 @@ class WaveCoordinator:
         self._readers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="wave-plan")
 
     # ---- planning --------------------------------------------------------------------------
-    def _outputs(self, row: DependencyRow) -> list[str]:
-        return images.fixed_outputs(row.images, self.launcher.registry)
-
     def _dependents(self, refs: Iterable[str]) -> dict[str, list[DependencyRow]]:
         refs = list(refs)
         found = self._readers.map(self.index.dependents, refs)
-        return {ref: [row for row in rows if row.trigger_enabled and row.applies()]
+        return {ref: [row for row in rows if row.verdict().triggers]
                 for ref, rows in zip(refs, found, strict=True)}
 
-    def plan(self, first: list[DependencyRow]) -> Plan:
-        return plan(first, self._outputs, self._dependents)
+    def plan(self, first: list[DependencyRow]) -> Plan[DependencyRow]:
+        return plan(first, self.launcher.registry, self._dependents)
 
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
               released: Iterable[str] = ()) -> tuple[Wave, list[Run]]:

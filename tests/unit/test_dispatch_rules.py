@@ -3,7 +3,8 @@
 import pytest
 
 from shared.domain.dependencies import DependencyRow
-from shared.domain.images import is_own_output, render
+from shared.domain.images import render
+from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import RunIds
 from shared.domain.vocabulary import Outcome
 from shared.service_layer.dispatch import classify
