@@ -72,6 +72,29 @@ def _is_emulator_connection_string(value: str) -> bool:
 
 
 @dataclass(frozen=True)
+class StorageTargets:
+    """Per second: entities per table partition, entities and messages per account, messages per queue."""
+
+    partition: float = 2000.0
+    account: float = 20000.0
+    queue: float = 2000.0
+
+    @classmethod
+    def parse(cls, text: str) -> StorageTargets:
+        """`on` (the documented targets) or `PARTITION,ACCOUNT,QUEUE` per second (a scaled model)."""
+        if text.strip().lower() in ("1", "on", "true", "azure"):
+            return cls()
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            values = []
+        if len(values) != 3 or min(values) <= 0:
+            raise ValueError(f"expected `on` or three positive numbers PARTITION,ACCOUNT,QUEUE, got {text!r}")
+        return cls(*values)
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     """How to reach Table, Queue and Blob storage.
 
@@ -85,6 +108,9 @@ class StorageSettings:
     queue_uri: str | None = None
     blob_uri: str | None = None
     client_id: str | None = None
+    # The test bed only (BASETRIGGER_SIMULATE_TARGETS): Azure's scalability targets enforced on
+    # Azurite (shared/adapters/throttling.py). A real account enforces its own.
+    simulate_targets: StorageTargets | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +159,7 @@ def _storage_from(env: Mapping[str, str]) -> StorageSettings:
                 "settings (AzureWebJobsStorage__tableServiceUri, __queueServiceUri, "
                 "__blobServiceUri, __credential=managedidentity, __clientId)."
             )
-        return StorageSettings(connection_string=conn)
+        return StorageSettings(connection_string=conn, simulate_targets=_simulated_targets(env))
     uris = {
         kind: env.get(f"AzureWebJobsStorage__{kind}ServiceUri", "").strip() or None
         for kind in ("table", "queue", "blob")
@@ -150,6 +176,16 @@ def _storage_from(env: Mapping[str, str]) -> StorageSettings:
         blob_uri=uris["blob"],
         client_id=env.get("AzureWebJobsStorage__clientId") or env.get("AZURE_CLIENT_ID") or None,
     )
+
+
+def _simulated_targets(env: Mapping[str, str]) -> StorageTargets | None:
+    raw = env.get("BASETRIGGER_SIMULATE_TARGETS", "").strip()
+    if not raw or raw.lower() in ("0", "off", "false"):
+        return None
+    try:
+        return StorageTargets.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"BASETRIGGER_SIMULATE_TARGETS: {exc}") from exc
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 from azure.core.credentials import TokenCredential
@@ -25,6 +25,7 @@ from azure.storage.queue import (
     QueueClient,
 )
 
+from shared.adapters.throttling import ScalabilityTargets, ThrottledTransport
 from shared.config import ConfigError, Settings, StorageSettings
 
 # Table transactions are limited to 100 operations, all in one partition.
@@ -59,6 +60,14 @@ def _storage_retry() -> LinearRetry:
     return LinearRetry(backoff=1, random_jitter_range=1, retry_total=2)
 
 
+def _table_retry() -> dict[str, Any]:
+    """Table retries: Azure answers 503 ServerBusy over its scalability targets (~2,000 entities/s
+    per partition) and expects the client to back off. Eight tries from 0.1 s doubling to a 5 s
+    ceiling ride out a busy second without making an outage (connection errors, retried 3 times
+    by the SDK) wait longer."""
+    return {"retry_status": 8, "retry_backoff_factor": 0.1, "retry_backoff_max": 5}
+
+
 def _required(uri: str | None) -> str:
     """A service URI that config.load guarantees whenever no connection string is set."""
     if not uri:
@@ -79,24 +88,35 @@ class Storage:
         self._tables: dict[str, TableClient] = {}
         self._queues: dict[str, QueueClient] = {}
         self._containers: dict[str, ContainerClient] = {}
-        self._transport = _transport()
+        shared_transport = _transport()
+        # Azure's limits on Azurite, where asked (the test bed): one set of buckets per account.
+        self.targets = (ScalabilityTargets(settings.storage.simulate_targets)
+                        if settings.storage.simulate_targets else None)
+        self._transports: dict[str, Any] = {
+            service: (ThrottledTransport(shared_transport, self.targets, service) if self.targets
+                      else shared_transport)
+            for service in ("table", "queue", "blob")
+        }
 
     @cached_property
     def _table_service(self) -> TableServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return TableServiceClient.from_connection_string(s.connection_string, transport=self._transport)
+            return TableServiceClient.from_connection_string(s.connection_string,
+                                                             transport=self._transports["table"],
+                                                             **_table_retry())
         return TableServiceClient(endpoint=_required(s.table_uri), credential=_credential(s),
-                                  transport=self._transport)
+                                  transport=self._transports["table"], **_table_retry())
 
     @cached_property
     def _blob_service(self) -> BlobServiceClient:
         s = self.settings.storage
         if s.connection_string:
-            return BlobServiceClient.from_connection_string(s.connection_string, transport=self._transport,
+            return BlobServiceClient.from_connection_string(s.connection_string,
+                                                            transport=self._transports["blob"],
                                                             retry_policy=_storage_retry())
         return BlobServiceClient(account_url=_required(s.blob_uri), credential=_credential(s),
-                                 transport=self._transport, retry_policy=_storage_retry())
+                                 transport=self._transports["blob"], retry_policy=_storage_retry())
 
     def table(self, name: str) -> TableClient:
         """The table `<prefix><name>`, created if missing."""
@@ -118,7 +138,7 @@ class Storage:
         policies = dict(
             message_encode_policy=BinaryBase64EncodePolicy(),
             message_decode_policy=BinaryBase64DecodePolicy(),
-            transport=self._transport,
+            transport=self._transports["queue"],
             retry_policy=_storage_retry(),
         )
         if s.connection_string:
