@@ -15,6 +15,7 @@ from tests.unit.test_context_uploads import ELSEWHERE, archive
 
 REGISTRY = "localhost:5000"
 BASE = f"{REGISTRY}/base:1"
+ANY = ExpectedVersion(any_version=True)
 
 
 @pytest.fixture
@@ -70,10 +71,10 @@ def test_a_change_from_an_old_version_is_refused_and_changes_nothing(app):
 
 def test_any_version_accepts_whatever_is_stored_but_not_a_missing_task(app):
     app.tasks.update("app", platform="linux/arm64")
-    assert app.tasks.update("app", expected=ExpectedVersion(any_version=True), images=["b:1"]).images == ["b:1"]
-    app.tasks.delete("app", expected=ExpectedVersion(any_version=True))
+    assert app.tasks.update("app", expected=ANY, images=["b:1"]).images == ["b:1"]
+    app.tasks.delete("app", expected=ANY)
     with pytest.raises(TaskNotFound):
-        app.tasks.update("app", expected=ExpectedVersion(any_version=True), images=["c:1"])
+        app.tasks.update("app", expected=ANY, images=["c:1"])
 
 
 def test_two_changes_from_the_same_version_never_both_succeed(app):
