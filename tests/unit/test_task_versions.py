@@ -2,14 +2,17 @@
 it accepts; a task at another version is refused before any work (TaskChanged, with the version
 stored now), and a change landing between the service's read and its write is refused by the
 store's conditional write, not by a compare in between. A change never brings back a task deleted
-meanwhile. The Azurite and host tests (tests/integration/test_task_versions.py) do the same for real.
+meanwhile, and a credential change made at the same time as another is not lost. The Azurite and
+host tests (tests/integration/test_task_versions.py) do the same for real.
 """
 
 from collections.abc import Callable
 
 import pytest
 
+from shared.domain.credentials import RegistryCredential
 from shared.domain.tasks import ExpectedVersion, Task, TaskChanged, TaskNotFound
+from shared.service_layer.credentials import TaskCredentials
 from tests.fakes import FakeApp, FakeRegistry
 from tests.unit.test_context_uploads import ELSEWHERE, archive
 
@@ -137,3 +140,14 @@ def test_a_delete_losing_a_race_to_a_change_keeps_the_task_and_its_index(app, mo
 
     assert app.tasks.get("app").platform == "linux/arm64"
     assert [(base, task) for base, task in app.table.rows] == [(BASE, "app")]
+
+
+def test_two_credential_changes_at_once_both_stay(app):
+    """A credential change edits the list as read: one made meanwhile is read again, not lost."""
+    credentials = TaskCredentials(app.tasks)
+    app.tasks.registry = MeanwhileRegistry(
+        lambda: credentials.add("app", RegistryCredential.create("b.example.com", "bob", "pw-b")))
+
+    credentials.add("app", RegistryCredential.create("a.example.com", "alice", "pw-a"))
+
+    assert [c.login_server for c in credentials.list("app")] == ["b.example.com", "a.example.com"]
