@@ -25,7 +25,8 @@ def _ok(schema: dict[str, Any], status: str = "200", description: str = "OK") ->
 def _errors(*statuses: str) -> dict[str, Any]:
     names = {"400": "Invalid input", "401": "Missing or wrong function key",
              "403": "The route is not configured (its secret setting is empty)", "404": "Not found",
-             "409": "Conflict", "412": "If-Match names another version: nothing was changed",
+             "409": "Conflict",
+             "412": "The task is at another version than If-Match names (or kept changing): nothing changed",
              "413": "Body too large"}
     return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in ("401", *statuses)}
@@ -379,13 +380,13 @@ PATHS.update({
                 "responses": {**_CREDENTIALS, **_errors("400", "404")}},
         "post": {"operationId": "addCredential", "summary": "Add a registry credential to a task",
                  "requestBody": _json_body(_ref("CredentialInput")),
-                 "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "413")}},
+                 "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "412", "413")}},
         "patch": {"operationId": "updateCredential", "summary": "Change a task's registry credential",
                   "requestBody": _json_body(_ref("CredentialInput")),
-                  "responses": {**_CREDENTIALS, **_errors("400", "404", "413")}},
+                  "responses": {**_CREDENTIALS, **_errors("400", "404", "412", "413")}},
         "delete": {"operationId": "removeCredential", "summary": "Remove a task's registry credential",
                    "parameters": [_param("login_server", required=True)],
-                   "responses": {**_CREDENTIALS, **_errors("400", "404")}},
+                   "responses": {**_CREDENTIALS, **_errors("400", "404", "412")}},
     },
 })
 
