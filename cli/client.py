@@ -109,8 +109,9 @@ class Client:
 
     # ---- transport -------------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                body: Any = None, timeout: float | None = None) -> requests.Response:
-        headers = {"accept": "application/json"}
+                body: Any = None, timeout: float | None = None,
+                headers: dict[str, str] | None = None) -> requests.Response:
+        headers = {"accept": "application/json", **(headers or {})}
         if self._key:
             headers["x-functions-key"] = self._key
         params = {k: v for k, v in (params or {}).items() if v is not None}
@@ -173,14 +174,21 @@ class Client:
     def get_task(self, name: str) -> dict:
         return self._json("GET", f"tasks/{quote(name, safe='')}")
 
+    def task_version(self, name: str) -> str | None:
+        """The task's version now: its ETag, to send back as If-Match."""
+        return self.request("GET", f"tasks/{quote(name, safe='')}").headers.get("ETag")
+
     def create_task(self, spec: dict) -> dict:
         return self._json("POST", "tasks", body=spec)
 
-    def update_task(self, name: str, changes: dict) -> dict:
-        return self._json("PATCH", f"tasks/{quote(name, safe='')}", body=changes)
+    def update_task(self, name: str, changes: dict, if_match: str | None = None) -> dict:
+        """With `if_match` (an ETag), only if the task is still at that version (else ApiError 412)."""
+        return self._json("PATCH", f"tasks/{quote(name, safe='')}", body=changes,
+                          headers={"If-Match": if_match} if if_match else None)
 
-    def delete_task(self, name: str) -> None:
-        self._json("DELETE", f"tasks/{quote(name, safe='')}")
+    def delete_task(self, name: str, if_match: str | None = None) -> None:
+        self._json("DELETE", f"tasks/{quote(name, safe='')}",
+                   headers={"If-Match": if_match} if if_match else None)
 
     def run_task(self, name: str, force: bool = False) -> dict:
         return self._json("POST", f"tasks/{quote(name, safe='')}/runs", body={"force": force})

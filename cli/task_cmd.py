@@ -6,6 +6,11 @@
     task why / stale                                why (not) rebuilt; tasks left on old bases
 
 Lists print JSON by default, as `az` does; `--output table` prints az's table columns.
+
+`task update` changes the task only if nobody changed it since it read it (If-Match with the
+ETag it reads first, or the one given with --if-match): on a conflict it says so and changes
+nothing, rather than merging its options over a version the user has not seen. `task delete
+--if-match ETAG` deletes only that version.
 """
 
 from __future__ import annotations
@@ -128,6 +133,25 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     _output(parser)
 
 
+def _etag(text: str) -> str:
+    """An ETag as `task show` prints it, with or without its quotes (a shell drops them)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("expected an etag, e.g. the `etag` of `task show`")
+    return text if text == "*" or text.startswith(('"', 'W/"')) else f'"{text}"'
+
+
+def _if_match(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--if-match", type=_etag, default=None, metavar="ETAG", help=help_text)
+
+
+def _changed_meanwhile(name: str, exc: ApiError) -> ApiError:
+    """The message for a 412: the task is at another version than the one the command acted on."""
+    return ApiError(f"the task {name!r} changed since it was read (by someone else, or a build that "
+                    f"finished): nothing was changed. Check it with `basetrigger task show --name {name}` "
+                    "and run the command again", exc.status, exc.code)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser(
         "task",
@@ -150,6 +174,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     update = add("update", "change a task (only the options given)", task_update)
     _task_options(update, creating=False)
+    _if_match(update, "change the task only if it is still at this version (its etag, as `task show` "
+              "gives it; default: the version read just before the change)")
 
     show = add("show", "show a task", task_show)
     show.add_argument("--name", "-n", required=True, help="the task's name")
@@ -161,6 +187,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     delete = add("delete", "delete a task", task_delete)
     delete.add_argument("--name", "-n", required=True, help="the task's name")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    _if_match(delete, "delete the task only if it is still at this version (its etag, as `task show` "
+              "gives it)")
 
     run = add("run", "run a task now; streams its log until the run ends", task_run)
     run.add_argument("--name", "-n", required=True, help="the task's name")
@@ -281,7 +309,15 @@ def task_update(args: argparse.Namespace) -> int:
     if not changes:
         print("error: nothing to change: give at least one option besides --name", file=sys.stderr)
         return EXIT_ERROR
-    task = _send(args, lambda spec: client.update_task(args.name, spec), changes)
+    # The options replace whole fields (images, build args...): they apply to the version read
+    # here, and a change made meanwhile is reported rather than silently overwritten.
+    version = args.if_match or client.task_version(args.name)
+    try:
+        task = _send(args, lambda spec: client.update_task(args.name, spec, if_match=version), changes)
+    except ApiError as exc:
+        if exc.status == 412:
+            raise _changed_meanwhile(args.name, exc) from None
+        raise
     _print_tasks([task], args.output, single=True)
     return EXIT_OK
 
@@ -308,7 +344,12 @@ def task_delete(args: argparse.Namespace) -> int:
         answer = input(f"Are you sure you want to delete the task {args.name!r}? (y/n): ")
         if answer.strip().lower() not in ("y", "yes"):
             return EXIT_OK
-    client.delete_task(args.name)
+    try:
+        client.delete_task(args.name, if_match=args.if_match)
+    except ApiError as exc:
+        if exc.status == 412:
+            raise _changed_meanwhile(args.name, exc) from None
+        raise
     return EXIT_OK
 
 

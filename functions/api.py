@@ -2,6 +2,9 @@
 
 Each handler parses its input, calls shared/, and maps domain errors to status codes; the
 `api_handler` decorator does the mapping once for all of them.
+
+A task's answers carry its version as an ETag (also in the body, as `etag`); PATCH and DELETE
+honour If-Match (412 when the task changed since), GET honours If-None-Match (304).
 """
 
 from __future__ import annotations
@@ -13,7 +16,17 @@ from typing import Any
 import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from functions.http import BadRequest, PayloadTooLarge, error, int_param, json_body, json_response
+from functions.http import (
+    BadRequest,
+    PayloadTooLarge,
+    entity_tag,
+    error,
+    if_match,
+    int_param,
+    json_body,
+    json_response,
+    none_match,
+)
 from functions.openapi import openapi_document
 from shared.adapters.secret_box import SecretsUnavailable
 from shared.bootstrap import services
@@ -21,7 +34,15 @@ from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.decisions import EventBusy
 from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
-from shared.domain.tasks import ContextUploadNeeded, Task, TaskError, TaskExists, TaskNotFound, check_name
+from shared.domain.tasks import (
+    ContextUploadNeeded,
+    Task,
+    TaskChanged,
+    TaskError,
+    TaskExists,
+    TaskNotFound,
+    check_name,
+)
 from shared.domain.vocabulary import RunStatus, TriggerType, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
@@ -39,6 +60,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (TaskNotFound, 404, "TaskNotFound"),
     (RunNotFound, 404, "RunNotFound"),
     (TaskExists, 409, "TaskExists"),
+    # If-Match named another version than the stored one: nothing was written.
+    (TaskChanged, 412, "PreconditionFailed"),
     (RunNotCancelable, 409, "RunNotCancelable"),
     (RunConflict, 409, "Conflict"),
     (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
@@ -62,6 +85,8 @@ def api_handler(handler):
         except tuple(e for e, _, _ in _ERRORS) as exc:
             status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+            if isinstance(exc, TaskChanged) and exc.etag:
+                headers = {"ETag": entity_tag(exc.etag)}  # the version to read, merge onto and send again
             return error(status, code, str(exc), headers=headers)
         except (ServiceRequestError, ServiceResponseError) as exc:
             # Storage does not answer: not the caller's mistake, and worth trying again soon.
@@ -137,19 +162,28 @@ def api_openapi(req: func.HttpRequest) -> func.HttpResponse:
 
 
 # ---- tasks -----------------------------------------------------------------------------------
+def _task_json(task: Task) -> dict[str, Any]:
+    return {**task.public_dict(), "etag": entity_tag(task.etag) if task.etag else None}
+
+
+def _task_response(task: Task, status: int = 200) -> func.HttpResponse:
+    headers = {"ETag": entity_tag(task.etag)} if task.etag else None
+    return json_response(_task_json(task), status, headers)
+
+
 @bp.function_name("api_tasks")
 @bp.route(route="tasks", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_tasks(req: func.HttpRequest) -> func.HttpResponse:
     tasks = services().tasks
     if req.method == "GET":
-        return json_response({"tasks": [t.public_dict() for t in tasks.all()]})
+        return json_response({"tasks": [_task_json(t) for t in tasks.all()]})
     body = json_body(req, MAX_BUILD_BYTES)  # may carry the context directory's archive
     archive = _context_archive(body)
     task = tasks.create(Task(name=body.get("name", ""), **_task_fields(body, partial=False)),
                         context_archive=archive)
     logging.info("task %s created with %d base image(s)", task.name, len(task.dependencies))
-    return json_response(task.public_dict(), 201)
+    return _task_response(task, 201)
 
 
 @bp.function_name("api_task")
@@ -159,16 +193,20 @@ def api_task(req: func.HttpRequest) -> func.HttpResponse:
     name = check_name(req.route_params["name"])  # before any storage call: `a/b` is no key
     tasks = services().tasks
     if req.method == "GET":
-        return json_response(tasks.get(name).public_dict())
+        task = tasks.get(name)
+        if task.etag and none_match(req, task.etag):  # the client has this version already
+            return func.HttpResponse(status_code=304, headers={"ETag": entity_tag(task.etag)})
+        return _task_response(task)
+    expected = if_match(req)  # a malformed header is a 400 before anything is read
     if req.method == "DELETE":
-        tasks.delete(name)
+        tasks.delete(name, expected=expected)
         return func.HttpResponse(status_code=204)
     body = json_body(req, MAX_BUILD_BYTES)
     if "name" in body and body["name"] != name:
         raise BadRequest("a task cannot be renamed")
     archive = _context_archive(body)
-    return json_response(tasks.update(name, context_archive=archive,
-                                      **_task_fields(body, partial=True)).public_dict())
+    return _task_response(tasks.update(name, context_archive=archive, expected=expected,
+                                       **_task_fields(body, partial=True)))
 
 
 @bp.function_name("api_task_runs")

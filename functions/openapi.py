@@ -25,7 +25,9 @@ def _ok(schema: dict[str, Any], status: str = "200", description: str = "OK") ->
 def _errors(*statuses: str) -> dict[str, Any]:
     names = {"400": "Invalid input", "401": "Missing or wrong function key",
              "403": "The route is not configured (its secret setting is empty)", "404": "Not found",
-             "409": "Conflict", "413": "Body too large"}
+             "409": "Conflict",
+             "412": "The task is at another version than If-Match names (or kept changing): nothing changed",
+             "413": "Body too large"}
     return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in ("401", *statuses)}
 
@@ -42,6 +44,19 @@ def _param(name: str, where: str = "query", schema: dict | None = None, required
 
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _TASK_NAME = _param("name", "path", description="Task name")
+# Versions of a task (functions/http.py): strong entity tags, compared strongly by If-Match.
+_ETAG = {"ETag": {"description": "the task's version: a strong entity tag (changes on every write)",
+                  "schema": {"type": "string"}}}
+_IF_MATCH = _param("If-Match", "header", description="only if the task is still at one of these versions "
+                   "(ETags, comma-separated) or, with `*`, exists; else 412 and nothing changes")
+_IF_NONE_MATCH = _param("If-None-Match", "header",
+                        description="304 without a body if the task is at one of these versions")
+
+
+def _with_etag(responses: dict[str, Any], *statuses: str) -> dict[str, Any]:
+    """`responses` with the ETag header declared on `statuses`."""
+    return {s: {**r, "headers": _ETAG} if s in statuses else r for s, r in responses.items()}
+
 _RUN_ID = _param("run_id", "path", description="Run id, e.g. da12")
 
 SCHEMAS: dict[str, Any] = {
@@ -76,7 +91,9 @@ SCHEMAS: dict[str, Any] = {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},
         "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"}}},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "etag": {"type": "string", "nullable": True,
+                 "description": "the task's version, as the ETag header gives it (for If-Match)"}}},
     "Run": {"type": "object", "properties": {
         "run_id": {"type": "string"},
         "status": {"type": "string", "enum": names(RunStatus)},
@@ -127,17 +144,23 @@ PATHS: dict[str, Any] = {
                     "tasks": {"type": "array", "items": _ref("Task")}}}), **_errors()}},
         "post": {"operationId": "createTask", "summary": "Create a task (dependencies are computed now)",
                  "requestBody": _json_body(_ref("TaskCreate")),
-                 "responses": {**_ok(_ref("Task"), "201", "Created"), **_errors("400", "409", "413")}},
+                 "responses": _with_etag({**_ok(_ref("Task"), "201", "Created"),
+                                          **_errors("400", "409", "413")}, "201")},
     },
     "/tasks/{name}": {
         "parameters": [_TASK_NAME],
-        "get": {"operationId": "showTask", "summary": "Show a task",
-                "responses": {**_ok(_ref("Task")), **_errors("400", "404")}},
-        "patch": {"operationId": "updateTask", "summary": "Change a task",
+        "get": {"operationId": "showTask", "summary": "Show a task", "parameters": [_IF_NONE_MATCH],
+                "responses": _with_etag({**_ok(_ref("Task")),
+                                         "304": {"description": "Not modified: the version If-None-Match "
+                                                 "names"},
+                                         **_errors("400", "404")}, "200", "304")},
+        "patch": {"operationId": "updateTask", "summary": "Change a task", "parameters": [_IF_MATCH],
                   "requestBody": _json_body(_ref("TaskCreate")),
-                  "responses": {**_ok(_ref("Task")), **_errors("400", "404", "413")}},
-        "delete": {"operationId": "deleteTask", "summary": "Delete a task",
-                   "responses": {"204": {"description": "Deleted"}, **_errors("400", "404")}},
+                  "responses": _with_etag({**_ok(_ref("Task")), **_errors("400", "404", "412", "413")},
+                                          "200", "412")},
+        "delete": {"operationId": "deleteTask", "summary": "Delete a task", "parameters": [_IF_MATCH],
+                   "responses": _with_etag({"204": {"description": "Deleted"},
+                                            **_errors("400", "404", "412")}, "412")},
     },
     "/tasks/{name}/runs": {
         "parameters": [_TASK_NAME],
@@ -357,13 +380,13 @@ PATHS.update({
                 "responses": {**_CREDENTIALS, **_errors("400", "404")}},
         "post": {"operationId": "addCredential", "summary": "Add a registry credential to a task",
                  "requestBody": _json_body(_ref("CredentialInput")),
-                 "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "413")}},
+                 "responses": {**_CREDENTIALS, **_errors("400", "404", "409", "412", "413")}},
         "patch": {"operationId": "updateCredential", "summary": "Change a task's registry credential",
                   "requestBody": _json_body(_ref("CredentialInput")),
-                  "responses": {**_CREDENTIALS, **_errors("400", "404", "413")}},
+                  "responses": {**_CREDENTIALS, **_errors("400", "404", "412", "413")}},
         "delete": {"operationId": "removeCredential", "summary": "Remove a task's registry credential",
                    "parameters": [_param("login_server", required=True)],
-                   "responses": {**_CREDENTIALS, **_errors("400", "404")}},
+                   "responses": {**_CREDENTIALS, **_errors("400", "404", "412")}},
     },
 })
 

@@ -29,7 +29,7 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
-from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
+from shared.domain.tasks import Dependency, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
@@ -91,29 +91,52 @@ class FakeRunRepository:
 
 
 class FakeTaskRepository:
+    """Tasks with versions: each write stamps a new etag, and a conditional write or delete
+    refuses a task that is no longer at the etag it was given, as the table does."""
+
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
+        self._version = 0
+
+    def _stamp(self, task: Task) -> str:
+        self._version += 1
+        task.etag = f'W/"{self._version}"'
+        return task.etag
+
+    def _check(self, name: str, etag: str | None) -> None:
+        if name not in self.tasks:
+            raise TaskNotFound(f"task {name!r} not found")
+        if etag is not None and self.tasks[name].etag != etag:
+            raise TaskChanged(f"task {name!r} changed since it was read", self.tasks[name].etag)
 
     def get(self, name: str) -> Task:
         if name not in self.tasks:
             raise TaskNotFound(f"task {name!r} not found")
         return copy.deepcopy(self.tasks[name])
 
-    def create(self, task: Task) -> None:
+    def create(self, task: Task) -> str:
         if task.name in self.tasks:
             raise TaskExists(f"task {task.name!r} already exists")
-        self.tasks[task.name] = copy.deepcopy(task)
+        stored = copy.deepcopy(task)
+        self.tasks[task.name] = stored
+        return self._stamp(stored)
 
-    def save(self, task: Task) -> None:
-        self.tasks[task.name] = copy.deepcopy(task)
+    def save(self, task: Task, etag: str | None = None) -> str:
+        self._check(task.name, etag)  # replace only: a task deleted meanwhile stays deleted
+        stored = copy.deepcopy(task)
+        self.tasks[task.name] = stored
+        return self._stamp(stored)
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
-        if name not in self.tasks:
-            raise TaskNotFound(f"task {name!r} not found")
+        self._check(name, None)
         self.tasks[name].dependencies = copy.deepcopy(deps)
+        self._stamp(self.tasks[name])
 
-    def delete(self, name: str) -> None:
-        self.tasks.pop(name, None)
+    def delete(self, name: str, etag: str | None = None) -> None:
+        if name not in self.tasks:
+            return
+        self._check(name, etag)
+        del self.tasks[name]
 
     def all(self) -> list[Task]:
         return [copy.deepcopy(t) for t in self.tasks.values()]

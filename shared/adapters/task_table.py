@@ -1,6 +1,8 @@
 """Tasks in Table Storage: PartitionKey `task`, RowKey = task name (a task list is one partition read).
 
 Secret build args and the git token are stored only sealed (shared.adapters.secret_box).
+A task's version (Task.etag) is the entity's etag: conditional writes hand it to the storage
+with MatchConditions.IfNotModified, so the storage itself refuses a write over a newer version.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from shared.adapters.storage import Storage
 from shared.domain.credentials import RegistryCredential
 from shared.domain.key_rotation import ResealReport
 from shared.domain.links import TaskLinks
-from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskExists, TaskNotFound
+from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import TriggerType
 
 PARTITION = "task"
@@ -78,7 +80,14 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
         created_at=datetime.fromisoformat(entity["CreatedAt"]),
         updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
+        etag=entity.metadata["etag"],
     )
+
+
+def _if_unchanged(etag: str | None) -> MatchConditions | None:
+    """With an etag, the write holds only where it is still the stored one; without, the SDK sends
+    `If-Match: *` (the entity must exist)."""
+    return MatchConditions.IfNotModified if etag else None
 
 
 class TableTaskRepository:
@@ -96,14 +105,24 @@ class TableTaskRepository:
         except ResourceNotFoundError as exc:
             raise TaskNotFound(f"task {name!r} not found") from exc
 
-    def create(self, task: Task) -> None:
+    def create(self, task: Task) -> str:
         try:
-            self.table.create_entity(to_entity(task, self.box))
+            written = self.table.create_entity(to_entity(task, self.box))
         except ResourceExistsError as exc:
             raise TaskExists(f"task {task.name!r} already exists") from exc
+        return str(written["etag"])
 
-    def save(self, task: Task) -> None:
-        self.table.upsert_entity(to_entity(task, self.box), mode=UpdateMode.REPLACE)
+    def save(self, task: Task, etag: str | None = None) -> str:
+        # update_entity, never upsert: without an etag it still sends `If-Match: *`, so a task
+        # deleted since it was read answers 404 instead of coming back.
+        try:
+            written = self.table.update_entity(to_entity(task, self.box), mode=UpdateMode.REPLACE,
+                                               etag=etag, match_condition=_if_unchanged(etag))
+        except ResourceNotFoundError as exc:
+            raise TaskNotFound(f"task {task.name!r} not found") from exc
+        except ResourceModifiedError as exc:
+            raise self._changed(task.name) from exc
+        return str(written["etag"])
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         try:
@@ -114,8 +133,20 @@ class TableTaskRepository:
         except ResourceNotFoundError as exc:
             raise TaskNotFound(f"task {name!r} not found") from exc
 
-    def delete(self, name: str) -> None:
-        self.table.delete_entity(PARTITION, name)
+    def delete(self, name: str, etag: str | None = None) -> None:
+        try:  # a 404 is no error (the SDK's delete_entity)
+            self.table.delete_entity(PARTITION, name, etag=etag, match_condition=_if_unchanged(etag))
+        except ResourceModifiedError as exc:
+            raise self._changed(name) from exc
+
+    def _changed(self, name: str) -> Exception:
+        """The error for a conditional write the storage refused: TaskChanged with the version
+        stored now, or TaskNotFound when the task has gone meanwhile."""
+        try:
+            current = self.table.get_entity(PARTITION, name, select=["RowKey"])
+        except ResourceNotFoundError:
+            return TaskNotFound(f"task {name!r} not found")
+        return TaskChanged(f"task {name!r} changed since it was read", current.metadata["etag"])
 
     def all(self) -> list[Task]:
         entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})

@@ -37,6 +37,27 @@ class TaskExists(ValueError):
     pass
 
 
+class TaskChanged(Exception):
+    """The task is not at the version the caller expected (HTTP If-Match): it changed since they
+    read it, and nothing was written. `etag` is the version stored now (None if unknown)."""
+
+    def __init__(self, message: str, etag: str | None = None):
+        super().__init__(message)
+        self.etag = etag
+
+
+@dataclass(frozen=True)
+class ExpectedVersion:
+    """The versions of a task a conditional change accepts: any existing one (`If-Match: *`), or
+    one of `etags` (the storage's etags, as TaskRepository hands them out in Task.etag)."""
+
+    etags: frozenset[str] = frozenset()
+    any_version: bool = False
+
+    def admits(self, etag: str | None) -> bool:
+        return self.any_version or (etag is not None and etag in self.etags)
+
+
 # What a task's text fields may hold (a row property holds 32K characters; the entity 1 MiB).
 MAX_TEXT = 2048
 MAX_IMAGES = 100
@@ -85,6 +106,9 @@ class Task:
     credentials: list[RegistryCredential] = field(default_factory=list)
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
+    # The stored version this task was read at (the table entity's etag; None before it is stored).
+    # Left out of ==: it says when the task was stored, not what the task is.
+    etag: str | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
         check_name(self.name)

@@ -49,18 +49,26 @@ class RunRepository(Protocol):
 
 
 class TaskRepository(Protocol):
+    """Tasks by name. Every task read carries its stored version in `Task.etag`; each write
+    changes it."""
+
     def get(self, name: str) -> Task:
         """TaskNotFound if there is none."""
 
-    def create(self, task: Task) -> None:
-        """TaskExists if the name is taken."""
+    def create(self, task: Task) -> str:
+        """TaskExists if the name is taken. The new task's etag."""
 
-    def save(self, task: Task) -> None: ...
+    def save(self, task: Task, etag: str | None = None) -> str:
+        """Replace a stored task, never insert one (TaskNotFound if it is gone: a change racing a
+        delete must not bring the task back); with `etag`, only if the stored task is still at that
+        version (else TaskChanged), decided by the storage in the write itself. The new etag."""
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         """Change only the dependencies (TaskNotFound if the task is gone)."""
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str, etag: str | None = None) -> None:
+        """Delete the task (one that is gone already is no error); with `etag`, only if it is
+        still at that version (else TaskChanged)."""
 
     def all(self) -> list[Task]: ...
 

@@ -1,4 +1,9 @@
-"""Creating, changing and deleting tasks; their dependencies come from the Dockerfile."""
+"""Creating, changing and deleting tasks; their dependencies come from the Dockerfile.
+
+A change or a delete may be conditional (HTTP If-Match): `expected` names the versions the caller
+accepts. It is checked against the task as read, before any work, and again by the storage in the
+write itself (the etag read), so two changes made from the same version never both succeed.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from shared.domain.rebuild_graph import find_cycle, spell_cycle
 from shared.domain.tasks import (
     ContextUploadNeeded,
     Dependency,
+    ExpectedVersion,
     Task,
+    TaskChanged,
     TaskError,
     TaskExists,
     TaskNotFound,
@@ -82,7 +89,7 @@ class TaskService:
             self._remove_upload(task.context_upload)  # refused before any record named it
             raise
         try:
-            self.store.create(task)
+            task.etag = self.store.create(task)
         except TaskExists:
             # Refused; another error of the write itself may have kept the record, and the upload with it.
             self._remove_upload(task.context_upload)
@@ -90,8 +97,10 @@ class TaskService:
         self.index.sync_task(task, previous=[])
         return task
 
-    def update(self, name: str, context_archive: str | None = None, **changes: Any) -> Task:
+    def update(self, name: str, context_archive: str | None = None, expected: ExpectedVersion | None = None,
+               **changes: Any) -> Task:
         current = self.store.get(name)
+        _check_version(current, expected)
         changes.pop("context_upload", None)  # set here only, from an archive
         updated = replace(current, **changes, updated_at=utc_now())
         if "context" in changes:
@@ -103,11 +112,14 @@ class TaskService:
         try:
             updated.dependencies = self.discover(updated)
             self._refuse_cycles(updated)
+            # With a version expected, the write holds only if the task is still the one read (a
+            # change or a delete since is refused by the storage). Without, it replaces whatever is
+            # stored, as before, but never brings back a task deleted meanwhile.
+            updated.etag = self.store.save(updated, etag=_write_condition(current, expected))
         except Exception:
             if updated.context_upload != current.context_upload:
                 self._remove_upload(updated.context_upload)  # refused: the task keeps its own
             raise
-        self.store.save(updated)
         self.index.sync_task(updated, previous=current.dependencies)
         if current.context_upload != updated.context_upload:
             # Replaced or dropped (another archive, a git URL, a directory read in place), and only
@@ -148,10 +160,18 @@ class TaskService:
         except (OSError, RuntimeError, ValueError):
             return False
 
-    def delete(self, name: str) -> Task:
+    def delete(self, name: str, expected: ExpectedVersion | None = None) -> Task:
         task = self.store.get(name)
+        _check_version(task, expected)
         self.index.forget_task(task)
-        self.store.delete(name)
+        try:
+            self.store.delete(name, etag=_write_condition(task, expected))
+        except TaskChanged:
+            # Changed between the read and the delete (a narrow race): the task stays, so its index
+            # rows, forgotten above so that a crash never leaves rows of a deleted task, come back
+            # as the task now defines them.
+            self.index.sync_task(self.store.get(name), previous=[])
+            raise
         # After the record is gone, as in update; a run of the task fails "was deleted" anyway.
         self._remove_upload(task.context_upload)
         return task
@@ -177,6 +197,21 @@ class TaskService:
             return False
         self.index.record_build(task, built_on)
         return True
+
+
+def _check_version(task: Task, expected: ExpectedVersion | None) -> None:
+    """TaskChanged, before any work, when the task read is not at a version the caller expects."""
+    if expected is not None and not expected.admits(task.etag):
+        raise TaskChanged(f"task {task.name!r} changed since it was read: it is at another version "
+                          "than the one given (If-Match); read it again", task.etag)
+
+
+def _write_condition(read: Task, expected: ExpectedVersion | None) -> str | None:
+    """The etag a write must find stored: the one read when a version is expected (it is one of
+    the expected ones, checked), none for `*` (any version of an existing task) or no condition."""
+    if expected is None or expected.any_version:
+        return None
+    return read.etag
 
 
 def decode_archive(context_b64: str) -> bytes:
