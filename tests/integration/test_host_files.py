@@ -146,3 +146,24 @@ def test_a_directory_under_the_roots_is_still_read_in_place(api):
         assert answer.json()["context_upload"] is None  # read at each run, not uploaded
     finally:
         api("DELETE", f"/tasks/{name}")
+
+
+def test_a_run_reads_a_directory_only_while_it_is_under_the_roots(tmp_path):
+    # A task saved while its folder was under a root, built after the root was taken away: the run
+    # checks again (it reads the task's context at each run), and its error quotes nothing.
+    from shared.bootstrap import Services
+    from shared.domain.builds import BuildSpec, ContextNotReadInPlace, Source
+    from tests.conftest import unique_settings
+
+    context = tmp_path / "app"
+    context.mkdir()
+    spec = BuildSpec(source=Source(directory=str(context)))
+    allowed = Services(unique_settings(BASETRIGGER_LOCAL_CONTEXT_ROOTS=str(tmp_path)))
+    assert allowed.sources.checkout(spec, tmp_path / "work") == context.resolve()
+    elsewhere = Services(unique_settings(BASETRIGGER_LOCAL_CONTEXT_ROOTS=str(EXAMPLES)))
+    with pytest.raises(ContextNotReadInPlace, match="BASETRIGGER_LOCAL_CONTEXT_ROOTS"):
+        elsewhere.sources.checkout(spec, tmp_path / "work")
+    none = Services(unique_settings(BASETRIGGER_LOCAL_CONTEXT_ROOTS=""))
+    with pytest.raises(ContextNotReadInPlace):
+        none.sources.checkout(BuildSpec(source=Source(directory=str(tmp_path / ".." / ".." / "etc"))),
+                              tmp_path / "work")
