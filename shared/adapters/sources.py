@@ -21,9 +21,9 @@ from shared.domain.builds import (
     BuildSpec,
     ContextError,
     LocalContextRoots,
-    UnpackBudget,
     UnpackLimits,
     UploadGone,
+    unpack_filter,
 )
 
 UPLOADS = "build-contexts"
@@ -58,15 +58,9 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
     """Unpack an uploaded tar(.gz) context, refusing members that would escape dest, and stopping
     at the first member that goes over `limits`."""
     dest.mkdir(parents=True, exist_ok=True)
-    budget = UnpackBudget(limits)
-
-    def within_limits(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        budget.take(member.size)
-        return tarfile.data_filter(member, path)
-
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter=within_limits)
+            tar.extractall(dest, filter=unpack_filter(limits))
     except ContextError:
         raise  # over the limits
     except (tarfile.TarError, OSError, EOFError, KeyError, RecursionError, ValueError) as exc:

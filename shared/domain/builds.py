@@ -60,15 +60,44 @@ class UnpackBudget:
                 f"the context unpacks to more than {self.limits.max_bytes // (1024 * 1024)} MiB")
 
 
-def check_archive(archive: bytes, limits: UnpackLimits) -> None:
-    """ContextError unless `archive` is a tar(.gz) that unpacks within `limits`. Only the member
-    headers are read (each declares its size), so a bomb is refused before it is decompressed."""
+def unpack_filter(limits: UnpackLimits) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
+    """What may be unpacked from an uploaded context, member by member: tarfile's `data` filter
+    (no absolute names, no `..` out, no links pointing out, no devices), within `limits`. The one
+    definition both the check before a run (check_archive) and the unpacking for a build use."""
     budget = UnpackBudget(limits)
+
+    def accept(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        budget.take(member.size)
+        return tarfile.data_filter(member, dest)
+
+    return accept
+
+
+# Where check_archive pretends to unpack: only names are compared, nothing is written.
+_CHECK_DEST = "/nonexistent/context"
+
+
+def check_archive(archive: bytes, limits: UnpackLimits) -> None:
+    """ContextError unless `archive` is a tar(.gz) that unpack_filter takes whole. Only the member
+    headers are read (each declares its size), so a bomb is refused before it is decompressed."""
+    accept = unpack_filter(limits)
+    seen: set[str] = set()
     try:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             for member in tar:
-                budget.take(member.size)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                accepted = accept(member, _CHECK_DEST)
+                if accepted.islnk() and os.path.normpath(accepted.linkname) not in seen:
+                    # Unpacking looks a hard link's target up among the members before it.
+                    raise ContextError(f"the context archive's hard link {member.name[:200]!r} names "
+                                       "no earlier member")
+                seen.add(os.path.normpath(accepted.name))
+    except ContextError:
+        raise  # over the limits, or a hard link to nothing
+    except tarfile.FilterError as exc:
+        raise ContextError(f"the context archive holds a member that would land outside the context "
+                           f"or is no plain file: {exc}") from exc
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        # ValueError: a member name with a NUL byte in it (a PAX `path` record).
         raise ContextError(f"the context is not a readable tar archive: {exc}") from exc
 
 

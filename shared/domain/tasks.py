@@ -137,6 +137,8 @@ class Task:
                     raise TaskError(f"{kind} arg {key[:40]!r} is not a name (letters, digits, _)")
                 if not isinstance(value, str):
                     raise TaskError(f"{kind} arg {key} must be a string")
+                if "\0" in value:  # no process argument or environment can hold one
+                    raise TaskError(f"{kind} arg {key} must not hold a NUL byte")
             if sum(len(k) + len(v) for k, v in args.items()) > MAX_ARGS_TEXT:
                 raise TaskError(f"{kind} args total at most {MAX_ARGS_TEXT} characters")
 
