@@ -79,6 +79,7 @@ def _roads(path: Path, n: int, inside: Path) -> list[tuple[str, str]]:
         (f"{EXAMPLES}/{os.path.relpath(path.parent, EXAMPLES)}", path.name),  # `..` in the context
         (str(inside), f"link{n}"),  # a symlink inside an allowed context
         (f"{inside}/dir{n}", path.name),  # a context that is a symlink out of the root
+        (f"{os.environ['STACK_CONTEXTS']}/..", os.path.relpath(path, os.environ["STACK_DIR"])),
     ]
 
 
@@ -97,10 +98,16 @@ def test_task_create_never_reads_or_quotes_a_file_outside_the_roots(api, inside_
                 assert form not in answer.text, (context, dockerfile, answer.text[:300])
 
 
-def test_a_context_outside_the_roots_is_refused_with_how_to_send_it(api, tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+@pytest.fixture
+def outside(tmp_path_factory) -> Path:
+    """A folder outside the host's roots (tmp_path is under the stack's contexts root here)."""
+    return tmp_path_factory.mktemp("outside")
+
+
+def test_a_context_outside_the_roots_is_refused_with_how_to_send_it(api, outside):
+    (outside / "Dockerfile").write_text("FROM scratch\n")
     answer = api("POST", "/tasks", json={"name": f"out-{uuid.uuid4().hex[:8]}", "images": ["out:1"],
-                                         "context": str(tmp_path)})
+                                         "context": str(outside)})
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert error["code"] == "ContextUploadNeeded"
@@ -117,9 +124,9 @@ def _archive(files: dict[str, bytes]) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def test_the_same_folder_sent_as_an_archive_is_built_from_the_archive(api, tmp_path):
+def test_the_same_folder_sent_as_an_archive_is_built_from_the_archive(api, outside):
     name = f"sent-{uuid.uuid4().hex[:8]}"
-    answer = api("POST", "/tasks", json={"name": name, "images": ["sent:1"], "context": str(tmp_path),
+    answer = api("POST", "/tasks", json={"name": name, "images": ["sent:1"], "context": str(outside),
                                          "context_archive": _archive({"Dockerfile": b"FROM scratch\n"})})
     try:
         assert answer.status_code == 201, answer.text
@@ -128,9 +135,9 @@ def test_the_same_folder_sent_as_an_archive_is_built_from_the_archive(api, tmp_p
         api("DELETE", f"/tasks/{name}")
 
 
-def test_an_uploaded_dockerfile_error_names_the_line_and_the_instruction(api, tmp_path):
+def test_an_uploaded_dockerfile_error_names_the_line_and_the_instruction(api, outside):
     answer = api("POST", "/tasks", json={
-        "name": f"typo-{uuid.uuid4().hex[:8]}", "images": ["typo:1"], "context": str(tmp_path),
+        "name": f"typo-{uuid.uuid4().hex[:8]}", "images": ["typo:1"], "context": str(outside),
         "context_archive": _archive({"Dockerfile": b"FROM scratch\nCOPY a /a\nFORM b\n"})})
     assert answer.status_code == 400, answer.text
     assert "line 3: unknown instruction: FORM" in answer.json()["error"]["message"]
