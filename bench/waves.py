@@ -193,7 +193,8 @@ def main() -> int:
                          "then `eval \"$(python3 scripts/stack.py env)\"`")
     stack = Services(config.load(dict(os.environ, BASETRIGGER_REGISTRY=os.environ["REGISTRY"])))
     registry = os.environ["REGISTRY"]
-    with tempfile.TemporaryDirectory() as tmp:
+    # Under the stack's contexts folder: its host reads directory contexts in place only there.
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STACK_CONTEXTS")) as tmp:
         if not args.skip_end_to_end:
             end_to_end(stack, Path(tmp), registry, args.repeat)
         if not args.skip_levels:

@@ -78,7 +78,9 @@ class EventGridWebhook:
             return too_large_response(self._max_body_bytes)
         except RecursionError:
             return error_response(400, "the body is nested too deeply")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except ValueError as exc:
+            # JSONDecodeError and UnicodeDecodeError, and the plain ValueError of a number with more
+            # digits than Python turns into an int (sys.get_int_max_str_digits).
             return error_response(400, f"the body is not valid JSON: {exc}")
 
         event_type = request.headers.get(EVENT_TYPE_HEADER, "Notification")

@@ -45,7 +45,7 @@ class Services:
         self.storage = Storage(settings)
         self.registry = RegistryClient(ca_file=settings.registry_ca, acr=self._acr_client,
                                        pool_size=max(64, settings.polling.concurrency * 2))
-        self.sources = BuildSources(self.storage, settings.unpack_limits)
+        self.sources = BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots)
 
     # ---- adapters --------------------------------------------------------------------------
     def _acr_client(self) -> AcrClient:
@@ -115,7 +115,7 @@ class Services:
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
-                           allow_local_contexts=self.settings.builder == "buildah",
+                           local_roots=self.settings.local_context_roots,
                            default_registry=self.settings.registry)
 
     @cached_property

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.domain.builds import UnpackLimits
+from shared.domain.builds import LOCAL_CONTEXT_ROOTS_SETTING, LocalContextRoots, UnpackLimits
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
 from shared.domain.waves import Brakes
 
@@ -39,6 +39,7 @@ APP_SETTINGS = (
     "BASETRIGGER_WORK_DIR",
     "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
     "BASETRIGGER_CONTEXT_MAX_FILES",
+    "BASETRIGGER_LOCAL_CONTEXT_ROOTS",
     "BASETRIGGER_MAX_RUNNING",
     "BASETRIGGER_WAVE_MAX_RUNNING",
     "BASETRIGGER_WAVE_BREAKER_FAILURES",
@@ -127,6 +128,9 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)  # never in a repr or a log
     work_dir: str = "/tmp/basetrigger"
     unpack_limits: UnpackLimits = UnpackLimits()
+    # Where directory contexts are read in place (buildah only); none unless configured, and none
+    # with ACR.
+    local_context_roots: LocalContextRoots = LocalContextRoots()
     brakes: Brakes = Brakes()
     acr_subscription_id: str | None = None
     acr_resource_group: str | None = None
@@ -243,6 +247,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_bytes=_positive(env, "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB", defaults.max_bytes // 2**20) * 2**20,
         max_files=_positive(env, "BASETRIGGER_CONTEXT_MAX_FILES", defaults.max_files),
     )
+    try:
+        local_roots = LocalContextRoots.parse(env.get(LOCAL_CONTEXT_ROOTS_SETTING, ""))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if builder != "buildah":
+        local_roots = LocalContextRoots()  # ACR builds in Azure: it never sees the app's folders
     brakes = Brakes()
     share_text = env.get("BASETRIGGER_WAVE_BREAKER_SHARE", "").strip()
     try:
@@ -273,6 +283,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         work_dir=env.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger"),
         unpack_limits=unpack_limits,
+        local_context_roots=local_roots,
         brakes=brakes,
         acr_subscription_id=env.get("BASETRIGGER_ACR_SUBSCRIPTION_ID") or None,
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,

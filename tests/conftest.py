@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,10 @@ def unique_settings(**overrides) -> config.Settings:
         "BASETRIGGER_REGISTRY": os.environ.get("REGISTRY", "localhost:5000"),
         "BASETRIGGER_WORK_DIR": os.environ.get("BASETRIGGER_WORK_DIR", "/tmp/basetrigger-tests"),
         "BASETRIGGER_SECRET_KEY": "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0zMmJ5dGU=",
+        # Directory contexts in pytest's tmp_path folders (under STACK_CONTEXTS in tests/integration)
+        # are read in place, as the local stack reads its roots; a test of the fence sets its own.
+        "BASETRIGGER_LOCAL_CONTEXT_ROOTS": os.pathsep.join(
+            [tempfile.gettempdir(), os.environ.get("BASETRIGGER_LOCAL_CONTEXT_ROOTS", "")]),
     }
     env.update({k: str(v) for k, v in overrides.items()})
     return config.load(env)

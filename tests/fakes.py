@@ -19,6 +19,7 @@ from shared.domain.builds import (
     BuildResult,
     BuildSpec,
     ContextError,
+    LocalContextRoots,
     LogSink,
     Source,
     UnpackLimits,
@@ -477,8 +478,10 @@ class FakeApp:
         self.builder = FakeBuilder()
         self.index = DependencyIndex(self.table)
         self.launcher = RunLauncher(self.runs, self.queue, registry)
+        # Directory contexts are read in place under the test's own folder, as the local stack does
+        # under its examples.
         self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir),
-                                 default_registry=registry)
+                                 LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,

@@ -106,6 +106,7 @@ def _up(
     cfg: StackConfig, with_host: bool, system_trust: bool, timeout: float | None, reload_host: bool
 ) -> None:
     for d in (cfg.logs_dir, cfg.pids_dir, cfg.azurite_dir, cfg.registry_dir / "data", cfg.work_dir,
+              cfg.contexts_dir,
               cfg.public_registry_dir / "data", cfg.auth_registry_dir / "data"):
         d.mkdir(parents=True, exist_ok=True)
     key = function_key(cfg, create=True)

@@ -35,6 +35,10 @@ def env_for(cfg: StackConfig, env: Mapping[str, str] | None = None) -> dict[str,
         "REGISTRY": cfg.registry,
         "BASETRIGGER_REGISTRY": cfg.registry,
         "REGISTRY_CERT_DIR": str(cfg.cert_dir),
+        # Where the host reads directory contexts in place; tests make theirs in STACK_CONTEXTS.
+        "BASETRIGGER_LOCAL_CONTEXT_ROOTS": (env.get("BASETRIGGER_LOCAL_CONTEXT_ROOTS")
+                                            or cfg.local_context_roots),
+        "STACK_CONTEXTS": str(cfg.contexts_dir),
         # The registries only the poller sees (tests/integration/test_polling.py, bench/poll.py).
         "PUBLIC_REGISTRY": cfg.public_registry,
         "AUTH_REGISTRY": cfg.auth_registry,

@@ -69,6 +69,9 @@ def host_environment(cfg: StackConfig, key: str, base: Mapping[str, str] | None 
     env = dict(os.environ if base is None else base)
     env.setdefault("BASETRIGGER_WORK_DIR", str(cfg.work_dir))
     env.setdefault("BASETRIGGER_SECRET_KEY", secret_key(cfg, create=True) or "")
+    # Directory contexts read in place (StackConfig.local_context_roots); any other folder is sent
+    # as an archive.
+    env.setdefault("BASETRIGGER_LOCAL_CONTEXT_ROOTS", cfg.local_context_roots)
     # App settings the bindings need (%BASETRIGGER_BUILD_QUEUE% ...). With a local.settings.json,
     # devhost reads it itself (environment first, as Core Tools does); without one (a fresh clone,
     # CI) the example's values stand in, as if it had been copied.

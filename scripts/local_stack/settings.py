@@ -137,6 +137,18 @@ class StackConfig:
         return self.stack_dir / "work"
 
     @property
+    def contexts_dir(self) -> Path:
+        """Where tests and scripts put directory contexts the host reads in place (a root of its own:
+        nothing beside it in STACK_DIR, the keys included, is under it)."""
+        return self.stack_dir / "contexts"
+
+    @property
+    def local_context_roots(self) -> str:
+        """BASETRIGGER_LOCAL_CONTEXT_ROOTS of the host: the checkout's examples and contexts_dir. Not
+        the whole checkout, which holds .git and, by default, STACK_DIR with its keys."""
+        return os.pathsep.join([str(PROJECT / "examples"), str(self.contexts_dir)])
+
+    @property
     def key_file(self) -> Path:
         return self.stack_dir / "devhost.key"
 

@@ -1,5 +1,5 @@
-"""Build sources on the machine that builds: local directories, shallow git clones, and uploaded
-archives kept in blob storage.
+"""Build sources on the machine that builds: local directories (under the configured roots only),
+shallow git clones, and uploaded archives kept in blob storage.
 
 A git access token is handed to git through an HTTP header in the environment of the clone only
 (never in the URL, argv, logs or records).
@@ -17,7 +17,14 @@ from pathlib import Path
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.storage import Storage
-from shared.domain.builds import BuildSpec, ContextError, UnpackBudget, UnpackLimits, UploadGone
+from shared.domain.builds import (
+    BuildSpec,
+    ContextError,
+    LocalContextRoots,
+    UnpackLimits,
+    UploadGone,
+    unpack_filter,
+)
 
 UPLOADS = "build-contexts"
 
@@ -51,15 +58,9 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
     """Unpack an uploaded tar(.gz) context, refusing members that would escape dest, and stopping
     at the first member that goes over `limits`."""
     dest.mkdir(parents=True, exist_ok=True)
-    budget = UnpackBudget(limits)
-
-    def within_limits(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        budget.take(member.size)
-        return tarfile.data_filter(member, path)
-
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter=within_limits)
+            tar.extractall(dest, filter=unpack_filter(limits))
     except ContextError:
         raise  # over the limits
     except (tarfile.TarError, OSError, EOFError, KeyError, RecursionError, ValueError) as exc:
@@ -70,23 +71,12 @@ def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
     return dest
 
 
-def local_dir(path: str) -> Path:
-    try:  # `~nobody/x` (RuntimeError), a name too long (OSError), a NUL byte (ValueError)
-        directory = Path(path).expanduser()
-        if not directory.is_dir():
-            raise ContextError(f"context directory {path[:200]!r} does not exist")
-        return directory.resolve()
-    except ContextError:
-        raise
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ContextError(f"context directory {path[:200]!r} cannot be read: {exc.__class__.__name__}") \
-            from exc
-
-
 class BuildSources:
-    def __init__(self, storage: Storage, limits: UnpackLimits):
+    def __init__(self, storage: Storage, limits: UnpackLimits, local_roots: LocalContextRoots):
         self.storage = storage
         self.limits = limits
+        # Checked at each run too: a task saved before a root was removed must not read it.
+        self.local_roots = local_roots
 
     def upload(self, name: str, archive: bytes) -> None:
         self.storage.container(UPLOADS).upload_blob(name, archive, overwrite=True)
@@ -100,7 +90,7 @@ class BuildSources:
         if source.git_url:
             return clone(source.git_url, source.branch, spec.git_token, workspace / "context")
         if source.directory:
-            return local_dir(source.directory)
+            return self.local_roots.directory(source.directory)
         if source.upload:
             archive = workspace / "context.tar.gz"
             blob = self.storage.container(UPLOADS).get_blob_client(source.upload)

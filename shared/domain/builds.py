@@ -7,6 +7,7 @@ upload when the run is created (quick builds, where it is stored on the run with
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import threading
 from collections.abc import Callable
@@ -59,16 +60,94 @@ class UnpackBudget:
                 f"the context unpacks to more than {self.limits.max_bytes // (1024 * 1024)} MiB")
 
 
-def check_archive(archive: bytes, limits: UnpackLimits) -> None:
-    """ContextError unless `archive` is a tar(.gz) that unpacks within `limits`. Only the member
-    headers are read (each declares its size), so a bomb is refused before it is decompressed."""
+def unpack_filter(limits: UnpackLimits) -> Callable[[tarfile.TarInfo, str], tarfile.TarInfo]:
+    """What may be unpacked from an uploaded context, member by member: tarfile's `data` filter
+    (no absolute names, no `..` out, no links pointing out, no devices), within `limits`. The one
+    definition both the check before a run (check_archive) and the unpacking for a build use."""
     budget = UnpackBudget(limits)
+
+    def accept(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        budget.take(member.size)
+        return tarfile.data_filter(member, dest)
+
+    return accept
+
+
+# Where check_archive pretends to unpack: only names are compared, nothing is written.
+_CHECK_DEST = "/nonexistent/context"
+
+
+def check_archive(archive: bytes, limits: UnpackLimits) -> None:
+    """ContextError unless `archive` is a tar(.gz) that unpack_filter takes whole. Only the member
+    headers are read (each declares its size), so a bomb is refused before it is decompressed."""
+    accept = unpack_filter(limits)
+    seen: set[str] = set()
     try:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             for member in tar:
-                budget.take(member.size)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                accepted = accept(member, _CHECK_DEST)
+                if accepted.islnk() and os.path.normpath(accepted.linkname) not in seen:
+                    # Unpacking looks a hard link's target up among the members before it.
+                    raise ContextError(f"the context archive's hard link {member.name[:200]!r} names "
+                                       "no earlier member")
+                seen.add(os.path.normpath(accepted.name))
+    except ContextError:
+        raise  # over the limits, or a hard link to nothing
+    except tarfile.FilterError as exc:
+        raise ContextError(f"the context archive holds a member that would land outside the context "
+                           f"or is no plain file: {exc}") from exc
+    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        # ValueError: a member name with a NUL byte in it (a PAX `path` record).
         raise ContextError(f"the context is not a readable tar archive: {exc}") from exc
+
+
+LOCAL_CONTEXT_ROOTS_SETTING = "BASETRIGGER_LOCAL_CONTEXT_ROOTS"
+
+
+class ContextNotReadInPlace(ContextError):
+    """A directory context this builder does not read where it is: the client sends its archive."""
+
+
+@dataclass(frozen=True)
+class LocalContextRoots:
+    """The folders under which a directory context is read in place, on the machine that builds.
+
+    A directory context names a path on the builder: without this fence a caller could build (or
+    have the Dockerfile parser quote) any file the app can read, its own keys included. None by
+    default; the local stack names its examples. Paths are compared once resolved (symlinks and
+    `..` followed), so neither a link inside a root nor `root/../etc` gets out.
+    """
+
+    roots: tuple[Path, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> LocalContextRoots:
+        """Absolute folders separated by os.pathsep or commas; resolved now, so a link swapped in
+        later does not move a root."""
+        parts = [p.strip() for p in text.replace(",", os.pathsep).split(os.pathsep)]
+        roots = []
+        for part in filter(None, parts):
+            root = Path(part)
+            if not root.is_absolute():
+                raise ValueError(f"{LOCAL_CONTEXT_ROOTS_SETTING}: {part!r} is not an absolute path")
+            roots.append(root.resolve())
+        return cls(tuple(roots))
+
+    def directory(self, path: str) -> Path:
+        """The resolved folder `path` names; ContextNotReadInPlace unless it is under a root."""
+        try:  # `~nobody/x` (RuntimeError), a name too long (OSError), a NUL byte (ValueError)
+            resolved = Path(path).expanduser().resolve()
+            inside = any(resolved.is_relative_to(root) for root in self.roots)
+            # Outside the roots nothing is looked at, so no answer tells what exists there.
+            if inside and resolved.is_dir():
+                return resolved
+        except (OSError, RuntimeError, ValueError):
+            pass
+        raise ContextNotReadInPlace(
+            f"the builder does not read the directory {path[:200]!r} in place: send its content as "
+            "context_archive, a base64 .tar.gz (`basetrigger task create/update --context DIR` does "
+            f"that by itself), give a git URL, or, on the machine that builds, add the folder to "
+            f"{LOCAL_CONTEXT_ROOTS_SETTING}")
 
 
 def is_git_url(context: str) -> bool:

@@ -41,13 +41,28 @@ _STAGE_NAME = re.compile(r"[a-z][a-z0-9-_.]*")
 _DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*")
 
 
-class DockerfileError(ValueError):
-    """The Dockerfile cannot be read; `line` is the 1-based line it is about, or None."""
+# What an instruction word looks like. An unknown "instruction" is quoted only in this shape: the
+# first word of a file that is no Dockerfile (a key, a password) is not.
+_INSTRUCTION_WORD = re.compile(r"[A-Za-z]{1,20}")
 
-    def __init__(self, message: str, line: int | None = None):
+
+class DockerfileError(ValueError):
+    """The Dockerfile cannot be read; `line` is the 1-based line it is about, or None.
+
+    `message` may quote the file (for `basetrigger dockerfile deps`, which reads the user's own
+    file on the user's machine). `public` says the same without quoting anything of the file but an
+    instruction word: what the service answers and logs, since the file was read on its machine.
+    """
+
+    def __init__(self, message: str, line: int | None = None, public: str | None = None):
         super().__init__(f"line {line}: {message}" if line is not None else message)
         self.message = message
         self.line = line
+        self._public = public or message
+
+    @property
+    def public(self) -> str:
+        return f"line {self.line}: {self._public}" if self.line is not None else self._public
 
 
 @dataclass(frozen=True)
@@ -114,7 +129,8 @@ def parse_dependencies(
     try:
         commands = _parser.parse_string(text)
     except _parser.GoParseError as exc:
-        raise DockerfileError(f"cannot parse Dockerfile: {exc}") from None
+        raise DockerfileError(f"cannot parse Dockerfile: {exc}",
+                              public="cannot parse the Dockerfile") from None
     escape = _escape_token(text)
     known = set(_parser.all_cmds())
 
@@ -126,7 +142,9 @@ def parse_dependencies(
         raw = cmd.cmd or ""
         name = raw.upper()
         if raw.lower() not in known:
-            raise DockerfileError(f"unknown instruction: {name}", cmd.start_line)
+            shown = f": {name}" if _INSTRUCTION_WORD.fullmatch(name) else ""
+            raise DockerfileError(f"unknown instruction: {name}", cmd.start_line,
+                                  public=f"unknown instruction{shown}")
         if name == "FROM":
             froms.append(cmd)
         elif not froms:
@@ -146,14 +164,17 @@ def parse_dependencies(
     stage_by_name: dict[str, Stage] = {}
     for index, (cmd, (raw_platform, raw_base, alias)) in enumerate(zip(froms, parsed_froms, strict=True)):
         line = cmd.start_line
-        base = _expand(raw_base, env, escape, line)
+        base = _expand(raw_base, env, escape, line, "FROM")
         if not base:
-            raise DockerfileError(f"base name ({raw_base}) should not be blank", line)
+            raise DockerfileError(f"base name ({raw_base}) should not be blank", line,
+                                  public="FROM: the base name is blank once its variables are expanded")
         stage_platform = None
         if raw_platform:
-            stage_platform = _expand(raw_platform, env, escape, line)
+            stage_platform = _expand(raw_platform, env, escape, line, "FROM")
             if not stage_platform:
-                raise DockerfileError(f"empty platform value from expression {raw_platform}", line)
+                raise DockerfileError(f"empty platform value from expression {raw_platform}", line,
+                                      public="FROM: the --platform value is empty once its variables "
+                                             "are expanded")
 
         from_stage = None
         if base == SCRATCH:
@@ -168,7 +189,8 @@ def parse_dependencies(
             except InvalidReference as exc:
                 source = f" (from {raw_base!r})" if raw_base != base else ""
                 raise DockerfileError(
-                    f"invalid image reference {base!r}{source}: {exc.reason}", line) from None
+                    f"invalid image reference {base!r}{source}: {exc.reason}", line,
+                    public="FROM: invalid image reference") from None
 
         stage = Stage(index, base, alias, stage_platform, line, from_stage)
         stages.append(stage)
@@ -205,20 +227,24 @@ def _split_from(cmd: Any) -> tuple[str | None, str, str | None]:
         alias = args[2].lower()
         if not _STAGE_NAME.fullmatch(alias):
             raise DockerfileError(f"invalid name for build stage: {args[2]!r}, "
-                                  "name can't start with a number or contain symbols", line)
+                                  "name can't start with a number or contain symbols", line,
+                                  public="FROM: invalid name for build stage: it can't start with a "
+                                         "number or contain symbols")
     elif len(args) == 1:
         alias = None
     elif not args:
         raise DockerfileError("FROM requires an image: FROM [--platform=<p>] <image> [AS <name>]", line)
     else:
-        raise DockerfileError(f"FROM requires either one or three arguments, got {' '.join(args)!r}", line)
+        raise DockerfileError(f"FROM requires either one or three arguments, got {' '.join(args)!r}", line,
+                              public=f"FROM requires either one or three arguments, got {len(args)}")
 
     platform = None
     seen = set()
     for flag in cmd.flags:
         name, has_value, value = flag[2:].partition("=")
         if name != "platform":
-            raise DockerfileError(f"unknown flag: {name}", line)
+            raise DockerfileError(f"unknown flag: {name}", line,
+                                  public="FROM: unknown flag (FROM takes only --platform)")
         if name in seen:
             raise DockerfileError(f"duplicate flag specified: {name}", line)
         if not has_value:
@@ -266,19 +292,22 @@ def _meta_args(meta_args: Any, env: dict[str, str], build_args: dict[str, str],
         for word in cmd.value:
             name, has_default, default = word.partition("=")
             if not name:
-                raise DockerfileError(f"ARG names can not be blank: {word!r}", cmd.start_line)
+                raise DockerfileError(f"ARG names can not be blank: {word!r}", cmd.start_line,
+                                      public="ARG names can not be blank")
             if name in build_args:
                 env[name] = build_args[name]
             elif has_default:
-                env[name] = _expand(default, env, escape, cmd.start_line)
+                env[name] = _expand(default, env, escape, cmd.start_line, "ARG")
     return env
 
 
-def _expand(word: str, env: dict[str, str], escape: str, line: int) -> str:
+def _expand(word: str, env: dict[str, str], escape: str, line: int, instruction: str) -> str:
     try:
         return _ShellWord(word, env, escape).expand()
     except _ExpansionError as exc:
-        raise DockerfileError(f"failed to process {word!r}: {exc}", line) from None
+        raise DockerfileError(f"failed to process {word!r}: {exc}", line,
+                              public=f"{instruction}: cannot expand its variables (a missing "
+                                     "quote or brace, or ${V:?} of an unset one)") from None
 
 
 class _ExpansionError(Exception):

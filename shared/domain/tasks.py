@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from shared.domain.builds import BuildSpec, Source, is_git_url
 from shared.domain.credentials import CredentialError, RegistryCredential, check_unique
-from shared.domain.dockerfile import parse_dependencies
+from shared.domain.dockerfile import DockerfileError, parse_dependencies
 from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
 from shared.domain.platforms import InvalidPlatform, Platform
@@ -161,6 +161,8 @@ class Task:
                     raise TaskError(f"{kind} arg {key[:40]!r} is not a name (letters, digits, _)")
                 if not isinstance(value, str):
                     raise TaskError(f"{kind} arg {key} must be a string")
+                if "\0" in value:  # no process argument or environment can hold one
+                    raise TaskError(f"{kind} arg {key} must not hold a NUL byte")
             if sum(len(k) + len(v) for k, v in args.items()) > MAX_ARGS_TEXT:
                 raise TaskError(f"{kind} args total at most {MAX_ARGS_TEXT} characters")
 
@@ -202,17 +204,18 @@ def compute_dependencies(dockerfile_text: str, build_args: dict[str, str]) -> li
     """Every external base of the Dockerfile, flagged whether it is in the final stage's chain.
 
     Secret args are never passed here: a FROM built from a secret would put it in index keys and
-    API answers.
+    API answers. Errors quote nothing of the file but an instruction word (DockerfileError.public):
+    they reach API answers and run logs, and the file was read on the service's machine.
     """
     try:
         deps = parse_dependencies(dockerfile_text, build_args)
-    except ValueError as exc:  # DockerfileError and InvalidReference both name the problem
-        raise TaskError(f"cannot read the Dockerfile: {exc}") from exc
-    for image in deps.all:
+    except DockerfileError as exc:
+        raise TaskError(f"cannot read the Dockerfile: {exc.public}") from exc
+    for stage in deps.stages:
         # Bases key the dependency index (`base|<image>`): one too long for a key is refused here,
         # before anything is stored, not when the index is written.
-        if not fits_a_key(image):
-            raise TaskError(f"cannot read the Dockerfile: the base image {image[:80]}... is too long to "
-                            "track (its name must fit a 1 KiB table key)")
+        if stage.external_base and not fits_a_key(stage.external_base):
+            raise TaskError(f"cannot read the Dockerfile: line {stage.line}: the base image is too long "
+                            "to track (its name must fit a 1 KiB table key)")
     runtime = set(deps.runtime)
     return [Dependency(image=image, runtime=image in runtime) for image in deps.all]

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from shared.domain.builds import ContextError, read_dockerfile
+from shared.domain.builds import ContextError, ContextNotReadInPlace, LocalContextRoots, read_dockerfile
 from shared.domain.rebuild_graph import find_cycle, spell_cycle
 from shared.domain.tasks import (
     ContextUploadNeeded,
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 class TaskService:
     def __init__(self, store: TaskRepository, index: DependencyIndex, registry: Registry, sources: Sources,
-                 work_dir: str, allow_local_contexts: bool = True, default_registry: str | None = None):
+                 work_dir: str, local_roots: LocalContextRoots, default_registry: str | None = None):
         # Where image names without a registry host go (to know which images a task pushes).
         self.default_registry = default_registry
         self.store = store
@@ -47,10 +47,11 @@ class TaskService:
         self.registry = registry
         self.sources = sources
         self.work_dir = Path(work_dir)
-        # A directory context means "a directory on the machine that builds". That is the local
-        # stack; in the cloud it would let a caller build the Function App's own files into an image,
-        # so there a directory context is built from the archive the CLI uploads with it.
-        self.allow_local_contexts = allow_local_contexts
+        # A directory context means "a directory on the machine that builds". Read in place only
+        # under these roots (the local stack's examples): anywhere else it would let a caller build,
+        # or read through the Dockerfile parser's errors, the host's own files. Elsewhere, and in the
+        # cloud, a directory context is built from the archive the CLI uploads with it.
+        self.local_roots = local_roots
 
     def get(self, name: str) -> Task:
         return self.store.get(name)
@@ -60,10 +61,11 @@ class TaskService:
 
     def discover(self, task: Task) -> list[Dependency]:
         """Dependencies from the Dockerfile, with the digest each base has right now."""
-        if not task.is_git and not task.context_upload and not self._reads_directory(task.context):
-            raise ContextUploadNeeded(
-                f"the builder cannot read the directory {task.context!r}: send its archive as "
-                "context_archive (`basetrigger task create/update --context DIR` does), or give a git URL")
+        if not task.is_git and not task.context_upload:
+            try:
+                self.local_roots.directory(task.context)
+            except ContextNotReadInPlace as exc:
+                raise ContextUploadNeeded(str(exc)) from None
         spec = task.build_spec()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -153,12 +155,11 @@ class TaskService:
         task.context_upload = upload
 
     def _reads_directory(self, path: str) -> bool:
-        if not self.allow_local_contexts:
+        try:
+            self.local_roots.directory(path)
+        except ContextNotReadInPlace:
             return False
-        try:  # `~nobody/x`, a name too long or with a NUL byte: no directory it can read
-            return Path(path).expanduser().is_dir()
-        except (OSError, RuntimeError, ValueError):
-            return False
+        return True
 
     def delete(self, name: str, expected: ExpectedVersion | None = None) -> Task:
         task = self.store.get(name)

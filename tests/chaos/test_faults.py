@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import signal
+import tempfile
 import threading
 import time
 import uuid
@@ -53,6 +54,8 @@ class Api:
 
 def create_tasks(api: Api, folder: Path, prefix: str, base: str, count: int, step: str = "true") -> list[str]:
     names = []
+    # The second stack's host reads directory contexts in place only under its own contexts folder.
+    folder = Path(tempfile.mkdtemp(dir=api.stack.folder / "contexts")) / folder.name
     for n in range(count):
         name = f"{prefix}-{n}"
         context = folder / name

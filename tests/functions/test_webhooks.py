@@ -74,3 +74,31 @@ def test_dockerhub_needs_the_function_key_and_records_what_it_could_not_read(hos
     assert decision["outcome"] == "registry-error"
     assert "docker.io/example/node-base:20-alpine" in decision["reason"]
     assert post(host, "hooks/dockerhub", b"{\"push_data\": {}}", {}, key=True).status_code == 400
+
+
+# Python refuses to turn more than 4,300 digits into an int (a ValueError, not a JSONDecodeError).
+BIG_NUMBER = b'{"n": ' + b"7" * 5000 + b"}"
+# Every route that reads a JSON body (functions/http.py json_body or parse_json).
+JSON_ROUTES = [("POST", "tasks"), ("PATCH", "tasks/x"), ("POST", "tasks/x/runs"), ("POST", "builds"),
+               ("POST", "tasks/x/credentials"), ("PATCH", "tasks/x/credentials"), ("POST", "bases/rebuild"),
+               ("POST", "hooks/distribution"), ("POST", "hooks/dockerhub")]
+
+
+@pytest.mark.parametrize("body", [BIG_NUMBER, b"[" + b"9" * 5000 + b"]", b"-" + b"1" * 5000])
+def test_a_number_too_long_for_python_gets_a_4xx_on_every_json_route(host, body):
+    session = host.api()
+    for method, route in JSON_ROUTES:
+        answer = session.request(method, f"{host.url}/api/{route}", data=body, timeout=30)
+        assert answer.status_code == 400, (route, answer.status_code, answer.text[:200])
+    harbor = post(host, "hooks/harbor", body, {"Authorization": HARBOR_AUTH})
+    assert harbor.status_code == 400, harbor.text[:200]
+    signature = "sha256=" + hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    github = post(host, "hooks/github", body, {"X-GitHub-Event": "registry_package",
+                                               "X-GitHub-Delivery": "7f6e5d4c-0000-4000-8000-00000000f00d",
+                                               "X-Hub-Signature-256": signature})
+    assert github.status_code == 400, github.text[:200]
+    for event_type in ("Notification", "SubscriptionValidation"):
+        eventgrid = session.post(f"{host.url}/runtime/webhooks/eventgrid",
+                                 params={"functionName": "eventgrid_image_pushed"},
+                                 headers={"aeg-event-type": event_type}, data=body, timeout=30)
+        assert eventgrid.status_code == 400, (event_type, eventgrid.text[:200])

@@ -149,3 +149,83 @@ def test_bad_ids_paths_and_fields_get_a_4xx_with_a_message(api, method, path, bo
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
     assert answer.json()["error"]["message"]
     assert "tok@" not in answer.text  # a token in a git URL is never echoed
+
+
+def newest_run_id(api) -> str | None:
+    runs = api("GET", "/runs", params={"top": 1}).json()["runs"]
+    return runs[0]["run_id"] if runs else None
+
+
+def _archive_with(*members: tarfile.TarInfo) -> str:
+    import io
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = b"FROM scratch\n"
+        dockerfile = tarfile.TarInfo("Dockerfile")
+        dockerfile.size = len(data)
+        tar.addfile(dockerfile, io.BytesIO(data))
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"x" * member.size) if member.isreg() else None)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, link
+    member.size = 1 if kind == tarfile.REGTYPE else 0
+    return member
+
+
+@pytest.mark.parametrize("member", [
+    _member("../escaped"),
+    _member("a/../../escaped"),
+    _member("out", tarfile.SYMTYPE, "/etc/passwd"),
+    _member("out", tarfile.SYMTYPE, "../../../etc/passwd"),
+    _member("out", tarfile.LNKTYPE, "/etc/passwd"),
+    _member("out", tarfile.LNKTYPE, "../outside"),
+    _member("out", tarfile.LNKTYPE, "not-in-the-archive"),
+    _member("dev", tarfile.CHRTYPE),
+], ids=lambda m: f"{m.name}->{m.linkname}" if m.linkname else m.name)
+def test_quick_build_archives_with_members_that_escape_are_refused_before_a_run_id(api, member):
+    before = newest_run_id(api)
+    answer = api("POST", "/builds", json={"images": ["esc:{{.Run.ID}}"], "context": _archive_with(member)})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "InvalidContext"
+    assert newest_run_id(api) == before  # no run id spent
+
+
+def test_a_quick_build_archive_with_links_inside_is_still_built():
+    from shared.domain.builds import UnpackLimits, check_archive
+
+    # An absolute name is unpacked under the context, as tar does (the leading `/` is dropped).
+    inside = _archive_with(_member("sub/file"), _member("link", tarfile.SYMTYPE, "sub/file"),
+                           _member("hard", tarfile.LNKTYPE, "sub/file"), _member("/tmp/absolute"))
+    check_archive(base64.b64decode(inside), UnpackLimits())
+
+
+@pytest.mark.parametrize("field", ["build_args", "secret_args"])
+def test_a_nul_byte_in_an_arg_value_is_refused_at_create_and_update(api, field):
+    name = f"nul-{uuid.uuid4().hex[:8]}"
+    task = {"name": name, "images": ["nul:1"], "context": "/nonexistent/nul",
+            "context_archive": _tiny_context()}
+    created = api("POST", "/tasks", json={**task, field: {"A": "x\u0000y"}})
+    assert created.status_code == 400, created.text
+    assert "NUL" in created.json()["error"]["message"] and "x\\u0000y" not in created.text
+    assert api("POST", "/tasks", json=task).status_code == 201
+    try:
+        updated = api("PATCH", f"/tasks/{name}", json={field: {"A": "x\u0000y"}})
+        assert updated.status_code == 400, updated.text
+        assert "NUL" in updated.json()["error"]["message"]
+        assert api("GET", f"/tasks/{name}").json()[field] in ({}, [])  # unchanged
+    finally:
+        api("DELETE", f"/tasks/{name}")
+
+
+def test_a_nul_byte_in_an_arg_value_is_refused_on_a_quick_build_before_a_run_id(api):
+    before = newest_run_id(api)
+    answer = api("POST", "/builds", json={"images": ["nul:{{.Run.ID}}"], "context": _tiny_context(),
+                                          "build_args": {"A": "x\u0000y"}})
+    assert answer.status_code == 400, answer.text
+    assert "NUL" in answer.json()["error"]["message"]
+    assert newest_run_id(api) == before  # no run id spent

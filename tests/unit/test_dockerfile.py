@@ -463,3 +463,37 @@ def test_a_base_too_long_to_index_is_refused_with_the_task_not_at_the_index():
     assert parse_dependencies(f"FROM {base}\n", {}).all == [base]
     with pytest.raises(TaskError, match="too long to track"):
         compute_dependencies(f"FROM {base}\n", {})
+
+
+# Text that must never come back from the service: the Dockerfile was read on its machine, and a
+# file that is no Dockerfile (a key, a password) must not be quoted through its errors.
+FILE_TEXT = "Zq9Secretx"
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    (f"{FILE_TEXT}\n", 1),  # an instruction that has no instruction's shape
+    (f"FROM a\n{FILE_TEXT}-x b\n", 2),
+    (f"FROM ${{{FILE_TEXT}:?{FILE_TEXT}}}\n", 1),
+    (f"FROM a\nFROM {FILE_TEXT}:t:t::\n", 2),
+    (f"FROM a AS {FILE_TEXT}!\n", 1),
+    (f"FROM a b {FILE_TEXT} c\n", 1),
+    (f"FROM --{FILE_TEXT}=1 a\n", 1),
+    (f"ARG ={FILE_TEXT}\nFROM a\n", 1),
+    (f"FROM --platform=${{{FILE_TEXT}}} a\n", 1),
+    (f"FROM ${{{FILE_TEXT}}}\n", 1),
+    ("FROM localhost:5000/" + "a/" * 115 + f"{FILE_TEXT}:" + "t" * 128 + "\n", 1),
+])
+def test_errors_the_service_shows_quote_nothing_of_the_file_but_name_the_line(text, line):
+    from shared.domain.tasks import TaskError, compute_dependencies
+
+    with pytest.raises(TaskError) as info:
+        compute_dependencies(text, {})
+    assert FILE_TEXT.lower() not in str(info.value).lower()
+    assert f"line {line}:" in str(info.value)
+
+
+def test_an_unknown_instruction_of_instruction_shape_is_named():
+    from shared.domain.tasks import TaskError, compute_dependencies
+
+    with pytest.raises(TaskError, match="line 2: unknown instruction: FORM"):
+        compute_dependencies("FROM a\nFORM b\n", {})

@@ -68,6 +68,8 @@ NOT_SET_IN_AZURE = {
     # Limits with defaults sized for any plan; set them in Azure only to change them.
     "BASETRIGGER_CONTEXT_MAX_UNPACKED_MB",
     "BASETRIGGER_CONTEXT_MAX_FILES",
+    # Directory contexts read in place on the machine that builds: buildah only, never ACR.
+    "BASETRIGGER_LOCAL_CONTEXT_ROOTS",
     # Polling and ACR sign-in have defaults for any deployment (every registry but the deployment's
     # ACR is polled every 5 minutes); set them to change them.
     "BASETRIGGER_POLL_INTERVAL",
