@@ -24,20 +24,13 @@ param location string = resourceGroup().location
 @maxLength(50)
 param registryName string
 
-@description('Optional. Resource group of that registry, in this subscription. Empty means this deployment\'s resource group.')
-param registryResourceGroupName string = ''
+@description('Required. Resource group of that registry, in this subscription. It must not be this deployment\'s resource group: `azd down` deletes that group, and a registry in it with it. This template only names the registry: what the app needs in the registry\'s group (its roles, the Event Grid topic and subscription) is deployed separately by infra/registry.bicep, which azd never tears down.')
+@minLength(1)
+param registryResourceGroupName string
 
-@description('Optional. Name of the registry\'s Event Grid system topic. Empty means a new one named after the registry. A registry has at most one system topic: if it already has one, give its name (the preprovision hook does).')
-param systemTopicName string = ''
-
-@description('Optional. User-assigned identities the registry\'s existing system topic already has (resource ids, comma-separated): kept, since a deployment sets the topic\'s whole identity. The preprovision hook reads them from the topic.')
-param systemTopicUserAssignedIdentityIds string = ''
-
-@description('Optional. Whether the registry\'s existing system topic has a system-assigned identity to keep (the preprovision hook reads it from the topic).')
-param systemTopicSystemAssignedIdentity bool = false
-
-@description('Optional. Create the Event Grid subscription to the eventgrid_image_pushed function. Leave false on the first deployment: Event Grid refuses a function that is not deployed yet (azure.yaml\'s postdeploy hook sets it to true).')
-param createEventSubscription bool = false
+@description('Required. Login server of that registry (BASETRIGGER_REGISTRY), e.g. contosoacr.azurecr.io; the preprovision hook reads it with `az acr show`.')
+@minLength(1)
+param registryLoginServer string
 
 @description('Optional. BASETRIGGER_SECRET_KEY to store in Key Vault: one or more Fernet keys (44 characters each, URL-safe base64 of 32 random bytes), separated by commas; the first encrypts secret build args and git tokens at rest, all decrypt. Empty keeps the secret the vault already holds: the preprovision hook passes a key only while the vault has none, so a provision never replaces the key that sealed the stored secrets.')
 @secure()
@@ -61,15 +54,41 @@ param instanceMemoryMB int = 2048
 @maxValue(28800)
 param buildTimeoutSeconds int = 2700
 
-@description('Optional. Event Grid delivery attempts before an event is dead-lettered.')
-@minValue(1)
-@maxValue(30)
-param eventMaxDeliveryAttempts int = 30
+@description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none.')
+param watch string = ''
 
-@description('Optional. Minutes Event Grid keeps retrying an event before dead-lettering it.')
-@minValue(1)
-@maxValue(1440)
-param eventTimeToLiveInMinutes int = 1440
+@description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300).')
+param pollInterval string = ''
+
+@description('Optional. BASETRIGGER_POLL_CONCURRENCY: manifest reads a poll makes at once; empty: the code\'s default.')
+param pollConcurrency string = ''
+
+@description('Optional. BASETRIGGER_MAX_RUNNING: most runs building at once; empty: the code\'s default.')
+param maxRunning string = ''
+
+@description('Optional. BASETRIGGER_WAVE_MAX_RUNNING: most runs of one wave building at once; empty: the code\'s default.')
+param waveMaxRunning string = ''
+
+@description('Optional. BASETRIGGER_WAVE_BREAKER_FAILURES: failures that hold a wave; empty: the code\'s default.')
+param waveBreakerFailures string = ''
+
+@description('Optional. BASETRIGGER_WAVE_BREAKER_SHARE: share of failed runs (0 to 1) that holds a wave; empty: the code\'s default.')
+param waveBreakerShare string = ''
+
+@description('Optional. BASETRIGGER_CONTEXT_MAX_UNPACKED_MB: MiB an uploaded context may unpack to; empty: the code\'s default.')
+param contextMaxUnpackedMb string = ''
+
+@description('Optional. BASETRIGGER_CONTEXT_MAX_FILES: files an uploaded context may hold; empty: the code\'s default.')
+param contextMaxFiles string = ''
+
+@description('Optional. BASETRIGGER_ACR_AUDIENCE: token audience for reading ACR manifests (sovereign clouds); empty: the public cloud\'s.')
+param acrAudience string = ''
+
+@description('Optional. Whether BASETRIGGER_HARBOR_AUTH (the Harbor webhook\'s Authorization value) is set, as a Key Vault reference to the secret basetrigger-harbor-auth in this environment\'s vault; store the secret there first (docs/deploy.md).')
+param harborAuthInKeyVault bool = false
+
+@description('Optional. Whether BASETRIGGER_GITHUB_WEBHOOK_SECRET (the GitHub webhook\'s secret) is set, as a Key Vault reference to the secret basetrigger-github-webhook-secret in this environment\'s vault; store the secret there first (docs/deploy.md).')
+param githubWebhookSecretInKeyVault bool = false
 
 // ---------------------------------------------------------------------------------------------
 // Names
@@ -81,8 +100,6 @@ var tags = {
 }
 var serviceName = 'app' // the service in azure.yaml
 var functionAppName = 'func-basetrigger-${resourceToken}'
-var registryGroupName = empty(registryResourceGroupName) ? resourceGroup().name : registryResourceGroupName
-var topicName = empty(systemTopicName) ? 'evgt-${registryName}' : systemTopicName
 var secretKeyName = 'basetrigger-secret-key'
 
 // The names the code uses (docs/contract.md, shared/config.py defaults). Each is set below as the
@@ -91,7 +108,6 @@ var secretKeyName = 'basetrigger-secret-key'
 var tablePrefix = 'bt'
 var buildQueueName = 'build-runs'
 var runIdPrefix = 'da'
-var eventGridFunctionName = 'eventgrid_image_pushed'
 var deadLetterContainerName = 'eventgrid-deadletter'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 
@@ -119,11 +135,6 @@ var containerNames = [
 // ---------------------------------------------------------------------------------------------
 // Resources
 // ---------------------------------------------------------------------------------------------
-
-resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
-  name: registryName
-  scope: resourceGroup(registryGroupName)
-}
 
 // The one identity of the app: the host's storage connection, the code's DefaultAzureCredential,
 // Key Vault references, ACR runs, and Event Grid's dead-lettering all use it.
@@ -176,15 +187,6 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-module registryAccess 'app/registry-access.bicep' = {
-  name: 'registry-access-${resourceToken}'
-  scope: resourceGroup(registryGroupName)
-  params: {
-    registryName: registryName
-    principalId: identity.properties.principalId
-  }
-}
-
 module functionApp 'app/function-app.bicep' = {
   name: 'function-app'
   params: {
@@ -204,39 +206,26 @@ module functionApp 'app/function-app.bicep' = {
     buildQueueName: buildQueueName
     runIdPrefix: runIdPrefix
     buildTimeoutSeconds: buildTimeoutSeconds
-    registryLoginServer: registry.properties.loginServer
+    registryLoginServer: registryLoginServer
     registrySubscriptionId: subscription().subscriptionId
-    registryResourceGroupName: registryGroupName
+    registryResourceGroupName: registryResourceGroupName
     registryName: registryName
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    watch: watch
+    pollInterval: pollInterval
+    pollConcurrency: pollConcurrency
+    maxRunning: maxRunning
+    waveMaxRunning: waveMaxRunning
+    waveBreakerFailures: waveBreakerFailures
+    waveBreakerShare: waveBreakerShare
+    contextMaxUnpackedMb: contextMaxUnpackedMb
+    contextMaxFiles: contextMaxFiles
+    acrAudience: acrAudience
+    harborAuthInKeyVault: harborAuthInKeyVault
+    githubWebhookSecretInKeyVault: githubWebhookSecretInKeyVault
   }
   // The host starts as soon as the app exists: give it its storage roles first.
-  dependsOn: [
-    rbac
-  ]
-}
-
-module eventGrid 'app/eventgrid.bicep' = {
-  name: 'eventgrid-${resourceToken}'
-  scope: resourceGroup(registryGroupName)
-  params: {
-    systemTopicName: topicName
-    registryName: registryName
-    location: registry.location
-    tags: tags
-    identityId: identity.id
-    keptUserAssignedIdentityIds: systemTopicUserAssignedIdentityIds
-    keepSystemAssignedIdentity: systemTopicSystemAssignedIdentity
-    createSubscription: createEventSubscription
-    functionAppId: functionApp.outputs.id
-    functionName: eventGridFunctionName
-    deadLetterStorageAccountId: storage.outputs.id
-    deadLetterContainerName: deadLetterContainerName
-    maxDeliveryAttempts: eventMaxDeliveryAttempts
-    eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
-  }
-  // Dead-lettering writes blobs as the identity: its Storage role must exist first.
   dependsOn: [
     rbac
   ]
@@ -270,8 +259,17 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 @description('Client id of the app\'s user-assigned identity (an identifier, not a secret).')
 output AZURE_USER_ASSIGNED_IDENTITY_CLIENT_ID string = identity.properties.clientId
 
-@description('Name of the registry\'s Event Grid system topic.')
-output EVENTGRID_SYSTEM_TOPIC_NAME string = eventGrid.outputs.systemTopicName
+@description('Resource id of the app\'s user-assigned identity (infra/registry.bicep gives it to the system topic for dead-lettering).')
+output AZURE_USER_ASSIGNED_IDENTITY_ID string = identity.id
 
-@description('Whether the Event Grid subscription exists.')
-output EVENTGRID_SUBSCRIPTION_CREATED bool = createEventSubscription
+@description('Principal id of the app\'s user-assigned identity (infra/registry.bicep grants it its roles on the registry).')
+output AZURE_USER_ASSIGNED_IDENTITY_PRINCIPAL_ID string = identity.properties.principalId
+
+@description('Resource id of the Function App (the Event Grid subscription\'s destination).')
+output AZURE_FUNCTION_APP_ID string = functionApp.outputs.id
+
+@description('Resource id of the Storage account (Event Grid dead-letters into it).')
+output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
+
+@description('Blob container Event Grid dead-letters into.')
+output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName

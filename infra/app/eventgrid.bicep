@@ -1,4 +1,4 @@
-metadata description = 'The Event Grid system topic of the existing container registry and its subscription for image pushes, delivered to the app\'s Event Grid trigger function. Deployed into the registry\'s resource group.'
+metadata description = 'The Event Grid system topic of the existing container registry and its subscription for image pushes, delivered to the app\'s Event Grid trigger function. Deployed into the registry\'s resource group by infra/registry.bicep.'
 
 @description('Required. Name of the system topic. A registry can have only one system topic: if it already has one, give that one\'s name; this deployment then adds the app\'s identity to it and keeps the identities given in keptUserAssignedIdentityIds and keepSystemAssignedIdentity.')
 param systemTopicName string
@@ -15,8 +15,13 @@ param tags object = {}
 @description('Required. Resource id of the user-assigned identity that writes dead-lettered events.')
 param identityId string
 
-@description('Optional. Resource ids of the user-assigned identities an existing system topic already has, comma-separated. A deployment sets the topic\'s whole identity, so any identity not listed here (other subscriptions may deliver or dead-letter with it) would be removed. The preprovision hook fills this from the topic.')
-param keptUserAssignedIdentityIds string = ''
+@description('Required. Every user-assigned identity the topic is to have, as its identity.userAssignedIdentities object ({ \'<resource id>\': {} }): the app\'s and those the topic already has that still exist. A deployment sets the topic\'s whole identity, so an identity left out is removed from it; infra/hooks/registry.py builds this from the topic as it is (no Bicep lambdas, which Checkov\'s parser cannot read).')
+param topicUserAssignedIdentities object
+
+@description('Required. Name of this environment\'s event subscription: one per environment, so two environments on one registry never re-point each other\'s.')
+@minLength(3)
+@maxLength(64)
+param subscriptionName string
 
 @description('Optional. Whether an existing system topic has a system-assigned identity to keep (the preprovision hook reads it from the topic).')
 param keepSystemAssignedIdentity bool = false
@@ -50,14 +55,6 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing =
   name: registryName
 }
 
-// The topic's identities: the ones it already has, plus the app's (ids compare case-insensitively,
-// and ARM may return them in another case than Bicep builds them).
-var keptIds = filter(
-  map(split(keptUserAssignedIdentityIds, ','), id => trim(id)),
-  id => !empty(id) && toLower(id) != toLower(identityId)
-)
-var topicUserAssignedIdentities = toObject(concat(keptIds, [identityId]), id => id, id => {})
-
 resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
   location: location
@@ -74,7 +71,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
 
 resource imagePushed 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = if (createSubscription) {
   parent: systemTopic
-  name: 'basetrigger-image-pushed'
+  name: subscriptionName
   properties: {
     eventDeliverySchema: 'EventGridSchema'
     filter: {

@@ -73,6 +73,42 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
+@description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none. Empty leaves it unset.')
+param watch string = ''
+
+@description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300). Empty leaves it unset.')
+param pollInterval string = ''
+
+@description('Optional. BASETRIGGER_POLL_CONCURRENCY: manifest reads a poll makes at once; empty: the code\'s default. Empty leaves it unset.')
+param pollConcurrency string = ''
+
+@description('Optional. BASETRIGGER_MAX_RUNNING: most runs building at once; empty: the code\'s default. Empty leaves it unset.')
+param maxRunning string = ''
+
+@description('Optional. BASETRIGGER_WAVE_MAX_RUNNING: most runs of one wave building at once; empty: the code\'s default. Empty leaves it unset.')
+param waveMaxRunning string = ''
+
+@description('Optional. BASETRIGGER_WAVE_BREAKER_FAILURES: failures that hold a wave; empty: the code\'s default. Empty leaves it unset.')
+param waveBreakerFailures string = ''
+
+@description('Optional. BASETRIGGER_WAVE_BREAKER_SHARE: share of failed runs (0 to 1) that holds a wave; empty: the code\'s default. Empty leaves it unset.')
+param waveBreakerShare string = ''
+
+@description('Optional. BASETRIGGER_CONTEXT_MAX_UNPACKED_MB: MiB an uploaded context may unpack to; empty: the code\'s default. Empty leaves it unset.')
+param contextMaxUnpackedMb string = ''
+
+@description('Optional. BASETRIGGER_CONTEXT_MAX_FILES: files an uploaded context may hold; empty: the code\'s default. Empty leaves it unset.')
+param contextMaxFiles string = ''
+
+@description('Optional. BASETRIGGER_ACR_AUDIENCE: token audience for reading ACR manifests (sovereign clouds); empty: the public cloud\'s. Empty leaves it unset.')
+param acrAudience string = ''
+
+@description('Optional. Set BASETRIGGER_HARBOR_AUTH as a Key Vault reference to the secret basetrigger-harbor-auth (the Harbor webhook\'s Authorization value); store that secret first. False leaves the setting empty, and the webhook then accepts nothing.')
+param harborAuthInKeyVault bool = false
+
+@description('Optional. Set BASETRIGGER_GITHUB_WEBHOOK_SECRET as a Key Vault reference to the secret basetrigger-github-webhook-secret (the GitHub webhook\'s secret); store that secret first. False leaves the setting empty, and the webhook then accepts nothing.')
+param githubWebhookSecretInKeyVault bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -138,8 +174,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-// Every setting the code reads (shared/config.py APP_SETTINGS) that the cloud needs, plus the two
-// the host reads for Application Insights. tests/unit/test_infra.py compares this block with the
+// Every setting the code reads (shared/config.py APP_SETTINGS) but the local stack's own, plus the
+// two the host reads for Application Insights. This resource replaces the whole collection on every
+// provision, so a setting added in the portal is lost: each one the code reads is a parameter here
+// (main.bicep, azd environment values in main.parameters.json); an empty value means the code's default. tests/unit/test_infra.py compares this block with the
 // code. Flex Consumption takes the runtime from functionAppConfig: no FUNCTIONS_WORKER_RUNTIME.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
@@ -163,6 +201,18 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_ACR_SUBSCRIPTION_ID: registrySubscriptionId
     BASETRIGGER_ACR_RESOURCE_GROUP: registryResourceGroupName
     BASETRIGGER_ACR_NAME: registryName
+    BASETRIGGER_WATCH: watch
+    BASETRIGGER_POLL_INTERVAL: pollInterval
+    BASETRIGGER_POLL_CONCURRENCY: pollConcurrency
+    BASETRIGGER_MAX_RUNNING: maxRunning
+    BASETRIGGER_WAVE_MAX_RUNNING: waveMaxRunning
+    BASETRIGGER_WAVE_BREAKER_FAILURES: waveBreakerFailures
+    BASETRIGGER_WAVE_BREAKER_SHARE: waveBreakerShare
+    BASETRIGGER_CONTEXT_MAX_UNPACKED_MB: contextMaxUnpackedMb
+    BASETRIGGER_CONTEXT_MAX_FILES: contextMaxFiles
+    BASETRIGGER_ACR_AUDIENCE: acrAudience
+    BASETRIGGER_HARBOR_AUTH: harborAuthInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-harbor-auth)' : ''
+    BASETRIGGER_GITHUB_WEBHOOK_SECRET: githubWebhookSecretInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-github-webhook-secret)' : ''
   }
 }
 

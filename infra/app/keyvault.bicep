@@ -1,4 +1,4 @@
-metadata description = 'Key Vault (RBAC mode) holding BASETRIGGER_SECRET_KEY, readable by the app\'s identity and nothing else.'
+metadata description = 'Key Vault (RBAC mode) holding BASETRIGGER_SECRET_KEY and, where used, the webhook secrets; its secrets are readable by the app\'s identity and nothing else.'
 
 @description('Required. Name of the Key Vault (3-24 characters, globally unique).')
 @minLength(3)
@@ -49,24 +49,17 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(secr
   }
 }
 
-// The secret whether this provision wrote it or an earlier one did.
-resource storedSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
-  parent: vault
-  name: secretName
-}
-
-// Scoped to the one secret, not the vault: the app reads this secret and no other.
+// On the vault, not on one secret: the app also reads the webhook secrets (basetrigger-harbor-auth,
+// basetrigger-github-webhook-secret) the operator stores later, and a role cannot be assigned on a
+// secret that does not exist yet. The vault holds this app's secrets only.
 resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storedSecret.id, principalId, keyVaultSecretsUserRoleId)
-  scope: storedSecret
+  name: guid(vault.id, principalId, keyVaultSecretsUserRoleId)
+  scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
-  dependsOn: [
-    secret
-  ]
 }
 
 @description('Name of the Key Vault.')

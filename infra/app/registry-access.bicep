@@ -16,6 +16,9 @@ var acrRunActions = [
   'Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action' // POST .../runs/{runId}/listLogSasUrl
   'Microsoft.ContainerRegistry/registries/runs/cancel/action' // POST .../runs/{runId}/cancel
   'Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action' // POST .../listBuildSourceUploadUrl
+  // A scheduleRun or cancel answered 202 is polled at its Azure-AsyncOperation or Location URL:
+  'Microsoft.ContainerRegistry/registries/operationStatuses/read' // GET .../registries/{r}/operationStatuses/{id}
+  'Microsoft.ContainerRegistry/locations/operationResults/read' // GET .../locations/{l}/operationResults/{id}
 ]
 
 // AcrPull only: the app reads manifests (shared/adapters/registry_acr.py); ACR runs push with their

@@ -14,9 +14,14 @@ environment's values as environment variables. It decides two things that must n
    folder keeps the vault's key. When the hook cannot tell (no `az`, not logged in, an ambiguous
    environment), it stops the provision instead of guessing. Rotation is deliberate and separate
    (docs/deploy.md, "Rotating the secret key").
-2. The registry's Event Grid system topic. A registry has at most one; if it exists, its name and
-   the identities it already has are set (EVENTGRID_SYSTEM_TOPIC, EVENTGRID_SYSTEM_TOPIC_IDENTITIES,
-   EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY) so the deployment keeps them instead of replacing them.
+2. Where the registry is. Its resource group must not be the app's: `azd down` deletes the app's
+   group, and a registry in it with it. Its login server (ACR_LOGIN_SERVER) is read here so that
+   main.bicep never refers to the registry's group; what the app needs there is deployed by the
+   postprovision hook (registry.py, infra/registry.bicep), outside azd's deployment.
+
+The generated key is in the azd environment (.azure/<env>/.env) only from here until the end of the
+first provision: the postprovision hook empties BASETRIGGER_SECRET_KEY_TO_STORE and
+BASETRIGGER_SECRET_KEY once Key Vault holds the key (Key Vault is the key of record).
 
 Only the standard library: the deploying machine need not have the app's packages. Only `az`
 control-plane reads are made (Reader suffices): the key's value is never read or printed.
@@ -70,7 +75,7 @@ class Vault:
 @dataclass(frozen=True)
 class KeyDecision:
     to_store: str  # the value for BASETRIGGER_SECRET_KEY_TO_STORE ("" keeps the vault's)
-    generated: str | None  # a new key to record as BASETRIGGER_SECRET_KEY
+    generated: str | None  # a new key (stored in Key Vault by this provision, kept nowhere else)
     message: str
 
 
@@ -113,26 +118,19 @@ def decide_secret_key(env_key: str | None, vault: Vault) -> KeyDecision:
                        "it is stored in Key Vault by this provision and never replaced by later ones")
 
 
-@dataclass(frozen=True)
-class Topic:
-    name: str
-    user_assigned: list[str]
-    system_assigned: bool
-
-
-def topic_settings(wanted_name: str | None, topic: Topic | None) -> dict[str, str]:
-    """The azd environment values for the registry's system topic (None: it has none yet)."""
-    if topic is None:
-        return {"EVENTGRID_SYSTEM_TOPIC_IDENTITIES": "", "EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY": "false"}
-    if wanted_name and wanted_name.lower() != topic.name.lower():
-        raise Stop(f"EVENTGRID_SYSTEM_TOPIC is {wanted_name!r}, but the registry's system topic is "
-                   f"{topic.name!r} (a registry has only one): "
-                   f"azd env set EVENTGRID_SYSTEM_TOPIC {topic.name}")
-    return {
-        "EVENTGRID_SYSTEM_TOPIC": topic.name,
-        "EVENTGRID_SYSTEM_TOPIC_IDENTITIES": ",".join(topic.user_assigned),
-        "EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY": "true" if topic.system_assigned else "false",
-    }
+def check_groups(env: Mapping[str, str]) -> None:
+    """Stop unless the registry's resource group is named and is not the app's."""
+    registry_group = env.get("ACR_RESOURCE_GROUP") or ""
+    app_group = env.get("AZURE_RESOURCE_GROUP") or ""
+    if not registry_group:
+        raise Stop("set the registry's resource group: azd env set ACR_RESOURCE_GROUP <its-resource-group>")
+    if not app_group:
+        raise Stop("set the resource group the app is deployed to (a new one, not the registry's): "
+                   "azd env set AZURE_RESOURCE_GROUP rg-basetrigger-<environment>")
+    if registry_group.lower() == app_group.lower():
+        raise Stop(f"the app's resource group {app_group} is the registry's: `azd down` deletes the app's "
+                   "resource group, and the registry with it. Deploy the app to a resource group of its "
+                   "own: azd env set AZURE_RESOURCE_GROUP rg-basetrigger-<environment>")
 
 
 # -- reading Azure (az, control plane only) ---------------------------------------------------------
@@ -199,27 +197,12 @@ def secret_exists(vault_id: str) -> bool:
     return True
 
 
-def find_topic(env: Mapping[str, str], subscription: str) -> Topic | None:
-    group = env.get("ACR_RESOURCE_GROUP") or env.get("AZURE_RESOURCE_GROUP")
-    if not group:
-        raise Stop("cannot look for the registry's Event Grid system topic without its resource group: "
-                   "azd env set ACR_RESOURCE_GROUP <group>")
-    registry = (f"/subscriptions/{subscription}/resourceGroups/{group}/providers/"
-                f"Microsoft.ContainerRegistry/registries/{env['ACR_NAME']}")
-    try:
-        topics = az("eventgrid", "system-topic", "list", "--subscription", subscription, "-g", group)
-    except AzError as exc:
-        if exc.not_found:
-            return None
-        raise
-    for topic in topics or []:
-        if isinstance(topic, dict) and str(topic.get("source", "")).lower() == registry.lower():
-            identity = topic.get("identity") or {}
-            kind = str(identity.get("type") or "")
-            return Topic(name=str(topic["name"]),
-                         user_assigned=sorted((identity.get("userAssignedIdentities") or {}).keys()),
-                         system_assigned="systemassigned" in kind.replace(" ", "").lower())
-    return None
+def login_server(env: Mapping[str, str], subscription: str) -> str:
+    registry = az("acr", "show", "--subscription", subscription, "-g", env["ACR_RESOURCE_GROUP"],
+                  "--name", env["ACR_NAME"])
+    if not isinstance(registry, dict) or not registry.get("loginServer"):
+        raise AzError(f"az acr show answered no login server for {env['ACR_NAME']}")
+    return str(registry["loginServer"])
 
 
 # -- the hook -------------------------------------------------------------------------------------
@@ -243,27 +226,20 @@ def run(env: Mapping[str, str]) -> None:
     subscription = env.get("AZURE_SUBSCRIPTION_ID")
     if not subscription:
         raise Stop("AZURE_SUBSCRIPTION_ID is not set: azd env set AZURE_SUBSCRIPTION_ID <id>")
+    check_groups(env)
     try:
         vault = find_vault(env, subscription)
-        topic = find_topic(env, subscription)
+        server = login_server(env, subscription)
     except AzError as exc:
         raise Stop(f"cannot read the deployment's state with az ({exc}). It decides whether Key Vault "
-                   "already holds the secret key (which a provision must never replace) and which "
-                   "identities the registry's Event Grid topic has: install the Azure CLI, `az login`, "
-                   "and run the provision again") from exc
+                   "already holds the secret key (which a provision must never replace) and where the "
+                   "registry is: install the Azure CLI, `az login`, and run the provision again") from exc
 
     decision = decide_secret_key(env.get(KEY) or None, vault)
-    if decision.generated:
-        azd_env_set(KEY, decision.generated)
+    # Only for this provision: the postprovision hook empties it once the vault holds the key.
     azd_env_set(TO_STORE, decision.to_store)
     say(decision.message)
-
-    values = topic_settings(env.get("EVENTGRID_SYSTEM_TOPIC") or None, topic)
-    for name, value in values.items():
-        azd_env_set(name, value)
-    if topic:
-        say(f"the registry's system topic is {topic.name}: keeping its identities "
-            f"({len(topic.user_assigned)} user-assigned, system-assigned: {topic.system_assigned})")
+    azd_env_set("ACR_LOGIN_SERVER", server)
 
 
 def main() -> int:

@@ -265,6 +265,13 @@ class BuildRequest:
     # Asked right before anything is pushed: False once another attempt has taken the run over (this
     # worker was presumed dead), and then this build must not push.
     still_ours: Callable[[], bool] = field(default=lambda: True, compare=False)
+    # The builder's own run an earlier attempt of this run started (Run.builder_run_id): a builder
+    # that runs builds elsewhere (ACR) follows that one instead of starting another.
+    builder_run_id: str | None = None
+    # Called as soon as such a builder has started its own run, with its id: saves it on the run
+    # record. False when another attempt has taken the run over meanwhile: the builder then stops
+    # the run it started, so that two attempts never both push.
+    record_builder_run: Callable[[str], bool] = field(default=lambda _: True, compare=False)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,10 @@ class Run:
     # a queue message, until their bases are built and there is room (shared.service_layer.waves).
     wave_id: str | None = None
     released: bool = True
+    # The builder's own id of the build an attempt started (an ACR run id), saved as soon as the
+    # builder has one: the attempt that takes the run over follows that build instead of starting a
+    # second one that would push too. Rows stored before this field read it as None.
+    builder_run_id: str | None = None
 
     @property
     def finished(self) -> bool:

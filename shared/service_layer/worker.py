@@ -225,6 +225,8 @@ class Worker:
                 no_cache=run.force,
                 cancel=cancel,
                 still_ours=lambda: self._still_ours(run),
+                builder_run_id=run.builder_run_id,
+                record_builder_run=lambda builder_run_id: self._record_builder_run(run, builder_run_id),
             )
             result = self._builder().build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
@@ -259,6 +261,19 @@ class Worker:
         """Is this attempt still the one the run record names (not canceled, not taken over)?"""
         current, _ = self.runs.get(run.run_id)
         return current.status == RunStatus.RUNNING and current.attempt == run.attempt
+
+    def _record_builder_run(self, run: Run, builder_run_id: str) -> bool:
+        """Keeps the builder's run id on the run record (the next attempt follows that build rather
+        than starting another); False when this attempt is no longer the run's."""
+        kept = False
+
+        def keep(current: Run) -> Run | None:
+            nonlocal kept
+            kept = current.status == RunStatus.RUNNING and current.attempt == run.attempt
+            return replace(current, builder_run_id=builder_run_id) if kept else None
+
+        transition(self.runs, run.run_id, keep)
+        return kept
 
     def _finish(self, run: Run, result: BuildResult) -> Run:
         fields: dict[str, Any] = {"reason": result.reason, "output_digest": result.output_digest,

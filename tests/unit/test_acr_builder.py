@@ -519,6 +519,108 @@ def test_a_cancel_that_never_takes_effect_is_reported_after_a_bounded_wait(tmp_p
     assert lines[-1] == result.reason.removeprefix("canceled by request; ")
 
 
+def test_a_takeover_follows_the_acr_run_the_earlier_attempt_scheduled(tmp_path):
+    """The worker that took the run over (the first one's heartbeat went stale) hands the builder the
+    ACR run id the first attempt saved: it is followed, and no second ACR run is scheduled."""
+    fake = FakeAcr(statuses=("Running", "Running", "Succeeded"), log_chunks=[b"Step 2/2\n"],
+                   final={"outputImages": [{"digest": DIGEST}]})
+    lines: list[str] = []
+    saved: list[str] = []
+    request = request_for(BuildContext(path=str(make_context(tmp_path))), builder_run_id="cb7",
+                          record_builder_run=lambda acr_run_id: saved.append(acr_run_id) or True)
+
+    result = make_builder(fake).build(request, lines.append)
+
+    assert (result.status, result.output_digest) == (RunStatus.SUCCEEDED, DIGEST)
+    assert not fake.calls("POST", "/scheduleRun")
+    assert not fake.calls("POST", "/listBuildSourceUploadUrl")
+    assert not [r for r in fake.requests if r["method"] == "PUT"]
+    assert saved == []  # the id is on the record already
+    assert lines[0] == ("following ACR run cb7, scheduled by an earlier attempt of this run (Running): "
+                        "no second run is scheduled")
+    assert "Step 2/2" in lines and lines[-1] == f"ACR run cb7: Succeeded ({DIGEST})"
+
+
+def test_a_takeover_whose_acr_run_acr_does_not_know_schedules_a_new_one(tmp_path):
+    fake = FakeAcr(final={"outputImages": [{"digest": DIGEST}]})
+    saved: list[str] = []
+    lines: list[str] = []
+    request = request_for(BuildContext(path=str(make_context(tmp_path))), builder_run_id="cb1",
+                          record_builder_run=lambda acr_run_id: saved.append(acr_run_id) or True)
+
+    result = make_builder(fake).build(request, lines.append)
+
+    assert result.status == RunStatus.SUCCEEDED
+    assert len(fake.calls("POST", "/scheduleRun")) == 1 and saved == ["cb7"]
+    assert lines[0] == "ACR run cb1 of an earlier attempt is not in contosoacr: scheduling a new one"
+
+
+def test_an_acr_run_scheduled_after_another_attempt_took_the_run_over_is_canceled(tmp_path):
+    """The stale worker scheduled its ACR run just after the run was taken over: saving the id is
+    refused (the record names another attempt), so it cancels that run instead of pushing too."""
+    fake = FakeAcr(statuses=("Queued", "Running", "Running", "Running"))
+    lines: list[str] = []
+    request = request_for(BuildContext(path=str(make_context(tmp_path))),
+                          record_builder_run=lambda acr_run_id: False)
+
+    result = make_builder(fake).build(request, lines.append)
+
+    assert result.status == RunStatus.CANCELED
+    assert result.reason == "another attempt took this run over: its ACR run cb7 was canceled"
+    assert len(fake.calls("POST", "/runs/cb7/cancel")) == 1
+    assert lines[-1] == "ACR run cb7: Canceled"
+
+
+def test_an_acr_run_whose_id_cannot_be_saved_is_canceled_and_the_error_raised(tmp_path):
+    fake = FakeAcr(statuses=("Queued", "Running", "Running", "Running"))
+
+    def storage_down(acr_run_id):
+        raise OSError("table storage unreachable")
+
+    request = request_for(BuildContext(path=str(make_context(tmp_path))), record_builder_run=storage_down)
+    with pytest.raises(OSError):
+        make_builder(fake).build(request, [].append)
+    assert len(fake.calls("POST", "/runs/cb7/cancel")) == 1
+
+
+def test_a_takeover_before_scheduling_schedules_nothing(tmp_path):
+    fake = FakeAcr()
+    request = request_for(BuildContext(path=str(make_context(tmp_path))), still_ours=lambda: False)
+
+    result = make_builder(fake).build(request, [].append)
+
+    assert result.status == RunStatus.CANCELED
+    assert not fake.calls("POST", "/scheduleRun") and not fake.calls("POST", "/listBuildSourceUploadUrl")
+
+
+def test_a_run_still_queued_at_the_deadline_is_canceled_in_acr(tmp_path):
+    """Returning Timeout without canceling would leave the queued ACR run to push later and trigger
+    rebuilds of everything built on its image."""
+    fake = FakeAcr(statuses=("Queued",), cancel_takes=0)
+    ticks = iter(range(0, 10**6, 400))  # each look at the clock is 400 s later
+    lines: list[str] = []
+    request = request_for(BuildContext(path=str(make_context(tmp_path))))
+
+    result = make_builder(fake, clock=lambda: next(ticks)).build(request, lines.append)
+
+    assert result.status == RunStatus.TIMEOUT
+    assert result.reason == "ACR run cb7 was still Queued after 1500 s; canceled in ACR"
+    assert len(fake.calls("POST", "/runs/cb7/cancel")) == 1
+    assert lines[-2:] == ["ACR run cb7 was still Queued after 1500 s", "ACR run cb7: Canceled"]
+
+
+def test_a_deadline_cancel_acr_does_not_carry_out_says_the_run_may_still_push(tmp_path):
+    fake = FakeAcr(statuses=("Queued",), cancel_answer=CANCEL_FORBIDDEN)
+    ticks = iter(range(0, 10**6, 400))
+
+    result = make_builder(fake, clock=lambda: next(ticks)).build(
+        request_for(BuildContext(path=str(make_context(tmp_path)))), [].append)
+
+    assert result.status == RunStatus.TIMEOUT
+    assert result.reason.startswith("ACR run cb7 was still Queued after 1500 s; canceling ACR run cb7 failed")
+    assert "may still push" in result.reason
+
+
 def test_schedule_run_answered_202_with_the_run_is_followed_with_runs_get(tmp_path):
     fake = FakeAcr(schedule_accepted="run", final={"outputImages": [{"digest": DIGEST}]})
 

@@ -22,6 +22,18 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOK = ROOT / "infra" / "hooks" / "preprovision.sh"
+POSTPROVISION = ROOT / "infra" / "hooks" / "postprovision.sh"
+REGISTRY_HOOK = ROOT / "infra" / "hooks" / "registry.py"
+APP_IDENTITY = ("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/rg-app/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/id-basetrigger-abc")
+OUTPUTS = {  # main.bicep's outputs, as azd writes them to the environment after a provision
+    "AZURE_USER_ASSIGNED_IDENTITY_ID": APP_IDENTITY,
+    "AZURE_USER_ASSIGNED_IDENTITY_PRINCIPAL_ID": "11111111-0000-0000-0000-000000000000",
+    "AZURE_FUNCTION_APP_ID": "/subscriptions/x/resourceGroups/rg-app/providers/Microsoft.Web/sites/func-abc",
+    "AZURE_STORAGE_ACCOUNT_ID": "/subscriptions/x/resourceGroups/rg-app/providers/Microsoft.Storage/"
+                                "storageAccounts/stabc",
+    "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletter",
+}
 SUB = "00000000-1111-2222-3333-444444444444"
 SECRET = "basetrigger-secret-key"
 TO_STORE = "BASETRIGGER_SECRET_KEY_TO_STORE"
@@ -81,6 +93,18 @@ if args[:2] == ["resource", "show"]:
     fail(f"ERROR: (ResourceNotFound) The Resource '{ident}' was not found.", 3)
 if args[:3] == ["eventgrid", "system-topic", "list"]:
     out([t for t in state["topics"] if t["resourceGroup"] == group])
+if args[:2] == ["acr", "show"]:
+    out({"name": opt("--name"), "loginServer": opt("--name") + ".azurecr.io"})
+if args[:2] == ["identity", "show"]:
+    if opt("--ids") in state.get("identities", []):
+        out({"id": opt("--ids")})
+    fail(f"ERROR: (ResourceNotFound) The Resource '{opt('--ids')}' was not found.", 3)
+if args[:3] == ["deployment", "group", "create"]:
+    parameters = json.load(open(opt("-p").removeprefix("@")))["parameters"]
+    state.setdefault("deployments", []).append({"group": group, "name": opt("-n"), "template": opt("-f"),
+                                                "parameters": parameters})
+    json.dump(state, open(os.environ["FAKE_AZ_STATE"], "w"))
+    out({"properties": {"provisioningState": "Succeeded"}})
 fail(f"fake az: unexpected command {args}", 2)
 '''
 
@@ -142,15 +166,16 @@ class Machine:
     def env(self) -> dict[str, str]:
         return json.loads(self.env_file.read_text())
 
-    def hook(self, path: str | None = None) -> subprocess.CompletedProcess:
-        """The preprovision hook as azd runs it: the azd environment's values as variables."""
+    def hook(self, path: str | None = None, script: Path = HOOK, *args: str) -> subprocess.CompletedProcess:
+        """A hook as azd runs it (preprovision by default): the azd environment's values as variables."""
         azure = self.azure
         process_env = {
             "PATH": path if path is not None else f"{azure.bin}{os.pathsep}{os.environ['PATH']}",
             "FAKE_AZ_STATE": str(azure.state_file), "FAKE_AZ_LOG": str(azure.log_file),
             "FAKE_AZD_ENV": str(self.env_file), **self.env,
         }
-        return subprocess.run(["sh", str(HOOK)], env=process_env, capture_output=True, text=True, timeout=60)
+        command = ["sh", str(script)] if script.suffix == ".sh" else [sys.executable, str(script)]
+        return subprocess.run([*command, *args], env=process_env, capture_output=True, text=True, timeout=60)
 
     def provision(self) -> subprocess.CompletedProcess:
         """The hook, then what the Bicep does with its choice (only if the hook let it go on)."""
@@ -171,8 +196,12 @@ class Machine:
             azure.state["vaults"][0]["secrets"][SECRET] = to_store
         azure.save()
         env["AZURE_KEY_VAULT_NAME"] = "kv-abc123"  # azd records the outputs in the environment
+        env.update(OUTPUTS)
         self.env_file.write_text(json.dumps(env))
-        return done
+        post = self.hook(None, POSTPROVISION)
+        azure.state = json.loads(azure.state_file.read_text())  # what the registry-side deployment did
+        return subprocess.CompletedProcess(post.args, post.returncode, done.stdout + post.stdout,
+                                           done.stderr + post.stderr)
 
 
 @pytest.fixture
@@ -187,9 +216,8 @@ def test_the_key_generated_on_the_first_provision_survives_every_later_one(azure
 
     first = laptop.provision()
     assert first.returncode == 0, first.stderr
-    key = laptop.env["BASETRIGGER_SECRET_KEY"]
+    key = azure.vault_key
     Fernet(key.encode())  # a real Fernet key
-    assert azure.vault_key == key
     assert key not in first.stdout + first.stderr  # never printed
 
     again = laptop.provision()
@@ -206,7 +234,7 @@ def test_the_key_generated_on_the_first_provision_survives_every_later_one(azure
 
     # ... nor does a stale or mistaken key in the environment replace it.
     other = Fernet.generate_key().decode()
-    stale = azure.machine(BASETRIGGER_SECRET_KEY=other, AZURE_RESOURCE_GROUP=None)  # found by its tag
+    stale = azure.machine(BASETRIGGER_SECRET_KEY=other)  # the vault is found by its tag
     done = stale.provision()
     assert done.returncode == 0, done.stderr
     assert azure.vault_key == key and stale.env[TO_STORE] == ""
@@ -262,37 +290,91 @@ def test_two_environments_of_the_same_name_need_the_resource_group(azure):
     assert done.returncode == 1 and "AZURE_RESOURCE_GROUP" in done.stderr
 
 
-def test_the_registry_s_existing_system_topic_keeps_its_identities(azure):
-    other = (f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/"
-             "Microsoft.ManagedIdentity/userAssignedIdentities/id-other")
+def deployed(azure) -> dict:
+    """The parameters of the last registry-side deployment (infra/registry.bicep)."""
+    azure.state = json.loads(azure.state_file.read_text())
+    (last, *_) = reversed(azure.state["deployments"])
+    assert last["template"].endswith("infra/registry.bicep") and last["group"] == "rg-images"
+    return {name: value["value"] for name, value in last["parameters"].items()}
+
+
+def test_the_registry_s_existing_system_topic_keeps_the_identities_that_still_exist(azure):
+    """An environment removed with `azd down` leaves its deleted identity on the shared topic: it is
+    dropped, not handed back as kept; identities that exist stay."""
+    def identity(name):
+        return (f"/subscriptions/{SUB}/resourceGroups/rg-images/providers/"
+                f"Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+    other, gone = identity("id-other"), identity("id-deleted-env")
+    azure.state["identities"] = [other, APP_IDENTITY]
     azure.state["topics"] = [{
         "name": "contosoacr-events", "resourceGroup": "rg-images",
         "source": REGISTRY_ID.replace("resourceGroups", "resourcegroups"),  # ARM's case varies
         "identity": {"type": "SystemAssigned, UserAssigned",
-                     "userAssignedIdentities": {other: {"clientId": "c", "principalId": "p"}}},
+                     "userAssignedIdentities": {other: {"clientId": "c", "principalId": "p"},
+                                                gone: {"clientId": "d", "principalId": "q"},
+                                                APP_IDENTITY.upper(): {}}},
     }]
     azure.save()
     laptop = azure.machine()
 
-    done = laptop.hook()
+    done = laptop.provision()
 
     assert done.returncode == 0, done.stderr
-    env = laptop.env
-    assert env["EVENTGRID_SYSTEM_TOPIC"] == "contosoacr-events"
-    assert env["EVENTGRID_SYSTEM_TOPIC_IDENTITIES"] == other
-    assert env["EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY"] == "true"
+    params = deployed(azure)
+    assert params["systemTopicName"] == "contosoacr-events"
+    assert params["topicUserAssignedIdentities"] == {other: {}, APP_IDENTITY: {}}
+    assert params["keepSystemAssignedIdentity"] is True
+    assert params["createSubscription"] is False and params["environmentName"] == "prod"
+    assert f"dropping {gone}" in done.stdout
 
-    mistaken = azure.machine(EVENTGRID_SYSTEM_TOPIC="evgt-contosoacr").hook()
+    mistaken = azure.machine(EVENTGRID_SYSTEM_TOPIC="evgt-contosoacr", **OUTPUTS).hook(None, POSTPROVISION)
     assert mistaken.returncode == 1 and "contosoacr-events" in mistaken.stderr
 
 
 def test_a_registry_without_a_system_topic_gets_a_new_one_with_only_the_app_s_identity(azure):
     laptop = azure.machine()
-    assert laptop.hook().returncode == 0
-    env = laptop.env
-    assert env["EVENTGRID_SYSTEM_TOPIC_IDENTITIES"] == ""
-    assert env["EVENTGRID_SYSTEM_TOPIC_SYSTEM_IDENTITY"] == "false"
-    assert "EVENTGRID_SYSTEM_TOPIC" not in env  # main.bicep names it evgt-<registry>
+    assert laptop.provision().returncode == 0
+    params = deployed(azure)
+    assert params["topicUserAssignedIdentities"] == {APP_IDENTITY: {}}
+    assert params["systemTopicName"] == ""  # registry.bicep names it evgt-<registry>
+    assert params["keepSystemAssignedIdentity"] is False
+    # only the registry-side template went to the registry's group, and with the outputs of main
+    assert params["functionAppId"] == OUTPUTS["AZURE_FUNCTION_APP_ID"]
+    assert laptop.env["ACR_LOGIN_SERVER"] == "contosoacr.azurecr.io"
+
+    after_deploy = laptop.hook(None, REGISTRY_HOOK, "--with-subscription")
+    assert after_deploy.returncode == 0, after_deploy.stderr
+    assert deployed(azure)["createSubscription"] is True
+
+
+def test_the_registry_side_parameters_are_registry_bicep_s(azure):
+    from tests.unit.test_infra import INFRA, Bicep
+
+    laptop = azure.machine()
+    assert laptop.provision().returncode == 0
+    template = Bicep(INFRA / "registry.bicep")
+    given = set(deployed(azure))
+    assert given <= set(template.params)
+    assert {name for name, (_, rest) in template.params.items() if "=" not in rest} <= given
+
+
+def test_the_app_is_never_deployed_into_the_registry_s_resource_group(azure):
+    """`azd down` deletes the app's resource group: with the registry in it, the registry too."""
+    for group in ("rg-images", "RG-IMAGES"):
+        done = azure.machine(AZURE_RESOURCE_GROUP=group).hook()
+        assert done.returncode == 1 and "the registry with it" in done.stderr
+    done = azure.machine(ACR_RESOURCE_GROUP=None).hook()
+    assert done.returncode == 1 and "azd env set ACR_RESOURCE_GROUP" in done.stderr
+
+
+def test_the_secret_key_is_not_kept_in_the_azd_environment_after_the_provision(azure):
+    """Key Vault is the key of record: the .env file holds the key only during the first provision."""
+    laptop = azure.machine()
+    done = laptop.provision()
+    assert done.returncode == 0, done.stderr
+    assert azure.vault_key
+    assert laptop.env.get(TO_STORE) == "" and not laptop.env.get("BASETRIGGER_SECRET_KEY")
+    assert azure.vault_key not in json.dumps(laptop.env)
 
 
 def test_the_registry_is_required_first(azure):

@@ -19,8 +19,14 @@ def test_record_round_trip_keeps_every_field():
               cause="r/b:1@sha256:x", created_at=T0, started_at=T0, heartbeat_at=T0,
               output_images=["r/app:da7"], base_digests={"r/b:1": "sha256:x"}, attempt=2,
               spec=BuildSpec(Source(upload="da7-x.tar.gz"), dockerfile="D", build_args={"A": "1"}),
-              force=True)
+              force=True, builder_run_id="cb7")
     assert Run.from_record(run.to_record()) == run
+
+
+def test_rows_stored_before_the_builder_run_id_read_it_as_none():
+    record = Run(run_id="da9", status=RunStatus.RUNNING, trigger=Trigger.MANUAL).to_record()
+    del record["builder_run_id"]
+    assert Run.from_record(record).builder_run_id is None
 
 
 def test_a_quick_build_spec_stored_before_it_was_typed_still_reads():
@@ -50,4 +56,4 @@ def test_schema_1_rows_still_read():
     run = _from_entity(entity)
     assert (run.run_id, run.task, run.started_at, run.finished_at) == ("da1", None, T0, None)
     assert run.output_images == ["r/app:da1"] and run.attempt == 1
-    assert run.status == RunStatus.SUCCEEDED and run.spec is None
+    assert run.status == RunStatus.SUCCEEDED and run.spec is None and run.builder_run_id is None

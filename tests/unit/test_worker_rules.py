@@ -126,6 +126,37 @@ def test_a_taken_over_run_keeps_the_new_worker_outcome(app):
     assert run.status == RunStatus.RUNNING and run.attempt == 2
 
 
+def test_the_builder_run_is_kept_on_the_record_and_followed_by_the_attempt_that_takes_over(app):
+    """An ACR run's id is saved as soon as the builder has it; the next attempt is handed it (to
+    reattach) instead of starting a second build that would push too."""
+    run_id = queue_manual_run(app)
+    app.builder.during = lambda request: request.record_builder_run("cb7")
+    app.builder.crash = OSError("worker lost")
+    with pytest.raises(OSError):
+        app.worker.execute(run_id)
+    assert app.runs.get(run_id)[0].builder_run_id == "cb7"
+    assert app.builder.requests[0].builder_run_id is None
+
+    app.builder.crash, app.builder.during = None, None
+    run = app.worker.execute(run_id)
+    assert (run.status, run.attempt, run.builder_run_id) == (RunStatus.SUCCEEDED, 2, "cb7")
+    assert app.builder.requests[1].builder_run_id == "cb7"
+
+
+def test_a_builder_run_started_after_a_takeover_is_not_recorded(app):
+    run_id = queue_manual_run(app)
+    answers = []
+
+    def taken_over_then_scheduled(request):
+        transition(app.runs, run_id, lambda r: replace(r, attempt=r.attempt + 1))
+        answers.append(request.record_builder_run("cb9"))
+
+    app.builder.during = taken_over_then_scheduled
+    app.worker.execute(run_id)
+    assert answers == [False]  # the builder cancels its run
+    assert app.runs.get(run_id)[0].builder_run_id is None
+
+
 def test_a_redelivery_of_a_finished_run_does_nothing(app):
     run_id = queue_manual_run(app)
     app.worker.execute(run_id)

@@ -10,6 +10,12 @@ result or 202 Accepted. The 1.0.0b1 client accepts only 200 and raises on 202, s
 `error_map` that turns a 202 into `_Accepted`, and the builder then follows the run with `runs.get`
 (or, for a 202 without the run in its body, the operation's Location).
 
+One ACR run per basetrigger run, whatever the worker does: the ACR run's id is saved on the run
+record as soon as it is scheduled (`BuildRequest.record_builder_run`), and the attempt that takes a
+run over (a stale heartbeat, a crash) follows that ACR run instead of scheduling another. An ACR run
+scheduled by an attempt that was taken over meanwhile, or whose id could not be saved, is canceled;
+so is a run still queued or running when the follow deadline passes (it would push later).
+
 Runs moved out of `azure-mgmt-containerregistry` in its version 15 into
 `azure-mgmt-containerregistrytasks`; this module uses the latter. The management client is injected
 so tests can give it a transport that answers like the ACR REST API.
@@ -28,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -150,31 +157,78 @@ class AcrBuilder:
             emit(f"ACR build refused: {reason}")
             return BuildResult(status=RunStatus.ERROR, reason=reason)
         base_digests = self._base_digests(request.base_images)
-        try:
-            run_request.source_location = self._source_location(request.context)
-            run = self._schedule(run_request)
-        except _Refused as exc:
-            reason = mask(str(exc))
-            emit(f"ACR build refused: {reason}")
-            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=reason)
-        except (AzureError, OSError) as exc:
-            reason = mask(f"could not schedule an ACR run on {self._registry}: {_short(exc)}")
-            emit(reason)
-            return BuildResult(status=RunStatus.ERROR, base_digests=base_digests, reason=reason)
-        acr_run_id = run.run_id or run.name
-        logger.info("run %s: scheduled ACR run %s on %s", request.run_id, acr_run_id, self._registry)
-        emit(
-            f"ACR run {acr_run_id} scheduled on {self._registry} "
-            f"(source {request.context.describe()}, images {', '.join(run_request.image_names or [])})"
-        )
-        result = self._follow(str(acr_run_id), run, run_request.timeout or ACR_MAX_TIMEOUT, emit,
-                              request.cancel)
+        started = self._reattach(request, emit) or self._start(request, run_request, emit, mask)
+        if isinstance(started, BuildResult):
+            return replace(started, base_digests=base_digests)
+        acr_run_id, run = started
+        result = self._follow(acr_run_id, run, run_request.timeout or ACR_MAX_TIMEOUT, emit, request.cancel)
         return BuildResult(
             status=result.status,
             output_digest=result.output_digest,
             base_digests=base_digests,
             reason=mask(result.reason) if result.reason else result.reason,
         )
+
+    def _start(self, request: BuildRequest, run_request: DockerBuildRequest, emit: LogSink,
+               mask: SecretMask) -> tuple[str, Any] | BuildResult:
+        """Uploads the context and schedules the run: its id and Run, or why it did not start."""
+        if not request.still_ours():
+            reason = "another attempt took this run over before its ACR run was scheduled"
+            emit(reason)
+            return BuildResult(status=RunStatus.CANCELED, reason=reason)
+        try:
+            run_request.source_location = self._source_location(request.context)
+            run = self._schedule(run_request)
+        except _Refused as exc:
+            reason = mask(str(exc))
+            emit(f"ACR build refused: {reason}")
+            return BuildResult(status=RunStatus.ERROR, reason=reason)
+        except (AzureError, OSError) as exc:
+            reason = mask(f"could not schedule an ACR run on {self._registry}: {_short(exc)}")
+            emit(reason)
+            return BuildResult(status=RunStatus.ERROR, reason=reason)
+        acr_run_id = str(run.run_id or run.name)
+        logger.info("run %s: scheduled ACR run %s on %s", request.run_id, acr_run_id, self._registry)
+        emit(
+            f"ACR run {acr_run_id} scheduled on {self._registry} "
+            f"(source {request.context.describe()}, images {', '.join(run_request.image_names or [])})"
+        )
+        taken_over = self._keep(request, acr_run_id, emit)
+        if taken_over is not None:
+            return BuildResult(status=RunStatus.CANCELED, reason=taken_over)
+        return acr_run_id, run
+
+    def _reattach(self, request: BuildRequest, emit: LogSink) -> tuple[str, Any] | None:
+        """The ACR run an earlier attempt scheduled (its id and Run), to follow instead of scheduling a
+        second one that would push too; None when there is none. Errors other than ACR not knowing
+        the run propagate: the queue delivers the run again and that attempt tries again."""
+        acr_run_id = request.builder_run_id
+        if not acr_run_id:
+            return None
+        try:
+            run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
+        except ResourceNotFoundError:
+            emit(f"ACR run {acr_run_id} of an earlier attempt is not in {self._registry}: "
+                 "scheduling a new one")
+            return None
+        emit(f"following ACR run {acr_run_id}, scheduled by an earlier attempt of this run "
+             f"({_status_of(run)}): no second run is scheduled")
+        return acr_run_id, run
+
+    def _keep(self, request: BuildRequest, acr_run_id: str, emit: LogSink) -> str | None:
+        """Saves the ACR run's id on the run record. If another attempt took the run over meanwhile
+        (or the id cannot be saved, so no later attempt could find the run), the ACR run is canceled:
+        only the attempt that owns the record may push. Returns the reason when it was canceled."""
+        try:
+            kept = request.record_builder_run(acr_run_id)
+        except Exception:
+            self._cancel(acr_run_id, emit, _LogFollower(self._blob_from_url, emit))
+            raise
+        if kept:
+            return None
+        note = self._cancel(acr_run_id, emit, _LogFollower(self._blob_from_url, emit))
+        return (f"another attempt took this run over: its ACR run {acr_run_id} was canceled"
+                + (f"; {note}" if note else ""))
 
     def _base_digests(self, bases: list[str]) -> dict[str, str]:
         digests: dict[str, str] = {}
@@ -278,10 +332,13 @@ class AcrBuilder:
                 return BuildResult(status=RunStatus.CANCELED,
                                    reason="canceled by request" + (f"; {note}" if note else ""))
             if self._clock() > deadline:
-                follower.flush()
+                # Canceled, not abandoned: a run still queued in ACR would push later and trigger
+                # rebuilds of everything built on its image.
                 overdue = f"ACR run {acr_run_id} was still {status} after {patience} s"
                 emit(overdue)
-                return BuildResult(status=RunStatus.TIMEOUT, reason=overdue)
+                note = self._cancel(acr_run_id, emit, follower)
+                return BuildResult(status=RunStatus.TIMEOUT,
+                                   reason=overdue + (f"; {note}" if note else "; canceled in ACR"))
             self._sleep(self._poll_interval)
             try:
                 run = self._client.runs.get(self._resource_group, self._registry, acr_run_id)
