@@ -6,6 +6,7 @@
 #   make status    show each part of the stack running/stopped
 #   make lint      ruff
 #   make typecheck mypy, strict on shared/ (settings in pyproject.toml)
+#   make unit      the tests on fakes (tests/unit): no install, no stack, well under a minute
 #   make test      install, lint, typecheck, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack
 #   make bench     the benchmarks (fan-out, list-runs, impact, dashboard, poll, waves)
@@ -27,7 +28,7 @@ STACK := $(PYTHON) scripts/stack.py
 # (`eval "$(...)"` alone would succeed even when `env` fails, so its output is checked first.)
 WITH_STACK_ENV = stack_env="$$($(STACK) env)" && eval "$$stack_env" &&
 
-.PHONY: install up down status env lint typecheck test demo bench checkov smoke-azure screenshots chaos
+.PHONY: install up down status env lint typecheck unit test demo bench checkov smoke-azure screenshots chaos
 
 install:
 	@PYTHON=$(PYTHON) bash scripts/install.sh
@@ -49,6 +50,11 @@ lint:
 
 typecheck:
 	$(PYTHON) -m mypy
+
+# The fast loop: nothing installed, nothing started; AzureWebJobsStorage is unset so that a test
+# that reaches for the stack fails instead of finding a developer's running one.
+unit:
+	env -u AzureWebJobsStorage $(PYTHON) -m pytest tests/unit -q
 
 # Sequential on purpose (lint needs ruff from install; the tests need the stack).
 # --reload-host: the tests must meet the current code, not what a long-running host imported.
