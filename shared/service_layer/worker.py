@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
 STALE_AFTER = timedelta(seconds=35)
+# How long a build's end waits for a heartbeat write in flight.
+HEARTBEAT_JOIN_SECONDS = 30
 # Runs whose worker stopped reporting for this long are failed by housekeeping.
 ABANDONED_AFTER = timedelta(minutes=10)
 
@@ -103,7 +105,9 @@ class Worker:
         def beat(current: Run) -> Run | None:
             if current.status == RunStatus.CANCELED:
                 cancel.set()  # the builder stops as soon as it sees this
-            if current.status != RunStatus.RUNNING or current.attempt != run.attempt:
+            # Checked after each read, and the write is etag-guarded: a beat that read the run
+            # before the build ended cannot land over what the end wrote (the crash handler's clear).
+            if stop.is_set() or current.status != RunStatus.RUNNING or current.attempt != run.attempt:
                 return None
             return replace(current, heartbeat_at=utc_now())
 
@@ -128,22 +132,32 @@ class Worker:
             return None
 
         stop, cancel = threading.Event(), threading.Event()
-        threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True).start()
+        beating = threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True)
+        beating.start()
         try:
             finished = self._build(run, cancel)
         except RunFailed as exc:
+            self._stop_heartbeat(stop, beating)
             finished = self._finish(run, BuildResult(RunStatus.FAILED, reason=str(exc)))
         except Exception as exc:
-            stop.set()
+            # The heartbeat ends before the clear: a fresh heartbeat after it would make the next
+            # deliveries answer "being built by another worker" until it went stale.
+            self._stop_heartbeat(stop, beating)
             self._release(run, f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
             raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
-            stop.set()
+            self._stop_heartbeat(stop, beating)
         self._remove_quick_upload(finished)
         # Its wave learns how it ended: what waited on it may start (housekeeping redoes this
         # after a crash here).
         self.waves.run_finished(finished)
         return finished
+
+    def _stop_heartbeat(self, stop: threading.Event, beating: threading.Thread) -> None:
+        """Stop the heartbeat and wait for a beat in flight. A beat stuck on storage longer than
+        that cannot land later anyway: it checks `stop` after each read and writes with the etag read."""
+        stop.set()
+        beating.join(timeout=HEARTBEAT_JOIN_SECONDS)
 
     def _release(self, run: Run, reason: str) -> None:
         """Let the next delivery take the run over at once instead of waiting for a stale heartbeat."""
