@@ -219,14 +219,14 @@ class Dispatcher:
         self.decisions.record(decision, mark_seen=False)
         return decision
 
-    def _pending(self, run_id: str | None) -> Pending:
+    def _pending(self, run_id: str | None) -> tuple[Pending, Run | None]:
         if not run_id:
-            return Pending.NONE
+            return Pending.NONE, None
         try:
             run, _ = self.runs.get(run_id)
         except RunNotFound:
-            return Pending.MISSING
-        return Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED
+            return Pending.MISSING, None
+        return (Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED), run
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                   producer: Run | None, rebuild: bool = False) -> Decision:
@@ -249,11 +249,12 @@ class Dispatcher:
         runs: list[Run] = []
         won: list[DependencyRow] = []
         recovered: list[Run] = []
+        unsent: list[str] = []
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
             for row in todo:
-                pending = self._pending(row.pending_run_id)
+                pending, pending_run = self._pending(row.pending_run_id)
                 # A task building one platform FROM a multi-platform base compares that platform's
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
@@ -262,9 +263,13 @@ class Dispatcher:
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
                     continue
-                # A queued run that lost its message (a crash between recording and sending) is not
-                # sent again here: every duplicate delivery would send one more. Housekeeping sends
-                # it again once the queue is empty.
+                # A run released whose message was never sent (the dispatch that recorded it failed
+                # on the send) gets it now: deliveries of one push hold it one at a time, and a sent
+                # message is noted on its run (Run.unsent_since), so none is sent twice.
+                if (outcome == Outcome.ALREADY_TRIGGERED and pending_run is not None
+                        and pending == Pending.QUEUED and pending_run.released and pending_run.unsent_since):
+                    unsent.append(pending_run.run_id)
+                    reason += "; its message, never sent, is sent now"
                 if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:
                     # Claimed, but the run was never recorded: its dispatcher failed or died (deliveries
                     # of one push hold it one at a time, so none is still recording it). Record it
@@ -284,6 +289,7 @@ class Dispatcher:
                                         "concurrent dispatch kept winning"))
 
         self.launcher.launch(recovered)
+        self.launcher.send(unsent)
         wave_note = ""
         if runs:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,

@@ -231,3 +231,33 @@ def test_a_heartbeat_never_lands_after_the_crash_handler_cleared_it(app):
     app.runs.get, app.runs.save = get, save
     app.builder.build = lambda request, log: BuildResult(RunStatus.SUCCEEDED)
     assert app.worker.execute(run_id).status == RunStatus.SUCCEEDED  # the next delivery takes it over
+
+
+def test_housekeeping_sends_a_message_a_failed_send_left_unsent_within_a_minute_and_only_that(app):
+    sent_run, unsent_run = queue_manual_run(app), queue_manual_run(app)
+    assert app.queue.sent == [sent_run, unsent_run]
+    app.queue.sent.clear()
+    # The send of one failed (storage down) a minute ago; the other's message waits in the queue.
+    transition(app.runs, unsent_run, lambda r: replace(r, unsent_since=utc_now() - timedelta(seconds=61)))
+    app.queue.is_empty = lambda: False
+    app.worker.sweep()
+    assert app.queue.sent == [unsent_run]
+    assert app.runs.get(unsent_run)[0].unsent_since is None
+    app.worker.sweep()
+    assert app.queue.sent == [unsent_run]  # sent once
+
+
+def test_housekeeping_has_a_run_whose_worker_died_taken_over_within_a_minute(app):
+    run_id = queue_manual_run(app)
+    app.queue.sent.clear()
+    silent = utc_now() - timedelta(seconds=61)
+    transition(app.runs, run_id, lambda r: replace(r, status=RunStatus.RUNNING, attempt=1,
+                                                   started_at=silent, heartbeat_at=silent))
+    app.queue.is_empty = lambda: False  # its message may still come back (in flight): no second one
+    app.worker.sweep()
+    assert app.queue.sent == []
+    app.queue.is_empty = lambda: True  # none will: a new one, and a worker takes the run over
+    app.worker.sweep()
+    assert app.queue.sent == [run_id]
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.attempt == 2
