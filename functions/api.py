@@ -21,7 +21,15 @@ from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.decisions import EventBusy
 from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
-from shared.domain.tasks import ContextUploadNeeded, Task, TaskError, TaskExists, TaskNotFound, check_name
+from shared.domain.tasks import (
+    ContextUploadNeeded,
+    GraphChanged,
+    Task,
+    TaskError,
+    TaskExists,
+    TaskNotFound,
+    check_name,
+)
 from shared.domain.vocabulary import RunStatus, TriggerType, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
@@ -47,6 +55,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),
+    # Other tasks kept being created or changed while this one was checked for cycles.
+    (GraphChanged, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
     # The service's own key is missing or wrong: not the caller's mistake.

@@ -29,7 +29,7 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
-from shared.domain.tasks import Dependency, Task, TaskExists, TaskNotFound
+from shared.domain.tasks import Dependency, GraphChanged, Task, TaskExists, TaskNotFound
 from shared.domain.vocabulary import RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
@@ -93,19 +93,36 @@ class FakeRunRepository:
 class FakeTaskRepository:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
+        self.graph_version = 0
+        self._lock = threading.Lock()
+
+    def graph(self) -> tuple[list[Task], str]:
+        with self._lock:
+            return self.all(), str(self.graph_version)
+
+    def _move_graph(self, graph_version: str | None) -> None:
+        if graph_version is None:
+            return
+        if graph_version != str(self.graph_version):
+            raise GraphChanged("the task graph changed")
+        self.graph_version += 1
 
     def get(self, name: str) -> Task:
         if name not in self.tasks:
             raise TaskNotFound(f"task {name!r} not found")
         return copy.deepcopy(self.tasks[name])
 
-    def create(self, task: Task) -> None:
-        if task.name in self.tasks:
-            raise TaskExists(f"task {task.name!r} already exists")
-        self.tasks[task.name] = copy.deepcopy(task)
+    def create(self, task: Task, graph_version: str | None = None) -> None:
+        with self._lock:
+            if task.name in self.tasks:
+                raise TaskExists(f"task {task.name!r} already exists")
+            self._move_graph(graph_version)
+            self.tasks[task.name] = copy.deepcopy(task)
 
-    def save(self, task: Task) -> None:
-        self.tasks[task.name] = copy.deepcopy(task)
+    def save(self, task: Task, graph_version: str | None = None) -> None:
+        with self._lock:
+            self._move_graph(graph_version)
+            self.tasks[task.name] = copy.deepcopy(task)
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         if name not in self.tasks:

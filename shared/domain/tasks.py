@@ -37,6 +37,11 @@ class TaskExists(ValueError):
     pass
 
 
+class GraphChanged(RuntimeError):
+    """The task graph changed since it was read (a task created or changed meanwhile): a write that
+    was checked against it (no cycle) must read it again and check again."""
+
+
 # What a task's text fields may hold (a row property holds 32K characters; the entity 1 MiB).
 MAX_TEXT = 2048
 MAX_IMAGES = 100

@@ -52,10 +52,16 @@ class TaskRepository(Protocol):
     def get(self, name: str) -> Task:
         """TaskNotFound if there is none."""
 
-    def create(self, task: Task) -> None:
-        """TaskExists if the name is taken."""
+    def graph(self) -> tuple[list[Task], str]:
+        """Every task, and the version of the task graph they form (an etag) as of that read."""
 
-    def save(self, task: Task) -> None: ...
+    def create(self, task: Task, graph_version: str | None = None) -> None:
+        """TaskExists if the name is taken. With `graph_version`, the task is written, and the graph
+        version moved on, in one step, only if the graph is still at that version (else GraphChanged):
+        a cycle check on what `graph()` read holds for what is written."""
+
+    def save(self, task: Task, graph_version: str | None = None) -> None:
+        """Write the task (with `graph_version`: as `create`)."""
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         """Change only the dependencies (TaskNotFound if the task is gone)."""

@@ -7,6 +7,7 @@ import binascii
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from shared.domain.builds import ContextError, read_dockerfile
 from shared.domain.tasks import (
     ContextUploadNeeded,
     Dependency,
+    GraphChanged,
     Task,
     TaskError,
     TaskExists,
@@ -28,6 +30,10 @@ from shared.service_layer.ports import Registry, Sources, TaskRepository
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 log = logging.getLogger(__name__)
+
+# A write checked for cycles that meets a concurrent change of the graph reads it and checks again,
+# this many times at most.
+GRAPH_ATTEMPTS = 10
 
 
 class TaskService:
@@ -77,13 +83,12 @@ class TaskService:
         self._place_context(task, context_archive)
         try:
             task.dependencies = self.discover(task)
-            self._refuse_cycles(task)
         except Exception:
             self._remove_upload(task.context_upload)  # refused before any record named it
             raise
         try:
-            self.store.create(task)
-        except TaskExists:
+            self._write_checked(task, self.store.create)
+        except (TaskError, TaskExists, GraphChanged):
             # Refused; another error of the write itself may have kept the record, and the upload with it.
             self._remove_upload(task.context_upload)
             raise
@@ -102,12 +107,16 @@ class TaskService:
         self._place_context(updated, context_archive)
         try:
             updated.dependencies = self.discover(updated)
-            self._refuse_cycles(updated)
         except Exception:
             if updated.context_upload != current.context_upload:
                 self._remove_upload(updated.context_upload)  # refused: the task keeps its own
             raise
-        self.store.save(updated)
+        try:
+            self._write_checked(updated, self.store.save)
+        except (TaskError, GraphChanged):
+            if updated.context_upload != current.context_upload:
+                self._remove_upload(updated.context_upload)  # refused: the task keeps its own
+            raise
         self.index.sync_task(updated, previous=current.dependencies)
         if current.context_upload != updated.context_upload:
             # Replaced or dropped (another archive, a git URL, a directory read in place), and only
@@ -118,9 +127,23 @@ class TaskService:
             self._remove_upload(current.context_upload)
         return updated
 
-    def _refuse_cycles(self, task: Task) -> None:
+    def _write_checked(self, task: Task, write: Callable[[Task, str], None]) -> None:
+        """Check that `task` closes no cycle and write it, as one step: the write goes through only
+        if the graph is still as read (two tasks closing a cycle, written at once, are never both
+        accepted); when it changed meanwhile, it is read and checked again."""
+        for _ in range(GRAPH_ATTEMPTS):
+            tasks, version = self.store.graph()
+            self._refuse_cycles(task, tasks)
+            try:
+                write(task, version)
+                return
+            except GraphChanged:
+                continue
+        raise GraphChanged("the tasks kept changing while this one was checked; try again")
+
+    def _refuse_cycles(self, task: Task, tasks: list[Task]) -> None:
         """A task built FROM what it (through other tasks) pushes would rebuild forever."""
-        others = [t for t in self.store.all() if t.name != task.name]
+        others = [t for t in tasks if t.name != task.name]
         cycle = find_cycle(task, others, self.default_registry)
         if cycle:
             raise TaskError(f"the task would close a cycle: {spell_cycle(cycle)}")
