@@ -5,6 +5,9 @@ an etag; while it builds, a heartbeat is written every few seconds. A redelivere
 either a finished run (nothing to do), a run with a fresh heartbeat (someone is building it: retry
 later), or a run whose heartbeat went stale (its worker died: take it over). After the queue's
 last attempt the poison handler fails the run with a reason, so no run stays Running forever.
+A heartbeat never outlives its attempt: it is stopped and joined before the attempt's end is written.
+Housekeeping (`sweep`, every minute) sends the messages of released runs whose send failed, and has a
+run whose heartbeat went stale taken over when no message of it is left in the queue.
 """
 
 from __future__ import annotations
