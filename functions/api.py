@@ -36,6 +36,7 @@ from shared.domain.images import qualify
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import (
     ContextUploadNeeded,
+    GraphChanged,
     Task,
     TaskChanged,
     TaskError,
@@ -70,6 +71,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),
+    # Other tasks kept being created or changed while this one was checked for cycles.
+    (GraphChanged, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
     # The service's own key is missing or wrong: not the caller's mistake.

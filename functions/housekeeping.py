@@ -1,4 +1,5 @@
-"""Timer: fail runs whose worker stopped reporting, so none stays Running forever."""
+"""Timer: runs left without a message or whose worker stopped reporting are sent again or taken
+over (a minute at most), and runs silent for long are failed, so none stays Queued or Running forever."""
 
 import logging
 
@@ -10,7 +11,8 @@ bp = func.Blueprint()
 
 
 @bp.function_name("housekeeping")
-@bp.timer_trigger(arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False)
+# Every minute: a run left without its message, or whose worker died, is picked up within one.
+@bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
 def housekeeping(timer: func.TimerRequest) -> None:
     failed = services().worker.sweep()
     if failed:

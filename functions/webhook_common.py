@@ -42,14 +42,19 @@ def parse_payload(req: func.HttpRequest, max_bytes: int, parse: Callable[[object
         raise Refused(error(400, "MalformedEvent", str(exc))) from exc
 
 
-def decisions_answer(dispatch: Callable[[], list[Decision]], failed_status: int = 503) -> func.HttpResponse:
+# When a sender that honours Retry-After should deliver again (a push's dispatch takes seconds).
+RETRY_AFTER_SECONDS = 10
+
+
+def decisions_answer(dispatch: Callable[[], list[Decision]]) -> func.HttpResponse:
     """Dispatch and answer with the decisions. When some events could not be dispatched (storage
-    trouble), `failed_status` asks the sender to deliver again; handled events keep their decisions."""
+    trouble, or the same push being dispatched by another delivery right now), 503 with Retry-After
+    asks the sender to deliver again (every registry retries on any non-2xx); handled events keep
+    their decisions."""
     try:
         decisions = dispatch()
     except (DispatchIncomplete, EventBusy) as exc:  # EventBusy: the same push, dispatched right now
-        headers = {"Retry-After": "10"} if failed_status == 503 else None
-        return error(failed_status, "DispatchFailed", str(exc), headers=headers)
+        return error(503, "DispatchFailed", str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     return json_response({"decisions": [
         {"event_id": d.event_id, "outcome": d.outcome, "reason": d.reason, "runs": d.runs}
         for d in decisions]})

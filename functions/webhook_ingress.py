@@ -21,6 +21,6 @@ def distribution_webhook(req: func.HttpRequest) -> func.HttpResponse:
                                rejected_id="(envelope)")
     except Refused as refused:
         return refused.answer
-    # Through ingest: a pushed manifest list's platforms are read before dispatch. A failed dispatch
-    # answers 500: the registry delivers the envelope again (its retry is on any non-2xx).
-    return decisions_answer(lambda: services().ingest.handle_all(events), failed_status=500)
+    # Through ingest: a pushed manifest list's platforms are read before dispatch. A dispatch that
+    # could not complete answers 503: the registry delivers the envelope again (on any non-2xx).
+    return decisions_answer(lambda: services().ingest.handle_all(events))

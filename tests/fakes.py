@@ -30,7 +30,7 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
-from shared.domain.tasks import Dependency, Task, TaskChanged, TaskExists, TaskNotFound
+from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
@@ -98,6 +98,8 @@ class FakeTaskRepository:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
         self._version = 0
+        self.graph_version = 0
+        self._lock = threading.RLock()
 
     def _stamp(self, task: Task) -> str:
         self._version += 1
@@ -110,23 +112,38 @@ class FakeTaskRepository:
         if etag is not None and self.tasks[name].etag != etag:
             raise TaskChanged(f"task {name!r} changed since it was read", self.tasks[name].etag)
 
+    def graph(self) -> tuple[list[Task], str]:
+        with self._lock:
+            return self.all(), str(self.graph_version)
+
+    def _move_graph(self, graph_version: str | None) -> None:
+        if graph_version is None:
+            return
+        if graph_version != str(self.graph_version):
+            raise GraphChanged("the task graph changed")
+        self.graph_version += 1
+
     def get(self, name: str) -> Task:
         if name not in self.tasks:
             raise TaskNotFound(f"task {name!r} not found")
         return copy.deepcopy(self.tasks[name])
 
-    def create(self, task: Task) -> str:
-        if task.name in self.tasks:
-            raise TaskExists(f"task {task.name!r} already exists")
-        stored = copy.deepcopy(task)
-        self.tasks[task.name] = stored
-        return self._stamp(stored)
+    def create(self, task: Task, graph_version: str | None = None) -> str:
+        with self._lock:
+            if task.name in self.tasks:
+                raise TaskExists(f"task {task.name!r} already exists")
+            self._move_graph(graph_version)
+            stored = copy.deepcopy(task)
+            self.tasks[task.name] = stored
+            return self._stamp(stored)
 
-    def save(self, task: Task, etag: str | None = None) -> str:
-        self._check(task.name, etag)  # replace only: a task deleted meanwhile stays deleted
-        stored = copy.deepcopy(task)
-        self.tasks[task.name] = stored
-        return self._stamp(stored)
+    def save(self, task: Task, etag: str | None = None, graph_version: str | None = None) -> str:
+        with self._lock:
+            self._check(task.name, etag)  # replace only: a task deleted meanwhile stays deleted
+            self._move_graph(graph_version)
+            stored = copy.deepcopy(task)
+            self.tasks[task.name] = stored
+            return self._stamp(stored)
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         self._check(name, None)

@@ -13,17 +13,29 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.adapters.secret_box import SecretBox, SecretsUnavailable
 from shared.adapters.storage import Storage
 from shared.domain.credentials import RegistryCredential
 from shared.domain.key_rotation import ResealReport
 from shared.domain.links import TaskLinks
-from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskChanged, TaskExists, TaskNotFound
-from shared.domain.vocabulary import TriggerType
+from shared.domain.tasks import (
+    SCHEMA_VERSION,
+    Dependency,
+    GraphChanged,
+    Task,
+    TaskChanged,
+    TaskExists,
+    TaskNotFound,
+)
+from shared.domain.vocabulary import TriggerType, utc_now
 
 PARTITION = "task"
+# The version of the task graph: a row of the tasks' own partition (so a task and it are written in
+# one transaction), under a key no task name can have. Every write checked for cycles moves it on.
+GRAPH_ROW = "~graph"
+ONLY_TASKS = "PartitionKey eq @pk and RowKey ne @graph"
 # A task changed between reading and re-sealing its secrets is read again, this many times at most.
 RESEAL_ATTEMPTS = 5
 
@@ -105,24 +117,70 @@ class TableTaskRepository:
         except ResourceNotFoundError as exc:
             raise TaskNotFound(f"task {name!r} not found") from exc
 
-    def create(self, task: Task) -> str:
+    def graph(self) -> tuple[list[Task], str]:
+        """Every task and the graph version's etag, from one read of the partition."""
+        for _ in range(2):
+            tasks, version = [], None
+            for entity in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
+                if entity["RowKey"] == GRAPH_ROW:
+                    version = entity.metadata["etag"]
+                else:
+                    tasks.append(from_entity(entity, self.box))
+            if version is not None:
+                return tasks, version
+            try:  # the first graph read ever: the version row is made once
+                self.table.create_entity(self._graph_row())
+            except ResourceExistsError:
+                pass
+        raise GraphChanged("the task graph's version row cannot be read")
+
+    def _graph_row(self) -> dict[str, Any]:
+        return {"PartitionKey": PARTITION, "RowKey": GRAPH_ROW, "ChangedAt": utc_now().isoformat()}
+
+    def create(self, task: Task, graph_version: str | None = None) -> str:
+        if graph_version is not None:
+            return self._write_in_graph(("create", to_entity(task, self.box)), graph_version, task.name)
         try:
             written = self.table.create_entity(to_entity(task, self.box))
         except ResourceExistsError as exc:
             raise TaskExists(f"task {task.name!r} already exists") from exc
         return str(written["etag"])
 
-    def save(self, task: Task, etag: str | None = None) -> str:
-        # update_entity, never upsert: without an etag it still sends `If-Match: *`, so a task
+    def save(self, task: Task, etag: str | None = None, graph_version: str | None = None) -> str:
+        # An update, never an upsert: without an etag it still sends `If-Match: *`, so a task
         # deleted since it was read answers 404 instead of coming back.
+        entity = to_entity(task, self.box)
+        condition: dict[str, Any] = {"mode": UpdateMode.REPLACE, "etag": etag,
+                                     "match_condition": _if_unchanged(etag)}
+        if graph_version is not None:
+            return self._write_in_graph(("update", entity, condition), graph_version, task.name)
         try:
-            written = self.table.update_entity(to_entity(task, self.box), mode=UpdateMode.REPLACE,
-                                               etag=etag, match_condition=_if_unchanged(etag))
+            written = self.table.update_entity(entity, **condition)
         except ResourceNotFoundError as exc:
             raise TaskNotFound(f"task {task.name!r} not found") from exc
         except ResourceModifiedError as exc:
             raise self._changed(task.name) from exc
         return str(written["etag"])
+
+    def _write_in_graph(self, operation: tuple[Any, ...], graph_version: str, name: str) -> str:
+        """The task's write and the graph version's etag-guarded update, as one transaction; the
+        task's new etag."""
+        moved = ("update", self._graph_row(), {"mode": UpdateMode.REPLACE, "etag": graph_version,
+                                                "match_condition": MatchConditions.IfNotModified})
+        try:
+            written = self.table.submit_transaction([moved, operation])
+        except TableTransactionError as exc:
+            code = str(getattr(exc, "error_code", "") or "")
+            if code == "EntityAlreadyExists":
+                raise TaskExists(f"task {name!r} already exists") from exc
+            if exc.index == 1 and (code == "ResourceNotFound" or exc.status_code == 404):
+                raise TaskNotFound(f"task {name!r} not found") from exc
+            if code in ("UpdateConditionNotSatisfied", "ConditionNotMet") or exc.status_code == 412:
+                if exc.index == 1:  # the task's own version, not the graph's
+                    raise self._changed(name) from exc
+                raise GraphChanged("the task graph changed since it was read") from exc
+            raise
+        return str(written[1]["etag"])
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         try:
@@ -149,13 +207,13 @@ class TableTaskRepository:
         return TaskChanged(f"task {name!r} changed since it was read", current.metadata["etag"])
 
     def all(self) -> list[Task]:
-        entities = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})
+        entities = self.table.query_entities(ONLY_TASKS, parameters={"pk": PARTITION, "graph": GRAPH_ROW})
         return [from_entity(e, self.box) for e in entities]
 
     def links(self) -> list[TaskLinks]:
         # Only the properties the graph needs: nothing to unseal, a fraction of the bytes.
         entities = self.table.query_entities(
-            "PartitionKey eq @pk", parameters={"pk": PARTITION},
+            ONLY_TASKS, parameters={"pk": PARTITION, "graph": GRAPH_ROW},
             select=["RowKey", "Images", "TriggerEnabled", "TriggerType", "Dependencies"])
         return [TaskLinks(name=e["RowKey"], images=json.loads(e["Images"]),
                           trigger_enabled=bool(e.get("TriggerEnabled")),
@@ -171,7 +229,7 @@ class TableTaskRepository:
         and reported: dropping the key that sealed them would lose them.
         """
         report = ResealReport(primary_key=self.box.primary_fingerprint, keys=len(self.box.keys))
-        rows = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION},
+        rows = self.table.query_entities(ONLY_TASKS, parameters={"pk": PARTITION, "graph": GRAPH_ROW},
                                          select=["RowKey", "SealedSecrets"])
         for entity in rows:
             self._reseal_one(entity, report)

@@ -12,7 +12,7 @@ from shared.domain.vocabulary import RunStatus, Trigger, format_time, utc_now
 # 1: one table property per field; 2: the run is one JSON record (what `to_record` returns).
 SCHEMA_VERSION = 2
 _COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
-_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
+_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at", "unsent_since")
 
 
 class RunNotFound(LookupError):
@@ -56,6 +56,10 @@ class Run:
     # builder has one: the attempt that takes the run over follows that build instead of starting a
     # second one that would push too. Rows stored before this field read it as None.
     builder_run_id: str | None = None
+    # Since when the run has been released without its queue message being sent (None: sent, or not
+    # released). Set with the release, cleared once the send succeeded: a send that failed (storage
+    # down) is finished by the push's redelivery or by housekeeping, and a sent one is never resent.
+    unsent_since: datetime | None = None
 
     @property
     def finished(self) -> bool:

@@ -58,6 +58,11 @@ class ExpectedVersion:
         return self.any_version or (etag is not None and etag in self.etags)
 
 
+class GraphChanged(RuntimeError):
+    """The task graph changed since it was read (a task created or changed meanwhile): a write that
+    was checked against it (no cycle) must read it again and check again."""
+
+
 # What a task's text fields may hold (a row property holds 32K characters; the entity 1 MiB).
 MAX_TEXT = 2048
 MAX_IMAGES = 100

@@ -77,7 +77,9 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
     """The outcome for one dependent task, from its index row (rules 1-7 above).
 
     `producer_task` is the task whose run pushed this image, when the push is a run's output.
-    `rebuild` (`base rebuild`) skips the digest rules 4-6: everything built FROM it rebuilds.
+    `rebuild` (`base rebuild`) skips the digest rules 4-5: everything built FROM it rebuilds, once
+    (a task with a run queued, by a concurrent rebuild for one, coalesces into it: it builds on the
+    base as it is when it starts).
     """
     verdict = row.verdict()
     if verdict.outcome is not None:
@@ -85,6 +87,8 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
     if row.task == producer_task or is_own_output(row.images, pushed, registry):
         return Outcome.OWN_OUTPUT, "the push is this task's own output image"
     if rebuild:
+        if row.pending_run_id and pending_is_queued:
+            return Outcome.COALESCED, f"run {row.pending_run_id} is queued and will build on the base"
         return Outcome.QUEUED, "a rebuild of everything built FROM the base was asked for"
     if row.built_digest == digest:
         return Outcome.DIGEST_UNCHANGED, f"the task last built on {digest}"
@@ -217,14 +221,14 @@ class Dispatcher:
         self.decisions.record(decision, mark_seen=False)
         return decision
 
-    def _pending(self, run_id: str | None) -> Pending:
+    def _pending(self, run_id: str | None) -> tuple[Pending, Run | None]:
         if not run_id:
-            return Pending.NONE
+            return Pending.NONE, None
         try:
             run, _ = self.runs.get(run_id)
         except RunNotFound:
-            return Pending.MISSING
-        return Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED
+            return Pending.MISSING, None
+        return (Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED), run
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                   producer: Run | None, rebuild: bool = False) -> Decision:
@@ -247,11 +251,13 @@ class Dispatcher:
         runs: list[Run] = []
         won: list[DependencyRow] = []
         recovered: list[Run] = []
+        unsent: list[str] = []
+        spare: list[str] = []  # ids allocated for claims that were lost: the next round uses them
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
             for row in todo:
-                pending = self._pending(row.pending_run_id)
+                pending, pending_run = self._pending(row.pending_run_id)
                 # A task building one platform FROM a multi-platform base compares that platform's
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
@@ -260,9 +266,13 @@ class Dispatcher:
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
                     continue
-                # A queued run that lost its message (a crash between recording and sending) is not
-                # sent again here: every duplicate delivery would send one more. Housekeeping sends
-                # it again once the queue is empty.
+                # A run released whose message was never sent (the dispatch that recorded it failed
+                # on the send) gets it now: deliveries of one push hold it one at a time, and a sent
+                # message is noted on its run (Run.unsent_since), so none is sent twice.
+                if (outcome == Outcome.ALREADY_TRIGGERED and pending_run is not None
+                        and pending == Pending.QUEUED and pending_run.released and pending_run.unsent_since):
+                    unsent.append(pending_run.run_id)
+                    reason += "; its message, never sent, is sent now"
                 if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:
                     # Claimed, but the run was never recorded: its dispatcher failed or died (deliveries
                     # of one push hold it one at a time, so none is still recording it). Record it
@@ -273,7 +283,7 @@ class Dispatcher:
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
-            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details)
+            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details, spare)
             if not todo:
                 break
             todo = self.index.reread(todo)
@@ -282,6 +292,7 @@ class Dispatcher:
                                         "concurrent dispatch kept winning"))
 
         self.launcher.launch(recovered)
+        self.launcher.send(unsent)
         wave_note = ""
         if runs:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
@@ -348,21 +359,26 @@ class Dispatcher:
                                      cause=f"{pushed}@{event.digest}", event_id=event.event_id)
 
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
-                        won_rows: list[DependencyRow], details: list[TaskDecision]) -> list[DependencyRow]:
-        """Allocate ids, plan the runs, claim the rows. Returns the rows that lost a race."""
+                        won_rows: list[DependencyRow], details: list[TaskDecision],
+                        spare: list[str]) -> list[DependencyRow]:
+        """Allocate ids (the `spare` ones first), plan the runs, claim the rows. Returns the rows that
+        lost a race; the ids planned for them go back to `spare`, so a lost claim burns no run id."""
         if not rows:
             return []
+        reused, spare[:] = spare[: len(rows)], spare[len(rows):]
         planned: dict[str, Run] = {}
-        for row, run_id in zip(rows, self.launcher.allocate(len(rows)), strict=True):
+        for row, run_id in zip(rows, reused + self.launcher.allocate(len(rows) - len(reused)), strict=True):
             try:
                 planned[row.task] = self._new_run(event, pushed, row, run_id)
             except ValueError as exc:  # an image template that no longer renders: skip only this task
                 details.append(TaskDecision(row.task, Outcome.REJECTED,
                                             f"the task's image is invalid: {exc}"))
+                spare.append(run_id)
                 continue
             row.pending_run_id = run_id
             row.triggered_digest = event.digest_for(row.platform)
         won, lost = self.index.claim([row for row in rows if row.task in planned])
+        spare.extend(planned[row.task].run_id for row in lost)
         won_rows.extend(won)
         for row in won:
             run = planned[row.task]

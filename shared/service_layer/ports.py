@@ -55,13 +55,19 @@ class TaskRepository(Protocol):
     def get(self, name: str) -> Task:
         """TaskNotFound if there is none."""
 
-    def create(self, task: Task) -> str:
-        """TaskExists if the name is taken. The new task's etag."""
+    def graph(self) -> tuple[list[Task], str]:
+        """Every task, and the version of the task graph they form (an etag) as of that read."""
 
-    def save(self, task: Task, etag: str | None = None) -> str:
+    def create(self, task: Task, graph_version: str | None = None) -> str:
+        """TaskExists if the name is taken. The new task's etag. With `graph_version`, the task is
+        written, and the graph version moved on, in one step, only if the graph is still at that
+        version (else GraphChanged): a cycle check on what `graph()` read holds for what is written."""
+
+    def save(self, task: Task, etag: str | None = None, graph_version: str | None = None) -> str:
         """Replace a stored task, never insert one (TaskNotFound if it is gone: a change racing a
         delete must not bring the task back); with `etag`, only if the stored task is still at that
-        version (else TaskChanged), decided by the storage in the write itself. The new etag."""
+        version (else TaskChanged), decided by the storage in the write itself; with
+        `graph_version`, as `create`. The new etag."""
 
     def set_dependencies(self, name: str, deps: list[Dependency]) -> None:
         """Change only the dependencies (TaskNotFound if the task is gone)."""

@@ -12,6 +12,7 @@ import binascii
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from shared.domain.tasks import (
     ContextUploadNeeded,
     Dependency,
     ExpectedVersion,
+    GraphChanged,
     Task,
     TaskChanged,
     TaskError,
@@ -35,6 +37,10 @@ from shared.service_layer.ports import Registry, Sources, TaskRepository
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 log = logging.getLogger(__name__)
+
+# A write checked for cycles that meets a concurrent change of the graph reads it and checks again,
+# this many times at most.
+GRAPH_ATTEMPTS = 10
 
 
 class TaskService:
@@ -86,13 +92,13 @@ class TaskService:
         self._place_context(task, context_archive)
         try:
             task.dependencies = self.discover(task)
-            self._refuse_cycles(task)
         except Exception:
             self._remove_upload(task.context_upload)  # refused before any record named it
             raise
         try:
-            task.etag = self.store.create(task)
-        except TaskExists:
+            task.etag = self._write_checked(
+                task, lambda t, version: self.store.create(t, graph_version=version))
+        except (TaskError, TaskExists, GraphChanged):
             # Refused; another error of the write itself may have kept the record, and the upload with it.
             self._remove_upload(task.context_upload)
             raise
@@ -113,12 +119,18 @@ class TaskService:
         self._place_context(updated, context_archive)
         try:
             updated.dependencies = self.discover(updated)
-            self._refuse_cycles(updated)
-            # With a version expected, the write holds only if the task is still the one read (a
-            # change or a delete since is refused by the storage). Without, it replaces whatever is
-            # stored, as before, but never brings back a task deleted meanwhile.
-            updated.etag = self.store.save(updated, etag=_write_condition(current, expected))
         except Exception:
+            if updated.context_upload != current.context_upload:
+                self._remove_upload(updated.context_upload)  # refused: the task keeps its own
+            raise
+        # With a version expected, the write holds only if the task is still the one read (a
+        # change or a delete since is refused by the storage). Without, it replaces whatever is
+        # stored, as before, but never brings back a task deleted meanwhile.
+        condition = _write_condition(current, expected)
+        try:
+            updated.etag = self._write_checked(
+                updated, lambda t, version: self.store.save(t, etag=condition, graph_version=version))
+        except (TaskError, GraphChanged, TaskChanged, TaskNotFound):
             if updated.context_upload != current.context_upload:
                 self._remove_upload(updated.context_upload)  # refused: the task keeps its own
             raise
@@ -132,9 +144,22 @@ class TaskService:
             self._remove_upload(current.context_upload)
         return updated
 
-    def _refuse_cycles(self, task: Task) -> None:
+    def _write_checked(self, task: Task, write: Callable[[Task, str], str]) -> str:
+        """Check that `task` closes no cycle and write it, as one step: the write goes through only
+        if the graph is still as read (two tasks closing a cycle, written at once, are never both
+        accepted); when it changed meanwhile, it is read and checked again."""
+        for _ in range(GRAPH_ATTEMPTS):
+            tasks, version = self.store.graph()
+            self._refuse_cycles(task, tasks)
+            try:
+                return write(task, version)
+            except GraphChanged:
+                continue
+        raise GraphChanged("the tasks kept changing while this one was checked; try again")
+
+    def _refuse_cycles(self, task: Task, tasks: list[Task]) -> None:
         """A task built FROM what it (through other tasks) pushes would rebuild forever."""
-        others = [t for t in self.store.all() if t.name != task.name]
+        others = [t for t in tasks if t.name != task.name]
         cycle = find_cycle(task, others, self.default_registry)
         if cycle:
             raise TaskError(f"the task would close a cycle: {spell_cycle(cycle)}")

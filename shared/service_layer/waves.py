@@ -88,6 +88,7 @@ class WaveCoordinator:
         for task, planned in wave_plan.members.items():
             run = runs[task]
             run.wave_id, run.released = wave_id, run.run_id in at_once
+            run.unsent_since = run.created_at if run.released else None
             members.append(Member(wave_id, task, run.run_id, planned.level, sorted(planned.waits_for),
                                   sorted(planned.needed_by), released=run.released))
         counts = Counter(_standing(m) for m in members)
@@ -99,7 +100,7 @@ class WaveCoordinator:
         writing = self._readers.submit(self.waves.create, wave, members)
         self.launcher.record(list(runs.values()))
         writing.result()
-        self.launcher.queue.send([run.run_id for run in runs.values() if run.run_id in at_once])
+        self.launcher.send([run.run_id for run in runs.values() if run.run_id in at_once])
         return wave, list(runs.values())
 
     def _take_slots(self, wave_id: str, run_ids: list[str]) -> set[str]:
@@ -131,7 +132,7 @@ class WaveCoordinator:
             return None
         (run_id,) = self.launcher.allocate(1)
         run = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
-        run.wave_id, run.released = wave_id, False
+        run.wave_id, run.released, run.unsent_since = wave_id, False, None
         member = Member(wave_id, row.task, run_id, (producer.level + 1) if producer else 1)
         # The run before its member: a member always names a recorded run. A crash in between
         # leaves a Queued run that is no member and never builds; the push's redelivery joins the
@@ -209,7 +210,7 @@ class WaveCoordinator:
         def release(run: Run) -> Run | None:
             nonlocal mine
             mine = run.status == RunStatus.QUEUED and not run.released
-            return replace(run, released=True) if mine else None
+            return replace(run, released=True, unsent_since=utc_now()) if mine else None
 
         try:
             run: Run | None = transition(self.runs, member.run_id, release)
@@ -222,7 +223,7 @@ class WaveCoordinator:
             return False
         self._update_member(member.wave_id, member.task, lambda m: replace(m, released=True))
         self.waves.unmark_ready(member)
-        self.launcher.queue.send([member.run_id])
+        self.launcher.send([member.run_id])
         return True
 
     def _give_back(self, wave_id: str, run_id: str) -> None:

@@ -5,6 +5,9 @@ an etag; while it builds, a heartbeat is written every few seconds. A redelivere
 either a finished run (nothing to do), a run with a fresh heartbeat (someone is building it: retry
 later), or a run whose heartbeat went stale (its worker died: take it over). After the queue's
 last attempt the poison handler fails the run with a reason, so no run stays Running forever.
+A heartbeat never outlives its attempt: it is stopped and joined before the attempt's end is written.
+Housekeeping (`sweep`, every minute) sends the messages of released runs whose send failed, and has a
+run whose heartbeat went stale taken over when no message of it is left in the queue.
 """
 
 from __future__ import annotations
@@ -39,8 +42,18 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
 STALE_AFTER = timedelta(seconds=35)
+# How long a build's end waits for a heartbeat write in flight.
+HEARTBEAT_JOIN_SECONDS = 30
 # Runs whose worker stopped reporting for this long are failed by housekeeping.
 ABANDONED_AFTER = timedelta(minutes=10)
+# Housekeeping runs every minute (functions/housekeeping.py). It sends the message of a run released
+# this long ago whose send never succeeded (a sender still at it is done or has failed by then), and
+# it has a Running run whose heartbeat is this old taken over (a new message) when the queue holds
+# no message that could still bring it back (one in flight, visible or not).
+UNSENT_AFTER = timedelta(seconds=60)
+RESCUE_AFTER = timedelta(seconds=60)
+# A run taken over this many times (its builds keep killing their worker) is failed instead.
+MAX_ATTEMPTS = 5
 
 
 class RetryLater(RuntimeError):
@@ -91,6 +104,7 @@ class Worker:
                 raise RetryLater(f"run {run_id} is being built by another worker")
             takeover = run.status == RunStatus.RUNNING
             run = replace(run, status=RunStatus.RUNNING, attempt=run.attempt + 1, heartbeat_at=utc_now(),
+                          unsent_since=None,  # its message came
                           started_at=run.started_at or utc_now(),
                           reason="restarted after a worker stopped" if takeover else run.reason)
             claimed[:] = [run]
@@ -103,7 +117,9 @@ class Worker:
         def beat(current: Run) -> Run | None:
             if current.status == RunStatus.CANCELED:
                 cancel.set()  # the builder stops as soon as it sees this
-            if current.status != RunStatus.RUNNING or current.attempt != run.attempt:
+            # Checked after each read, and the write is etag-guarded: a beat that read the run
+            # before the build ended cannot land over what the end wrote (the crash handler's clear).
+            if stop.is_set() or current.status != RunStatus.RUNNING or current.attempt != run.attempt:
                 return None
             return replace(current, heartbeat_at=utc_now())
 
@@ -128,22 +144,32 @@ class Worker:
             return None
 
         stop, cancel = threading.Event(), threading.Event()
-        threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True).start()
+        beating = threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True)
+        beating.start()
         try:
             finished = self._build(run, cancel)
         except RunFailed as exc:
+            self._stop_heartbeat(stop, beating)
             finished = self._finish(run, BuildResult(RunStatus.FAILED, reason=str(exc)))
         except Exception as exc:
-            stop.set()
+            # The heartbeat ends before the clear: a fresh heartbeat after it would make the next
+            # deliveries answer "being built by another worker" until it went stale.
+            self._stop_heartbeat(stop, beating)
             self._release(run, f"attempt {run.attempt} crashed: {exc.__class__.__name__}")
             raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
-            stop.set()
+            self._stop_heartbeat(stop, beating)
         self._remove_quick_upload(finished)
         # Its wave learns how it ended: what waited on it may start (housekeeping redoes this
         # after a crash here).
         self.waves.run_finished(finished)
         return finished
+
+    def _stop_heartbeat(self, stop: threading.Event, beating: threading.Thread) -> None:
+        """Stop the heartbeat and wait for a beat in flight. A beat stuck on storage longer than
+        that cannot land later anyway: it checks `stop` after each read and writes with the etag read."""
+        stop.set()
+        beating.join(timeout=HEARTBEAT_JOIN_SECONDS)
 
     def _release(self, run: Run, reason: str) -> None:
         """Let the next delivery take the run over at once instead of waiting for a stale heartbeat."""
@@ -316,32 +342,43 @@ class Worker:
             mine = current.status == RunStatus.QUEUED and not current.released
             if not mine:
                 return None
-            return replace(current, released=True, wave_id=None,
+            return replace(current, released=True, wave_id=None, unsent_since=utc_now(),
                            reason=f"its wave {run.wave_id} was never recorded; released on its own")
 
         transition(self.runs, run.run_id, release)
         return mine
 
     def sweep(self) -> list[str]:
-        """Housekeeping: fail runs whose worker went silent, re-send runs that wait too long."""
-        failed = []
+        """Housekeeping: fail runs whose worker went silent, take over runs whose worker died, send
+        the messages sends that failed left unsent, re-send runs that wait too long."""
+        now = utc_now()
+        failed, silent = [], []
         for run in self.runs.in_status(RunStatus.RUNNING):
             last_sign = run.heartbeat_at or run.started_at or run.created_at
-            if utc_now() - last_sign > ABANDONED_AFTER:
+            if now - last_sign > ABANDONED_AFTER or (now - last_sign > RESCUE_AFTER
+                                                      and run.attempt >= MAX_ATTEMPTS):
                 if self.fail_abandoned(run.run_id, "the worker stopped reporting") is not None:
                     failed.append(run.run_id)
-        # Released Queued runs while the queue is empty have lost their message (a send that failed
-        # after the run was recorded). Only then: a long backlog is not re-sent over and over. (A
-        # wave's unreleased runs have no message on purpose.)
-        queued = [run for run in self.runs.in_status(RunStatus.QUEUED)
-                  if utc_now() - run.created_at > ABANDONED_AFTER]
+            elif now - last_sign > RESCUE_AFTER:
+                silent.append(run.run_id)
+        queued = self.runs.in_status(RunStatus.QUEUED)
+        # Released, and their send failed (Run.unsent_since): they have no message at all.
+        self.launcher.send([run.run_id for run in queued
+                            if run.released and run.unsent_since and now - run.unsent_since > UNSENT_AFTER])
         if self.launcher.queue.is_empty():
-            self.launcher.requeue([run.run_id for run in queued if run.released])
+            # No message is on its way to a silent Running run: a new one lets a worker take it
+            # over (its heartbeat is stale), so the task is still rebuilt.
+            self.launcher.requeue(silent)
+            # Released Queued runs noted as sent have lost their message only if the queue is empty
+            # for this long. (A wave's unreleased runs have no message on purpose.)
+            self.launcher.requeue([run.run_id for run in queued if run.released and not run.unsent_since
+                                   and now - run.created_at > ABANDONED_AFTER])
         # A wave's run waits unreleased for its wave to release it; one whose wave was never
         # recorded (a dispatch failed while starting it) is released on its own instead.
-        waiting = [run for run in queued if not run.released and run.wave_id]
+        waiting = [run for run in queued if not run.released and run.wave_id
+                   and now - run.created_at > UNSENT_AFTER]
         missing = {w for w in {run.wave_id for run in waiting} if w and not self.waves.recorded(w)}
         orphans = [run for run in waiting if run.wave_id in missing]
-        self.launcher.requeue([run.run_id for run in orphans if self._release_orphan(run)])
+        self.launcher.send([run.run_id for run in orphans if self._release_orphan(run)])
         self.waves.reconcile()
         return failed

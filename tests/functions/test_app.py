@@ -32,7 +32,7 @@ def test_every_trigger_kind_is_there_under_its_contract_name():
     assert entries["distribution_webhook"].trigger["route"] == "hooks/distribution"
     assert entries["build_worker"].trigger["queueName"] == "%BASETRIGGER_BUILD_QUEUE%"
     assert entries["build_poison"].trigger["queueName"] == "%BASETRIGGER_BUILD_QUEUE%-poison"
-    assert entries["housekeeping"].trigger["schedule"] == "0 */5 * * * *"
+    assert entries["housekeeping"].trigger["schedule"] == "0 * * * * *"
 
 
 # Web pages, not the API: static files with no data in them, served without a key (a browser

@@ -210,3 +210,31 @@ def test_deliveries_waiting_for_a_busy_event_leave_the_dispatcher_free_for_other
     for thread in waiting:
         thread.join()
     assert [a.event_id for a in answers] == ["e1"] * 3
+
+
+def test_a_redelivery_sends_the_messages_a_failed_dispatch_left_unsent_and_no_other(app):
+    """Issue 21: storage went away as dispatch sent the first messages of a wave (runs recorded,
+    4 released): redeliveries answered already-triggered and sent nothing, so every run stayed
+    Queued until housekeeping's 10-minute resend."""
+    for n in range(30):
+        add_task(app, name=f"t{n}")
+    send = app.queue.send
+
+    def storage_gone(run_ids):
+        raise OSError("storage went away")
+
+    app.queue.send = storage_gone
+    with pytest.raises(OSError):
+        app.dispatcher.handle(push())
+    recorded = app.runs.all()
+    released = sorted(r.run_id for r in recorded if r.released)
+    assert len(recorded) == 30 and len(released) == 4 and not app.queue.sent
+    app.queue.send = send
+
+    again = app.dispatcher.handle(push())  # the sender delivers again
+    assert again.outcome == Outcome.ALREADY_TRIGGERED
+    assert sorted(app.queue.sent) == released  # the missing messages, once each
+    assert all(app.runs.get(r)[0].unsent_since is None for r in released)
+    app.dispatcher.handle(push(event_id="e2"))  # the same push again, under another id
+    assert sorted(app.queue.sent) == released  # nothing sent twice
+    assert len(app.runs.all()) == 30

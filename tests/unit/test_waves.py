@@ -397,7 +397,7 @@ def test_runs_of_a_wave_that_was_never_recorded_are_released_by_housekeeping(tmp
     app.wave_store.create = real
     waiting = [r.run_id for r in app.runs.all() if not r.released]
     assert len(waiting) == 2 and not app.waves.recorded("w1")
-    monkeypatch.setattr(worker_mod, "ABANDONED_AFTER", timedelta(0))
+    monkeypatch.setattr(worker_mod, "UNSENT_AFTER", timedelta(0))
     app.worker.sweep()
     assert set(waiting) <= set(app.queue.sent)
     assert all(app.runs.get(r)[0].wave_id is None for r in waiting)

@@ -4,6 +4,7 @@ import base64
 import gzip
 import io
 import tarfile
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
@@ -219,3 +220,75 @@ def test_an_upload_that_would_unpack_too_far_is_refused_before_a_run_exists(app)
     with pytest.raises(ContextTooLarge, match="more than 4 files"):
         check_archive(many, small)
     assert app.runs.all() == [] and app.sources.uploads == {}
+
+
+def test_a_heartbeat_never_lands_after_the_crash_handler_cleared_it(app):
+    """A beat that read the run before a crash must not write a fresh heartbeat over the crash
+    handler's clear: the next delivery would take it for a live worker ("being built by another
+    worker") and the run would stay Running until housekeeping failed it."""
+    run_id = queue_manual_run(app)
+    builder_thread = threading.current_thread()
+    beating, crashed, cleared = threading.Event(), threading.Event(), threading.Event()
+    get, save = app.runs.get, app.runs.save
+
+    def held_get(wanted: str):
+        if threading.current_thread() is not builder_thread and not crashed.is_set():
+            beating.set()
+            crashed.wait()  # a beat in flight while the build crashes
+        return get(wanted)
+
+    def ordered_save(run, etag):
+        if threading.current_thread() is not builder_thread:
+            # Without a join the crash handler's clear goes first; with one, this beat ends first.
+            cleared.wait(timeout=1)
+        written = save(run, etag)
+        if threading.current_thread() is builder_thread and run.heartbeat_at is None:
+            cleared.set()
+        return written
+
+    def crash(request, log):
+        beating.wait()
+        crashed.set()
+        raise OSError("storage went away")
+
+    app.runs.get, app.runs.save = held_get, ordered_save
+    app.builder.build = crash
+    with pytest.raises(OSError):
+        app.worker.execute(run_id)
+    for thread in [t for t in threading.enumerate() if "_heartbeat" in t.name]:
+        thread.join(timeout=10)
+    run, _ = get(run_id)
+    assert run.status == RunStatus.RUNNING and run.heartbeat_at is None, run
+    app.runs.get, app.runs.save = get, save
+    app.builder.build = lambda request, log: BuildResult(RunStatus.SUCCEEDED)
+    assert app.worker.execute(run_id).status == RunStatus.SUCCEEDED  # the next delivery takes it over
+
+
+def test_housekeeping_sends_a_message_a_failed_send_left_unsent_within_a_minute_and_only_that(app):
+    sent_run, unsent_run = queue_manual_run(app), queue_manual_run(app)
+    assert app.queue.sent == [sent_run, unsent_run]
+    app.queue.sent.clear()
+    # The send of one failed (storage down) a minute ago; the other's message waits in the queue.
+    transition(app.runs, unsent_run, lambda r: replace(r, unsent_since=utc_now() - timedelta(seconds=61)))
+    app.queue.is_empty = lambda: False
+    app.worker.sweep()
+    assert app.queue.sent == [unsent_run]
+    assert app.runs.get(unsent_run)[0].unsent_since is None
+    app.worker.sweep()
+    assert app.queue.sent == [unsent_run]  # sent once
+
+
+def test_housekeeping_has_a_run_whose_worker_died_taken_over_within_a_minute(app):
+    run_id = queue_manual_run(app)
+    app.queue.sent.clear()
+    silent = utc_now() - timedelta(seconds=61)
+    transition(app.runs, run_id, lambda r: replace(r, status=RunStatus.RUNNING, attempt=1,
+                                                   started_at=silent, heartbeat_at=silent))
+    app.queue.is_empty = lambda: False  # its message may still come back (in flight): no second one
+    app.worker.sweep()
+    assert app.queue.sent == []
+    app.queue.is_empty = lambda: True  # none will: a new one, and a worker takes the run over
+    app.worker.sweep()
+    assert app.queue.sent == [run_id]
+    run = app.worker.execute(run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.attempt == 2
