@@ -260,6 +260,9 @@ def _spec(args: argparse.Namespace) -> dict:
 
 
 def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:
+    for task in tasks:  # on stderr, so that the JSON on stdout stays one document
+        for warning in task.get("warnings") or []:
+            print(f"warning: task {task.get('name')}: {warning}", file=sys.stderr)
     if output == "table":
         print(tasks_table(tasks))
     else:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.builds import ContextError, read_dockerfile
+from shared.domain.dockerfile import secret_arg_warnings
 from shared.domain.tasks import (
     ContextUploadNeeded,
     Dependency,
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 
 class TaskService:
     def __init__(self, store: TaskRepository, index: DependencyIndex, registry: Registry, sources: Sources,
-                 work_dir: str, allow_local_contexts: bool = True, default_registry: str | None = None):
+                 work_dir: str, allow_local_contexts: bool = True, default_registry: str | None = None,
+                 secret_args_as_build_args: bool = False):
         # Where image names without a registry host go (to know which images a task pushes).
         self.default_registry = default_registry
         self.store = store
@@ -44,6 +46,8 @@ class TaskService:
         # stack; in the cloud it would let a caller build the Function App's own files into an image,
         # so there a directory context is built from the archive the CLI uploads with it.
         self.allow_local_contexts = allow_local_contexts
+        # How the builder passes secret args (see shared.domain.dockerfile.secret_arg_warnings).
+        self.secret_args_as_build_args = secret_args_as_build_args
 
     def get(self, name: str) -> Task:
         return self.store.get(name)
@@ -51,8 +55,9 @@ class TaskService:
     def all(self) -> list[Task]:
         return self.store.all()
 
-    def discover(self, task: Task) -> list[Dependency]:
-        """Dependencies from the Dockerfile, with the digest each base has right now."""
+    def discover(self, task: Task) -> None:
+        """The task's dependencies, from the Dockerfile, with the digest each base has right now, and
+        its warnings about the Dockerfile."""
         if not task.is_git and not task.context_upload and not self._reads_directory(task.context):
             raise ContextUploadNeeded(
                 f"the builder cannot read the directory {task.context!r}: send its archive as "
@@ -67,7 +72,8 @@ class TaskService:
         deps = compute_dependencies(text, task.build_args)
         for dep in deps:
             dep.digest = self.registry.resolve_digest(dep.image, task.platform, task.credentials)
-        return deps
+        task.dependencies = deps
+        task.warnings = secret_arg_warnings(text, task.secret_args, self.secret_args_as_build_args)
 
     def create(self, task: Task, context_archive: str | None = None) -> Task:
         """A new task. `context_archive` (base64 .tar.gz) is its directory's content, uploaded by
@@ -76,7 +82,7 @@ class TaskService:
         task.validate()
         self._place_context(task, context_archive)
         try:
-            task.dependencies = self.discover(task)
+            self.discover(task)
             self._refuse_cycles(task)
         except Exception:
             self._remove_upload(task.context_upload)  # refused before any record named it
@@ -101,7 +107,7 @@ class TaskService:
         updated.validate()
         self._place_context(updated, context_archive)
         try:
-            updated.dependencies = self.discover(updated)
+            self.discover(updated)
             self._refuse_cycles(updated)
         except Exception:
             if updated.context_upload != current.context_upload:
