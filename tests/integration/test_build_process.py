@@ -172,8 +172,8 @@ def test_a_worker_killed_mid_build_leaves_no_process_and_no_working_container(tm
         worker.wait()
         survivors = lambda: [pid for pid, start in tree.items() if start and _start_ticks(pid) == start]  # noqa: E731
         wait_for(lambda: not survivors(), 30, f"the build's processes {survivors()} to die with their worker")
-        assert ours[0] in working_containers(base)  # nobody cleaned up yet
-
+        # Not checked here that the container is still there: any process of this code that starts
+        # building meanwhile (a host, another session) may rightly remove it first.
         start_up_cleanup()
         assert working_containers(base) == [foreign]
     finally:
