@@ -131,14 +131,16 @@ def working_containers(base: str) -> list[str]:
     return [c["id"] for c in listed if c.get("imagename") == base]
 
 
-def start_up_cleanup() -> None:
-    """A new process that builds: it removes what dead builds left, once, when its builder is made."""
-    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+def start_up_cleanup() -> str:
+    """A new process that builds: it removes what dead builds left, once, when its builder is made.
+    Its output (warnings, if any), to explain a failure."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
         from tests.integration.test_build_process import builder
         builder()
-    """)], env=os.environ.copy(), check=True, timeout=300)
+    """)], env=os.environ.copy(), check=True, timeout=300, capture_output=True, text=True)
+    return done.stdout + done.stderr
 
 
 def test_a_worker_killed_mid_build_leaves_no_process_and_no_working_container(tmp_path):
@@ -174,8 +176,8 @@ def test_a_worker_killed_mid_build_leaves_no_process_and_no_working_container(tm
         wait_for(lambda: not survivors(), 30, f"the build's processes {survivors()} to die with their worker")
         # Not checked here that the container is still there: any process of this code that starts
         # building meanwhile (a host, another session) may rightly remove it first.
-        start_up_cleanup()
-        assert working_containers(base) == [foreign]
+        said = start_up_cleanup()
+        assert working_containers(base) == [foreign], said
     finally:
         worker.kill()
         for pid, start in tree.items():  # only the processes of this test's own build

@@ -170,8 +170,15 @@ class BuildahBuilder:
         `buildah inspect` does not show a container's build args; buildah keeps them in the
         container's buildah.json (containers/storage: <graph root>/<driver>-containers/<id>/userdata).
         """
-        listed = subprocess.run(self._global() + ["containers", "--json"], capture_output=True,
-                                text=True, timeout=120, check=True)
+        for attempt in range(3):
+            # The list can fail while another process creates or removes a container at that moment.
+            listed = subprocess.run(self._global() + ["containers", "--json"], capture_output=True,
+                                    text=True, timeout=120)
+            if listed.returncode == 0:
+                break
+            logger.warning("buildah containers failed (attempt %d): %s", attempt + 1, listed.stderr.strip())
+            time.sleep(1)
+        listed.check_returncode()
         containers = json.loads(listed.stdout or "null") or []
         if not containers:
             return {}
