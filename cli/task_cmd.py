@@ -113,7 +113,11 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument(
         "--secret-arg", dest="secret_args", action="append", default=None, type=key_value,
         metavar="KEY=VALUE",
-        help="a secret build argument (repeatable): stored encrypted, hidden from logs and answers"
+        help="a secret (repeatable): stored encrypted, hidden from logs and answers. The local buildah "
+        "builder passes it as a build secret, never as a build arg: read it with "
+        "RUN --mount=type=secret,id=KEY (the file /run/secrets/KEY); an ARG KEY gets nothing and "
+        "is warned about. The ACR builder passes it as a build arg, like az acr's --secret-arg "
+        "(an ARG KEY reads it, and a RUN that uses it keeps it in the image history)"
         + ("" if creating else "; replaces the task's secret arguments"),
     )
     parser.add_argument(
@@ -288,6 +292,9 @@ def _spec(args: argparse.Namespace) -> dict:
 
 
 def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:
+    for task in tasks:  # on stderr, so that the JSON on stdout stays one document
+        for warning in task.get("warnings") or []:
+            print(f"warning: task {task.get('name')}: {warning}", file=sys.stderr)
     if output == "table":
         print(tasks_table(tasks))
     else:

@@ -90,6 +90,8 @@ SCHEMAS: dict[str, Any] = {
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},
+        "warnings": {"type": "array", "items": {"type": "string"},
+                     "description": "about the Dockerfile as last read, e.g. a secret arg read through ARG"},
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
         "etag": {"type": "string", "nullable": True,

@@ -116,7 +116,8 @@ class Services:
     def tasks(self) -> TaskService:
         return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
                            local_roots=self.settings.local_context_roots,
-                           default_registry=self.settings.registry)
+                           default_registry=self.settings.registry,
+                           secret_args_as_build_args=self.settings.builder == "acr")
 
     @cached_property
     def dispatcher(self) -> Dispatcher:

@@ -349,6 +349,8 @@ class FakeRegistry:
 class FakeBuilder:
     """Answers every build with `result` (or raises `crash`), logging one line."""
 
+    secret_args_as_build_args = False
+
     def __init__(self, result: BuildResult | None = None):
         self.result = result or BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64)
         self.crash: Exception | None = None

@@ -66,6 +66,7 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         # Login servers and usernames; each password is sealed above under `cred:<login server>`.
         "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
+        "Warnings": json.dumps(task.warnings),
         "CreatedAt": task.created_at.isoformat(),
         "UpdatedAt": task.updated_at.isoformat(),
     }
@@ -90,6 +91,7 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         trigger_type=TriggerType(entity.get("TriggerType") or TriggerType.RUNTIME),
         platform=entity.get("Platform") or "linux",
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
+        warnings=json.loads(entity.get("Warnings") or "[]"),
         created_at=datetime.fromisoformat(entity["CreatedAt"]),
         updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
         etag=entity.metadata["etag"],

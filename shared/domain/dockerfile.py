@@ -22,6 +22,7 @@ The result lists every stage, the *runtime* bases (the chain of the final stage)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +207,41 @@ def parse_dependencies(
         current = stages[current.from_stage] if current.from_stage is not None else None
     all_bases = list(dict.fromkeys(s.external_base for s in stages if s.external_base))
     return DockerfileDeps(stages, runtime, all_bases)
+
+
+def declared_args(text: str) -> dict[str, int]:
+    """Each name an `ARG` declares (before the first FROM or in any stage), with the line of its
+    first declaration; {} for a file that cannot be parsed (parse_dependencies says why)."""
+    try:
+        commands = _parser.parse_string(text)
+    except _parser.GoParseError:
+        return {}
+    found: dict[str, int] = {}
+    for cmd in commands:
+        if (cmd.cmd or "").upper() == "ARG":
+            for word in cmd.value:
+                found.setdefault(word.split("=", 1)[0], cmd.start_line)
+    return found
+
+
+def secret_arg_warnings(text: str, secret_names: Iterable[str], as_build_args: bool) -> list[str]:
+    """What to tell the owner of a Dockerfile that reads a secret arg through `ARG NAME`.
+
+    `as_build_args`: does the builder pass secret args as build args (ACR, as its `--secret-arg`
+    does) or as build secrets only (buildah: /run/secrets/NAME, never in a layer or the history)?
+    """
+    declared = declared_args(text)
+    warnings = []
+    for name in sorted(set(secret_names) & set(declared)):
+        where = f"secret arg {name} is declared as `ARG {name}` (Dockerfile line {declared[name]})"
+        if as_build_args:
+            warnings.append(f"{where}: this builder (ACR) passes secret args as build args, so a RUN "
+                            "that uses it keeps its value in the pushed image's history")
+        else:
+            warnings.append(f"{where}, but secret args are never passed as build args (the image's "
+                            f"history would keep them), so the ARG does not receive it: read it with "
+                            f"`RUN --mount=type=secret,id={name}` from /run/secrets/{name}")
+    return warnings
 
 
 def _escape_token(text: str) -> str:

@@ -109,6 +109,8 @@ class Task:
     dependencies: list[Dependency] = field(default_factory=list)
     # Registry sign-ins for reading and pulling the bases (`task credential add`); passwords sealed.
     credentials: list[RegistryCredential] = field(default_factory=list)
+    # What the owner should know about the Dockerfile as last read (a secret arg read through ARG).
+    warnings: list[str] = field(default_factory=list)
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     # The stored version this task was read at (the table entity's etag; None before it is stored).
@@ -200,6 +202,7 @@ class Task:
             "platform": self.platform,
             "credentials": [c.public_dict() for c in self.credentials],
             "dependencies": [d.to_dict() for d in self.dependencies],
+            "warnings": list(self.warnings),
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),
         }

@@ -229,6 +229,9 @@ class Registry(Protocol):
 
 
 class Builder(Protocol):
+    # True: secret args reach the build as build args (ACR); False: only as build secrets (buildah).
+    secret_args_as_build_args: bool
+
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.domain.builds import ContextError, ContextNotReadInPlace, LocalContextRoots, read_dockerfile
+from shared.domain.dockerfile import secret_arg_warnings
 from shared.domain.rebuild_graph import find_cycle, spell_cycle
 from shared.domain.tasks import (
     ContextUploadNeeded,
@@ -45,7 +46,8 @@ GRAPH_ATTEMPTS = 10
 
 class TaskService:
     def __init__(self, store: TaskRepository, index: DependencyIndex, registry: Registry, sources: Sources,
-                 work_dir: str, local_roots: LocalContextRoots, default_registry: str | None = None):
+                 work_dir: str, local_roots: LocalContextRoots, default_registry: str | None = None,
+                 secret_args_as_build_args: bool = False):
         # Where image names without a registry host go (to know which images a task pushes).
         self.default_registry = default_registry
         self.store = store
@@ -58,6 +60,8 @@ class TaskService:
         # or read through the Dockerfile parser's errors, the host's own files. Elsewhere, and in the
         # cloud, a directory context is built from the archive the CLI uploads with it.
         self.local_roots = local_roots
+        # How the builder passes secret args (see shared.domain.dockerfile.secret_arg_warnings).
+        self.secret_args_as_build_args = secret_args_as_build_args
 
     def get(self, name: str) -> Task:
         return self.store.get(name)
@@ -65,8 +69,9 @@ class TaskService:
     def all(self) -> list[Task]:
         return self.store.all()
 
-    def discover(self, task: Task) -> list[Dependency]:
-        """Dependencies from the Dockerfile, with the digest each base has right now."""
+    def discover(self, task: Task) -> None:
+        """The task's dependencies, from the Dockerfile, with the digest each base has right now, and
+        its warnings about the Dockerfile."""
         if not task.is_git and not task.context_upload:
             try:
                 self.local_roots.directory(task.context)
@@ -82,7 +87,8 @@ class TaskService:
         deps = compute_dependencies(text, task.build_args)
         for dep in deps:
             dep.digest = self.registry.resolve_digest(dep.image, task.platform, task.credentials)
-        return deps
+        task.dependencies = deps
+        task.warnings = secret_arg_warnings(text, task.secret_args, self.secret_args_as_build_args)
 
     def create(self, task: Task, context_archive: str | None = None) -> Task:
         """A new task. `context_archive` (base64 .tar.gz) is its directory's content, uploaded by
@@ -91,7 +97,7 @@ class TaskService:
         task.validate()
         self._place_context(task, context_archive)
         try:
-            task.dependencies = self.discover(task)
+            self.discover(task)
         except Exception:
             self._remove_upload(task.context_upload)  # refused before any record named it
             raise
@@ -118,7 +124,7 @@ class TaskService:
         updated.validate()
         self._place_context(updated, context_archive)
         try:
-            updated.dependencies = self.discover(updated)
+            self.discover(updated)
         except Exception:
             if updated.context_upload != current.context_upload:
                 self._remove_upload(updated.context_upload)  # refused: the task keeps its own

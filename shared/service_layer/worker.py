@@ -29,6 +29,7 @@ from shared.domain.builds import (
     UploadGone,
     read_dockerfile,
 )
+from shared.domain.dockerfile import secret_arg_warnings
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
 from shared.domain.vocabulary import RunStatus, utc_now
@@ -223,7 +224,8 @@ class Worker:
                   + (f", caused by {run.cause}" if run.cause else ""))
             try:
                 context_dir = self.sources.checkout(spec, workspace)
-                deps = compute_dependencies(read_dockerfile(context_dir, spec.dockerfile), spec.build_args)
+                dockerfile = read_dockerfile(context_dir, spec.dockerfile)
+                deps = compute_dependencies(dockerfile, spec.build_args)
             except (ContextError, TaskError) as exc:
                 write(f"error: {exc}")
                 raise RunFailed(str(exc)) from exc
@@ -235,6 +237,10 @@ class Worker:
                 write(f"{exc}: the task changed after this run read it; reading it again")
                 raise _TaskChanged() from exc
             write("base images: " + (", ".join(d.image for d in deps) or "none"))
+            builder = self._builder()
+            as_build_args = builder.secret_args_as_build_args
+            for warning in secret_arg_warnings(dockerfile, spec.secret_args, as_build_args):
+                write(f"warning: {warning}")
             request = BuildRequest(
                 run_id=run.run_id,
                 # A git source is named too: a builder that clones by itself (ACR) needs no upload.
@@ -254,7 +260,7 @@ class Worker:
                 builder_run_id=run.builder_run_id,
                 record_builder_run=lambda builder_run_id: self._record_builder_run(run, builder_run_id),
             )
-            result = self._builder().build(request, write)
+            result = builder.build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
         except (RunFailed, _TaskChanged):
             raise

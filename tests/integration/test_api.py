@@ -115,3 +115,18 @@ def test_requests_without_the_key_are_refused(api):
 def test_openapi_document_is_served(api):
     doc = api("GET", "/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/runs" in doc["paths"]
+
+
+def test_a_secret_arg_read_through_arg_is_warned_about_in_the_task_answer(api, tmp_path):
+    """Secret args are build secrets (buildah): `ARG TOKEN` would get nothing, and the answer says so."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nARG TOKEN\nCOPY Dockerfile /\n")
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    created = api("POST", "/tasks", json={"name": name, "images": ["api-tests/w:1"], "context": str(tmp_path),
+                                          "secret_args": {"TOKEN": SECRET}})
+    assert created.status_code == 201, created.text
+    (warning,) = created.json()["warnings"]
+    assert "`ARG TOKEN` (Dockerfile line 2)" in warning and "RUN --mount=type=secret,id=TOKEN" in warning
+    assert api("GET", f"/tasks/{name}").json()["warnings"] == [warning]
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    assert api("PATCH", f"/tasks/{name}", json={"context": str(tmp_path)}).json()["warnings"] == []
+    assert api("DELETE", f"/tasks/{name}").status_code == 204

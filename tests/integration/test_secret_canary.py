@@ -198,12 +198,12 @@ def git(repo: Path, *args: str) -> None:
     )
 
 
+# Secret args are build secrets: files in /run/secrets (without a final newline).
 PRINTS_SECRETS = """\
 FROM {base}
-ARG ONE
-ARG PEM
-RUN echo "$ONE"; echo "$ONE" | base64; printf %s "$ONE" | base64
-RUN echo "$PEM"; echo "$PEM" | base64; printf %s "$PEM" | base64; echo "one=$ONE pem=$PEM"
+RUN --mount=type=secret,id=ONE cd /run/secrets; cat ONE; echo; {{ cat ONE; echo; }} | base64; base64 ONE
+RUN --mount=type=secret,id=ONE --mount=type=secret,id=PEM cd /run/secrets; cat PEM; echo; \\
+    {{ cat PEM; echo; }} | base64; base64 PEM; echo "one=$(cat ONE) pem=$(cat PEM)"
 """
 
 

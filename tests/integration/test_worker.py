@@ -51,7 +51,8 @@ def test_secret_build_args_never_reach_the_log_or_the_run(stack, tmp_path):
     push_base(tmp_path, base, "s1")
     context = tmp_path / "ctx"
     context.mkdir()
-    (context / "Dockerfile").write_text(f"FROM {base}\nARG TOKEN\nRUN echo \"token is $TOKEN\"\n")
+    (context / "Dockerfile").write_text(  # secret args are build secrets, files in /run/secrets
+        f"FROM {base}\nRUN --mount=type=secret,id=TOKEN echo \"token is $(cat /run/secrets/TOKEN)\"\n")
     stack.tasks.create(Task(name=name, images=[f"{name}/app:{{{{.Run.ID}}}}"], context=str(context),
                             secret_args={"TOKEN": SECRET}))
     run = wait_terminal(stack, stack.scheduler.run_task(name).run_id)
@@ -125,7 +126,8 @@ def test_multi_line_and_base64_secrets_never_reach_the_log(stack, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
     (context / "Dockerfile").write_text(
-        f'FROM {base}\nARG KEY\nRUN echo "$KEY" && echo "$KEY" | base64 && printf %s "$KEY" | base64\n')
+        f"FROM {base}\nRUN --mount=type=secret,id=KEY cd /run/secrets && cat KEY && echo"
+        " && { cat KEY; echo; } | base64 && base64 KEY\n")
     stack.tasks.create(Task(name=name, images=[f"{name}/app:{{{{.Run.ID}}}}"], context=str(context),
                             secret_args={"KEY": PEM}))
     run = wait_terminal(stack, stack.scheduler.run_task(name).run_id)

@@ -260,3 +260,16 @@ def test_report_end_of_a_failed_run():
                                out=io.StringIO(), err=err)
     assert status == client.EXIT_RUN_FAILED
     assert err.getvalue() == "run da5 Failed: buildah bud exited with 1\n"
+
+
+@pytest.mark.parametrize("form", ["json", "table"])
+def test_task_show_prints_the_tasks_warnings_on_stderr(capsys, form):
+    from cli.task_cmd import _print_tasks
+
+    task = {"name": "app", "platform": "linux", "context": "/src", "branch": None,
+            "base_image_trigger": {"enabled": True, "type": "Runtime"}, "warnings": ["secret arg KEY ..."]}
+    _print_tasks([task], form, single=True)
+    printed = capsys.readouterr()
+    assert printed.err == "warning: task app: secret arg KEY ...\n"
+    if form == "json":
+        assert json.loads(printed.out)["warnings"] == ["secret arg KEY ..."]

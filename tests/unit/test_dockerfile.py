@@ -497,3 +497,16 @@ def test_an_unknown_instruction_of_instruction_shape_is_named():
 
     with pytest.raises(TaskError, match="line 2: unknown instruction: FORM"):
         compute_dependencies("FROM a\nFORM b\n", {})
+
+
+def test_secret_arg_warnings_name_each_secret_an_arg_declares_and_its_line():
+    from shared.domain.dockerfile import secret_arg_warnings
+
+    text = "ARG V=1\nFROM base:$V\narg KEY=default PLAIN\nARG KEY\nRUN --mount=type=secret,id=TOKEN true\n"
+    warnings = secret_arg_warnings(text, ["KEY", "TOKEN"], as_build_args=False)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("secret arg KEY is declared as `ARG KEY` (Dockerfile line 3)")
+    assert "RUN --mount=type=secret,id=KEY" in warnings[0]
+    (acr,) = secret_arg_warnings(text, ["KEY"], as_build_args=True)
+    assert "history" in acr and "ACR" in acr
+    assert secret_arg_warnings(text, ["TOKEN", "V2"], as_build_args=False) == []

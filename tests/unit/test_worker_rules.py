@@ -292,3 +292,31 @@ def test_housekeeping_has_a_run_whose_worker_died_taken_over_within_a_minute(app
     assert app.queue.sent == [run_id]
     run = app.worker.execute(run_id)
     assert run.status == RunStatus.SUCCEEDED and run.attempt == 2
+
+
+def test_a_secret_read_through_arg_is_warned_about_in_the_run_log(app):
+    """Secret args are build secrets only: an `ARG TOKEN` gets nothing, and the log says so."""
+    app.sources.dockerfile = f"FROM {BASE}\nARG TOKEN\nRUN --mount=type=secret,id=TOKEN true\n"
+    run_id = queue_manual_run(app)
+    app.worker.execute(run_id)
+    log = app.logs.read(run_id).decode()
+    assert "warning: secret arg TOKEN is declared as `ARG TOKEN` (Dockerfile line 2)" in log
+    assert "RUN --mount=type=secret,id=TOKEN" in log
+
+
+def test_a_secret_read_as_a_build_secret_gets_no_warning(app):
+    app.sources.dockerfile = f"FROM {BASE}\nARG PLAIN\nRUN --mount=type=secret,id=TOKEN true\n"
+    run_id = queue_manual_run(app)
+    app.worker.execute(run_id)
+    assert "warning" not in app.logs.read(run_id).decode()
+
+
+def test_a_task_whose_dockerfile_reads_a_secret_through_arg_shows_a_warning(app, tmp_path):
+    app.sources.dockerfile = f"FROM {BASE}\nARG KEY\nARG PLAIN\nRUN true\n"
+    created = app.tasks.create(Task(name="argsecret", images=["a:1"], context=str(tmp_path),
+                                    build_args={"PLAIN": "p"}, secret_args={"KEY": "k3y"}))
+    shown = app.task_store.get("argsecret").public_dict()  # what `task show` and the API answer
+    assert created.warnings == shown["warnings"] and len(shown["warnings"]) == 1
+    assert shown["warnings"][0].startswith("secret arg KEY is declared as `ARG KEY` (Dockerfile line 2)")
+    updated = app.tasks.update("argsecret", secret_args={"OTHER": "o"})
+    assert updated.warnings == [] and app.task_store.get("argsecret").warnings == []

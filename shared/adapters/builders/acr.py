@@ -101,6 +101,11 @@ _ACCEPTED = {202: _Accepted}
 class AcrBuilder:
     """Builds a `BuildRequest` as an ACR quick-build run on one registry."""
 
+    # ACR's secret arguments are build args whose values ACR keeps out of its logs: an `ARG` of one
+    # reads it, and a RUN that uses it keeps it in the image's history (a DockerBuildRequest has no
+    # build secrets).
+    secret_args_as_build_args = True
+
     def __init__(
         self,
         client: ContainerRegistryTasksMgmtClient,
