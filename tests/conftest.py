@@ -39,6 +39,17 @@ def azurite_connection_string() -> str:
     return value
 
 
+def stack_context_folder(prefix: str) -> Path:
+    """A new folder under the stack's contexts folder (STACK_CONTEXTS): a task with a directory
+    context there is read in place by the stack's host, which reads directories only under its
+    roots (BASETRIGGER_LOCAL_CONTEXT_ROOTS; scripts/local_stack/settings.py). The caller removes it."""
+    contexts = os.environ.get("STACK_CONTEXTS")
+    if not contexts:
+        pytest.fail("STACK_CONTEXTS is not set: eval \"$(python3 scripts/stack.py env)\" after `up`")
+    Path(contexts).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=contexts))
+
+
 def unique_settings(**overrides) -> config.Settings:
     """Settings with a fresh table prefix and queue, so tests never see each other's data."""
     suffix = uuid.uuid4().hex[:10]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import stack_context_folder
 from tests.integration.buildah_tools import buildah, push, push_base
 from tests.own_host import chromium, own_host
 
@@ -55,7 +56,7 @@ def browser():
 @pytest.fixture(scope="module")
 def scene(host, tmp_path_factory):
     """A base in the registry and two tasks built FROM it: `app` (runtime) and `tools` (build stage)."""
-    tmp = tmp_path_factory.mktemp("scene")
+    tmp = stack_context_folder("scene")
     names = f"ui{uuid.uuid4().hex[:8]}"
     registry = os.environ.get("REGISTRY", "localhost:5000")
     base = f"{registry}/{names}/base:1"
@@ -80,7 +81,7 @@ def scene(host, tmp_path_factory):
 def broken(host, tmp_path_factory):
     """A base and BROKEN_DEPENDENTS tasks whose build needs what the base has (a shell and
     /etc/base-version); `break_base` pushes a base without them, so every build fails."""
-    tmp = tmp_path_factory.mktemp("broken")
+    tmp = stack_context_folder("broken")
     names = f"uib{uuid.uuid4().hex[:8]}"
     base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/{names}/base:1"
     push_base(tmp, base, "one")

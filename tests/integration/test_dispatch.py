@@ -241,5 +241,5 @@ def test_directory_contexts_are_refused_where_the_builder_is_not_local(tmp_path)
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     cloud = Services(unique_settings(BASETRIGGER_BUILDER="acr"))
-    with pytest.raises(TaskError, match="cannot read the directory"):
+    with pytest.raises(TaskError, match="does not read the directory"):
         cloud.tasks.create(Task(name="local", images=["x:1"], context=str(tmp_path)))
