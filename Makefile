@@ -87,6 +87,7 @@ chaos: install
 checkov:
 	@$(PYTHON) scripts/checkov_bicep.py
 
-# After `azd up`: BASETRIGGER_URL=https://<app host> BASETRIGGER_KEY=<function key> make smoke-azure
+# After `azd up`: eval "$(azd env get-values)"; SMOKE_CREDENTIAL_USERNAME/PASSWORD set (or
+# SMOKE_ARGS=--no-credential); BASETRIGGER_URL=https://<app host> BASETRIGGER_KEY=<key> make smoke-azure
 smoke-azure:
-	@$(PYTHON) scripts/smoke_azure.py
+	@$(PYTHON) scripts/smoke_azure.py $(SMOKE_ARGS)

@@ -126,12 +126,13 @@ class Services:
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits, self.waves)
+                         self.settings.unpack_limits, self.waves, lambda: self.builder)
 
     @cached_property
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
-                               self.runs, self.launcher, self.index, self.decisions, self.settings.brakes)
+                               self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
+                               lambda: self.builder)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:

@@ -357,6 +357,16 @@ class FakeBuilder:
         self.requests: list[BuildRequest] = []
         # Called during the build: lets a test cancel or take over the run meanwhile.
         self.during: Callable[[BuildRequest], None] | None = None
+        self.canceled: list[str] = []  # the builder run ids cancel() was asked to stop
+        self.cancel_note: str | None = None
+        self.cancel_crash: Exception | None = None
+
+    def cancel(self, run: Run) -> str | None:
+        """Records the builder run it was asked to stop; answers `cancel_note` (None: stopped)."""
+        self.canceled.append(run.builder_run_id or "")
+        if self.cancel_crash:
+            raise self.cancel_crash
+        return self.cancel_note
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         self.requests.append(request)
@@ -504,10 +514,10 @@ class FakeApp:
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
-                                     self.decisions, brakes or Brakes())
+                                     self.decisions, brakes or Brakes(), lambda: self.builder)
         self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
-                                   self.waves)
+                                   self.waves, lambda: self.builder)
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01)

@@ -234,6 +234,11 @@ class Builder(Protocol):
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
 
+    def cancel(self, run: Run) -> str | None:
+        """Stop the build an attempt of `run` started in the builder (`run.builder_run_id`), for a
+        run ended while no worker may be following it; without waiting for it to stop. Never raises:
+        None when it was stopped or there was nothing to stop, else why it may still push."""
+
 
 BuilderFactory = Callable[[], Builder]
 

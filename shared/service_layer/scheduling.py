@@ -12,8 +12,8 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.runs import Run, RunNotCancelable
 from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
-from shared.service_layer.ports import RunRepository, Sources, TaskRepository
-from shared.service_layer.runs import RunLauncher, transition
+from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
+from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.waves import WaveCoordinator
 
 # Uploaded contexts larger than this are refused (the API's body limit is a little above it).
@@ -22,8 +22,9 @@ MAX_CONTEXT_BYTES = 50 * 1024 * 1024
 
 class Scheduler:
     def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
-                 unpack_limits: UnpackLimits, waves: WaveCoordinator):
+                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory):
         self.waves = waves
+        self.builder = builder
         self.unpack_limits = unpack_limits
         self.tasks = tasks
         self.runs = runs
@@ -71,6 +72,9 @@ class Scheduler:
         return run
 
     def cancel(self, run_id: str) -> Run:
+        """Cancel a run that has not finished. A worker building it sees the cancel at its next
+        heartbeat and stops its build; the build an attempt started in the builder (an ACR run) is
+        canceled here as well, since the worker that started it may be gone."""
         def cancel(run: Run) -> Run | None:
             if run.finished:
                 raise RunNotCancelable(f"run {run_id} already finished ({run.status})")
@@ -78,6 +82,6 @@ class Scheduler:
             return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), started_at=started,
                            reason="canceled by request")
 
-        canceled = transition(self.runs, run_id, cancel)
+        canceled = cancel_builder_run(self.runs, self.builder, transition(self.runs, run_id, cancel))
         self.waves.run_finished(canceled)  # what was to be built on it in its wave is not built
         return canceled

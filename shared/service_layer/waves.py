@@ -22,8 +22,8 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
-from shared.service_layer.ports import DecisionLog, RunRepository, Slots, WaveRepository
-from shared.service_layer.runs import RunLauncher, transition
+from shared.service_layer.ports import BuilderFactory, DecisionLog, RunRepository, Slots, WaveRepository
+from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ def _standing(member: Member) -> str:
 
 class WaveCoordinator:
     def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
-                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes):
+                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory):
         self.waves = waves
+        # Only to cancel the build of a run canceled while it runs (its worker may be gone).
+        self.builder = builder
         self.slots = slots
         self.runs = runs
         self.launcher = launcher
@@ -289,14 +291,16 @@ class WaveCoordinator:
             todo.extend(dependent.needed_by)
 
     def _cancel_run(self, member: Member, reason: str, status: RunStatus = RunStatus.CANCELED) -> None:
-        was_building = False
+        was_building = stopped_here = False
 
         def cancel(run: Run) -> Run | None:
-            nonlocal was_building
+            nonlocal was_building, stopped_here
             was_building = run.status == RunStatus.RUNNING
+            stopped_here = False
             if run.finished or (run.status == RunStatus.RUNNING and status == RunStatus.HELD):
                 return None
             if run.status == RunStatus.RUNNING:
+                stopped_here = True
                 return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), reason=reason)
             if status == RunStatus.HELD:
                 if run.released:
@@ -308,6 +312,8 @@ class WaveCoordinator:
             run = transition(self.runs, member.run_id, cancel)
         except RunNotFound:
             return
+        if stopped_here:  # once, by the call that canceled it (a redo finds it finished)
+            run = cancel_builder_run(self.runs, self.builder, run)
         self.waves.unmark_ready(member)
         if run.finished:
             self._update_member(member.wave_id, member.task,

@@ -35,7 +35,7 @@ from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compu
 from shared.domain.vocabulary import RunStatus, utc_now
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import BuilderFactory, RunLogs, RunRepository, Sources
-from shared.service_layer.runs import RunLauncher, transition
+from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.tasks import TaskService
 from shared.service_layer.waves import WaveCoordinator
 
@@ -323,10 +323,16 @@ class Worker:
 
     # ---- failure paths ---------------------------------------------------------------------
     def fail_abandoned(self, run_id: str, reason: str) -> Run | None:
-        """The queue gave up on this run's message: fail it unless a worker is still on it."""
+        """The queue gave up on this run's message (or housekeeping on its silent worker): fail it
+        unless a worker is still on it, and cancel the build an attempt left in the builder."""
+        failed_here = False
+
         def fail(run: Run) -> Run | None:
+            nonlocal failed_here
+            failed_here = False
             if run.finished or (run.status == RunStatus.RUNNING and heartbeat_is_fresh(run)):
                 return None
+            failed_here = True
             return replace(run, status=RunStatus.FAILED, finished_at=utc_now(), reason=reason)
 
         try:
@@ -334,6 +340,8 @@ class Worker:
         except RunNotFound:
             return None
         if run.status == RunStatus.FAILED and run.reason == reason:
+            if failed_here:  # no worker will stop the ACR run an attempt may have left behind
+                run = cancel_builder_run(self.runs, self._builder, run)
             self._remove_quick_upload(run)
             self.waves.run_finished(run)
             return run

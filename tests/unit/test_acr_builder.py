@@ -34,7 +34,8 @@ from azure.storage.blob import BlobClient
 from shared.adapters.builders.acr import AcrBuilder
 from shared.domain.builds import BuildContext, BuildRequest
 from shared.domain.credentials import RegistryCredential
-from shared.domain.vocabulary import RunStatus
+from shared.domain.runs import Run as RunRecord
+from shared.domain.vocabulary import RunStatus, Trigger
 
 SUB = "00000000-1111-2222-3333-444444444444"
 RG = "rg-images"
@@ -614,6 +615,85 @@ def test_a_deadline_cancel_acr_does_not_carry_out_says_the_run_may_still_push(tm
     assert result.status == RunStatus.TIMEOUT
     assert result.reason.startswith("ACR run cb7 was still Queued after 1500 s; canceling ACR run cb7 failed")
     assert "may still push" in result.reason
+
+
+def ended_run(builder_run_id: str | None = "cb7") -> RunRecord:
+    """A basetrigger run ended while no worker follows it, naming the ACR run an attempt scheduled."""
+    return RunRecord("da7", RunStatus.FAILED, Trigger.MANUAL, task="app", attempt=1,
+                     reason="the worker stopped reporting", builder_run_id=builder_run_id)
+
+
+def test_cancel_of_a_run_no_worker_follows_cancels_its_acr_run_without_waiting():
+    fake = FakeAcr(statuses=("Running",))
+
+    assert make_builder(fake).cancel(ended_run()) is None
+
+    (cancel,) = fake.calls("POST", "/runs/cb7/cancel")
+    assert cancel["query"]["api-version"] == ["2025-03-01-preview"]
+    assert cancel["headers"]["Authorization"] == "Bearer stub-token"
+    assert fake.gets == 0  # the caller (housekeeping, an API request) does not wait for ACR
+
+
+def test_cancel_accepted_with_202_is_taken():
+    fake = FakeAcr(statuses=("Running",), cancel_answer=(202, None))
+    assert make_builder(fake).cancel(ended_run()) is None
+    assert len(fake.calls("POST", "/runs/cb7/cancel")) == 1
+
+
+def test_cancel_acr_refuses_for_a_run_still_running_says_it_may_still_push_and_never_raises():
+    fake = FakeAcr(statuses=("Running",), cancel_answer=CANCEL_FORBIDDEN)
+
+    note = make_builder(fake).cancel(ended_run())
+
+    assert note.startswith("canceling ACR run cb7 failed ((AuthorizationFailed) The client does not have")
+    assert "runs/cancel/action" in note
+    assert note.endswith("it may still push its images")
+    assert fake.gets == 1  # it looked whether the run had ended anyway
+
+
+def test_cancel_refused_for_a_run_that_had_ended_is_no_failure():
+    """Canceled from elsewhere meanwhile (the worker that still followed it) or finished: ACR may
+    refuse the cancel, and there is nothing left to stop."""
+    fake = FakeAcr(statuses=("Canceled",), cancel_answer=(409, {"error": {"code": "Conflict",
+                                                                          "message": "run is not active"}}))
+    assert make_builder(fake).cancel(ended_run()) is None
+
+
+def test_cancel_when_acr_cannot_be_reached_at_all_is_a_note_not_an_error():
+    fake = FakeAcr(cancel_answer=(500, {"error": {"code": "InternalServerError", "message": "boom"}}))
+    fake.statuses = ["Running"]
+    original = fake._arm
+
+    def broken_gets(method, path):
+        if method == "GET":
+            return _json(503, {"error": {"code": "ServiceUnavailable", "message": "down"}})
+        return original(method, path)
+
+    fake._arm = broken_gets
+    note = make_builder(fake).cancel(ended_run())
+    assert note == "canceling ACR run cb7 failed ((InternalServerError) boom): it may still push its images"
+
+
+def test_cancel_of_a_run_without_an_acr_run_sends_nothing():
+    fake = FakeAcr()
+    assert make_builder(fake).cancel(ended_run(builder_run_id=None)) is None
+    assert fake.requests == []
+
+
+def test_a_worker_cancel_refused_because_the_run_was_canceled_meanwhile_is_no_failure(tmp_path):
+    """The API canceled the ACR run while the worker still followed it: the worker's own cancel
+    may be refused, which must not be logged as a run that may still push."""
+    fake = FakeAcr(statuses=("Queued", "Canceled"),
+                   cancel_answer=(409, {"error": {"code": "Conflict", "message": "run is not active"}}))
+    request = request_for(BuildContext(path=str(make_context(tmp_path))))
+    request.cancel.set()
+    lines: list[str] = []
+
+    result = make_builder(fake).build(request, lines.append)
+
+    assert (result.status, result.reason) == (RunStatus.CANCELED, "canceled by request")
+    assert lines[-1] == "ACR run cb7: Canceled"
+    assert not any("may still push" in line for line in lines)
 
 
 def test_schedule_run_answered_202_with_the_run_is_followed_with_runs_get(tmp_path):

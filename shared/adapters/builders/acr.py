@@ -14,7 +14,9 @@ One ACR run per basetrigger run, whatever the worker does: the ACR run's id is s
 record as soon as it is scheduled (`BuildRequest.record_builder_run`), and the attempt that takes a
 run over (a stale heartbeat, a crash) follows that ACR run instead of scheduling another. An ACR run
 scheduled by an attempt that was taken over meanwhile, or whose id could not be saved, is canceled;
-so is a run still queued or running when the follow deadline passes (it would push later).
+so is a run still queued or running when the follow deadline passes (it would push later), and one
+whose basetrigger run was ended while no worker may follow it (`cancel(run)`: failed by
+housekeeping or the poison handler, canceled by request or with its wave).
 
 Runs moved out of `azure-mgmt-containerregistry` in its version 15 into
 `azure-mgmt-containerregistrytasks`; this module uses the latter. The management client is injected
@@ -57,6 +59,7 @@ from shared.config import ConfigError, Settings
 from shared.domain.builds import BuildContext, BuildRequest, BuildResult, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.images import has_registry
+from shared.domain.runs import Run as RunRecord
 from shared.domain.secrets import SecretMask
 from shared.domain.vocabulary import RunStatus
 
@@ -173,6 +176,15 @@ class AcrBuilder:
             base_digests=base_digests,
             reason=mask(result.reason) if result.reason else result.reason,
         )
+
+    def cancel(self, run: RunRecord) -> str | None:
+        """Cancels the ACR run an attempt of `run` scheduled, for a run ended while no worker may be
+        following it (a dead worker would never cancel it, and it would push). Does not wait for
+        ACR to stop it. Never raises: None when ACR took the cancel or the run had ended already,
+        else why not (that run may still push its images)."""
+        if not run.builder_run_id:
+            return None
+        return self._request_cancel(run.builder_run_id)
 
     def _start(self, request: BuildRequest, run_request: DockerBuildRequest, emit: LogSink,
                mask: SecretMask) -> tuple[str, Any] | BuildResult:
@@ -421,12 +433,8 @@ class AcrBuilder:
         """Cancels the ACR run and waits (bounded) until ACR reports it ended. Never raises: a cancel
         ACR refuses or does not carry out is written to the run's log and returned as a note for the
         result's reason, since that run may still push its images."""
-        try:
-            self._client.runs.cancel(self._resource_group, self._registry, acr_run_id, error_map=_ACCEPTED)
-        except _Accepted:
-            pass  # accepted: the run's own status says when it is done
-        except AzureError as exc:
-            note = f"canceling ACR run {acr_run_id} failed ({_short(exc)}): it may still push its images"
+        note = self._request_cancel(acr_run_id)
+        if note is not None:
             logger.warning("%s", note)
             follower.poll()
             follower.flush()
@@ -457,6 +465,25 @@ class AcrBuilder:
         logger.warning("%s", note)
         emit(note)
         return note
+
+    def _request_cancel(self, acr_run_id: str) -> str | None:
+        """Asks ACR to cancel the run. None when it took the request (200 or 202), or refused it for
+        a run that had ended already (canceled from elsewhere meanwhile, or finished); else why the
+        run may still push its images. Never raises."""
+        try:
+            self._client.runs.cancel(self._resource_group, self._registry, acr_run_id, error_map=_ACCEPTED)
+            return None
+        except _Accepted:
+            return None  # accepted: the run's own status says when it is done
+        except AzureError as exc:
+            refused = exc
+        try:
+            status = _status_of(self._client.runs.get(self._resource_group, self._registry, acr_run_id))
+        except AzureError:
+            status = "unknown"
+        if status.lower() in _TERMINAL:
+            return None
+        return f"canceling ACR run {acr_run_id} failed ({_short(refused)}): it may still push its images"
 
     def _log_url(self, acr_run_id: str) -> str | None:
         try:

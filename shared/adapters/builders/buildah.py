@@ -45,6 +45,7 @@ from shared.adapters.builders.ownership import Owner, new_marker, owner_of, proc
 from shared.adapters.builders.registry_auth import auth_file_args
 from shared.domain.builds import BuildRequest, BuildResult, LogSink
 from shared.domain.platforms import normalized_or_given
+from shared.domain.runs import Run
 from shared.domain.vocabulary import RunStatus
 from shared.service_layer.ports import Registry
 
@@ -278,6 +279,12 @@ class BuildahBuilder:
             return BuildResult(RunStatus.CANCELED, base_digests=base_digests, reason="canceled by request")
         return BuildResult(RunStatus.TIMEOUT, base_digests=base_digests,
                            reason=f"the build exceeded {request.timeout_seconds}s")
+
+    def cancel(self, run: Run) -> str | None:
+        """Nothing to stop: a buildah build is a child of its worker and dies with it (its process
+        group is killed on exit, and by the kernel when the worker is killed), and a worker that is
+        alive stops it when it sees the cancel."""
+        return None
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         # The task's registry credentials reach buildah in an auth file that lives as long as the build.
