@@ -120,6 +120,7 @@ var tableNames = [
   '${tablePrefix}bases'
   '${tablePrefix}waves'
   '${tablePrefix}slots'
+  '${tablePrefix}timers'
 ]
 var queueNames = [
   buildQueueName

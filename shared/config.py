@@ -56,6 +56,8 @@ APP_SETTINGS = (
     "BASETRIGGER_HARBOR_AUTH",
     "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
     "AZURE_CLIENT_ID",
+    # Timer, source triggers and notifications (issue 18).
+    "BASETRIGGER_TIMER_TICK",
 )
 
 
@@ -227,6 +229,20 @@ def poll_schedule(env: Mapping[str, str] | None = None) -> str:
         return schedule_for(_positive(env, "BASETRIGGER_POLL_INTERVAL", PollSettings().interval_seconds))
     except (ConfigError, WatchError):
         return schedule_for(PollSettings().interval_seconds)
+
+
+# The timer function looks for due task timer slots this often (a minute: cron's finest unit).
+DEFAULT_TIMER_TICK_SECONDS = 60
+
+
+def timer_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The task timers' function schedule (BASETRIGGER_TIMER_TICK seconds; the test bed shortens it
+    to test six-field schedules). Read when function_app.py is imported, as poll_schedule is."""
+    env = os.environ if env is None else env
+    try:
+        return schedule_for(_positive(env, "BASETRIGGER_TIMER_TICK", DEFAULT_TIMER_TICK_SECONDS))
+    except (ConfigError, WatchError):
+        return schedule_for(DEFAULT_TIMER_TICK_SECONDS)
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:

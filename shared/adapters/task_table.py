@@ -21,6 +21,7 @@ from shared.domain.credentials import RegistryCredential
 from shared.domain.key_rotation import ResealReport
 from shared.domain.links import TaskLinks
 from shared.domain.tasks import SCHEMA_VERSION, Dependency, Task, TaskChanged, TaskExists, TaskNotFound
+from shared.domain.timers import TaskTimer
 from shared.domain.vocabulary import TriggerType
 
 PARTITION = "task"
@@ -54,6 +55,10 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         # Login servers and usernames; each password is sealed above under `cred:<login server>`.
         "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
+        # Added after schema 1 (rows without them read as no timers and no source triggers).
+        "Timers": json.dumps([t.stored_dict() for t in task.timers]),
+        "SourceTriggers": json.dumps({"commit": task.commit_trigger_enabled,
+                                      "pull_request": task.pull_request_trigger_enabled}),
         "CreatedAt": task.created_at.isoformat(),
         "UpdatedAt": task.updated_at.isoformat(),
     }
@@ -78,10 +83,18 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         trigger_type=TriggerType(entity.get("TriggerType") or TriggerType.RUNTIME),
         platform=entity.get("Platform") or "linux",
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
+        timers=[TaskTimer.from_stored(t) for t in json.loads(entity.get("Timers") or "[]")],
+        commit_trigger_enabled=bool(_source_triggers(entity).get("commit")),
+        pull_request_trigger_enabled=bool(_source_triggers(entity).get("pull_request")),
         created_at=datetime.fromisoformat(entity["CreatedAt"]),
         updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
         etag=entity.metadata["etag"],
     )
+
+
+def _source_triggers(entity: Any) -> dict[str, Any]:
+    value = json.loads(entity.get("SourceTriggers") or "{}")
+    return value if isinstance(value, dict) else {}
 
 
 def _if_unchanged(etag: str | None) -> MatchConditions | None:

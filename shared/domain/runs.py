@@ -56,6 +56,10 @@ class Run:
     # builder has one: the attempt that takes the run over follows that build instead of starting a
     # second one that would push too. Rows stored before this field read it as None.
     builder_run_id: str | None = None
+    # What a source trigger (Commit, Pull Request) started the run on: the commit is built, and
+    # image templates may name both ({{.Run.Commit}}, {{.Run.Branch}}). None for other runs.
+    commit: str | None = None
+    branch: str | None = None
 
     @property
     def finished(self) -> bool:

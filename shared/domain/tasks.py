@@ -14,6 +14,7 @@ from shared.domain.dockerfile import DockerfileError, parse_dependencies
 from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
 from shared.domain.platforms import InvalidPlatform, Platform
+from shared.domain.timers import TaskTimer, TimerError, check_timers
 from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
@@ -104,6 +105,11 @@ class Task:
     dependencies: list[Dependency] = field(default_factory=list)
     # Registry sign-ins for reading and pulling the bases (`task credential add`); passwords sealed.
     credentials: list[RegistryCredential] = field(default_factory=list)
+    # Runs on a schedule (`task timer add`, `--schedule`): shared.domain.timers.
+    timers: list[TaskTimer] = field(default_factory=list)
+    # Runs on a push / a pull request to the context's repository and branch (a git context only).
+    commit_trigger_enabled: bool = False
+    pull_request_trigger_enabled: bool = False
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     # The stored version this task was read at (the table entity's etag; None before it is stored).
@@ -138,11 +144,17 @@ class Task:
             check_unique(self.credentials)
         except CredentialError as exc:
             raise TaskError(str(exc)) from exc
+        try:
+            check_timers(self.timers)
+        except TimerError as exc:
+            raise TaskError(str(exc)) from exc
+        if (self.commit_trigger_enabled or self.pull_request_trigger_enabled) and not self.is_git:
+            raise TaskError("source triggers (commit, pull request) need a git URL as the context")
         if self.context_upload and self.is_git:
             raise TaskError("an uploaded context goes with a directory, not a git URL")
         for template in self.images:
             try:  # an invalid template must fail here, not later in every dispatch of its bases
-                render_image(template, "da0", "registry.invalid")
+                render_image(template, "da0", "registry.invalid", commit="0" * 40, branch="main")
             except ValueError as exc:
                 raise TaskError(f"invalid image {template!r}: {exc}") from exc
 
@@ -194,6 +206,9 @@ class Task:
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
             "credentials": [c.public_dict() for c in self.credentials],
+            "timers": [t.to_dict() for t in self.timers],
+            "source_triggers": {"commit": self.commit_trigger_enabled,
+                                "pull_request": self.pull_request_trigger_enabled},
             "dependencies": [d.to_dict() for d in self.dependencies],
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),
