@@ -12,6 +12,7 @@ from functions import (
     insight_api,
     poll_timer,
     registry_api,
+    source_hooks,
     task_timers,
     trigger_api,
     wave_api,
@@ -41,3 +42,4 @@ app.register_functions(registry_api.bp)
 # Timer and source triggers, and notifications (issue 18).
 app.register_functions(task_timers.bp)
 app.register_functions(trigger_api.bp)
+app.register_functions(source_hooks.bp)

@@ -363,7 +363,8 @@ PATHS.update({
         "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
     "/hooks/github": {"post": {
         "operationId": "githubWebhook", "security": [],
-        "summary": "GitHub Packages' registry_package / package events, signed (X-Hub-Signature-256) with "
+        "summary": "GitHub Packages' registry_package / package events and a repository's push / "
+                   "pull_request (source triggers), signed (X-Hub-Signature-256) with "
                    "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
         "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
     "/bases": {"get": {
@@ -462,6 +463,15 @@ PATHS.update({
         "post": {"operationId": "addTimer", "summary": "Add a timer to a task",
                  "requestBody": _json_body(_ref("TimerInput")),
                  "responses": {**_ok(_ref("Task"), "201", "Added"), **_errors("400", "404", "412", "413")}}},
+    "/hooks/gitlab": {"post": {
+        "operationId": "gitlabWebhook", "security": [],
+        "summary": "GitLab's Push Hook (source triggers); X-Gitlab-Token must be "
+                   "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
+    "/hooks/azure-repos": {"post": {
+        "operationId": "azureReposWebhook",
+        "summary": "Azure Repos service hooks git.push, git.pullrequest.created|updated (source triggers)",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
     "/tasks/{name}/timers/{timer}": {
         "parameters": [_TASK_NAME, _TIMER_NAME],
         "patch": {"operationId": "updateTimer", "summary": "Change a task's timer",

@@ -34,6 +34,7 @@ from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.task_timers import TaskTimers
 from shared.service_layer.tasks import TaskService
@@ -138,6 +139,10 @@ class Services:
     @cached_property
     def timers(self) -> TimerService:
         return TimerService(self.tasks.store, TableTimerSlots(self.storage), self.triggered)
+
+    @cached_property
+    def source_triggers(self) -> SourceTriggers:
+        return SourceTriggers(self.tasks, self.triggered)
 
     @cached_property
     def task_timers(self) -> TaskTimers:

@@ -58,6 +58,7 @@ APP_SETTINGS = (
     "AZURE_CLIENT_ID",
     # Timer, source triggers and notifications (issue 18).
     "BASETRIGGER_TIMER_TICK",
+    "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
 )
 
 
@@ -144,6 +145,8 @@ class Settings:
     # The Authorization header value Harbor's webhook policy sends; the secret GitHub signs with.
     harbor_auth: str | None = field(default=None, repr=False)
     github_webhook_secret: str | None = field(default=None, repr=False)
+    # The secret token GitLab's webhook sends in X-Gitlab-Token (source triggers).
+    gitlab_webhook_token: str | None = field(default=None, repr=False)
 
     @property
     def poison_queue(self) -> str:
@@ -309,4 +312,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         acr_audience=(env.get("BASETRIGGER_ACR_AUDIENCE") or DEFAULT_ACR_AUDIENCE).strip().rstrip("/"),
         harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
+        gitlab_webhook_token=env.get("BASETRIGGER_GITLAB_WEBHOOK_TOKEN") or None,
     )

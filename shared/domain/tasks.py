@@ -182,10 +182,11 @@ class Task:
     def is_git(self) -> bool:
         return is_git_url(self.context)
 
-    def build_spec(self) -> BuildSpec:
-        """What a run of this task builds: its upload if it has one, else its directory or git URL."""
+    def build_spec(self, commit: str | None = None) -> BuildSpec:
+        """What a run of this task builds: its upload if it has one, else its directory or git URL
+        (at `commit`, for a run a source trigger started)."""
         source = Source(upload=self.context_upload) if self.context_upload else Source.of_context(
-            self.context, self.branch)
+            self.context, self.branch, commit)
         return BuildSpec(source=source, dockerfile=self.dockerfile,
                          build_args=dict(self.build_args), platform=self.platform,
                          secret_args=dict(self.secret_args), git_token=self.git_token,

@@ -59,14 +59,15 @@ class TaskService:
     def all(self) -> list[Task]:
         return self.store.all()
 
-    def discover(self, task: Task) -> list[Dependency]:
-        """Dependencies from the Dockerfile, with the digest each base has right now."""
+    def discover(self, task: Task, commit: str | None = None) -> list[Dependency]:
+        """Dependencies from the Dockerfile (at `commit` of a git context, if given), with the
+        digest each base has right now."""
         if not task.is_git and not task.context_upload:
             try:
                 self.local_roots.directory(task.context)
             except ContextNotReadInPlace as exc:
                 raise ContextUploadNeeded(str(exc)) from None
-        spec = task.build_spec()
+        spec = task.build_spec(commit=commit)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
@@ -188,15 +189,20 @@ class TaskService:
             log.warning("could not delete the context upload %s; it stays as an orphan", upload,
                         exc_info=True)
 
-    def record_build(self, task: Task, built_on: list[Dependency]) -> bool:
+    def record_build(self, task: Task, built_on: list[Dependency],
+                     previous: list[Dependency] | None = None) -> bool:
         """After a successful run of `task` (as the run read it): what it was built on becomes the
         task's dependencies. Only those are written, so a change made while the run built stays,
-        and a task deleted meanwhile stays deleted (False)."""
+        and a task deleted meanwhile stays deleted (False). With `previous` (the bases before a
+        commit changed them), the task is indexed anew: dropped from the bases it no longer uses."""
         try:
             self.store.set_dependencies(task.name, built_on)
         except TaskNotFound:
             return False
-        self.index.record_build(task, built_on)
+        if previous is not None:
+            self.index.sync_task(replace(task, dependencies=built_on), previous=previous)
+        else:
+            self.index.record_build(task, built_on)
         return True
 
 

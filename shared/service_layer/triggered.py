@@ -7,6 +7,7 @@ The run itself starts as a manual run does (Scheduler.start_run: a wave of its o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from shared.domain.decisions import Decision, TaskDecision
@@ -24,14 +25,17 @@ class TriggeredRuns:
         self.decisions = decisions
 
     def start(self, event_id: str, source: EventSource, task: Task, trigger: Trigger, reason: str,
-              **run_fields: Any) -> Decision:
+              prepare: Callable[[], None] | None = None, **run_fields: Any) -> Decision:
         """The decision on `event_id`: a new run of `task`, or the decision taken before. EventBusy
-        while another delivery decides the same event (the caller tries again later)."""
+        while another delivery decides the same event (the caller tries again later). `prepare`
+        runs once, before the run is started (a commit's dependencies read)."""
         previous = self.decisions.begin(event_id)
         if previous is not None:
             log.info("event %s already decided (%s); not started again", event_id, previous.outcome)
             return previous
         try:
+            if prepare is not None:
+                prepare()
             run = self.scheduler.start_run(task, trigger, str(trigger).lower() + " run", cause=reason,
                                            event_id=event_id, **run_fields)
             decision = Decision(event_id, source, Outcome.QUEUED, reason, runs=[run.run_id],
