@@ -12,6 +12,9 @@ from functions import (
     insight_api,
     poll_timer,
     registry_api,
+    source_hooks,
+    task_timers,
+    trigger_api,
     wave_api,
     webhook_ingress,
     webhooks_dockerhub,
@@ -36,3 +39,7 @@ app.register_functions(webhooks_harbor.bp)
 app.register_functions(webhooks_dockerhub.bp)
 app.register_functions(webhooks_github.bp)
 app.register_functions(registry_api.bp)
+# Timer and source triggers, and notifications (issue 18).
+app.register_functions(task_timers.bp)
+app.register_functions(trigger_api.bp)
+app.register_functions(source_hooks.bp)

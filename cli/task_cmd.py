@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 
-from cli import task_credential, task_insight
+from cli import task_credential, task_insight, task_timer
 from cli.build_cmd import ContextError as PackError
 from cli.build_cmd import pack_context, wait_and_report
 from cli.client import (
@@ -134,6 +134,15 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
                         help="a token for cloning the git context (stored encrypted, never shown)")
     parser.add_argument("--platform", default=None,
                         help="the platform to build for" + (" (default: linux)" if creating else ""))
+    parser.add_argument("--schedule", default=None,
+                        help="run on this cron schedule, in UTC (e.g. '0 21 * * *'): the timer t1; "
+                        "more with `task timer add`")
+    parser.add_argument("--commit-trigger-enabled", type=_bool, default=None, metavar="{true,false}",
+                        help="run on a push to the git context's branch (a webhook, or polling)"
+                        + (" (default: false)" if creating else ""))
+    parser.add_argument("--pull-request-trigger-enabled", type=_bool, default=None, metavar="{true,false}",
+                        help="run on a pull request to the git context's branch"
+                        + (" (default: false)" if creating else ""))
     _output(parser)
 
 
@@ -224,6 +233,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     task_insight.register(add)  # task why, task stale
     task_credential.register(commands, conn)  # task credential add|list|update|remove
+    task_timer.register(commands, conn)  # task timer add|list|update|remove
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,6 +298,12 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["base_image_trigger_type"] = args.base_image_trigger_type
     if args.platform is not None:
         spec["platform"] = args.platform
+    if args.schedule is not None:
+        spec["schedule"] = args.schedule
+    if args.commit_trigger_enabled is not None:
+        spec["commit_trigger_enabled"] = args.commit_trigger_enabled
+    if args.pull_request_trigger_enabled is not None:
+        spec["pull_request_trigger_enabled"] = args.pull_request_trigger_enabled
     return spec
 
 

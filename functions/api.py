@@ -44,9 +44,11 @@ from shared.domain.tasks import (
     TaskNotFound,
     check_name,
 )
+from shared.domain.timers import DEFAULT_TIMER, TaskTimer
 from shared.domain.vocabulary import RunStatus, TriggerType, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
+from shared.service_layer.task_timers import TimerNotFound
 
 bp = func.Blueprint()
 
@@ -64,6 +66,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     # If-Match named another version than the stored one: nothing was written.
     (TaskChanged, 412, "PreconditionFailed"),
     (RunNotCancelable, 409, "RunNotCancelable"),
+    (TimerNotFound, 404, "TimerNotFound"),
     (RunConflict, 409, "Conflict"),
     (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
     (TaskError, 400, "InvalidTask"),
@@ -136,8 +139,19 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
         if body["base_image_trigger_type"] not in names(TriggerType):
             raise BadRequest(f"base_image_trigger_type must be {' or '.join(names(TriggerType))}")
         fields["trigger_type"] = TriggerType(body["base_image_trigger_type"])
+    for key in ("commit_trigger_enabled", "pull_request_trigger_enabled"):
+        if key in body:
+            if not isinstance(body[key], bool):
+                raise BadRequest(f"{key} must be true or false")
+            fields[key] = body[key]
+    if "schedule" in body and not isinstance(body["schedule"], str):
+        raise BadRequest("schedule must be a cron expression such as '0 21 * * *'")
+    if "schedule" in body and not partial:  # on PATCH, the route sets the timer itself
+        fields["timers"] = [TaskTimer(name=DEFAULT_TIMER, schedule=body["schedule"])]
     unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
-                                         "base_image_trigger_enabled", "base_image_trigger_type"}
+                                         "base_image_trigger_enabled", "base_image_trigger_type",
+                                         "commit_trigger_enabled", "pull_request_trigger_enabled",
+                                         "schedule"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not partial:
@@ -208,8 +222,15 @@ def api_task(req: func.HttpRequest) -> func.HttpResponse:
     if "name" in body and body["name"] != name:
         raise BadRequest("a task cannot be renamed")
     archive = _context_archive(body)
-    return _task_response(tasks.update(name, context_archive=archive, expected=expected,
-                                       **_task_fields(body, partial=True)))
+    schedule = body.pop("schedule", None)
+    fields = _task_fields(body, partial=True)
+    task = tasks.update(name, context_archive=archive, expected=expected, **fields) if fields or archive \
+        else tasks.get(name)
+    if schedule is not None:  # `--schedule`: the task's default timer, added or rescheduled
+        if not isinstance(schedule, str):
+            raise BadRequest("schedule must be a cron expression such as '0 21 * * *'")
+        task = services().task_timers.set_schedule(name, schedule)
+    return _task_response(task)
 
 
 @bp.function_name("api_task_runs")

@@ -365,7 +365,8 @@ PATHS.update({
         "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
     "/hooks/github": {"post": {
         "operationId": "githubWebhook", "security": [],
-        "summary": "GitHub Packages' registry_package / package events, signed (X-Hub-Signature-256) with "
+        "summary": "GitHub Packages' registry_package / package events and a repository's push / "
+                   "pull_request (source triggers), signed (X-Hub-Signature-256) with "
                    "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
         "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
     "/bases": {"get": {
@@ -432,6 +433,54 @@ PATHS.update({
         "requestBody": _json_body({"type": "object", "required": ["image"], "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True}}}),
         "responses": {**_ok(_ref("Decision"), "202", "Started"), **_errors("400", "413")}}},
+})
+
+
+# ---- timer and source triggers, notifications (functions/trigger_api.py, functions/source_hooks.py) --
+SCHEMAS["Timer"] = {"type": "object", "properties": {
+    "name": {"type": "string"}, "schedule": {"type": "string", "description": "cron, UTC"},
+    "enabled": {"type": "boolean"},
+    "since": {"type": "string", "format": "date-time", "description": "slots before it never run"}}}
+SCHEMAS["TimerInput"] = {"type": "object", "properties": {
+    "name": {"type": "string"}, "schedule": {"type": "string"}, "enabled": {"type": "boolean"}}}
+SCHEMAS["TaskCreate"]["properties"].update({
+    "schedule": {"type": "string", "description": "cron in UTC: the task's timer t1 (`--schedule`)"},
+    "commit_trigger_enabled": {"type": "boolean", "default": False},
+    "pull_request_trigger_enabled": {"type": "boolean", "default": False}})
+SCHEMAS["Task"]["properties"].update({
+    "timers": {"type": "array", "items": _ref("Timer")},
+    "source_triggers": {"type": "object", "properties": {
+        "commit": {"type": "boolean"}, "pull_request": {"type": "boolean"}}}})
+SCHEMAS["Run"]["properties"].update({
+    "commit": {"type": "string", "nullable": True, "description": "the commit a source trigger built"},
+    "branch": {"type": "string", "nullable": True}})
+_TIMER_NAME = _param("timer", "path", description="Timer name")
+_TASK_ANSWER = _ok(_ref("Task"))
+PATHS.update({
+    "/tasks/{name}/timers": {
+        "parameters": [_TASK_NAME],
+        "get": {"operationId": "listTimers", "summary": "A task's timers",
+                "responses": {**_ok({"type": "object", "properties": {
+                    "timers": {"type": "array", "items": _ref("Timer")}}}), **_errors("400", "404")}},
+        "post": {"operationId": "addTimer", "summary": "Add a timer to a task",
+                 "requestBody": _json_body(_ref("TimerInput")),
+                 "responses": {**_ok(_ref("Task"), "201", "Added"), **_errors("400", "404", "412", "413")}}},
+    "/hooks/gitlab": {"post": {
+        "operationId": "gitlabWebhook", "security": [],
+        "summary": "GitLab's Push Hook (source triggers); X-Gitlab-Token must be "
+                   "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "403", "413")}}},
+    "/hooks/azure-repos": {"post": {
+        "operationId": "azureReposWebhook",
+        "summary": "Azure Repos service hooks git.push, git.pullrequest.created|updated (source triggers)",
+        "requestBody": _PAYLOAD, "responses": {**_DECISIONS, **_errors("400", "413")}}},
+    "/tasks/{name}/timers/{timer}": {
+        "parameters": [_TASK_NAME, _TIMER_NAME],
+        "patch": {"operationId": "updateTimer", "summary": "Change a task's timer",
+                  "requestBody": _json_body(_ref("TimerInput")),
+                  "responses": {**_TASK_ANSWER, **_errors("400", "404", "412", "413")}},
+        "delete": {"operationId": "removeTimer", "summary": "Remove a task's timer",
+                   "responses": {**_TASK_ANSWER, **_errors("400", "404", "412")}}},
 })
 
 

@@ -1,4 +1,5 @@
-"""GitHub Packages webhooks (`POST /api/hooks/github`): `registry_package` and `package` events.
+"""GitHub webhooks (`POST /api/hooks/github`): GitHub Packages' `registry_package` and `package`
+events, and a repository's `push` and `pull_request` events (source triggers, functions/source_hooks.py).
 
 GitHub signs the body with the webhook's secret (`X-Hub-Signature-256: sha256=<HMAC-SHA256>`): the
 route is anonymous to the Functions host and checks that signature with
@@ -10,6 +11,7 @@ import hmac
 
 import azure.functions as func
 
+from functions import source_hooks
 from functions.http import error
 from functions.webhook_common import Refused, decisions_answer, parse_payload
 from shared.bootstrap import services
@@ -40,6 +42,8 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if not signature_ok(secret, body, req.headers.get("X-Hub-Signature-256")):
         return error(401, "Unauthorized", "X-Hub-Signature-256 does not match the body and the secret")
     kind, delivery = req.headers.get("X-GitHub-Event"), req.headers.get("X-GitHub-Delivery")
+    if kind in source_hooks.GITHUB_SOURCE_EVENTS:  # a repository's push / pull_request: a source trigger
+        return source_hooks.github_source(req, kind, delivery, MAX_BODY_BYTES)
     try:
         event = parse_payload(req, MAX_BODY_BYTES, lambda data: from_github(kind, delivery, data),
                               EventSource.GITHUB, rejected_id=printable_id(delivery or "(github payload)"))

@@ -90,6 +90,9 @@ param harborAuthInKeyVault bool = false
 @description('Optional. Whether BASETRIGGER_GITHUB_WEBHOOK_SECRET (the GitHub webhook\'s secret) is set, as a Key Vault reference to the secret basetrigger-github-webhook-secret in this environment\'s vault; store the secret there first (docs/deploy.md).')
 param githubWebhookSecretInKeyVault bool = false
 
+@description('Optional. Whether BASETRIGGER_GITLAB_WEBHOOK_TOKEN (the GitLab webhook\'s secret token, source triggers) is set, as a Key Vault reference to the secret basetrigger-gitlab-webhook-token in this environment\'s vault; store the secret there first.')
+param gitlabWebhookTokenInKeyVault bool = false
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -120,6 +123,7 @@ var tableNames = [
   '${tablePrefix}bases'
   '${tablePrefix}waves'
   '${tablePrefix}slots'
+  '${tablePrefix}timers'
 ]
 var queueNames = [
   buildQueueName
@@ -224,6 +228,7 @@ module functionApp 'app/function-app.bicep' = {
     acrAudience: acrAudience
     harborAuthInKeyVault: harborAuthInKeyVault
     githubWebhookSecretInKeyVault: githubWebhookSecretInKeyVault
+    gitlabWebhookTokenInKeyVault: gitlabWebhookTokenInKeyVault
   }
   // The host starts as soon as the app exists: give it its storage roles first.
   dependsOn: [

@@ -22,6 +22,7 @@ from shared.adapters.secret_box import SecretBox
 from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
+from shared.adapters.timer_table import TableTimerSlots
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
@@ -33,8 +34,12 @@ from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
+from shared.service_layer.task_timers import TaskTimers
 from shared.service_layer.tasks import TaskService
+from shared.service_layer.timers import TimerService
+from shared.service_layer.triggered import TriggeredRuns
 from shared.service_layer.waves import WaveCoordinator
 from shared.service_layer.worker import Worker
 
@@ -127,6 +132,22 @@ class Services:
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
                          self.settings.unpack_limits, self.waves, lambda: self.builder)
+
+    @cached_property
+    def triggered(self) -> TriggeredRuns:
+        return TriggeredRuns(self.scheduler, self.decisions)
+
+    @cached_property
+    def timers(self) -> TimerService:
+        return TimerService(self.tasks.store, TableTimerSlots(self.storage), self.triggered)
+
+    @cached_property
+    def source_triggers(self) -> SourceTriggers:
+        return SourceTriggers(self.tasks, self.triggered)
+
+    @cached_property
+    def task_timers(self) -> TaskTimers:
+        return TaskTimers(self.tasks.store)
 
     @cached_property
     def waves(self) -> WaveCoordinator:

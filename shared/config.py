@@ -56,6 +56,9 @@ APP_SETTINGS = (
     "BASETRIGGER_HARBOR_AUTH",
     "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
     "AZURE_CLIENT_ID",
+    # Timer, source triggers and notifications (issue 18).
+    "BASETRIGGER_TIMER_TICK",
+    "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
 )
 
 
@@ -142,6 +145,8 @@ class Settings:
     # The Authorization header value Harbor's webhook policy sends; the secret GitHub signs with.
     harbor_auth: str | None = field(default=None, repr=False)
     github_webhook_secret: str | None = field(default=None, repr=False)
+    # The secret token GitLab's webhook sends in X-Gitlab-Token (source triggers).
+    gitlab_webhook_token: str | None = field(default=None, repr=False)
 
     @property
     def poison_queue(self) -> str:
@@ -229,6 +234,20 @@ def poll_schedule(env: Mapping[str, str] | None = None) -> str:
         return schedule_for(PollSettings().interval_seconds)
 
 
+# The timer function looks for due task timer slots this often (a minute: cron's finest unit).
+DEFAULT_TIMER_TICK_SECONDS = 60
+
+
+def timer_schedule(env: Mapping[str, str] | None = None) -> str:
+    """The task timers' function schedule (BASETRIGGER_TIMER_TICK seconds; the test bed shortens it
+    to test six-field schedules). Read when function_app.py is imported, as poll_schedule is."""
+    env = os.environ if env is None else env
+    try:
+        return schedule_for(_positive(env, "BASETRIGGER_TIMER_TICK", DEFAULT_TIMER_TICK_SECONDS))
+    except (ConfigError, WatchError):
+        return schedule_for(DEFAULT_TIMER_TICK_SECONDS)
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     builder = env.get("BASETRIGGER_BUILDER", "buildah").strip().lower()
@@ -293,4 +312,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         acr_audience=(env.get("BASETRIGGER_ACR_AUDIENCE") or DEFAULT_ACR_AUDIENCE).strip().rstrip("/"),
         harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
+        gitlab_webhook_token=env.get("BASETRIGGER_GITLAB_WEBHOOK_TOKEN") or None,
     )

@@ -484,6 +484,19 @@ class FakeSlots:
         return {run_id: self.since[(scope, run_id)] for run_id in self.holders(scope)}
 
 
+class FakeTimerSlots:
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, str], datetime] = {}
+
+    def last(self, task: str, timer: str) -> datetime | None:
+        return self.slots.get((task, timer))
+
+    def advance(self, task: str, timer: str, slot: datetime) -> None:
+        key = (task, timer)
+        if key not in self.slots or self.slots[key] < slot:
+            self.slots[key] = slot
+
+
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
@@ -518,6 +531,12 @@ class FakeApp:
         self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
                                    self.waves, lambda: self.builder)
+        from shared.service_layer.timers import TimerService
+        from shared.service_layer.triggered import TriggeredRuns
+
+        self.triggered = TriggeredRuns(self.scheduler, self.decisions)
+        self.timer_slots = FakeTimerSlots()
+        self.timers = TimerService(self.task_store, self.timer_slots, self.triggered)
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01)

@@ -109,6 +109,9 @@ param harborAuthInKeyVault bool = false
 @description('Optional. Set BASETRIGGER_GITHUB_WEBHOOK_SECRET as a Key Vault reference to the secret basetrigger-github-webhook-secret (the GitHub webhook\'s secret); store that secret first. False leaves the setting empty, and the webhook then accepts nothing.')
 param githubWebhookSecretInKeyVault bool = false
 
+@description('Optional. Set BASETRIGGER_GITLAB_WEBHOOK_TOKEN as a Key Vault reference to the secret basetrigger-gitlab-webhook-token (the GitLab webhook\'s secret token, for source triggers); store that secret first. False leaves the setting empty, and the route then accepts nothing.')
+param gitlabWebhookTokenInKeyVault bool = false
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -213,6 +216,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_ACR_AUDIENCE: acrAudience
     BASETRIGGER_HARBOR_AUTH: harborAuthInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-harbor-auth)' : ''
     BASETRIGGER_GITHUB_WEBHOOK_SECRET: githubWebhookSecretInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-github-webhook-secret)' : ''
+    BASETRIGGER_GITLAB_WEBHOOK_TOKEN: gitlabWebhookTokenInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-gitlab-webhook-token)' : ''
   }
 }
 

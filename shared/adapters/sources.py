@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import subprocess
 import tarfile
 from pathlib import Path
@@ -29,8 +30,9 @@ from shared.domain.builds import (
 UPLOADS = "build-contexts"
 
 
-def clone(url: str, branch: str | None, token: str | None, dest: Path) -> Path:
-    """Shallow-clone `url` at `branch` into dest."""
+def clone(url: str, branch: str | None, token: str | None, dest: Path, commit: str | None = None) -> Path:
+    """Shallow-clone `url` at `branch` into dest, then check out `commit` if one is given and it is
+    not the branch's tip (fetched alone: git servers serve a commit of a branch by its id)."""
     argv = ["git", "clone", "--quiet", "--depth", "1", "--single-branch"]
     if branch:
         argv += ["--branch", branch]
@@ -51,7 +53,25 @@ def clone(url: str, branch: str | None, token: str | None, dest: Path) -> Path:
         message = result.stderr.strip().splitlines()[-1:] or ["git clone failed"]
         text = message[0].replace(token, "***") if token else message[0]
         raise ContextError(f"cannot clone {url} ({branch or 'default branch'}): {text}")
+    if commit:
+        _check_out(dest, commit, env, token)
     return dest
+
+
+def _check_out(repo: Path, commit: str, env: dict[str, str], token: str | None) -> None:
+    if not re.fullmatch(r"[0-9a-f]{7,64}", commit):
+        raise ContextError(f"{commit[:80]!r} is not a commit id")
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.stdout.strip() == commit:
+        return
+    for argv in (["fetch", "--quiet", "--depth", "1", "origin", commit],
+                 ["checkout", "--quiet", "--detach", "FETCH_HEAD"]):
+        result = subprocess.run(["git", "-C", str(repo), *argv], env=env, capture_output=True, text=True,
+                                timeout=600)
+        if result.returncode != 0:
+            message = (result.stderr.strip().splitlines()[-1:] or ["git failed"])[0]
+            text = message.replace(token, "***") if token else message
+            raise ContextError(f"cannot check out commit {commit}: {text}")
 
 
 def extract_archive(archive: Path, dest: Path, limits: UnpackLimits) -> Path:
@@ -88,7 +108,7 @@ class BuildSources:
     def checkout(self, spec: BuildSpec, workspace: Path) -> Path:
         source = spec.source
         if source.git_url:
-            return clone(source.git_url, source.branch, spec.git_token, workspace / "context")
+            return clone(source.git_url, source.branch, spec.git_token, workspace / "context", source.commit)
         if source.directory:
             return self.local_roots.directory(source.directory)
         if source.upload:

@@ -29,6 +29,7 @@ from shared.domain.tasks import (
     TaskExists,
     TaskNotFound,
 )
+from shared.domain.timers import TaskTimer
 from shared.domain.vocabulary import TriggerType, utc_now
 
 PARTITION = "task"
@@ -67,6 +68,10 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
         "Warnings": json.dumps(task.warnings),
+        # Added after schema 1 (rows without them read as no timers and no source triggers).
+        "Timers": json.dumps([t.stored_dict() for t in task.timers]),
+        "SourceTriggers": json.dumps({"commit": task.commit_trigger_enabled,
+                                      "pull_request": task.pull_request_trigger_enabled}),
         "CreatedAt": task.created_at.isoformat(),
         "UpdatedAt": task.updated_at.isoformat(),
     }
@@ -92,10 +97,18 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         platform=entity.get("Platform") or "linux",
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
         warnings=json.loads(entity.get("Warnings") or "[]"),
+        timers=[TaskTimer.from_stored(t) for t in json.loads(entity.get("Timers") or "[]")],
+        commit_trigger_enabled=bool(_source_triggers(entity).get("commit")),
+        pull_request_trigger_enabled=bool(_source_triggers(entity).get("pull_request")),
         created_at=datetime.fromisoformat(entity["CreatedAt"]),
         updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
         etag=entity.metadata["etag"],
     )
+
+
+def _source_triggers(entity: Any) -> dict[str, Any]:
+    value = json.loads(entity.get("SourceTriggers") or "{}")
+    return value if isinstance(value, dict) else {}
 
 
 def _if_unchanged(etag: str | None) -> MatchConditions | None:

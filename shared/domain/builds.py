@@ -179,18 +179,21 @@ class Source:
     git_url: str | None = None
     branch: str | None = None
     upload: str | None = None
+    # A git repository's commit to build (a run a source trigger started): the branch's tip
+    # otherwise. The branch is still cloned first: a commit is fetched from it.
+    commit: str | None = None
 
     @classmethod
-    def of_context(cls, context: str, branch: str | None) -> Source:
+    def of_context(cls, context: str, branch: str | None, commit: str | None = None) -> Source:
         """A task's `context` as the user gave it: a git URL or a directory."""
         if is_git_url(context):
-            return cls(git_url=context, branch=branch)
+            return cls(git_url=context, branch=branch, commit=commit)
         return cls(directory=context)
 
     def describe(self) -> str:
         """A form safe to log (a source never holds a token)."""
         if self.git_url:
-            return f"{self.git_url}#{self.branch or 'HEAD'}"
+            return f"{self.git_url}#{self.branch or 'HEAD'}" + (f"@{self.commit}" if self.commit else "")
         return self.directory or f"upload {self.upload}"
 
 

@@ -6,7 +6,7 @@ import re
 
 from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 
-_PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry)\s*\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\s*\.Run\.(ID|Registry|Commit|Branch)\s*\}\}")
 
 
 def has_registry(name: str) -> bool:
@@ -15,9 +15,13 @@ def has_registry(name: str) -> bool:
     return bool(sep) and ("." in first or ":" in first or first == "localhost" or first.startswith("["))
 
 
-def render(template: str, run_id: str, registry: str | None) -> str:
-    """Fill `{{.Run.ID}}` / `{{.Run.Registry}}`; names without a registry go to the task's registry."""
-    text = _PLACEHOLDER.sub(lambda m: run_id if m.group(1) == "ID" else (registry or ""), template)
+def render(template: str, run_id: str, registry: str | None, commit: str | None = None,
+           branch: str | None = None) -> str:
+    """Fill `{{.Run.ID}}` / `{{.Run.Registry}}`, and `{{.Run.Commit}}` / `{{.Run.Branch}}` for runs
+    a source trigger started (empty for others, as in ACR); names without a registry go to the
+    task's registry."""
+    values = {"ID": run_id, "Registry": registry or "", "Commit": commit or "", "Branch": branch or ""}
+    text = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
     if registry and not has_registry(text):
         text = f"{registry}/{text}"
     image = str(ImageRef.parse(text))

@@ -60,6 +60,10 @@ class Run:
     # released). Set with the release, cleared once the send succeeded: a send that failed (storage
     # down) is finished by the push's redelivery or by housekeeping, and a sent one is never resent.
     unsent_since: datetime | None = None
+    # What a source trigger (Commit, Pull Request) started the run on: the commit is built, and
+    # image templates may name both ({{.Run.Commit}}, {{.Run.Branch}}). None for other runs.
+    commit: str | None = None
+    branch: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -14,6 +14,7 @@ from shared.domain.dockerfile import DockerfileError, parse_dependencies
 from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
 from shared.domain.platforms import InvalidPlatform, Platform
+from shared.domain.timers import TaskTimer, TimerError, check_timers
 from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
@@ -111,6 +112,11 @@ class Task:
     credentials: list[RegistryCredential] = field(default_factory=list)
     # What the owner should know about the Dockerfile as last read (a secret arg read through ARG).
     warnings: list[str] = field(default_factory=list)
+    # Runs on a schedule (`task timer add`, `--schedule`): shared.domain.timers.
+    timers: list[TaskTimer] = field(default_factory=list)
+    # Runs on a push / a pull request to the context's repository and branch (a git context only).
+    commit_trigger_enabled: bool = False
+    pull_request_trigger_enabled: bool = False
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     # The stored version this task was read at (the table entity's etag; None before it is stored).
@@ -145,11 +151,17 @@ class Task:
             check_unique(self.credentials)
         except CredentialError as exc:
             raise TaskError(str(exc)) from exc
+        try:
+            check_timers(self.timers)
+        except TimerError as exc:
+            raise TaskError(str(exc)) from exc
+        if (self.commit_trigger_enabled or self.pull_request_trigger_enabled) and not self.is_git:
+            raise TaskError("source triggers (commit, pull request) need a git URL as the context")
         if self.context_upload and self.is_git:
             raise TaskError("an uploaded context goes with a directory, not a git URL")
         for template in self.images:
             try:  # an invalid template must fail here, not later in every dispatch of its bases
-                render_image(template, "da0", "registry.invalid")
+                render_image(template, "da0", "registry.invalid", commit="0" * 40, branch="main")
             except ValueError as exc:
                 raise TaskError(f"invalid image {template!r}: {exc}") from exc
 
@@ -177,10 +189,11 @@ class Task:
     def is_git(self) -> bool:
         return is_git_url(self.context)
 
-    def build_spec(self) -> BuildSpec:
-        """What a run of this task builds: its upload if it has one, else its directory or git URL."""
+    def build_spec(self, commit: str | None = None) -> BuildSpec:
+        """What a run of this task builds: its upload if it has one, else its directory or git URL
+        (at `commit`, for a run a source trigger started)."""
         source = Source(upload=self.context_upload) if self.context_upload else Source.of_context(
-            self.context, self.branch)
+            self.context, self.branch, commit)
         return BuildSpec(source=source, dockerfile=self.dockerfile,
                          build_args=dict(self.build_args), platform=self.platform,
                          secret_args=dict(self.secret_args), git_token=self.git_token,
@@ -201,6 +214,9 @@ class Task:
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
             "credentials": [c.public_dict() for c in self.credentials],
+            "timers": [t.to_dict() for t in self.timers],
+            "source_triggers": {"commit": self.commit_trigger_enabled,
+                                "pull_request": self.pull_request_trigger_enabled},
             "dependencies": [d.to_dict() for d in self.dependencies],
             "warnings": list(self.warnings),
             "created_at": format_time(self.created_at),

@@ -46,6 +46,9 @@ class Trigger(StrEnum):
 
     MANUAL = "Manual"
     IMAGE_UPDATE = "Image Update"
+    TIMER = "Timer"  # a task timer's slot came (`task timer add`, `--schedule`)
+    COMMIT = "Commit"  # a push to the context's repository and branch
+    PULL_REQUEST = "Pull Request"  # a pull request opened or updated against that branch
 
 
 class TriggerType(StrEnum):
@@ -89,6 +92,9 @@ class EventSource(StrEnum):
     HARBOR = "harbor"
     DOCKERHUB = "dockerhub"
     GITHUB = "github"
+    TIMER = "timer"  # a task timer's slot (shared.service_layer.timers)
+    GITLAB = "gitlab"
+    AZURE_REPOS = "azure-repos"
 
 
 class Watch(StrEnum):

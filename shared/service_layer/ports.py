@@ -266,3 +266,12 @@ class BaseRepository(Protocol):
     def backoffs(self) -> dict[str, RegistryBackoff]: ...
 
     def save_backoff(self, backoff: RegistryBackoff) -> None: ...
+
+
+class TimerSlots(Protocol):
+    """The last slot started for each task timer (shared.service_layer.timers)."""
+
+    def last(self, task: str, timer: str) -> datetime | None: ...
+
+    def advance(self, task: str, timer: str, slot: datetime) -> None:
+        """Record `slot` as started unless a later one is recorded already (never moves back)."""

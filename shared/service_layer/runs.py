@@ -101,7 +101,8 @@ class RunLauncher:
 
     def new_run(self, run_id: str, trigger: Trigger, templates: list[str], **fields: Any) -> Run:
         """A Queued run whose outputs are the rendered templates; ValueError if one cannot render."""
-        outputs = [images.render(t, run_id, self.registry) for t in templates]
+        outputs = [images.render(t, run_id, self.registry, commit=fields.get("commit"),
+                                 branch=fields.get("branch")) for t in templates]
         run = Run(run_id=run_id, status=RunStatus.QUEUED, trigger=trigger, output_images=outputs, **fields)
         run.unsent_since = run.created_at if run.released else None
         return run

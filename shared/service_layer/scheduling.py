@@ -6,6 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import replace
+from typing import Any
 
 from shared.domain.builds import BuildSpec, Source, UnpackLimits, check_archive
 from shared.domain.dependencies import DependencyRow
@@ -33,14 +34,19 @@ class Scheduler:
 
     def run_task(self, name: str, force: bool = False) -> Run:
         """A manual run (`az acr task run`). `force` is recorded: the builder pulls bases anew."""
-        task = self.tasks.get(name)
+        return self.start_run(self.tasks.get(name), Trigger.MANUAL, "manual run", force=force)
+
+    def start_run(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
+        """A run of `task` that starts at once (a manual run, a timer's slot, a commit): `root`
+        names what started it in its wave; `fields` go to the run (cause, event_id, commit…)."""
         (run_id,) = self.launcher.allocate(1)
-        run = self.launcher.new_run(run_id, Trigger.MANUAL, task.images, task=task.name, force=force)
+        run = self.launcher.new_run(run_id, trigger, task.images, task=task.name, **fields)
         # A wave of its own: it starts at once (no cap), and what is built on its output follows
         # in order, once, within the caps.
         as_root = DependencyRow(base="", task=task.name, runtime=True, trigger_enabled=True,
                                 trigger_type=task.trigger_type, images=list(task.images))
-        self.waves.start(f"manual run {run_id}", None, {task.name: run}, [as_root], released=[run_id])
+        self.waves.start(f"{root} {run_id}", fields.get("event_id"), {task.name: run}, [as_root],
+                         released=[run_id])
         return run
 
     def quick_build(self, image_templates: list[str], context_b64: str, dockerfile: str = "Dockerfile",

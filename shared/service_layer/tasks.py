@@ -69,15 +69,15 @@ class TaskService:
     def all(self) -> list[Task]:
         return self.store.all()
 
-    def discover(self, task: Task) -> None:
-        """The task's dependencies, from the Dockerfile, with the digest each base has right now, and
-        its warnings about the Dockerfile."""
+    def discover(self, task: Task, commit: str | None = None) -> tuple[list[Dependency], list[str]]:
+        """The task's dependencies, from the Dockerfile (at `commit` of a git context, if given),
+        with the digest each base has right now, and the warnings about that Dockerfile."""
         if not task.is_git and not task.context_upload:
             try:
                 self.local_roots.directory(task.context)
             except ContextNotReadInPlace as exc:
                 raise ContextUploadNeeded(str(exc)) from None
-        spec = task.build_spec()
+        spec = task.build_spec(commit=commit)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             with tempfile.TemporaryDirectory(dir=self.work_dir) as tmp:
@@ -87,8 +87,7 @@ class TaskService:
         deps = compute_dependencies(text, task.build_args)
         for dep in deps:
             dep.digest = self.registry.resolve_digest(dep.image, task.platform, task.credentials)
-        task.dependencies = deps
-        task.warnings = secret_arg_warnings(text, task.secret_args, self.secret_args_as_build_args)
+        return deps, secret_arg_warnings(text, task.secret_args, self.secret_args_as_build_args)
 
     def create(self, task: Task, context_archive: str | None = None) -> Task:
         """A new task. `context_archive` (base64 .tar.gz) is its directory's content, uploaded by
@@ -97,7 +96,7 @@ class TaskService:
         task.validate()
         self._place_context(task, context_archive)
         try:
-            self.discover(task)
+            task.dependencies, task.warnings = self.discover(task)
         except Exception:
             self._remove_upload(task.context_upload)  # refused before any record named it
             raise
@@ -124,7 +123,7 @@ class TaskService:
         updated.validate()
         self._place_context(updated, context_archive)
         try:
-            self.discover(updated)
+            updated.dependencies, updated.warnings = self.discover(updated)
         except Exception:
             if updated.context_upload != current.context_upload:
                 self._remove_upload(updated.context_upload)  # refused: the task keeps its own
@@ -219,15 +218,20 @@ class TaskService:
             log.warning("could not delete the context upload %s; it stays as an orphan", upload,
                         exc_info=True)
 
-    def record_build(self, task: Task, built_on: list[Dependency]) -> bool:
+    def record_build(self, task: Task, built_on: list[Dependency],
+                     previous: list[Dependency] | None = None) -> bool:
         """After a successful run of `task` (as the run read it): what it was built on becomes the
         task's dependencies. Only those are written, so a change made while the run built stays,
-        and a task deleted meanwhile stays deleted (False)."""
+        and a task deleted meanwhile stays deleted (False). With `previous` (the bases before a
+        commit changed them), the task is indexed anew: dropped from the bases it no longer uses."""
         try:
             self.store.set_dependencies(task.name, built_on)
         except TaskNotFound:
             return False
-        self.index.record_build(task, built_on)
+        if previous is not None:
+            self.index.sync_task(replace(task, dependencies=built_on), previous=previous)
+        else:
+            self.index.record_build(task, built_on)
         return True
 
 

@@ -196,7 +196,7 @@ class Worker:
         except TaskNotFound as exc:
             raise RunFailed(f"task {run.task!r} was deleted") from exc
         self.index.run_started(run.run_id, [d.image for d in task.dependencies], task.name)
-        return task.build_spec(), task
+        return task.build_spec(commit=run.commit), task  # a source trigger's commit, if any
 
     def _build(self, run: Run, cancel: threading.Event) -> Run:
         spec, task = self._resolve(run)

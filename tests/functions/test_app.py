@@ -40,7 +40,7 @@ def test_every_trigger_kind_is_there_under_its_contract_name():
 PAGES = {"dashboard"}
 # Webhooks whose senders cannot send our key: each checks a secret of its own (Harbor's auth header,
 # GitHub's HMAC signature); tests/functions/test_webhooks.py shows they refuse everything else.
-OWN_AUTH = {"harbor_webhook", "github_webhook"}
+OWN_AUTH = {"harbor_webhook", "github_webhook", "gitlab_webhook"}
 
 
 def test_every_http_function_needs_a_key():

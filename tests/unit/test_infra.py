@@ -75,6 +75,8 @@ NOT_SET_IN_AZURE = {
     "BASETRIGGER_LOCAL_CONTEXT_ROOTS",
     # Azure's scalability targets simulated on Azurite (the test bed); a real account has its own.
     "BASETRIGGER_SIMULATE_TARGETS",
+    # How often task timers are looked at: the default (a minute) in Azure; the test bed shortens it.
+    "BASETRIGGER_TIMER_TICK",
 }
 # Settings the Bicep sets that the Functions host reads, not basetrigger's code.
 READ_BY_THE_HOST = {
