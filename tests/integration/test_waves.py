@@ -18,6 +18,7 @@ from shared.bootstrap import Services
 from shared.domain.runs import Run
 from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import Outcome, RunStatus, TriggerType, WaveState
+from shared.domain.waves import WaveNotFound
 from tests.integration.buildah_tools import BUSYBOX, buildah, push, push_base
 
 # A wave of this many runs checks the cap (`make test` keeps it moderate; `WAVE_RUNS=200` for more).
@@ -50,12 +51,18 @@ def wave_of(stack: Services, run_id: str, timeout: float = 300) -> str:
 def wait_wave(stack: Services, wave_id: str, states: tuple[WaveState, ...] = (WaveState.DONE,),
               timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
+    wave = None
     while time.monotonic() < deadline:
-        wave, _ = stack.waves.waves.get(wave_id)
+        try:
+            wave, _ = stack.waves.waves.get(wave_id)
+        except WaveNotFound:
+            # A wave's runs and its row are written side by side: a run may name it first.
+            time.sleep(0.5)
+            continue
         if wave.state in states:
             return
         time.sleep(1)
-    raise AssertionError(f"wave {wave_id} is still {wave.state}: {wave.counts}")
+    raise AssertionError(f"wave {wave_id} is still {wave and wave.state}: {wave and wave.counts}")
 
 
 def newest_run(stack: Services, task: str, timeout: float = 120) -> Run:
