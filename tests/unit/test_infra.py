@@ -550,6 +550,13 @@ def test_tables_are_the_code_s_tables():
     assert {settings.table(name) for name in used_by_code} <= in_bicep
 
 
+def test_deploy_md_names_every_table_the_code_uses():
+    settings = code_settings()
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    missing = [settings.table(name) for name in contract_tables() if f"`{settings.table(name)}`" not in deploy]
+    assert missing == [], f"docs/deploy.md does not list the tables {missing}"
+
+
 def test_queues_are_the_build_queue_and_its_poison_queue():
     settings = code_settings()
     assert value_in_main("app/storage.bicep", "queueNames") == [settings.build_queue, settings.poison_queue]
