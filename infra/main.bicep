@@ -124,6 +124,7 @@ var tableNames = [
   '${tablePrefix}waves'
   '${tablePrefix}slots'
   '${tablePrefix}timers'
+  '${tablePrefix}notifications'
 ]
 var queueNames = [
   buildQueueName

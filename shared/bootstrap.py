@@ -14,6 +14,8 @@ from shared.adapters.base_table import TableBaseRepository
 from shared.adapters.build_queue import StorageBuildQueue
 from shared.adapters.decision_table import TableDecisionLog
 from shared.adapters.dependency_table import TableDependencyTable
+from shared.adapters.notification_sender import HttpNotificationSender
+from shared.adapters.notification_table import TableNotificationOutbox
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
@@ -30,8 +32,9 @@ from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
+from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
-from shared.service_layer.ports import Builder
+from shared.service_layer.ports import Builder, RunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.source_triggers import SourceTriggers
@@ -153,7 +156,7 @@ class Services:
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder)
+                               lambda: self.builder, events=self.run_events)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -170,7 +173,18 @@ class Services:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds)
+                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      events=self.run_events)
+
+    @cached_property
+    def notifier(self) -> RunNotifier:
+        return RunNotifier(self.task_store, TableNotificationOutbox(self.storage), HttpNotificationSender(),
+                           self.decisions)
+
+    @cached_property
+    def run_events(self) -> RunEvents:
+        """Who hears of runs that start, end or are held: the tasks' notification endpoints."""
+        return FanOut([self.notifier])
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
 from shared.domain.manifests import ManifestInfo
+from shared.domain.notifications import Notification
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus
@@ -275,3 +276,35 @@ class TimerSlots(Protocol):
 
     def advance(self, task: str, timer: str, slot: datetime) -> None:
         """Record `slot` as started unless a later one is recorded already (never moves back)."""
+
+
+class RunEvents(Protocol):
+    """Hears of a run that started, ended or was held (notifications, Event Grid). Must never raise
+    and never wait on the network: it is called on the build's own path."""
+
+    def run_changed(self, run: Run) -> None: ...
+
+
+class NotificationOutbox(Protocol):
+    """Notifications not yet delivered, stored before they are sent (a crash leaves them pending)."""
+
+    def add(self, notification: Notification) -> bool:
+        """Store it as pending; False when it was stored before (a redelivered run's)."""
+
+    def stale(self, tried_before: datetime) -> list[Notification]:
+        """Pending ones last tried before that time (their sender is gone)."""
+
+    def claim(self, notification_id: str, tried_before: datetime) -> bool:
+        """Note a new try, unless another sender tried since `tried_before` (then False)."""
+
+    def settle(self, notification_id: str, state: str, attempts: int, error: str | None = None) -> None:
+        """Record how it ended: delivered, failed (every retry) or dropped (no endpoint any more)."""
+
+
+class DeliveryError(RuntimeError):
+    """An endpoint did not take a notification; str() names no part of its URL but the host."""
+
+
+class NotificationSender(Protocol):
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        """POST within bounded timeouts; DeliveryError unless answered with a 2xx."""
