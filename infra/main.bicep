@@ -192,6 +192,17 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+// Run events (started, ended, held) for other automation to subscribe to.
+module runEvents 'app/run-events.bicep' = {
+  name: 'run-events'
+  params: {
+    name: 'evgt-basetrigger-${resourceToken}'
+    location: location
+    tags: tags
+    principalId: identity.properties.principalId
+  }
+}
+
 module functionApp 'app/function-app.bicep' = {
   name: 'function-app'
   params: {
@@ -230,6 +241,7 @@ module functionApp 'app/function-app.bicep' = {
     harborAuthInKeyVault: harborAuthInKeyVault
     githubWebhookSecretInKeyVault: githubWebhookSecretInKeyVault
     gitlabWebhookTokenInKeyVault: gitlabWebhookTokenInKeyVault
+    runEventsTopicEndpoint: runEvents.outputs.endpoint
   }
   // The host starts as soon as the app exists: give it its storage roles first.
   dependsOn: [
@@ -279,3 +291,6 @@ output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
 
 @description('Blob container Event Grid dead-letters into.')
 output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
+
+@description('Resource id of the Event Grid custom topic of run events (subscribe to it for run started/ended/held).')
+output RUN_EVENTS_TOPIC_ID string = runEvents.outputs.id

@@ -35,6 +35,7 @@ from shared.service_layer.ingest import Ingest
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, RunEvents
+from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.source_triggers import SourceTriggers
@@ -183,8 +184,17 @@ class Services:
 
     @cached_property
     def run_events(self) -> RunEvents:
-        """Who hears of runs that start, end or are held: the tasks' notification endpoints."""
-        return FanOut([self.notifier])
+        """Who hears of runs that start, end or are held: the tasks' notification endpoints, and the
+        Event Grid topic of run events when BASETRIGGER_RUN_EVENTS_TOPIC names one."""
+        listeners: list[RunEvents] = [self.notifier]
+        if self.settings.run_events_topic:
+            from shared.adapters.credentials import default_credential
+            from shared.adapters.run_event_topic import EventGridRunEventPublisher
+
+            publisher = EventGridRunEventPublisher(self.settings.run_events_topic,
+                                                   default_credential(self.settings.storage.client_id))
+            listeners.append(TopicRunEvents(publisher, self.decisions))
+        return FanOut(listeners)
 
 
 @lru_cache(maxsize=1)

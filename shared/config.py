@@ -59,6 +59,8 @@ APP_SETTINGS = (
     # Timer, source triggers and notifications (issue 18).
     "BASETRIGGER_TIMER_TICK",
     "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
+    # The Event Grid custom topic run events are published to (infra/app/run-events.bicep).
+    "BASETRIGGER_RUN_EVENTS_TOPIC",
 )
 
 
@@ -147,6 +149,8 @@ class Settings:
     github_webhook_secret: str | None = field(default=None, repr=False)
     # The secret token GitLab's webhook sends in X-Gitlab-Token (source triggers).
     gitlab_webhook_token: str | None = field(default=None, repr=False)
+    # The endpoint of the Event Grid custom topic run events go to (None: published nowhere).
+    run_events_topic: str | None = None
 
     @property
     def poison_queue(self) -> str:
@@ -313,4 +317,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
         gitlab_webhook_token=env.get("BASETRIGGER_GITLAB_WEBHOOK_TOKEN") or None,
+        run_events_topic=_run_events_topic(env.get("BASETRIGGER_RUN_EVENTS_TOPIC")),
     )
+
+
+def _run_events_topic(value: str | None) -> str | None:
+    """The topic's endpoint; only https (Event Grid publishes nowhere else, and a token goes with it)."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if not value.startswith("https://"):
+        raise ConfigError("BASETRIGGER_RUN_EVENTS_TOPIC must be the topic's https:// endpoint")
+    return value

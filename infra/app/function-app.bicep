@@ -112,6 +112,9 @@ param githubWebhookSecretInKeyVault bool = false
 @description('Optional. Set BASETRIGGER_GITLAB_WEBHOOK_TOKEN as a Key Vault reference to the secret basetrigger-gitlab-webhook-token (the GitLab webhook\'s secret token, for source triggers); store that secret first. False leaves the setting empty, and the route then accepts nothing.')
 param gitlabWebhookTokenInKeyVault bool = false
 
+@description('Optional. Endpoint of the Event Grid custom topic the app publishes run events to (infra/app/run-events.bicep); empty publishes none.')
+param runEventsTopicEndpoint string = ''
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -217,6 +220,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_HARBOR_AUTH: harborAuthInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-harbor-auth)' : ''
     BASETRIGGER_GITHUB_WEBHOOK_SECRET: githubWebhookSecretInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-github-webhook-secret)' : ''
     BASETRIGGER_GITLAB_WEBHOOK_TOKEN: gitlabWebhookTokenInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-gitlab-webhook-token)' : ''
+    BASETRIGGER_RUN_EVENTS_TOPIC: runEventsTopicEndpoint
   }
 }
 

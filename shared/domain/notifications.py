@@ -102,15 +102,15 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def notification_for(run: Run) -> Notification | None:
-    """The notification of the run as it stands (a task's run that started, ended or was held)."""
+def run_event(run: Run) -> tuple[str, dict[str, Any]] | None:
+    """The event the run's status calls for and its JSON body (None: none), for a task's endpoint
+    and the Event Grid topic alike."""
     event = event_of(run)
-    if event is None or run.task is None:
+    if event is None:
         return None
-    notification_id = f"{run.run_id}.{event}"
     time = run.started_at if event == STARTED else run.finished_at
-    body: dict[str, Any] = {
-        "id": notification_id,
+    return event, {
+        "id": f"{run.run_id}.{event}",
         "type": "run.started" if event == STARTED else "run.ended",
         "time": format_time(time or utc_now()),
         "run": {"id": run.run_id, "task": run.task, "status": str(run.status), "trigger": str(run.trigger),
@@ -119,5 +119,12 @@ def notification_for(run: Run) -> Notification | None:
                 "created_at": format_time(run.created_at), "started_at": format_time(run.started_at),
                 "finished_at": format_time(run.finished_at)},
     }
-    return Notification(notification_id, run.task, run.run_id, event,
-                        json.dumps(body, sort_keys=True).encode())
+
+
+def notification_for(run: Run) -> Notification | None:
+    """The notification of a task's run as it stands (it started, ended or was held)."""
+    found = run_event(run)
+    if found is None or run.task is None:
+        return None
+    event, body = found
+    return Notification(body["id"], run.task, run.run_id, event, json.dumps(body, sort_keys=True).encode())

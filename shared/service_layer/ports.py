@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
@@ -308,3 +308,8 @@ class DeliveryError(RuntimeError):
 class NotificationSender(Protocol):
     def post(self, url: str, headers: dict[str, str], body: bytes) -> None:
         """POST within bounded timeouts; DeliveryError unless answered with a 2xx."""
+
+
+class RunEventPublisher(Protocol):
+    def publish(self, event_id: str, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        """Publish one event (the SDK retries); raises when it could not."""
