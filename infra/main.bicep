@@ -57,6 +57,9 @@ param buildTimeoutSeconds int = 2700
 @description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none.')
 param watch string = ''
 
+@description('Optional. BASETRIGGER_GIT_POLL: git hosts whose repositories send no webhooks, polled with git ls-remote for the commit trigger (host, *.domain or *, comma-separated); empty: none.')
+param gitPoll string = ''
+
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300).')
 param pollInterval string = ''
 
@@ -125,6 +128,7 @@ var tableNames = [
   '${tablePrefix}slots'
   '${tablePrefix}timers'
   '${tablePrefix}notifications'
+  '${tablePrefix}githeads'
 ]
 var queueNames = [
   buildQueueName
@@ -229,6 +233,7 @@ module functionApp 'app/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     watch: watch
+    gitPoll: gitPoll
     pollInterval: pollInterval
     pollConcurrency: pollConcurrency
     maxRunning: maxRunning

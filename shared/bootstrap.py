@@ -14,6 +14,8 @@ from shared.adapters.base_table import TableBaseRepository
 from shared.adapters.build_queue import StorageBuildQueue
 from shared.adapters.decision_table import TableDecisionLog
 from shared.adapters.dependency_table import TableDependencyTable
+from shared.adapters.git_head_table import TableRepositoryHeads
+from shared.adapters.git_remote import GitLsRemote
 from shared.adapters.notification_sender import HttpNotificationSender
 from shared.adapters.notification_table import TableNotificationOutbox
 from shared.adapters.registry import RegistryClient
@@ -35,6 +37,7 @@ from shared.service_layer.ingest import Ingest
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, RunEvents
+from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
@@ -148,6 +151,11 @@ class Services:
     @cached_property
     def source_triggers(self) -> SourceTriggers:
         return SourceTriggers(self.tasks, self.triggered)
+
+    @cached_property
+    def repository_poller(self) -> RepositoryPoller:
+        return RepositoryPoller(self.tasks.store, GitLsRemote(), TableRepositoryHeads(self.storage),
+                                self.source_triggers, self.settings.git_poll_hosts)
 
     @cached_property
     def task_timers(self) -> TaskTimers:

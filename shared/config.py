@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.domain.builds import LOCAL_CONTEXT_ROOTS_SETTING, LocalContextRoots, UnpackLimits
+from shared.domain.git_polling import GitPollError, parse_hosts
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
 from shared.domain.waves import Brakes
 
@@ -61,6 +62,8 @@ APP_SETTINGS = (
     "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
     # The Event Grid custom topic run events are published to (infra/app/run-events.bicep).
     "BASETRIGGER_RUN_EVENTS_TOPIC",
+    # Git hosts whose repositories send no webhooks: polled with git ls-remote.
+    "BASETRIGGER_GIT_POLL",
 )
 
 
@@ -151,6 +154,8 @@ class Settings:
     gitlab_webhook_token: str | None = field(default=None, repr=False)
     # The endpoint of the Event Grid custom topic run events go to (None: published nowhere).
     run_events_topic: str | None = None
+    # Git hosts polled for commits (shared.domain.git_polling): none unless BASETRIGGER_GIT_POLL says.
+    git_poll_hosts: tuple[str, ...] = ()
 
     @property
     def poison_queue(self) -> str:
@@ -318,7 +323,15 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
         gitlab_webhook_token=env.get("BASETRIGGER_GITLAB_WEBHOOK_TOKEN") or None,
         run_events_topic=_run_events_topic(env.get("BASETRIGGER_RUN_EVENTS_TOPIC")),
+        git_poll_hosts=_git_poll_hosts(env.get("BASETRIGGER_GIT_POLL")),
     )
+
+
+def _git_poll_hosts(value: str | None) -> tuple[str, ...]:
+    try:
+        return parse_hosts(value)
+    except GitPollError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _run_events_topic(value: str | None) -> str | None:

@@ -76,6 +76,9 @@ param instanceMemoryMB int = 2048
 @description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none. Empty leaves it unset.')
 param watch string = ''
 
+@description('Optional. BASETRIGGER_GIT_POLL: git hosts whose repositories are polled for commits (docs/api.md, Timers and source triggers); empty: none.')
+param gitPoll string = ''
+
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300). Empty leaves it unset.')
 param pollInterval string = ''
 
@@ -208,6 +211,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_ACR_RESOURCE_GROUP: registryResourceGroupName
     BASETRIGGER_ACR_NAME: registryName
     BASETRIGGER_WATCH: watch
+    BASETRIGGER_GIT_POLL: gitPoll
     BASETRIGGER_POLL_INTERVAL: pollInterval
     BASETRIGGER_POLL_CONCURRENCY: pollConcurrency
     BASETRIGGER_MAX_RUNNING: maxRunning

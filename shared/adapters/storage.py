@@ -34,7 +34,7 @@ MAX_BATCH = 100
 TRANSACTIONS_IN_FLIGHT = 4
 # Every table and blob container the app uses (names before the prefix).
 TABLES = ("tasks", "dependencies", "runs", "decisions", "counters", "bases", "waves", "slots", "timers",
-          "notifications")
+          "notifications", "githeads")
 CONTAINERS = ("run-logs", "build-contexts")
 
 T = TypeVar("T")

@@ -96,6 +96,7 @@ class EventSource(StrEnum):
     TIMER = "timer"  # a task timer's slot (shared.service_layer.timers)
     GITLAB = "gitlab"
     AZURE_REPOS = "azure-repos"
+    GIT_POLL = "git-poll"  # a polled repository's branch moved (BASETRIGGER_GIT_POLL)
     NOTIFICATION = "notification"  # a run's notification to its task's endpoint (--update-trigger-endpoint)
 
 

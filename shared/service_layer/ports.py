@@ -16,6 +16,7 @@ from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
+from shared.domain.git_polling import RemoteHead
 from shared.domain.links import TaskLinks
 from shared.domain.manifests import ManifestInfo
 from shared.domain.notifications import Notification
@@ -313,3 +314,16 @@ class NotificationSender(Protocol):
 class RunEventPublisher(Protocol):
     def publish(self, event_id: str, event_type: str, subject: str, data: dict[str, Any]) -> None:
         """Publish one event (the SDK retries); raises when it could not."""
+
+
+class GitRemote(Protocol):
+    def head(self, url: str, branch: str | None, token: str | None) -> RemoteHead:
+        """What `branch` (None: the default branch) points at now; GitRemoteError if unknown."""
+
+
+class RepositoryHeads(Protocol):
+    """The last head the poller acted on, per repository and branch (kept across restarts)."""
+
+    def last(self, repository: str, branch: str) -> str | None: ...
+
+    def advance(self, repository: str, branch: str, commit: str) -> None: ...
