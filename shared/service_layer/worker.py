@@ -250,7 +250,8 @@ class Worker:
                 run_id=run.run_id,
                 # A git source is named too: a builder that clones by itself (ACR) needs no upload.
                 context=BuildContext(path=str(context_dir), git_url=spec.source.git_url,
-                                     branch=spec.source.branch, git_token=spec.git_token),
+                                     branch=spec.source.branch, git_token=spec.git_token,
+                                     commit=spec.source.commit),
                 dockerfile=spec.dockerfile,
                 images=run.output_images,
                 build_args=spec.build_args,
