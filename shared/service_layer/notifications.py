@@ -2,8 +2,9 @@
 when it ends (Succeeded, Failed, Canceled…, or Held by its wave's circuit breaker).
 
 A notification never blocks or fails a build. The build's path only stores it in the outbox (one
-storage write, errors logged and swallowed) and hands it to a few background threads; they POST it
-with bounded timeouts and retry with back-off, and a notification that never got through is
+storage write, errors logged and swallowed) and hands it to a background thread (one per shard of
+tasks, so a task's notifications go out in order); it POSTs with bounded timeouts and retries with
+back-off, and a notification that never got through is
 recorded in the decision log (`notification-failed`). The outbox row is created once per run and
 event, so a redelivered run message or a second attempt of the run notifies nothing again; a
 process that dies before the POST leaves the row pending, and housekeeping sends it again.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (2.0, 10.0, 30.0)
 # A pending notification not tried for this long lost its sender (the process ended): sent again.
 RESEND_AFTER = timedelta(minutes=3)
-SENDER_THREADS = 4
+SENDER_THREADS = 8
 # Beyond this many waiting, a notification stays pending in the outbox for housekeeping.
 BACKLOG = 1000
 
@@ -77,8 +79,11 @@ class RunNotifier:
         self.decisions = decisions
         self.retry_delays = tuple(retry_delays)
         self._wait = wait or threading.Event().wait
-        self._backlog: queue.Queue[Notification] = queue.Queue(maxsize=BACKLOG)
-        self._threads: list[threading.Thread] = []
+        # One queue and sender thread per shard of tasks: a task's notifications go out in order
+        # (a run's start before its end), and an endpoint that hangs holds up only its shard.
+        self._backlogs: list[queue.Queue[Notification]] = [
+            queue.Queue(maxsize=BACKLOG // SENDER_THREADS) for _ in range(SENDER_THREADS)]
+        self._threads: list[threading.Thread | None] = [None] * SENDER_THREADS
         self._lock = threading.Lock()
 
     # ---- on the build's path: store and hand over, never raise, never wait on the network ----
@@ -100,36 +105,43 @@ class RunNotifier:
             log.warning("notification of run %s not stored; it is not sent", run.run_id, exc_info=True)
 
     def _hand_over(self, notification: Notification) -> None:
+        shard = zlib.crc32(notification.task.encode()) % SENDER_THREADS
         try:
-            self._backlog.put_nowait(notification)
+            self._backlogs[shard].put_nowait(notification)
         except queue.Full:  # left pending: housekeeping sends it
             log.warning("notification backlog full; %s waits for housekeeping", notification.notification_id)
             return
         with self._lock:
-            self._threads = [t for t in self._threads if t.is_alive()]
-            if len(self._threads) < SENDER_THREADS:
-                thread = threading.Thread(target=self._send_backlog, daemon=True,
-                                          name=f"notify-{len(self._threads)}")
+            thread = self._threads[shard]
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(target=self._send_backlog, args=(self._backlogs[shard],),
+                                          daemon=True, name=f"notify-{shard}")
                 thread.start()
-                self._threads.append(thread)
+                self._threads[shard] = thread
 
-    def _send_backlog(self) -> None:
+    def _send_backlog(self, backlog: queue.Queue[Notification]) -> None:
         while True:
             try:
-                notification = self._backlog.get(timeout=60)
+                notification = backlog.get(timeout=60)
             except queue.Empty:
-                return  # idle: the next hand-over starts a thread again
+                with self._lock:  # idle: the next hand-over starts a thread again
+                    if backlog.empty():
+                        self._threads = [None if t is threading.current_thread() else t
+                                         for t in self._threads]
+                        return
+                continue
             try:
                 self.deliver(notification)
             except Exception:  # storage failed while recording: it stays pending for housekeeping
                 log.warning("notification %s: delivery not recorded", notification.notification_id,
                             exc_info=True)
             finally:
-                self._backlog.task_done()
+                backlog.task_done()
 
     def join(self) -> None:
         """Wait until every notification handed over so far has been tried to the end."""
-        self._backlog.join()
+        for backlog in self._backlogs:
+            backlog.join()
 
     # ---- the sending (background threads, housekeeping) ------------------------------------
     def deliver(self, notification: Notification) -> str:

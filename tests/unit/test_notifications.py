@@ -159,3 +159,30 @@ def test_a_build_result_with_a_failure_notifies_failed(app):
     run = app.worker.execute(app.scheduler.run_task("app").run_id)
     assert run.status == RunStatus.FAILED
     assert [b["run"]["status"] for b in bodies(app)] == ["Running", "Failed"]
+
+
+def test_runs_held_by_the_wave_s_breaker_notify_held_and_resumed_ones_start_and_end(tmp_path):
+    from shared.domain.waves import Brakes
+    from tests.unit.test_waves import add_task, play, push
+
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2, breaker_first_failures=3))
+    names = [f"app{n}" for n in range(6)]
+    for name in names:
+        add_task(app, name, ["base"], output=f"{name}:{{{{.Run.ID}}}}")
+        app.task_store.save(replace(app.task_store.get(name), update_trigger_endpoint=ENDPOINT))
+    push(app, "base")
+    play(app, fail=set(names))
+    held = {r.run_id for r in app.runs.all() if r.status == RunStatus.HELD}
+    assert held  # the breaker tripped
+    sent = bodies(app)
+    held_notes = {b["run"]["id"] for b in sent if b["id"].endswith(".held")}
+    assert held_notes == held and all(b["type"] == "run.ended" and b["run"]["status"] == "Held"
+                                      for b in sent if b["id"].endswith(".held"))
+    assert not [b for b in sent if b["run"]["id"] in held and b["type"] == "run.started"]
+
+    app.waves.resume("w1")
+    play(app)
+    after = bodies(app)
+    for run_id in held:  # resumed: each built, and said so once
+        assert [b["type"] for b in after if b["run"]["id"] == run_id] == ["run.ended", "run.started",
+                                                                           "run.ended"]
