@@ -20,6 +20,7 @@ import base64
 import sys
 from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 
 from cli import task_credential, task_insight, task_timer
 from cli.build_cmd import ContextError as PackError
@@ -143,6 +144,13 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--pull-request-trigger-enabled", type=_bool, default=None, metavar="{true,false}",
                         help="run on a pull request to the git context's branch"
                         + (" (default: false)" if creating else ""))
+    parser.add_argument("--update-trigger-endpoint", default=None, metavar="URL",
+                        help="POST a JSON notification here when a run of the task starts and when it "
+                        "ends (docs/api.md)" + ("" if creating else "; '' removes it"))
+    parser.add_argument("--update-trigger-secret-file", default=None, metavar="FILE",
+                        help="a file holding the secret that signs those notifications "
+                        "(X-Basetrigger-Signature-256); '-' reads it from stdin. Stored encrypted, "
+                        "never shown; not an option value, so it stays off command lines")
     _output(parser)
 
 
@@ -304,7 +312,20 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["commit_trigger_enabled"] = args.commit_trigger_enabled
     if args.pull_request_trigger_enabled is not None:
         spec["pull_request_trigger_enabled"] = args.pull_request_trigger_enabled
+    if args.update_trigger_endpoint is not None:
+        spec["update_trigger_endpoint"] = args.update_trigger_endpoint or None
+    if args.update_trigger_secret_file is not None:
+        spec["update_trigger_secret"] = _read_secret(args.update_trigger_secret_file)
     return spec
+
+
+def _read_secret(path: str) -> str:
+    """A secret from a file or stdin, without its final newline (what `echo` or an editor adds)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ApiError(f"cannot read the update trigger secret: {exc.strerror}") from exc
+    return text.rstrip("\r\n")
 
 
 def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:

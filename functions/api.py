@@ -116,13 +116,19 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
     """Map the API's TaskCreate fields onto Task's."""
     fields: dict[str, Any] = {}
     simple = {"context": "context", "dockerfile": "dockerfile", "branch": "branch",
-              "git_access_token": "git_token", "platform": "platform"}
-    nullable = {"branch", "git_access_token"}
+              "git_access_token": "git_token", "platform": "platform",
+              "update_trigger_endpoint": "update_trigger_endpoint",
+              "update_trigger_secret": "update_trigger_secret"}
+    nullable = {"branch", "git_access_token", "update_trigger_endpoint", "update_trigger_secret"}
     for key, attr in simple.items():
         if key in body:
             if not isinstance(body[key], str) and not (body[key] is None and key in nullable):
                 raise BadRequest(f"{key} must be a string")
             fields[attr] = body[key]
+    if fields.get("update_trigger_endpoint") == "":
+        fields["update_trigger_endpoint"] = None
+    if "update_trigger_endpoint" in fields and fields["update_trigger_endpoint"] is None:
+        fields.setdefault("update_trigger_secret", None)  # no endpoint, nothing to sign
     if "images" in body:
         images = body["images"]
         if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):

@@ -1,5 +1,6 @@
 """Timer: runs left without a message or whose worker stopped reporting are sent again or taken
-over (a minute at most), and runs silent for long are failed, so none stays Queued or Running forever."""
+over (a minute at most), and runs silent for long are failed, so none stays Queued or Running forever;
+run notifications left pending by a process that ended are sent again."""
 
 import logging
 
@@ -17,3 +18,7 @@ def housekeeping(timer: func.TimerRequest) -> None:
     failed = services().worker.sweep()
     if failed:
         logging.warning("failed abandoned runs: %s", ", ".join(failed))
+    # Notifications a process that ended left unsent go out again (in the background).
+    resent = services().notifier.resend_stale()
+    if resent:
+        logging.info("notifications sent again: %s", ", ".join(resent))

@@ -75,7 +75,12 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger_enabled": {"type": "boolean", "default": True},
         "base_image_trigger_type": {"type": "string", "enum": names(TriggerType),
                                     "default": TriggerType.RUNTIME.value},
-        "platform": {"type": "string", "default": "linux"}}},
+        "platform": {"type": "string", "default": "linux"},
+        "update_trigger_endpoint": {"type": "string", "nullable": True,
+                                    "description": "http(s) URL that receives a JSON POST when a run "
+                                    "of the task starts and ends (docs/api.md); null removes it"},
+        "update_trigger_secret": {"type": "string", "nullable": True, "writeOnly": True,
+                                  "description": "signs those POSTs (X-Basetrigger-Signature-256)"}}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
@@ -87,6 +92,8 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger": {"type": "object", "properties": {
             "enabled": {"type": "boolean"}, "type": {"type": "string", "enum": names(TriggerType)}}},
         "platform": {"type": "string"},
+        "update_trigger": {"type": "object", "properties": {
+            "endpoint": {"type": "string", "nullable": True}, "secret": {"type": "boolean"}}},
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},

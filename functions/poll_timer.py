@@ -1,4 +1,5 @@
-"""Timer: one poll cycle over the bases no event source covers (shared/service_layer/polling.py).
+"""Timer: one poll cycle over the bases no event source covers (shared/service_layer/polling.py),
+then over the git repositories that send no webhooks (shared/service_layer/repo_polling.py).
 
 The schedule follows BASETRIGGER_POLL_INTERVAL (default 300 s: every 5 minutes). A binding is read
 when the app is imported, before any service exists, so config.poll_schedule computes it from the
@@ -23,3 +24,10 @@ def poll_bases(timer: func.TimerRequest) -> None:
     if report.failed:
         logging.warning("poll cycle: %d of %d bases could not be checked (see `basetrigger base list`)",
                         report.failed, report.polled)
+    # The git repositories that send no webhooks (BASETRIGGER_GIT_POLL), in the same cycle.
+    repositories = services().repository_poller.cycle()
+    for decision in repositories.decisions:
+        logging.info("polled commit %s: %s %s", decision.event_id, decision.outcome, ",".join(decision.runs))
+    if repositories.failed:
+        logging.warning("poll cycle: %d of %d repositories could not be checked", repositories.failed,
+                        repositories.polled)

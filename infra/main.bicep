@@ -57,6 +57,9 @@ param buildTimeoutSeconds int = 2700
 @description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none.')
 param watch string = ''
 
+@description('Optional. BASETRIGGER_GIT_POLL: git hosts whose repositories send no webhooks, polled with git ls-remote for the commit trigger (host, *.domain or *, comma-separated); empty: none.')
+param gitPoll string = ''
+
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300).')
 param pollInterval string = ''
 
@@ -124,6 +127,8 @@ var tableNames = [
   '${tablePrefix}waves'
   '${tablePrefix}slots'
   '${tablePrefix}timers'
+  '${tablePrefix}notifications'
+  '${tablePrefix}githeads'
 ]
 var queueNames = [
   buildQueueName
@@ -191,6 +196,17 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+// Run events (started, ended, held) for other automation to subscribe to.
+module runEvents 'app/run-events.bicep' = {
+  name: 'run-events'
+  params: {
+    name: 'evgt-basetrigger-${resourceToken}'
+    location: location
+    tags: tags
+    principalId: identity.properties.principalId
+  }
+}
+
 module functionApp 'app/function-app.bicep' = {
   name: 'function-app'
   params: {
@@ -217,6 +233,7 @@ module functionApp 'app/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     watch: watch
+    gitPoll: gitPoll
     pollInterval: pollInterval
     pollConcurrency: pollConcurrency
     maxRunning: maxRunning
@@ -229,6 +246,7 @@ module functionApp 'app/function-app.bicep' = {
     harborAuthInKeyVault: harborAuthInKeyVault
     githubWebhookSecretInKeyVault: githubWebhookSecretInKeyVault
     gitlabWebhookTokenInKeyVault: gitlabWebhookTokenInKeyVault
+    runEventsTopicEndpoint: runEvents.outputs.endpoint
   }
   // The host starts as soon as the app exists: give it its storage roles first.
   dependsOn: [
@@ -278,3 +296,6 @@ output AZURE_STORAGE_ACCOUNT_ID string = storage.outputs.id
 
 @description('Blob container Event Grid dead-letters into.')
 output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
+
+@description('Resource id of the Event Grid custom topic of run events (subscribe to it for run started/ended/held).')
+output RUN_EVENTS_TOPIC_ID string = runEvents.outputs.id

@@ -14,6 +14,10 @@ from shared.adapters.base_table import TableBaseRepository
 from shared.adapters.build_queue import StorageBuildQueue
 from shared.adapters.decision_table import TableDecisionLog
 from shared.adapters.dependency_table import TableDependencyTable
+from shared.adapters.git_head_table import TableRepositoryHeads
+from shared.adapters.git_remote import GitLsRemote
+from shared.adapters.notification_sender import HttpNotificationSender
+from shared.adapters.notification_table import TableNotificationOutbox
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
@@ -30,8 +34,11 @@ from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
+from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
-from shared.service_layer.ports import Builder
+from shared.service_layer.ports import Builder, RunEvents
+from shared.service_layer.repo_polling import RepositoryPoller
+from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.source_triggers import SourceTriggers
@@ -146,6 +153,11 @@ class Services:
         return SourceTriggers(self.tasks, self.triggered)
 
     @cached_property
+    def repository_poller(self) -> RepositoryPoller:
+        return RepositoryPoller(self.tasks.store, GitLsRemote(), TableRepositoryHeads(self.storage),
+                                self.source_triggers, self.settings.git_poll_hosts)
+
+    @cached_property
     def task_timers(self) -> TaskTimers:
         return TaskTimers(self.tasks.store)
 
@@ -153,7 +165,7 @@ class Services:
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder)
+                               lambda: self.builder, events=self.run_events)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -170,7 +182,27 @@ class Services:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds)
+                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      events=self.run_events)
+
+    @cached_property
+    def notifier(self) -> RunNotifier:
+        return RunNotifier(self.task_store, TableNotificationOutbox(self.storage), HttpNotificationSender(),
+                           self.decisions)
+
+    @cached_property
+    def run_events(self) -> RunEvents:
+        """Who hears of runs that start, end or are held: the tasks' notification endpoints, and the
+        Event Grid topic of run events when BASETRIGGER_RUN_EVENTS_TOPIC names one."""
+        listeners: list[RunEvents] = [self.notifier]
+        if self.settings.run_events_topic:
+            from shared.adapters.credentials import default_credential
+            from shared.adapters.run_event_topic import EventGridRunEventPublisher
+
+            publisher = EventGridRunEventPublisher(self.settings.run_events_topic,
+                                                   default_credential(self.settings.storage.client_id))
+            listeners.append(TopicRunEvents(publisher, self.decisions))
+        return FanOut(listeners)
 
 
 @lru_cache(maxsize=1)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shared.domain.builds import LOCAL_CONTEXT_ROOTS_SETTING, LocalContextRoots, UnpackLimits
+from shared.domain.git_polling import GitPollError, parse_hosts
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
 from shared.domain.waves import Brakes
 
@@ -59,6 +60,10 @@ APP_SETTINGS = (
     # Timer, source triggers and notifications (issue 18).
     "BASETRIGGER_TIMER_TICK",
     "BASETRIGGER_GITLAB_WEBHOOK_TOKEN",
+    # The Event Grid custom topic run events are published to (infra/app/run-events.bicep).
+    "BASETRIGGER_RUN_EVENTS_TOPIC",
+    # Git hosts whose repositories send no webhooks: polled with git ls-remote.
+    "BASETRIGGER_GIT_POLL",
 )
 
 
@@ -147,6 +152,10 @@ class Settings:
     github_webhook_secret: str | None = field(default=None, repr=False)
     # The secret token GitLab's webhook sends in X-Gitlab-Token (source triggers).
     gitlab_webhook_token: str | None = field(default=None, repr=False)
+    # The endpoint of the Event Grid custom topic run events go to (None: published nowhere).
+    run_events_topic: str | None = None
+    # Git hosts polled for commits (shared.domain.git_polling): none unless BASETRIGGER_GIT_POLL says.
+    git_poll_hosts: tuple[str, ...] = ()
 
     @property
     def poison_queue(self) -> str:
@@ -313,4 +322,23 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,
         gitlab_webhook_token=env.get("BASETRIGGER_GITLAB_WEBHOOK_TOKEN") or None,
+        run_events_topic=_run_events_topic(env.get("BASETRIGGER_RUN_EVENTS_TOPIC")),
+        git_poll_hosts=_git_poll_hosts(env.get("BASETRIGGER_GIT_POLL")),
     )
+
+
+def _git_poll_hosts(value: str | None) -> tuple[str, ...]:
+    try:
+        return parse_hosts(value)
+    except GitPollError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _run_events_topic(value: str | None) -> str | None:
+    """The topic's endpoint; only https (Event Grid publishes nowhere else, and a token goes with it)."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if not value.startswith("https://"):
+        raise ConfigError("BASETRIGGER_RUN_EVENTS_TOPIC must be the topic's https:// endpoint")
+    return value

@@ -497,6 +497,55 @@ class FakeTimerSlots:
             self.slots[key] = slot
 
 
+class FakeNotificationOutbox:
+    def __init__(self) -> None:
+        self.rows: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def add(self, notification) -> bool:
+        with self._lock:
+            if notification.notification_id in self.rows:
+                return False
+            self.rows[notification.notification_id] = {"notification": notification, "state": "pending",
+                                                       "attempts": 0, "tried_at": utc_now(), "error": None}
+            return True
+
+    def stale(self, tried_before: datetime) -> list:
+        return [r["notification"] for r in self.rows.values()
+                if r["state"] == "pending" and r["tried_at"] < tried_before]
+
+    def claim(self, notification_id: str, tried_before: datetime) -> bool:
+        with self._lock:
+            row = self.rows.get(notification_id)
+            if row is None or row["state"] != "pending" or row["tried_at"] >= tried_before:
+                return False
+            row["tried_at"] = utc_now()
+            return True
+
+    def settle(self, notification_id: str, state: str, attempts: int, error: str | None = None) -> None:
+        with self._lock:
+            self.rows[notification_id].update(state=state, attempts=attempts, error=error)
+
+
+class FakeNotificationSender:
+    """Records every POST; fails the first `failures` of them (or all, with failures=-1)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.posts: list[tuple[str, dict[str, str], bytes]] = []
+        self.tries = 0
+        self.failures = failures
+        self._lock = threading.Lock()
+
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        from shared.service_layer.ports import DeliveryError
+
+        with self._lock:
+            self.tries += 1
+            if self.failures < 0 or self.tries <= self.failures:
+                raise DeliveryError("cannot connect to http://receiver.invalid")
+            self.posts.append((url, headers, body))
+
+
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
@@ -537,6 +586,14 @@ class FakeApp:
         self.triggered = TriggeredRuns(self.scheduler, self.decisions)
         self.timer_slots = FakeTimerSlots()
         self.timers = TimerService(self.task_store, self.timer_slots, self.triggered)
+        from shared.service_layer.notifications import RunNotifier
+
+        self.outbox = FakeNotificationOutbox()
+        self.sender = FakeNotificationSender()
+        # No waiting between retries: unit tests count tries, not seconds.
+        self.notifier = RunNotifier(self.task_store, self.outbox, self.sender, self.decisions,
+                                    wait=lambda seconds: None)
+        self.waves.events = self.notifier
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
-                             heartbeat_seconds=0.01)
+                             heartbeat_seconds=0.01, events=self.notifier)

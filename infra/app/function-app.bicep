@@ -76,6 +76,9 @@ param instanceMemoryMB int = 2048
 @description('Optional. BASETRIGGER_WATCH: registries to poll for base pushes they do not notify (docs/contract.md, Polling); empty: none. Empty leaves it unset.')
 param watch string = ''
 
+@description('Optional. BASETRIGGER_GIT_POLL: git hosts whose repositories are polled for commits (docs/api.md, Timers and source triggers); empty: none.')
+param gitPoll string = ''
+
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300). Empty leaves it unset.')
 param pollInterval string = ''
 
@@ -111,6 +114,9 @@ param githubWebhookSecretInKeyVault bool = false
 
 @description('Optional. Set BASETRIGGER_GITLAB_WEBHOOK_TOKEN as a Key Vault reference to the secret basetrigger-gitlab-webhook-token (the GitLab webhook\'s secret token, for source triggers); store that secret first. False leaves the setting empty, and the route then accepts nothing.')
 param gitlabWebhookTokenInKeyVault bool = false
+
+@description('Optional. Endpoint of the Event Grid custom topic the app publishes run events to (infra/app/run-events.bicep); empty publishes none.')
+param runEventsTopicEndpoint string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -205,6 +211,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_ACR_RESOURCE_GROUP: registryResourceGroupName
     BASETRIGGER_ACR_NAME: registryName
     BASETRIGGER_WATCH: watch
+    BASETRIGGER_GIT_POLL: gitPoll
     BASETRIGGER_POLL_INTERVAL: pollInterval
     BASETRIGGER_POLL_CONCURRENCY: pollConcurrency
     BASETRIGGER_MAX_RUNNING: maxRunning
@@ -217,6 +224,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_HARBOR_AUTH: harborAuthInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-harbor-auth)' : ''
     BASETRIGGER_GITHUB_WEBHOOK_SECRET: githubWebhookSecretInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-github-webhook-secret)' : ''
     BASETRIGGER_GITLAB_WEBHOOK_TOKEN: gitlabWebhookTokenInKeyVault ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=basetrigger-gitlab-webhook-token)' : ''
+    BASETRIGGER_RUN_EVENTS_TOPIC: runEventsTopicEndpoint
   }
 }
 

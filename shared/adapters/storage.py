@@ -33,7 +33,8 @@ MAX_BATCH = 100
 # How many transactions a fan-out keeps in flight at once.
 TRANSACTIONS_IN_FLIGHT = 4
 # Every table and blob container the app uses (names before the prefix).
-TABLES = ("tasks", "dependencies", "runs", "decisions", "counters", "bases", "waves", "slots", "timers")
+TABLES = ("tasks", "dependencies", "runs", "decisions", "counters", "bases", "waves", "slots", "timers",
+          "notifications", "githeads")
 CONTAINERS = ("run-logs", "build-contexts")
 
 T = TypeVar("T")

@@ -59,7 +59,8 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "SealedSecrets": box.seal(
             {**{f"arg:{k}": v for k, v in task.secret_args.items()},
              **({"git_token": task.git_token} if task.git_token else {}),
-             **{f"cred:{c.login_server}": c.password for c in task.credentials if c.password}}
+             **{f"cred:{c.login_server}": c.password for c in task.credentials if c.password},
+             **({"notify_secret": task.update_trigger_secret} if task.update_trigger_secret else {})}
         ),
         "TriggerEnabled": task.trigger_enabled,
         "TriggerType": str(task.trigger_type),
@@ -72,6 +73,7 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "Timers": json.dumps([t.stored_dict() for t in task.timers]),
         "SourceTriggers": json.dumps({"commit": task.commit_trigger_enabled,
                                       "pull_request": task.pull_request_trigger_enabled}),
+        "UpdateTriggerEndpoint": task.update_trigger_endpoint or "",
         "CreatedAt": task.created_at.isoformat(),
         "UpdatedAt": task.updated_at.isoformat(),
     }
@@ -100,6 +102,8 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         timers=[TaskTimer.from_stored(t) for t in json.loads(entity.get("Timers") or "[]")],
         commit_trigger_enabled=bool(_source_triggers(entity).get("commit")),
         pull_request_trigger_enabled=bool(_source_triggers(entity).get("pull_request")),
+        update_trigger_endpoint=entity.get("UpdateTriggerEndpoint") or None,
+        update_trigger_secret=secrets.get("notify_secret"),
         created_at=datetime.fromisoformat(entity["CreatedAt"]),
         updated_at=datetime.fromisoformat(entity["UpdatedAt"]),
         etag=entity.metadata["etag"],

@@ -239,11 +239,13 @@ class BuildContext:
     git_url: str | None = None
     branch: str | None = None
     git_token: str | None = None
+    # The commit to build (a source trigger's run); None: the branch's tip.
+    commit: str | None = None
 
     def describe(self) -> str:
         """A form safe to log: never includes the token."""
         if self.git_url:
-            return f"{self.git_url}#{self.branch or 'HEAD'}"
+            return f"{self.git_url}#{self.branch or 'HEAD'}" + (f"@{self.commit}" if self.commit else "")
         return self.path
 
 

@@ -13,6 +13,7 @@ from shared.domain.credentials import CredentialError, RegistryCredential, check
 from shared.domain.dockerfile import DockerfileError, parse_dependencies
 from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
+from shared.domain.notifications import EndpointError, check_endpoint
 from shared.domain.platforms import InvalidPlatform, Platform
 from shared.domain.timers import TaskTimer, TimerError, check_timers
 from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
@@ -117,6 +118,10 @@ class Task:
     # Runs on a push / a pull request to the context's repository and branch (a git context only).
     commit_trigger_enabled: bool = False
     pull_request_trigger_enabled: bool = False
+    # Where notifications of its runs go (`--update-trigger-endpoint`), and the key that signs them
+    # (stored sealed, never shown): shared.domain.notifications.
+    update_trigger_endpoint: str | None = None
+    update_trigger_secret: str | None = None
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
     # The stored version this task was read at (the table entity's etag; None before it is stored).
@@ -157,6 +162,10 @@ class Task:
             raise TaskError(str(exc)) from exc
         if (self.commit_trigger_enabled or self.pull_request_trigger_enabled) and not self.is_git:
             raise TaskError("source triggers (commit, pull request) need a git URL as the context")
+        try:
+            check_endpoint(self.update_trigger_endpoint, self.update_trigger_secret)
+        except EndpointError as exc:
+            raise TaskError(str(exc)) from exc
         if self.context_upload and self.is_git:
             raise TaskError("an uploaded context goes with a directory, not a git URL")
         for template in self.images:
@@ -217,6 +226,8 @@ class Task:
             "timers": [t.to_dict() for t in self.timers],
             "source_triggers": {"commit": self.commit_trigger_enabled,
                                 "pull_request": self.pull_request_trigger_enabled},
+            "update_trigger": {"endpoint": self.update_trigger_endpoint,
+                               "secret": bool(self.update_trigger_secret)},
             "dependencies": [d.to_dict() for d in self.dependencies],
             "warnings": list(self.warnings),
             "created_at": format_time(self.created_at),

@@ -79,6 +79,7 @@ class Outcome(StrEnum):
     # The poller could not read a base (credentials refused, not found, unreachable): recorded when
     # the error first appears or changes, so "why didn't it rebuild?" has an answer here too.
     REGISTRY_ERROR = "registry-error"
+    NOTIFICATION_FAILED = "notification-failed"  # the endpoint never took it, after every retry
 
 
 class EventSource(StrEnum):
@@ -95,6 +96,8 @@ class EventSource(StrEnum):
     TIMER = "timer"  # a task timer's slot (shared.service_layer.timers)
     GITLAB = "gitlab"
     AZURE_REPOS = "azure-repos"
+    GIT_POLL = "git-poll"  # a polled repository's branch moved (BASETRIGGER_GIT_POLL)
+    NOTIFICATION = "notification"  # a run's notification to its task's endpoint (--update-trigger-endpoint)
 
 
 class Watch(StrEnum):

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
+from shared.domain.git_polling import RemoteHead
 from shared.domain.links import TaskLinks
 from shared.domain.manifests import ManifestInfo
+from shared.domain.notifications import Notification
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import RunStatus
@@ -275,3 +277,53 @@ class TimerSlots(Protocol):
 
     def advance(self, task: str, timer: str, slot: datetime) -> None:
         """Record `slot` as started unless a later one is recorded already (never moves back)."""
+
+
+class RunEvents(Protocol):
+    """Hears of a run that started, ended or was held (notifications, Event Grid). Must never raise
+    and never wait on the network: it is called on the build's own path."""
+
+    def run_changed(self, run: Run) -> None: ...
+
+
+class NotificationOutbox(Protocol):
+    """Notifications not yet delivered, stored before they are sent (a crash leaves them pending)."""
+
+    def add(self, notification: Notification) -> bool:
+        """Store it as pending; False when it was stored before (a redelivered run's)."""
+
+    def stale(self, tried_before: datetime) -> list[Notification]:
+        """Pending ones last tried before that time (their sender is gone)."""
+
+    def claim(self, notification_id: str, tried_before: datetime) -> bool:
+        """Note a new try, unless another sender tried since `tried_before` (then False)."""
+
+    def settle(self, notification_id: str, state: str, attempts: int, error: str | None = None) -> None:
+        """Record how it ended: delivered, failed (every retry) or dropped (no endpoint any more)."""
+
+
+class DeliveryError(RuntimeError):
+    """An endpoint did not take a notification; str() names no part of its URL but the host."""
+
+
+class NotificationSender(Protocol):
+    def post(self, url: str, headers: dict[str, str], body: bytes) -> None:
+        """POST within bounded timeouts; DeliveryError unless answered with a 2xx."""
+
+
+class RunEventPublisher(Protocol):
+    def publish(self, event_id: str, event_type: str, subject: str, data: dict[str, Any]) -> None:
+        """Publish one event (the SDK retries); raises when it could not."""
+
+
+class GitRemote(Protocol):
+    def head(self, url: str, branch: str | None, token: str | None) -> RemoteHead:
+        """What `branch` (None: the default branch) points at now; GitRemoteError if unknown."""
+
+
+class RepositoryHeads(Protocol):
+    """The last head the poller acted on, per repository and branch (kept across restarts)."""
+
+    def last(self, repository: str, branch: str) -> str | None: ...
+
+    def advance(self, repository: str, branch: str, commit: str) -> None: ...

@@ -22,7 +22,15 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
-from shared.service_layer.ports import BuilderFactory, DecisionLog, RunRepository, Slots, WaveRepository
+from shared.service_layer.notifications import NoRunEvents
+from shared.service_layer.ports import (
+    BuilderFactory,
+    DecisionLog,
+    RunEvents,
+    RunRepository,
+    Slots,
+    WaveRepository,
+)
 from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 
 log = logging.getLogger(__name__)
@@ -43,8 +51,11 @@ def _standing(member: Member) -> str:
 
 class WaveCoordinator:
     def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
-                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory):
+                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory,
+                 events: RunEvents | None = None):
         self.waves = waves
+        # Who hears of runs that end or are held (notifications, Event Grid).
+        self.events: RunEvents = events or NoRunEvents()
         # Only to cancel the build of a run canceled while it runs (its worker may be gone).
         self.builder = builder
         self.slots = slots
@@ -250,6 +261,7 @@ class WaveCoordinator:
     def run_finished(self, run: Run) -> None:
         """A wave's run ended (any way): note it, make what waited on it ready (or cancel it, if the
         run did not succeed), give its places back, check the breaker, release what now can start."""
+        self.events.run_changed(run)  # its task's endpoint hears of the end (never raises or waits)
         if run.wave_id is None or run.task is None or not run.finished:
             return
         wave_id = run.wave_id
@@ -314,6 +326,8 @@ class WaveCoordinator:
             return
         if stopped_here:  # once, by the call that canceled it (a redo finds it finished)
             run = cancel_builder_run(self.runs, self.builder, run)
+        if run.status == RunStatus.HELD:
+            self.events.run_changed(run)  # held by the breaker: its task's endpoint hears of it
         self.waves.unmark_ready(member)
         if run.finished:
             self._update_member(member.wave_id, member.task,

@@ -34,7 +34,8 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
 from shared.domain.vocabulary import RunStatus, utc_now
 from shared.service_layer.dependencies import DependencyIndex
-from shared.service_layer.ports import BuilderFactory, RunLogs, RunRepository, Sources
+from shared.service_layer.notifications import NoRunEvents
+from shared.service_layer.ports import BuilderFactory, RunEvents, RunLogs, RunRepository, Sources
 from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.tasks import TaskService
 from shared.service_layer.waves import WaveCoordinator
@@ -76,8 +77,11 @@ def heartbeat_is_fresh(run: Run) -> bool:
 class Worker:
     def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
                  builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
-                 work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+                 work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                 events: RunEvents | None = None):
         self.waves = waves
+        # Who hears of a run that starts (its end reaches them through waves.run_finished).
+        self.events: RunEvents = events or NoRunEvents()
         self.runs = runs
         self.tasks = tasks
         self.index = index
@@ -143,6 +147,7 @@ class Worker:
             for done in seen:  # a quick build canceled before it started is only ever seen here
                 self._remove_quick_upload(done)
             return None
+        self.events.run_changed(run)  # its task's endpoint hears of the start (never raises or waits)
 
         stop, cancel = threading.Event(), threading.Event()
         beating = threading.Thread(target=self._heartbeat, args=(run, stop, cancel), daemon=True)
@@ -245,7 +250,8 @@ class Worker:
                 run_id=run.run_id,
                 # A git source is named too: a builder that clones by itself (ACR) needs no upload.
                 context=BuildContext(path=str(context_dir), git_url=spec.source.git_url,
-                                     branch=spec.source.branch, git_token=spec.git_token),
+                                     branch=spec.source.branch, git_token=spec.git_token,
+                                     commit=spec.source.commit),
                 dockerfile=spec.dockerfile,
                 images=run.output_images,
                 build_args=spec.build_args,

@@ -33,7 +33,7 @@ from shared.domain.vocabulary import TERMINAL
 from tests.chaos.figures import record
 from tests.conftest import azurite_connection_string, unique_settings
 from tests.integration.buildah_tools import push_base
-from tests.own_host import OwnHost, own_host
+from tests.own_host import OwnHost, free_port, own_host
 
 MIN_FORM = 16  # shorter pieces (a base64 tail like `Cg==`) say nothing and match by chance
 MAX_BLOB = 32 * 1024 * 1024
@@ -52,7 +52,11 @@ PEM = "\n".join(
     ]
 )
 GIT_TOKEN = "ghp_" + secrets.token_hex(18)
-SECRETS = {"one-line": ONE_LINE, "multi-line": PEM, "git token": GIT_TOKEN}
+# Signs the run notifications of the directory task (whose endpoint is a closed port: each one fails
+# and is recorded, so the failure's decisions and logs are searched too).
+NOTIFY_SECRET = _canary("canary2")
+SECRETS = {"one-line": ONE_LINE, "multi-line": PEM, "git token": GIT_TOKEN,
+           "notification secret": NOTIFY_SECRET}
 
 
 def _base64_cores(raw: bytes) -> set[str]:
@@ -251,7 +255,9 @@ def test_planted_secrets_appear_nowhere_after_real_builds(canary_host, tmp_path)
     git(repo, "commit", "-qm", "app")
 
     tasks = {
-        f"{name}-dir": {"context": str(folder), "secret_args": {"ONE": ONE_LINE, "PEM": PEM}},
+        f"{name}-dir": {"context": str(folder), "secret_args": {"ONE": ONE_LINE, "PEM": PEM},
+                        "update_trigger_endpoint": f"http://127.0.0.1:{free_port()}/hook",
+                        "update_trigger_secret": NOTIFY_SECRET},
         f"{name}-git": {
             "context": f"file://{repo}",
             "branch": "main",

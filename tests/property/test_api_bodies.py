@@ -138,6 +138,10 @@ task_body = st.fixed_dictionaries(
         "base_image_trigger_enabled": st.booleans() | s.json_values,
         "base_image_trigger_type": st.sampled_from(["Runtime", "All", "runtime", ""]),
         "platform": st.sampled_from(["linux", "linux/amd64", "linux/arm64/v8", "windows", ""]) | s.odd_text,
+        "update_trigger_endpoint": st.none() | st.sampled_from(
+            ["https://hooks.example.com/b?t=1", "http://169.254.169.254/", "http://u:p@x/", "ftp://x/",
+             "http://[::1", "http://x:99999/", ""]) | s.odd_text,
+        "update_trigger_secret": st.none() | s.odd_text,
         "context_archive": st.one_of(
             local_dockerfile.map(tar_gz),
             archive_bytes.map(lambda b: base64.b64encode(b).decode()),

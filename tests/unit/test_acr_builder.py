@@ -434,6 +434,18 @@ def test_git_context_is_passed_as_source_location_without_upload(tmp_path):
     assert any("github.com/contoso/app.git#release" in line for line in lines)
 
 
+def test_a_run_of_a_commit_has_acr_build_that_commit(tmp_path):
+    fake = FakeAcr(final={"outputImages": [{"digest": DIGEST}]})
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    context = BuildContext(path=str(make_context(tmp_path)), git_url="https://github.com/contoso/app.git",
+                           branch="main", commit=commit)
+
+    make_builder(fake).build(request_for(context, secret_args={}), [].append)
+
+    body = json.loads(fake.calls("POST", "/scheduleRun")[0]["body"])
+    assert body["sourceLocation"] == f"https://github.com/contoso/app.git#{commit}"
+
+
 def test_a_canceled_run_is_canceled_in_acr_too_and_forced_runs_skip_the_cache(tmp_path):
     fake = FakeAcr(statuses=("Queued", "Running", "Running", "Running"))
     request = request_for(BuildContext(path=str(make_context(tmp_path))), no_cache=True)

@@ -33,6 +33,7 @@ BUILT_IN_ROLES = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
+    "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
 }
 # Where each role must be assigned: the resource type of the assignment's scope.
 ROLE_SCOPES = {
@@ -42,6 +43,7 @@ ROLE_SCOPES = {
     "Storage Table Data Contributor": "Microsoft.Storage/storageAccounts",
     "Monitoring Metrics Publisher": "Microsoft.Insights/components",
     "Key Vault Secrets User": "Microsoft.KeyVault/vaults",
+    "EventGrid Data Sender": "Microsoft.EventGrid/topics",
 }
 # The action each management operation of azure-mgmt-containerregistrytasks needs (resource provider
 # operations reference), for the operations AcrBuilder may call.
@@ -420,6 +422,7 @@ AZURE_STAND_INS = {
     "registryResourceGroupName": "rg-registry",
     "registryLoginServer": "contosoacr.azurecr.io",
     "registryName": "contosoacr",
+    "runEvents.outputs.endpoint": "https://evgt-basetrigger-x.westeurope-1.eventgrid.azure.net/api/events",
     "applicationInsights.properties.ConnectionString": (
         "InstrumentationKey=00000000-0000-0000-0000-000000000003;"
         "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"
@@ -479,6 +482,7 @@ def test_the_cloud_settings_load_as_an_acr_configuration():
         "contosoacr",
     )
     assert settings.build_timeout_seconds == 2700
+    assert settings.run_events_topic == AZURE_STAND_INS["runEvents.outputs.endpoint"]
     SecretBox(settings.secret_key).open(SecretBox(settings.secret_key).seal({"k": "v"}))
     decorators, rest = bicep("main.bicep").params["secretKey"]
     assert "@secure()" in decorators
@@ -553,7 +557,8 @@ def test_tables_are_the_code_s_tables():
 def test_deploy_md_names_every_table_the_code_uses():
     settings = code_settings()
     deploy = (ROOT / "docs" / "deploy.md").read_text()
-    missing = [settings.table(name) for name in contract_tables() if f"`{settings.table(name)}`" not in deploy]
+    missing = [settings.table(name) for name in contract_tables()
+               if f"`{settings.table(name)}`" not in deploy]
     assert missing == [], f"docs/deploy.md does not list the tables {missing}"
 
 
@@ -850,6 +855,35 @@ def test_no_keys_or_connection_strings_in_settings_or_outputs(path):
         "APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString", ""
     )
     assert not KEYISH.search(code), f"{path.name}: {KEYISH.search(code).group(0)}"
+
+
+def test_run_events_topic_takes_only_the_app_s_identity_and_its_endpoint_is_an_app_setting():
+    events = bicep("app/run-events.bicep")
+    ((_, body, _),) = events.resource_bodies("Microsoft.EventGrid/topics")
+    properties = obj(obj(body)["properties"])
+    assert properties["disableLocalAuth"] == "true"  # no keys, no SAS: Entra ID only
+    assert properties["inputSchema"] == "'EventGridSchema'"  # what EventGridPublisherClient sends
+    ((_, assignment, _),) = events.resource_bodies("Microsoft.Authorization/roleAssignments")
+    assert obj(assignment)["scope"] == "topic"
+    assert obj(obj(assignment)["properties"])["roleDefinitionId"].endswith("eventGridDataSenderRoleId)")
+
+    main = bicep("main.bicep")
+    symbol = module_of(main, "app/run-events.bicep")
+    assert main.module_params(symbol)["principalId"] == "identity.properties.principalId"
+    function_app = main.module_params(module_of(main, "app/function-app.bicep"))
+    assert function_app["runEventsTopicEndpoint"] == f"{symbol}.outputs.endpoint"
+    assert events.outputs["endpoint"] == "topic.properties.endpoint"
+    assert bicep_app_settings()["BASETRIGGER_RUN_EVENTS_TOPIC"] == "runEventsTopicEndpoint"
+    assert "BASETRIGGER_RUN_EVENTS_TOPIC" in config.APP_SETTINGS
+
+
+def test_the_run_events_topic_setting_loads_as_an_https_endpoint():
+    env = {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+    assert config.load(env).run_events_topic is None
+    topic = "https://evgt-basetrigger-x.westeurope-1.eventgrid.azure.net/api/events"
+    assert config.load({**env, "BASETRIGGER_RUN_EVENTS_TOPIC": topic}).run_events_topic == topic
+    with pytest.raises(config.ConfigError, match="https://"):
+        config.load({**env, "BASETRIGGER_RUN_EVENTS_TOPIC": "http://evgt.example/api/events"})
 
 
 def test_application_insights_accepts_only_entra_id():

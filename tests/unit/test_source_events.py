@@ -59,3 +59,18 @@ def test_a_push_runs_the_tasks_of_its_repository_and_branch_once(tmp_path):
     triggers.handle(event)  # redelivered
     (run,) = app.runs.all()
     assert run.commit == SHA and run.output_images == [f"localhost:5000/on:{SHA}"]
+
+
+def test_the_builder_is_asked_for_the_commit_the_run_records(tmp_path):
+    # A builder that clones by itself (ACR) must build the commit, not the branch's tip.
+    app = FakeApp(tmp_path)
+    app.sources.dockerfile = "FROM localhost:5000/base:1\n"
+    app.task_store.create(Task(name="on", images=["on:1"], context="https://github.com/o/a.git",
+                               branch="main", commit_trigger_enabled=True))
+    event = from_github("push", "d9", {"ref": "refs/heads/main", "after": SHA,
+                                       "repository": {"clone_url": "https://github.com/o/a"}})
+    (decision,) = SourceTriggers(app.tasks, app.triggered).handle(event)
+    app.worker.execute(decision.runs[0])
+    (request,) = app.builder.requests
+    assert (request.context.git_url, request.context.branch, request.context.commit) == (
+        "https://github.com/o/a.git", "main", SHA)

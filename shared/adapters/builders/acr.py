@@ -591,7 +591,9 @@ def _platform(spec: str) -> PlatformProperties:
 
 
 def _git_location(context: BuildContext) -> str:
-    """ACR's git context form, `https://host/repo.git#branch`, with the token as URL credentials."""
+    """ACR's git context form, `https://host/repo.git#branch`, or `#<commit>` for a run of one
+    commit (ACR's documented "GitHub commit" context location, `repo.git#<commit sha>:folder`; the
+    full SHA, as the source triggers record it), with the token as URL credentials."""
     url = context.git_url or ""
     if context.git_token:
         parts = urlsplit(url)
@@ -600,8 +602,9 @@ def _git_location(context: BuildContext) -> str:
         host = parts.netloc.rsplit("@", 1)[-1]
         netloc = f"x-access-token:{quote(context.git_token, safe='')}@{host}"
         url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    if context.branch and "#" not in url:
-        url = f"{url}#{context.branch}"
+    ref = context.commit or context.branch
+    if ref and "#" not in url:
+        url = f"{url}#{ref}"
     return url
 
 
