@@ -1,4 +1,8 @@
-"""`basetrigger base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed."""
+"""`basetrigger base impact|list|rebuild|changes`: questions about base images.
+
+`base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed.
+`base changes IMAGE [--from DIGEST] [--to DIGEST]`: what changed between two digests of a base.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ examples:
   basetrigger base impact localhost:5000/baseimages/node:9-alpine
   basetrigger base impact localhost:5000/baseimages/node:9-alpine --output dot | dot -Tsvg > impact.svg
   basetrigger base impact node:20 --output mermaid
+"""
+
+CHANGES_EPILOG = """\
+examples:
+  basetrigger base changes localhost:5000/baseimages/node:9-alpine
+  basetrigger base changes node:20 --from sha256:1f2e… --to sha256:9a8b… --output json
 """
 
 FORMATS = {"tree": impact_tree, "json": to_json, "dot": impact_dot, "mermaid": impact_mermaid}
@@ -60,6 +70,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "localhost:5000/baseimages/node:9-alpine@sha256:…")
     rebuild.add_argument("--output", "-o", choices=("table", "json"), default="table")
     rebuild.set_defaults(func=base_rebuild)
+
+    changes = commands.add_parser(
+        "changes", parents=[connection_options()], epilog=CHANGES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="what changed between two digests of a base: config, layers, OS packages",
+        description="Compare two digests of a base, platform by platform: its config (env, entrypoint, "
+        "cmd, user, workdir, labels, exposed ports, platform), its layers (added, removed, kept, "
+        "re-compressed), its OS packages (dpkg, apk) and /etc/os-release, and classify the change: "
+        "identical content, metadata only, packages, os release changed.")
+    changes.add_argument("image", metavar="IMAGE", help="the base image by its tag, e.g. node:20")
+    changes.add_argument("--from", dest="old", metavar="DIGEST",
+                         help="the old digest (default: what the dependents last built on, else the "
+                         "previous digest pushed)")
+    changes.add_argument("--to", dest="new", metavar="DIGEST",
+                         help="the new digest (default: what the tag points at now)")
+    changes.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    changes.set_defaults(func=base_changes)
 
 
 BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
@@ -108,4 +135,44 @@ def base_rebuild(args: argparse.Namespace) -> int:
         print(f"{decision['outcome']}: {decision['reason']}")
         if decision.get("runs"):
             print("runs: " + ", ".join(decision["runs"]))
+    return EXIT_OK
+
+
+def changes_text(change: dict) -> str:
+    from cli.decision_cmd import short_digest
+
+    lines = [f"{change['image']}: {short_digest(change['from'])} -> {short_digest(change['to'])}: "
+             f"{change['classification']}"]
+    for p in change.get("platforms", []):
+        lines.append(f"\n{p['platform']}: {p['classification']}"
+                     f" ({short_digest(p.get('from'))} -> {short_digest(p.get('to'))})")
+        release = p.get("os_release") or {}
+        if release.get("from") != release.get("to"):
+            lines.append(f"  os release: {release.get('from') or '-'} -> {release.get('to') or '-'}")
+        elif release.get("to"):
+            lines.append(f"  os release: {release['to']}")
+        for name, values in (p.get("config") or {}).items():
+            lines.append(f"  config {name}: {values['from']} -> {values['to']}")
+        layers = p.get("layers") or {}
+        lines.append("  layers: " + ", ".join(f"{len(layers.get(k) or [])} {k}"
+                                               for k in ("kept", "recompressed", "added", "removed")))
+        packages = p.get("packages") or {}
+        for u in packages.get("upgraded") or []:
+            lines.append(f"  upgraded {u['package']} {u['from']} -> {u['to']}")
+        for name, version in (packages.get("added") or {}).items():
+            lines.append(f"  added    {name} {version}")
+        for name, version in (packages.get("removed") or {}).items():
+            lines.append(f"  removed  {name} {version}")
+        lines.extend(f"  note: {note}" for note in p.get("notes") or [])
+    return "\n".join(lines)
+
+
+@handles_errors
+def base_changes(args: argparse.Namespace) -> int:
+    try:
+        ref = ImageRef.parse(args.image)
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    change = Client.from_args(args).base_changes(str(ref), args.old, args.new)
+    print(to_json(change) if args.output == "json" else changes_text(change))
     return EXIT_OK

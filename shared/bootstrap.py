@@ -23,6 +23,7 @@ from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
+from shared.service_layer.base_changes import BaseChanges, WaveChanges
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
@@ -147,9 +148,14 @@ class Services:
         return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
 
     @cached_property
+    def base_changes(self) -> BaseChanges:
+        return BaseChanges(self.registry, self.index, self.decisions, self.tasks.store)
+
+    @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds)
+                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      changes=WaveChanges(self.base_changes, self.waves.waves))
 
 
 @lru_cache(maxsize=1)
