@@ -44,6 +44,9 @@ RPM_DATABASES = ("var/lib/rpm/rpmdb.sqlite", "var/lib/rpm/Packages", "usr/lib/sy
 OS_RELEASE = "etc/os-release"
 USR_OS_RELEASE = "usr/lib/os-release"
 WANTED = frozenset({DPKG_STATUS, APK_INSTALLED, OS_RELEASE, USR_OS_RELEASE})
+# The diff_id of an empty tar (1024 zero bytes): a layer a commit with no change adds. It adds no
+# content, so it never makes two images differ.
+EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
@@ -281,6 +284,7 @@ class PlatformChange:
     layers_kept: list[str] = field(default_factory=list)
     # Layers whose blobs differ but whose uncompressed content (diff_id) is the same.
     layers_recompressed: list[str] = field(default_factory=list)
+    layers_empty: list[str] = field(default_factory=list)  # added empty layers (EMPTY_LAYER)
     packages_added: dict[str, str] = field(default_factory=dict)
     packages_removed: dict[str, str] = field(default_factory=dict)
     packages_upgraded: list[Upgrade] = field(default_factory=list)
@@ -292,7 +296,8 @@ class PlatformChange:
                 "from": self.old_digest, "to": self.new_digest,
                 "config": {k: {"from": a, "to": b} for k, (a, b) in self.config.items()},
                 "layers": {"added": self.layers_added, "removed": self.layers_removed,
-                           "kept": self.layers_kept, "recompressed": self.layers_recompressed},
+                           "kept": self.layers_kept, "recompressed": self.layers_recompressed,
+                           "empty": self.layers_empty},
                 "packages": {"added": self.packages_added, "removed": self.packages_removed,
                              "upgraded": [{"package": u.package, "from": u.old, "to": u.new}
                                           for u in self.packages_upgraded]},
@@ -314,6 +319,11 @@ def _os_identity(release: Mapping[str, str]) -> tuple[str | None, str | None]:
 EMPTY = ImageSnapshot("", "")
 
 
+def _content(image: ImageSnapshot) -> list[str]:
+    """The image's content, layer by layer (uncompressed digests; empty layers left out)."""
+    return [layer.diff_id or layer.digest for layer in image.layers if layer.diff_id != EMPTY_LAYER]
+
+
 def compare(old: ImageSnapshot | None, new: ImageSnapshot | None) -> PlatformChange:
     """What changed from `old` to `new` (one platform; None: the platform is not in that image)."""
     a, b = old or EMPTY, new or EMPTY
@@ -330,11 +340,14 @@ def compare(old: ImageSnapshot | None, new: ImageSnapshot | None) -> PlatformCha
     for layer in b.layers:
         if layer.digest in old_blobs:
             change.layers_kept.append(layer.digest)
+        elif layer.diff_id == EMPTY_LAYER:
+            change.layers_empty.append(layer.digest)
         elif layer.diff_id and layer.diff_id in old_content:
             change.layers_recompressed.append(layer.digest)
         else:
             change.layers_added.append(layer.digest)
     change.layers_removed = [layer.digest for layer in a.layers if layer.digest not in new_blobs
+                             and layer.diff_id != EMPTY_LAYER
                              and not (layer.diff_id and layer.diff_id in new_content)]
     change.packages_added = {p: v for p, v in sorted(b.packages.items()) if p not in a.packages}
     change.packages_removed = {p: v for p, v in sorted(a.packages.items()) if p not in b.packages}
@@ -342,8 +355,7 @@ def compare(old: ImageSnapshot | None, new: ImageSnapshot | None) -> PlatformCha
                                 if p in a.packages and a.packages[p] != v]
     change.os_release = (_os_name(a.os_release), _os_name(b.os_release))
 
-    same_content = [layer.diff_id or layer.digest for layer in a.layers] == \
-        [layer.diff_id or layer.digest for layer in b.layers]
+    same_content = _content(a) == _content(b)
     if _os_identity(a.os_release) != _os_identity(b.os_release) and not same_content:
         change.kind = ChangeKind.OS_RELEASE
     elif not same_content:

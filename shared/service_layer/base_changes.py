@@ -246,6 +246,18 @@ class WaveChanges:
         self.waves = waves
         self.note_seconds = note_seconds
 
+    def _note_on_decision(self, event_id: str | None, line: str) -> None:
+        """The change on the decision of the push that started the wave too (the decision every
+        run of the wave points to); stored again under the same key, so nothing else changes."""
+        if not event_id:
+            return
+        try:
+            decision = self.changes.decisions.seen(event_id)
+            if decision is not None and decision.change is None:
+                self.changes.decisions.record(replace(decision, change=line), mark_seen=False)
+        except Exception:  # noqa: BLE001 - best effort: the wave has it
+            log.warning("the change could not be noted on decision %s", event_id, exc_info=True)
+
     def note(self, wave_id: str) -> str | None:
         """The wave's change in one line (computed now if not yet noted); None for a wave that was
         not started by a base push (a manual run's) or is gone. Never raises."""
@@ -265,15 +277,15 @@ class WaveChanges:
         except Exception as exc:  # noqa: BLE001 - best effort: the build goes on without it
             log.warning("the change of %s could not be computed: %s", wave.root, exc)
             line = f"unknown ({exc.__class__.__name__}: {exc})"
-        try:
-            self.waves.save(replace(wave, base_change=line), etag)
-        except WaveConflict:
-            # Another worker noted it, or the wave's counts moved: theirs stands, else try once more.
-            wave, etag = self.waves.get(wave_id)
-            if wave.base_change is not None:
-                return wave.base_change
+        for _attempt in (1, 2):
             try:
                 self.waves.save(replace(wave, base_change=line), etag)
             except WaveConflict:
-                pass
+                # Another worker noted it (theirs stands), or the wave's counts moved: again.
+                wave, etag = self.waves.get(wave_id)
+                if wave.base_change is not None:
+                    return wave.base_change
+                continue
+            self._note_on_decision(wave.event_id, line)
+            break
         return line

@@ -12,6 +12,7 @@ import pytest
 from shared.domain.base_changes import (
     APK_INSTALLED,
     DPKG_STATUS,
+    EMPTY_LAYER,
     ChangeKind,
     LayerUnreadable,
     apply_layers,
@@ -145,6 +146,10 @@ def test_classification_identical_metadata_packages_os_release():
     change = compare(base, rewrapped)
     assert change.kind == ChangeKind.IDENTICAL
     assert change.layers_recompressed == ["blob:other-compression"] and change.layers_removed == []
+
+    committed_again = compare(base, _image("sha256:2b", ["diff:a", EMPTY_LAYER], ["A=1"], DPKG,
+                                           blobs=["blob:a", "blob:empty"]))
+    assert committed_again.kind == ChangeKind.IDENTICAL and committed_again.layers_empty == ["blob:empty"]
 
     env = compare(base, _image("sha256:3", ["diff:a"], ["A=2"], DPKG))
     assert env.kind == ChangeKind.METADATA and env.config == {"Env": (["A=1"], ["A=2"])}
