@@ -27,7 +27,8 @@ def _errors(*statuses: str) -> dict[str, Any]:
              "403": "The route is not configured (its secret setting is empty)", "404": "Not found",
              "409": "Conflict",
              "412": "The task is at another version than If-Match names (or kept changing): nothing changed",
-             "413": "Body too large"}
+             "413": "Body too large",
+             "422": "The image's registry could not be read (unreachable, refused, too slow)"}
     return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in ("401", *statuses)}
 
@@ -122,7 +123,10 @@ SCHEMAS: dict[str, Any] = {
             "task": {"type": "string"}, "outcome": {"type": "string", "enum": names(Outcome)},
             "reason": {"type": "string"},
             "run_id": {"type": "string", "nullable": True}}}},
-        "time": {"type": "string", "format": "date-time"}}},
+        "time": {"type": "string", "format": "date-time"},
+        "change": {"type": "string", "nullable": True,
+                   "description": "what the pushed digest changed in the base (see BaseChange), noted "
+                   "by the first worker of the wave it started; null until then"}}},
 }
 
 
@@ -403,7 +407,10 @@ SCHEMAS["Wave"] = {"type": "object", "properties": {
                "description": "members by run status; Waiting: not released yet"},
     "reason": {"type": "string", "nullable": True},
     "breaker_base": {"type": "array", "items": {"type": "integer"}},
-    "created_at": {"type": "string", "format": "date-time"}}}
+    "created_at": {"type": "string", "format": "date-time"},
+    "base_change": {"type": "string", "nullable": True,
+                    "description": "what the base push changed, one line starting with its classification; "
+                    "null until the wave's first worker noted it, and for a manual run's wave"}}}
 SCHEMAS["WaveDetail"] = {"allOf": [_ref("Wave"), {"type": "object", "properties": {
     "members": {"type": "array", "items": {"type": "object", "properties": {
         "task": {"type": "string"}, "run_id": {"type": "string"}, "level": {"type": "integer"},
@@ -433,6 +440,41 @@ PATHS.update({
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True}}}),
         "responses": {**_ok(_ref("Decision"), "202", "Started"), **_errors("400", "413")}}},
 })
+
+
+# ---- base changes (functions/registry_api.py) -------------------------------------------------
+_CLASSIFICATION = {"type": "string", "enum": ["identical content", "metadata only", "packages",
+                                              "os release changed"]}
+_DIGESTS = {"type": "array", "items": {"type": "string"}}
+_FROM_TO = {"type": "object", "properties": {"from": {"nullable": True}, "to": {"nullable": True}}}
+SCHEMAS["PlatformChange"] = {"type": "object", "properties": {
+    "platform": {"type": "string"}, "classification": _CLASSIFICATION,
+    "from": {"type": "string", "nullable": True}, "to": {"type": "string", "nullable": True},
+    "config": {"type": "object", "additionalProperties": _FROM_TO,
+               "description": "changed config fields (Env, Entrypoint, Cmd, User, WorkingDir, Labels, "
+               "ExposedPorts, platform)"},
+    "layers": {"type": "object", "properties": {k: _DIGESTS for k in (
+        "added", "removed", "kept", "recompressed", "empty")}},
+    "packages": {"type": "object", "properties": {
+        "added": _STR_MAP, "removed": _STR_MAP,
+        "upgraded": {"type": "array", "items": {"type": "object", "properties": {
+            "package": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"}}}}}},
+    "os_release": {"type": "object", "properties": {"from": {"type": "string", "nullable": True},
+                                                    "to": {"type": "string", "nullable": True}}},
+    "notes": {"type": "array", "items": {"type": "string"}}}}
+SCHEMAS["BaseChange"] = {"type": "object", "properties": {
+    "image": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+    "classification": _CLASSIFICATION, "summary": {"type": "string"},
+    "platforms": {"type": "array", "items": _ref("PlatformChange")}}}
+PATHS["/bases/changes"] = {"get": {
+    "operationId": "baseChanges",
+    "summary": "What changed between two digests of a base: config, layers, OS packages, OS release",
+    "parameters": [
+        _param("image", required=True, description="the base by its tag, e.g. node:20"),
+        _param("from", description="the old digest (default: what the dependents last built on, else "
+               "the previous digest pushed)"),
+        _param("to", description="the new digest (default: what the tag points at now)")],
+    "responses": {**_ok(_ref("BaseChange")), **_errors("400", "404", "422")}}}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -80,7 +80,8 @@ def api_base_changes(req: func.HttpRequest) -> func.HttpResponse:
     except ImageNotFound as exc:
         return error(404, "ImageNotFound", str(exc))
     except ChangesUnavailable as exc:
-        return error(502, "RegistryUnavailable", str(exc))
+        # Mostly a name the caller got wrong (host, credentials of no task): a 4xx that says why.
+        return error(422, "RegistryUnreadable", str(exc))
     return json_response(change.to_dict())
 
 

@@ -191,13 +191,15 @@ def test_a_base_push_notes_its_change_on_the_wave_the_decision_and_the_log(stack
         buildah("rmi", "-f", base)
 
 
-def test_the_api_answers_bad_input_with_400(stack):
+def test_the_api_answers_bad_input_and_unreadable_registries_with_4xx(stack):
     url, key = os.environ["BASETRIGGER_URL"], os.environ["BASETRIGGER_KEY"]
-    for params in ({}, {"image": "Not A Ref"}, {"image": "busybox@sha256:" + "1" * 64},
-                   {"image": "busybox:1", "from": "sha256:short"},
-                   {"image": f"{os.environ['REGISTRY']}/nothing-here/x:1", "from": "sha256:" + "1" * 64}):
+    some_digest = "sha256:" + "1" * 64
+    cases = [({}, 400), ({"image": "Not A Ref"}, 400), ({"image": "busybox@" + some_digest}, 400),
+             ({"image": "busybox:1", "from": "sha256:short"}, 400),
+             ({"image": f"{os.environ['REGISTRY']}/nothing-here/x:1", "from": some_digest}, 404),
+             ({"image": "localhost:1/nobody/listens:1", "from": some_digest}, 422)]
+    for params, expected in cases:
         answer = requests.get(f"{url.rstrip('/')}/api/bases/changes", params=params,
                               headers={"x-functions-key": key}, timeout=60)
-        expected = 404 if "nothing-here" in params.get("image", "") else 400
         assert answer.status_code == expected, (params, answer.text)
         assert answer.json()["error"]["message"]
