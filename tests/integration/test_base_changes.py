@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -45,8 +46,10 @@ APK_V1 = "P:musl\nV:1.2.4-r2\nA:x86_64\n\nP:zlib\nV:1.3-r0\nA:x86_64\n"
 APK_V2 = "P:musl\nV:1.2.4-r3\nA:x86_64\n"
 
 
-def build_base(workdir: Path, image: str, files: dict[str, str], env: str = "A=1") -> str:
-    """FROM scratch: busybox, then each file at its path; pushed; its digest."""
+def build_base(workdir: Path, image: str, files: dict[str, str], env: str = "A=1",
+               platform: str | None = None) -> str:
+    """FROM scratch: busybox, then each file at its path; pushed; its digest. (No RUN: any
+    `platform` builds without emulation; its busybox is amd64's, which nothing runs here.)"""
     context = workdir / uuid.uuid4().hex[:8]
     context.mkdir(parents=True)
     shutil.copy(BUSYBOX, context / "busybox")
@@ -56,8 +59,24 @@ def build_base(workdir: Path, image: str, files: dict[str, str], env: str = "A=1
         lines.append(f"COPY f{i} {path}")
     lines.append(f"ENV {env}")
     (context / "Dockerfile").write_text("\n".join(lines) + "\n")
-    buildah("bud", "--isolation", "chroot", "--layers=false", "-t", image, str(context))
+    buildah("bud", "--isolation", "chroot", "--layers=false", *(["--platform", platform] if platform else []),
+            "-t", image, str(context))
     return push(image, workdir)
+
+
+def push_index(workdir: Path, image: str, members: list[str]) -> str:
+    """A manifest list of the local images `members`, pushed to `image`; its digest."""
+    name = f"changes-list-{uuid.uuid4().hex[:8]}"
+    buildah("manifest", "create", name)
+    try:
+        for member in members:
+            buildah("manifest", "add", name, member)
+        digest_file = workdir / "index-digest"
+        buildah("manifest", "push", "--all", *_tls(), "--digestfile", str(digest_file), name,
+                f"docker://{image}")
+    finally:
+        buildah("manifest", "rm", name)
+    return digest_file.read_text().strip()
 
 
 def recommit(workdir: Path, image: str, *config: str) -> str:
@@ -82,7 +101,8 @@ def record_push(services, base: str, digest: str) -> None:
 def base(tmp_path):
     image = f"{os.environ['REGISTRY']}/changes-{uuid.uuid4().hex[:10]}/base:1"
     yield image
-    buildah("rmi", "-f", image)
+    # Only the images this test made (a manifest list leaves no local image under this name).
+    subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", "-f", image], capture_output=True, check=False)
 
 
 def test_each_kind_of_change_is_classified(services, base, tmp_path):
@@ -113,6 +133,28 @@ def test_each_kind_of_change_is_classified(services, base, tmp_path):
     assert new_os.kind == ChangeKind.OS_RELEASE
     assert new_os.platforms[0].os_release == ("Debian GNU/Linux 12 (bookworm)",
                                               "Debian GNU/Linux 13 (trixie)")
+
+
+def test_a_multi_platform_base_is_compared_platform_by_platform(services, base, tmp_path):
+    amd64, arm64 = base.replace(":1", ":amd64"), base.replace(":1", ":arm64")
+    files = {"/var/lib/dpkg/status": DPKG_V1, "/etc/os-release": DEBIAN_12}
+    try:
+        build_base(tmp_path, amd64, files)
+        build_base(tmp_path, arm64, files, platform="linux/arm64")
+        before = push_index(tmp_path, base, [amd64, arm64])
+        build_base(tmp_path, arm64, {**files, "/var/lib/dpkg/status": DPKG_V2}, platform="linux/arm64")
+        after = push_index(tmp_path, base, [amd64, arm64])
+        change = services.base_changes.compare(base, before, after)
+        assert [(p.platform, p.kind) for p in change.platforms] == [
+            ("linux/amd64", ChangeKind.IDENTICAL), ("linux/arm64", ChangeKind.PACKAGES)], change.to_dict()
+        assert change.kind == ChangeKind.PACKAGES and "linux/arm64: packages" in change.summary()
+        # A task building amd64 recorded that platform's manifest: only that platform is compared.
+        amd64_manifest = services.registry.inspect(f"{base.rsplit(':', 1)[0]}@{before}",
+                                                   with_platforms=True).digest_for("linux/amd64")
+        own = services.base_changes.compare(base, amd64_manifest, after)
+        assert [(p.platform, p.kind) for p in own.platforms] == [("linux/amd64", ChangeKind.IDENTICAL)]
+    finally:
+        buildah("rmi", "-f", amd64, arm64)
 
 
 def test_the_same_layers_rewrapped_are_identical_content(services, base, tmp_path):
