@@ -102,7 +102,8 @@ def base(tmp_path):
     image = f"{os.environ['REGISTRY']}/changes-{uuid.uuid4().hex[:10]}/base:1"
     yield image
     # Only the images this test made (a manifest list leaves no local image under this name).
-    subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", "-f", image], capture_output=True, check=False)
+    subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", "-f", image], capture_output=True,
+                   check=False)
 
 
 def test_each_kind_of_change_is_classified(services, base, tmp_path):
