@@ -11,6 +11,7 @@ from functions import (
     housekeeping,
     insight_api,
     poll_timer,
+    quarantine_api,
     registry_api,
     wave_api,
     webhook_ingress,
@@ -36,3 +37,5 @@ app.register_functions(webhooks_harbor.bp)
 app.register_functions(webhooks_dockerhub.bp)
 app.register_functions(webhooks_github.bp)
 app.register_functions(registry_api.bp)
+# Know what a base change is: quarantined digests (base changes is in registry_api).
+app.register_functions(quarantine_api.bp)

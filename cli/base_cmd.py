@@ -88,6 +88,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     changes.add_argument("--output", "-o", choices=("text", "json"), default="text")
     changes.set_defaults(func=base_changes)
 
+    quarantine = commands.add_parser(
+        "quarantine", parents=[connection_options()],
+        help="block every wave and manual run that would build on IMAGE@DIGEST",
+        description="Quarantine a base digest: pushes of it (under any tag), `base rebuild` on it and "
+        "manual runs of tasks whose base points at it build nothing; their decision says "
+        "`quarantined: REASON`, for the tasks there are now and those added later. A wave's circuit "
+        "breaker quarantines the digest its wave was on by itself. `base release` lifts it.")
+    quarantine.add_argument("target", metavar="IMAGE@DIGEST", help="e.g. node:20@sha256:…")
+    quarantine.add_argument("--reason", required=True, help="why (what blocked runs will say)")
+    quarantine.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    quarantine.set_defaults(func=base_quarantine)
+
+    release = commands.add_parser(
+        "release", parents=[connection_options()], help="lift the quarantine of IMAGE@DIGEST",
+        description="Lift a quarantine: the next push of the base is decided as usual (a push that "
+        "was blocked claimed nothing, so nothing is left to undo).")
+    release.add_argument("target", metavar="IMAGE@DIGEST")
+    release.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    release.set_defaults(func=base_release)
+
+    quarantined = commands.add_parser(
+        "quarantined", parents=[connection_options()], help="every quarantined base digest",
+        description="Every quarantined base digest, newest first: the image it was named as, why, "
+        "who (a person, or a wave's circuit breaker) and since when.")
+    quarantined.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    quarantined.set_defaults(func=base_quarantined)
+
 
 BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
 
@@ -175,4 +202,48 @@ def base_changes(args: argparse.Namespace) -> int:
         raise ApiError(str(exc)) from None
     change = Client.from_args(args).base_changes(str(ref), args.old, args.new)
     print(to_json(change) if args.output == "json" else changes_text(change))
+    return EXIT_OK
+
+
+QUARANTINE_COLUMNS = ("DIGEST", "IMAGE", "SINCE", "BY", "REASON")
+
+
+def quarantine_table(entries: list[dict]) -> str:
+    from cli.decision_cmd import short_digest
+    from cli.output import format_time, table
+
+    return table(QUARANTINE_COLUMNS, ([short_digest(e["digest"]), e["image"], format_time(e.get("since")),
+                                       e.get("by") or "", e.get("reason") or ""] for e in entries))
+
+
+def _target(text: str) -> str:
+    try:
+        ref = ImageRef.parse(text)
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    if not ref.digest:
+        raise ApiError(f"{text!r} names no digest: use IMAGE@DIGEST (`basetrigger base list` shows digests)")
+    return text
+
+
+@handles_errors
+def base_quarantine(args: argparse.Namespace) -> int:
+    entry = Client.from_args(args).quarantine(_target(args.target), args.reason)
+    print(to_json(entry) if args.output == "json" else
+          f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    return EXIT_OK
+
+
+@handles_errors
+def base_release(args: argparse.Namespace) -> int:
+    entry = Client.from_args(args).release(_target(args.target))
+    print(to_json(entry) if args.output == "json" else
+          f"released {entry['image']}@{entry['digest']} (was quarantined: {entry['reason']})")
+    return EXIT_OK
+
+
+@handles_errors
+def base_quarantined(args: argparse.Namespace) -> int:
+    entries = Client.from_args(args).quarantined()
+    print(to_json(entries) if args.output == "json" else quarantine_table(entries))
     return EXIT_OK

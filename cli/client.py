@@ -241,6 +241,15 @@ class Client:
         return self._json("GET", "bases/changes", params={"image": image, "from": old, "to": new},
                           timeout=max(self.timeout, 150.0))
 
+    def quarantine(self, target: str, reason: str) -> dict:
+        return self._json("POST", "bases/quarantine", body={"image": target, "reason": reason})
+
+    def release(self, target: str) -> dict:
+        return self._json("POST", "bases/release", body={"image": target})
+
+    def quarantined(self) -> list[dict]:
+        return self._json("GET", "bases/quarantine")["quarantine"]
+
     def base_impact(self, image: str) -> dict:
         # The reference has `/` in it: it travels percent-encoded in one path segment.
         return self._json("GET", f"bases/{quote(image, safe='')}/impact")

@@ -173,7 +173,7 @@ PATHS: dict[str, Any] = {
         "post": {"operationId": "runTask", "summary": "Queue a manual run",
                  "requestBody": {"required": False, "content": {"application/json": {"schema": {
                      "type": "object", "properties": {"force": {"type": "boolean", "default": False}}}}}},
-                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "404")}},
+                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "404", "409")}},
     },
     "/builds": {
         "post": {"operationId": "quickBuild", "summary": "Build an uploaded context (no task)",
@@ -475,6 +475,27 @@ PATHS["/bases/changes"] = {"get": {
                "the previous digest pushed)"),
         _param("to", description="the new digest (default: what the tag points at now)")],
     "responses": {**_ok(_ref("BaseChange")), **_errors("400", "404", "422")}}}
+
+
+# ---- quarantine (functions/quarantine_api.py) -------------------------------------------------
+SCHEMAS["Quarantine"] = {"type": "object", "properties": {
+    "digest": {"type": "string"}, "image": {"type": "string"}, "reason": {"type": "string"},
+    "by": {"type": "string", "description": "manual, or the circuit breaker of a wave"},
+    "since": {"type": "string", "format": "date-time"}}}
+_TARGET = {"type": "string", "description": "IMAGE@DIGEST, e.g. node:20@sha256:…"}
+PATHS["/bases/quarantine"] = {
+    "get": {"operationId": "listQuarantine", "summary": "Every quarantined base digest, newest first",
+            "responses": {**_ok({"type": "object", "properties": {
+                "quarantine": {"type": "array", "items": _ref("Quarantine")}}})}},
+    "post": {"operationId": "quarantineBase",
+             "summary": "Block every wave and manual run that would build on a digest",
+             "requestBody": _json_body({"type": "object", "required": ["image", "reason"], "properties": {
+                 "image": _TARGET, "reason": {"type": "string"}}}),
+             "responses": {**_ok(_ref("Quarantine"), "201", "Quarantined"), **_errors("400", "413")}}}
+PATHS["/bases/release"] = {"post": {
+    "operationId": "releaseBase", "summary": "Lift the quarantine of a digest",
+    "requestBody": _json_body({"type": "object", "required": ["image"], "properties": {"image": _TARGET}}),
+    "responses": {**_ok(_ref("Quarantine")), **_errors("400", "404", "413")}}}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from shared.adapters.base_table import TableBaseRepository
 from shared.adapters.build_queue import StorageBuildQueue
 from shared.adapters.decision_table import TableDecisionLog
 from shared.adapters.dependency_table import TableDependencyTable
+from shared.adapters.quarantine_table import TableQuarantine
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
@@ -32,6 +33,7 @@ from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder
+from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.staleness import StalenessReport
@@ -122,18 +124,20 @@ class Services:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
+        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+                          quarantine=self.quarantine)
 
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits, self.waves, lambda: self.builder)
+                         self.settings.unpack_limits, self.waves, lambda: self.builder,
+                         quarantine=self.quarantine)
 
     @cached_property
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder)
+                               lambda: self.builder, on_hold=self.quarantine.on_hold)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -146,6 +150,10 @@ class Services:
     @cached_property
     def staleness(self) -> StalenessReport:
         return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
+
+    @cached_property
+    def quarantine(self) -> QuarantineList:
+        return QuarantineList(TableQuarantine(self.storage), self.registry)
 
     @cached_property
     def base_changes(self) -> BaseChanges:

@@ -71,6 +71,7 @@ class Outcome(StrEnum):
     ALREADY_RAN_IN_WAVE = "already-ran-in-wave"  # a cycle: the wave never re-enters a task
     WAVE_CANCELED = "wave-canceled"  # pushed by a run of a canceled wave: nothing more builds in it
     HELD = "held"  # a wave's circuit breaker held the rest of the wave
+    QUARANTINED = "quarantined"  # the digest is quarantined (shared.domain.quarantine): nothing builds
     IGNORED = "ignored"
     REJECTED = "rejected"
     # The poller could not read a base (credentials refused, not found, unreachable): recorded when

@@ -13,6 +13,7 @@ from shared.domain.runs import Run, RunNotCancelable
 from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
+from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.waves import WaveCoordinator
 
@@ -22,8 +23,10 @@ MAX_CONTEXT_BYTES = 50 * 1024 * 1024
 
 class Scheduler:
     def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
-                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory):
+                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory,
+                 quarantine: QuarantineList | None = None):
         self.waves = waves
+        self.quarantine = quarantine
         self.builder = builder
         self.unpack_limits = unpack_limits
         self.tasks = tasks
@@ -34,6 +37,8 @@ class Scheduler:
     def run_task(self, name: str, force: bool = False) -> Run:
         """A manual run (`az acr task run`). `force` is recorded: the builder pulls bases anew."""
         task = self.tasks.get(name)
+        if self.quarantine is not None:
+            self.quarantine.check_task(task)  # Quarantined: `quarantined: <reason>`, no run id spent
         (run_id,) = self.launcher.allocate(1)
         run = self.launcher.new_run(run_id, Trigger.MANUAL, task.images, task=task.name, force=force)
         # A wave of its own: it starts at once (no cap), and what is built on its output follows

@@ -43,8 +43,11 @@ def _standing(member: Member) -> str:
 
 class WaveCoordinator:
     def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
-                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory):
+                 index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory,
+                 on_hold: Callable[[Wave], None] | None = None):
         self.waves = waves
+        # Told when the breaker holds a wave (the quarantine of its base digest; never raises).
+        self.on_hold = on_hold
         # Only to cancel the build of a run canceled while it runs (its worker may be gone).
         self.builder = builder
         self.slots = slots
@@ -357,6 +360,8 @@ class WaveCoordinator:
         self.decisions.record(Decision(f"{wave.wave_id}:held:{utc_now().isoformat()}", EventSource.WAVE,
                                        Outcome.HELD, f"wave {wave.wave_id} held: {wave.reason}"),
                               mark_seen=False)
+        if self.on_hold is not None:
+            self.on_hold(wave)
         for member in members:
             if member.outcome is None and not member.released:
                 self._cancel_run(member, wave.reason or "held", RunStatus.HELD)
