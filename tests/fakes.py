@@ -28,6 +28,7 @@ from shared.domain.builds import (
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
+from shared.domain.quarantine import QuarantineEntry
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
@@ -484,12 +485,27 @@ class FakeSlots:
         return {run_id: self.since[(scope, run_id)] for run_id in self.holders(scope)}
 
 
+class FakeQuarantineStore:
+    def __init__(self) -> None:
+        self.entries: dict[str, QuarantineEntry] = {}
+
+    def put(self, entry: QuarantineEntry) -> None:
+        self.entries[entry.digest] = copy.deepcopy(entry)
+
+    def remove(self, digest: str) -> QuarantineEntry | None:
+        return self.entries.pop(digest, None)
+
+    def all(self) -> list[QuarantineEntry]:
+        return [copy.deepcopy(e) for e in self.entries.values()]
+
+
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
     def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
+        from shared.service_layer.quarantine import QuarantineList
         from shared.service_layer.runs import RunLauncher
         from shared.service_layer.scheduling import Scheduler
         from shared.service_layer.tasks import TaskService
@@ -513,11 +529,14 @@ class FakeApp:
                                  LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
+        self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry)
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
-                                     self.decisions, brakes or Brakes(), lambda: self.builder)
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
+                                     self.decisions, brakes or Brakes(), lambda: self.builder,
+                                     on_hold=self.quarantine.on_hold)
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+                                     quarantine=self.quarantine)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
-                                   self.waves, lambda: self.builder)
+                                   self.waves, lambda: self.builder, quarantine=self.quarantine)
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01)
