@@ -137,7 +137,8 @@ class Services:
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder, on_hold=self.quarantine.on_hold)
+                               lambda: self.builder, on_hold=self.quarantine.on_hold,
+                               on_resume=self.quarantine.on_resume)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:

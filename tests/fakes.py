@@ -532,7 +532,7 @@ class FakeApp:
         self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry)
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
                                      self.decisions, brakes or Brakes(), lambda: self.builder,
-                                     on_hold=self.quarantine.on_hold)
+                                     on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
         self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
                                      quarantine=self.quarantine)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),

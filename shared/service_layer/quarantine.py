@@ -6,7 +6,9 @@ checks dispatch, manual runs and the circuit breaker make against it.
   push (or the same one once released) is decided as if the blocked one never came.
 - Manual runs (`check_task`): the digests the task's bases point at now (one registry read per
   base; a base that cannot be read is not blocked here, the build will say why).
-- The breaker (`on_hold`): a held wave started by a base push quarantines that digest.
+- The breaker (`on_hold`): a held wave started by a base push quarantines that digest; resuming
+  the wave (`on_resume`: a person decided the base is fine) lifts that quarantine, and only that
+  one (a quarantine set by a person stays until `base release`).
 """
 
 from __future__ import annotations
@@ -78,6 +80,23 @@ class QuarantineList:
             if digest in entries:
                 raise Quarantined(entries[digest])
 
+    @staticmethod
+    def _breaker_of(wave: Wave) -> str:
+        return f"circuit breaker of wave {wave.wave_id}"
+
+    def on_resume(self, wave: Wave) -> None:
+        """A held wave resumed: the quarantine its breaker set is lifted. Never raises."""
+        _, sep, digest = wave.root.partition("@")
+        if not sep:
+            return
+        try:
+            entry = next((e for e in self.store.all() if e.digest == digest), None)
+            if entry is not None and entry.by == self._breaker_of(wave):
+                self.store.remove(digest)
+                log.warning("%s released from quarantine: wave %s resumed", wave.root, wave.wave_id)
+        except Exception:  # noqa: BLE001 - best effort; `base release` lifts it otherwise
+            log.warning("could not lift the quarantine of %s", wave.root, exc_info=True)
+
     def on_hold(self, wave: Wave) -> None:
         """A wave held by its breaker: the base digest it was on is quarantined with the breaker's
         reason. Never raises (the hold itself must go on)."""
@@ -86,6 +105,6 @@ class QuarantineList:
             return  # a manual run's wave: no base digest to blame
         try:
             self.add(wave.root, wave.reason or "its wave's circuit breaker held it",
-                     by=f"circuit breaker of wave {wave.wave_id}")
+                     by=self._breaker_of(wave))
         except Exception:  # noqa: BLE001 - best effort; the wave is held either way
             log.warning("could not quarantine %s after wave %s held", wave.root, wave.wave_id, exc_info=True)

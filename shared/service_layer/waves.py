@@ -44,10 +44,13 @@ def _standing(member: Member) -> str:
 class WaveCoordinator:
     def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
                  index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory,
-                 on_hold: Callable[[Wave], None] | None = None):
+                 on_hold: Callable[[Wave], None] | None = None,
+                 on_resume: Callable[[Wave], None] | None = None):
         self.waves = waves
-        # Told when the breaker holds a wave (the quarantine of its base digest; never raises).
+        # Told when the breaker holds a wave and when a person resumes it (the quarantine of its
+        # base digest, set and lifted; shared.service_layer.quarantine). Neither raises.
         self.on_hold = on_hold
+        self.on_resume = on_resume
         # Only to cancel the build of a run canceled while it runs (its worker may be gone).
         self.builder = builder
         self.slots = slots
@@ -389,6 +392,8 @@ class WaveCoordinator:
                     self.waves.mark_ready(member)
         self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",
                                 breaker_base=(built, failed)), etag)
+        if self.on_resume is not None:
+            self.on_resume(wave)
         self.release(wave_id)
         return self.waves.get(wave_id)[0]
 

@@ -9,7 +9,7 @@ import pytest
 
 from shared.domain.events import ImagePushed
 from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, WaveState
 from shared.domain.waves import Brakes
 from tests.fakes import FakeApp
 from tests.unit.test_waves import DIGEST, REGISTRY, add_task, play, push, ref
@@ -77,6 +77,15 @@ def test_the_breaker_quarantines_the_digest_its_wave_was_on(tmp_path):
     assert again.outcome == Outcome.QUARANTINED and again.reason == entry.decision
     assert not [r for r in app.runs.all() if r.task == "late"]
     assert all(r.status in (RunStatus.FAILED, RunStatus.HELD) for r in app.runs.all())
+
+    # A person resumes the wave (the base is fine after all): the breaker's quarantine is lifted;
+    # one set by a person stays.
+    app.waves.resume("w1")
+    assert app.quarantine.entries() == []
+    app.quarantine.add(f"{ref('base')}@{DIGEST}", "a person's reason")
+    app.wave_store.waves["w1"][0].state = WaveState.HELD  # held again, as more failures would
+    app.waves.resume("w1")
+    assert [e.reason for e in app.quarantine.entries()] == ["a person's reason"]
 
 
 @pytest.mark.parametrize(("target", "reason"), [
