@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 import requests
 
 from cli.main import main
 from shared.domain.vocabulary import Outcome, RunStatus
-from tests.integration.buildah_tools import _tls, buildah, push_base
+from tests.integration.buildah_tools import _tls, buildah, push, push_base
 from tests.integration.test_pipeline import create_task, wait_for_decision, wait_for_run
 
 
@@ -70,3 +71,50 @@ def test_quarantine_input_mistakes_are_400(stack):
     answer = requests.post(f"{url}/api/bases/release", json={"image": "node:20@sha256:" + "2" * 64},
                            headers={"x-functions-key": key}, timeout=30)
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "NotQuarantined"
+
+
+def test_a_held_wave_quarantines_its_digest_and_a_later_push_of_it_starts_nothing(stack, tmp_path):
+    """The breaker on the stack: a base without a shell fails every build FROM it; the wave is held,
+    its digest quarantined with the breaker's reason, and the same digest pushed again (as a
+    registry re-sends it, or another tag gets it) starts nothing, for a task added since too."""
+    name = f"qb{uuid.uuid4().hex[:8]}"
+    base = f"{os.environ['REGISTRY']}/{name}/base:1"
+    tasks: list[str] = []
+    bad = ""
+    try:
+        push_base(tmp_path, base, "good")
+        # More dependents than a wave builds at once (4): some are still unreleased when it trips.
+        tasks = [create_task(stack, tmp_path, f"{name}-{n}", base, f"{name}/app{n}:{{{{.Run.ID}}}}").name
+                 for n in range(8)]
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /no-shell-here\n")
+        buildah("bud", "--isolation", "chroot", "--layers=false", "-t", base, str(broken))
+        bad = push(base, tmp_path)
+        entry = wait_for_quarantine(stack, bad)
+        assert entry.by.startswith("circuit breaker of wave w")
+        assert entry.reason.startswith("circuit breaker:")
+
+        later = create_task(stack, tmp_path, f"{name}-later", base, f"{name}/later:{{{{.Run.ID}}}}").name
+        tasks.append(later)
+        assert push(base, tmp_path) == bad  # the registry notifies this push as a new event
+        again = wait_for_decision(stack, base, bad, Outcome.QUARANTINED)
+        assert again.reason == entry.decision and again.runs == []
+        assert stack.runs.newest(task=later)[0] == []
+    finally:
+        for task in tasks:
+            stack.tasks.delete(task)
+        subprocess.run(["buildah", "--storage-driver", "vfs", "rmi", "-f", base], capture_output=True,
+                       check=False)
+        if bad:
+            stack.quarantine.store.remove(bad)
+
+
+def wait_for_quarantine(stack, digest: str, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e for e in stack.quarantine.entries() if e.digest == digest]
+        if found:
+            return found[0]
+        time.sleep(1)
+    raise AssertionError(f"{digest} was not quarantined within {timeout}s")
