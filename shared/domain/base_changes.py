@@ -382,32 +382,44 @@ class BaseChange:
         return max((p.kind for p in self.platforms), key=lambda k: k.rank)
 
     def summary(self) -> str:
-        """One line: the classification and what it rests on (for a wave, a decision, a log)."""
-        parts: list[str] = []
+        """One line: the classification and what it rests on (for a wave, a decision, a log), e.g.
+        `packages (linux/amd64: upgraded bash 5.2.15-2 -> 5.2.21-1; added curl 8.5.0-2)`."""
+        if len(self.platforms) == 1:  # the classification is the platform's: not said twice
+            only = self.platforms[0]
+            details = ", ".join(_details(only))
+            return f"{self.kind} ({only.platform}" + (f": {details}" if details else "") + ")"
+        parts = []
         for p in self.platforms:
-            detail = []
-            if p.kind == ChangeKind.OS_RELEASE:
-                detail.append(f"{p.os_release[0] or 'no os-release'} -> {p.os_release[1] or 'none'}")
-            if p.packages_upgraded:
-                detail.append("upgraded " + ", ".join(f"{u.package} {u.old} -> {u.new}"
-                                                      for u in p.packages_upgraded[:5])
-                              + (" …" if len(p.packages_upgraded) > 5 else ""))
-            if p.packages_added:
-                detail.append(f"{len(p.packages_added)} added")
-            if p.packages_removed:
-                detail.append(f"{len(p.packages_removed)} removed")
-            if p.kind == ChangeKind.PACKAGES and not (p.packages_upgraded or p.packages_added
-                                                      or p.packages_removed):
-                detail.append("files changed outside the package database")
-            if p.kind == ChangeKind.METADATA:
-                detail.append("config " + ", ".join(sorted(p.config)))
-            parts.append(f"{p.platform}: {p.kind}" + (f" ({'; '.join(detail)})" if detail else ""))
-        return f"{self.kind}" + (" — " + "; ".join(parts) if len(self.platforms) > 1 or parts else "")
+            details = ", ".join(_details(p))
+            parts.append(f"{p.platform}: {p.kind}" + (f" ({details})" if details else ""))
+        return f"{self.kind}" + (f" ({'; '.join(parts)})" if parts else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.image, "from": self.old_digest, "to": self.new_digest,
                 "classification": str(self.kind), "summary": self.summary(),
                 "platforms": [p.to_dict() for p in self.platforms]}
+
+
+def _listed(items: list[str], most: int = 5) -> str:
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _details(p: PlatformChange) -> list[str]:
+    """What a platform's classification rests on, shortest first."""
+    detail = []
+    if p.kind == ChangeKind.OS_RELEASE:
+        detail.append(f"os {p.os_release[0] or 'unknown'} -> {p.os_release[1] or 'unknown'}")
+    if p.packages_upgraded:
+        detail.append("upgraded " + _listed([f"{u.package} {u.old} -> {u.new}" for u in p.packages_upgraded]))
+    if p.packages_added:
+        detail.append("added " + _listed([f"{n} {v}" for n, v in p.packages_added.items()]))
+    if p.packages_removed:
+        detail.append("removed " + _listed([f"{n} {v}" for n, v in p.packages_removed.items()]))
+    if p.kind == ChangeKind.PACKAGES and not (p.packages_upgraded or p.packages_added or p.packages_removed):
+        detail.append("files changed outside the package database")
+    if p.kind == ChangeKind.METADATA:
+        detail.append("config " + ", ".join(sorted(p.config)))
+    return detail
 
 
 def compare_platforms(image: str, old_digest: str, new_digest: str,
