@@ -34,6 +34,16 @@ def test_a_quarantined_digest_starts_nothing_and_its_release_lets_the_next_push_
     assert again.outcome == Outcome.QUEUED and len(again.runs) == 1
 
 
+def test_a_rebuild_on_a_quarantined_digest_starts_nothing(app):
+    add_task(app, "app", ["base"])
+    app.quarantine.add(f"{ref('base')}@{DIGEST}", "bad base")
+    rebuild = ImagePushed("rebuild-1", REGISTRY, "base", "latest", DIGEST, datetime.now(UTC),
+                          EventSource.REBUILD)
+    decision = app.dispatcher.rebuild(rebuild)
+    assert (decision.outcome, decision.reason) == (Outcome.QUARANTINED, "quarantined: bad base")
+    assert app.runs.all() == []
+
+
 def test_only_the_dependents_on_the_quarantined_digest_are_blocked(app):
     add_task(app, "amd", ["base"])
     arm = add_task(app, "arm", ["base"])
