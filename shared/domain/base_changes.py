@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -121,8 +122,9 @@ def read_layer(stream: IO[bytes], max_file_bytes: int = MAX_FILE_BYTES) -> Layer
                         continue
                     content = tar.extractfile(member)
                     files.found[path] = content.read(max_file_bytes + 1) if content else b""
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise LayerUnreadable(f"the layer's tar stream is broken: {exc}") from None
+        # An OSError is the stream failing (a broken connection), not the layer: the caller's.
     return files
 
 
@@ -140,6 +142,16 @@ def apply_layers(layers: Iterable[LayerFiles]) -> dict[str, bytes | None]:
 
 
 # ---- package databases and os-release --------------------------------------------------------
+MAX_VALUE_CHARS = 200
+
+
+def _printable(value: str) -> str:
+    """A value read from a layer, safe to print: control characters (a terminal's escape
+    sequences) dropped, and cut to MAX_VALUE_CHARS. Layers are anyone's content."""
+    cleaned = "".join(ch for ch in value if ch.isprintable())
+    return cleaned if len(cleaned) <= MAX_VALUE_CHARS else cleaned[:MAX_VALUE_CHARS] + "…"
+
+
 def _paragraphs(text: str) -> Iterable[list[str]]:
     paragraph: list[str] = []
     for line in text.splitlines():
@@ -169,7 +181,7 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
             continue
         if fields.get("multi-arch") == "same" and fields.get("architecture"):
             name = f"{name}:{fields['architecture']}"
-        packages[name] = version
+        packages[_printable(name)] = _printable(version)
     return packages
 
 
@@ -179,7 +191,7 @@ def parse_apk_installed(text: str) -> dict[str, str]:
     for paragraph in _paragraphs(text):
         fields = {line[:1]: line[2:].strip() for line in paragraph if line[1:2] == ":"}
         if fields.get("P") and fields.get("V"):
-            packages[fields["P"]] = fields["V"]
+            packages[_printable(fields["P"])] = _printable(fields["V"])
     return packages
 
 
@@ -194,7 +206,7 @@ def parse_os_release(text: str) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-        found[key] = value
+        found[key] = _printable(value)
     return found
 
 

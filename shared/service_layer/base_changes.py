@@ -155,6 +155,12 @@ class BaseChanges:
             if exc.failure == Failure.NOT_FOUND:
                 raise ImageNotFound(str(exc)) from None
             raise ChangesUnavailable(str(exc)) from None
+        except (ChangesUnavailable, NoPreviousDigest):
+            raise
+        except Exception as exc:
+            # A connection broken mid-stream, a redirect's storage failing: its kind only (the text
+            # of such errors may quote a signed blob URL).
+            raise ChangesUnavailable(f"reading {base} failed: {exc.__class__.__name__}") from None
         old_images, new_images = _same_platforms(old_images, new_images)
         return compare_platforms(base, old, new, old_images, new_images)
 
@@ -204,11 +210,11 @@ class BaseChanges:
             return LayerFiles(notes=[f"layer {digest[:19]} ({media}) is not read"])
         if time.monotonic() > deadline:
             raise ChangesUnavailable("the deadline passed before every layer was read")
-        with self.reader.blob(name, digest, credentials) as stream:
-            try:
+        try:
+            with self.reader.blob(name, digest, credentials) as stream:
                 files = read_layer(_Bounded(stream, self.max_layer_bytes, deadline))  # type: ignore[arg-type]
-            except LayerUnreadable as exc:
-                files = LayerFiles(notes=[f"layer {digest[:19]}: {exc}"])
+        except LayerUnreadable as exc:
+            files = LayerFiles(notes=[f"layer {digest[:19]}: {exc}"])
         self._layers[digest] = files
         if len(self._layers) > LAYER_CACHE_SIZE:
             self._layers.popitem(last=False)
@@ -274,9 +280,12 @@ class WaveChanges:
             old = self.changes.previous_digest(image, digest)
             line = ("unknown (no earlier digest is known)" if old is None
                     else self.changes.compare(image, old, digest, self.note_seconds).summary())
-        except Exception as exc:  # noqa: BLE001 - best effort: the build goes on without it
+        except (ChangesUnavailable, ImageNotFound) as exc:  # our own words, safe to keep
             log.warning("the change of %s could not be computed: %s", wave.root, exc)
-            line = f"unknown ({exc.__class__.__name__}: {exc})"
+            line = f"unknown ({exc})"
+        except Exception as exc:  # noqa: BLE001 - best effort: the build goes on without it
+            log.warning("the change of %s could not be computed: %s", wave.root, exc.__class__.__name__)
+            line = f"unknown ({exc.__class__.__name__})"
         for _attempt in (1, 2):
             try:
                 self.waves.save(replace(wave, base_change=line), etag)

@@ -203,3 +203,12 @@ def test_multi_platform_change_is_the_most_significant_platform():
         ("linux/amd64", ChangeKind.IDENTICAL), ("linux/arm64", ChangeKind.PACKAGES)]
     assert change.kind == ChangeKind.PACKAGES
     assert change.summary().startswith("packages")
+
+
+def test_values_from_a_layer_are_printable_and_bounded():
+    hostile = ("Package: evil\x1b]0;pwned\x07\nStatus: install ok installed\n"
+               "Version: 1\x1b[2J" + "9" * 500 + "\n")
+    ((name, version),) = parse_dpkg_status(hostile).items()
+    assert name == "evil]0;pwned" and version.startswith("1[2J9") and len(version) == 201
+    assert parse_os_release('PRETTY_NAME="Debian\x1b[31m 12"\n') == {"PRETTY_NAME": "Debian[31m 12"}
+    assert parse_apk_installed("P:a\x07b\nV:1\n") == {"ab": "1"}
