@@ -274,7 +274,9 @@ SCHEMAS.update({
         "outcome": {"type": "string", "enum": names(Outcome)}, "reason": {"type": "string"},
         "run_id": {"type": "string", "nullable": True},
         "run_status": {"type": "string", "enum": names(RunStatus), "nullable": True},
-        "run_reason": {"type": "string", "nullable": True}}},
+        "run_reason": {"type": "string", "nullable": True},
+        "change": {"type": "string", "nullable": True,
+                   "description": "what the pushed digest changed in the base (Decision.change)"}}},
 })
 PATHS.update({
     "/bases/{ref}/impact": {

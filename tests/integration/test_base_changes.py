@@ -230,6 +230,9 @@ def test_a_base_push_notes_its_change_on_the_wave_the_decision_and_the_log(stack
         assert wave.base_change and wave.base_change.startswith("packages")
         decision = wait_for_decision(stack, base, v2, Outcome.QUEUED)
         assert decision.change == wave.base_change
+        # `task why`: the task's verdict on that push carries the change too
+        (verdict,) = [v for v in stack.history.why(task.name) if v.digest == v2]
+        assert verdict.change == wave.base_change
     finally:
         buildah("rmi", "-f", base)
 
