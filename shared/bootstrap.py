@@ -154,7 +154,7 @@ class Services:
 
     @cached_property
     def quarantine(self) -> QuarantineList:
-        return QuarantineList(TableQuarantine(self.storage), self.registry)
+        return QuarantineList(TableQuarantine(self.storage), self.registry, self.decisions)
 
     @cached_property
     def base_changes(self) -> BaseChanges:

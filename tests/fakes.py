@@ -529,7 +529,7 @@ class FakeApp:
                                  LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
-        self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry)
+        self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
                                      self.decisions, brakes or Brakes(), lambda: self.builder,
                                      on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)

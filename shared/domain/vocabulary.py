@@ -86,6 +86,7 @@ class EventSource(StrEnum):
     DISTRIBUTION = "distribution"
     WAVE = "wave"  # the service's own decisions about a wave (its circuit breaker)
     REBUILD = "rebuild"  # `basetrigger base rebuild`: asked for by a person
+    MANUAL = "manual"  # a manual task run (recorded when refused: a quarantined base)
     POLL = "poll"  # the poller saw a base's digest change
     HARBOR = "harbor"
     DOCKERHUB = "dockerhub"

@@ -5,7 +5,8 @@ checks dispatch, manual runs and the circuit breaker make against it.
   read once per event. A blocked push is decided `quarantined` and claims no rows, so the next
   push (or the same one once released) is decided as if the blocked one never came.
 - Manual runs (`check_task`): the digests the task's bases point at now (one registry read per
-  base; a base that cannot be read is not blocked here, the build will say why).
+  base, only while something is quarantined; a base that cannot be read is not blocked here, the
+  build will say why). A refused run is recorded as a decision (source `manual`).
 - The breaker (`on_hold`): a held wave started by a base push quarantines that digest; resuming
   the wave (`on_resume`: a person decided the base is fine) lifts that quarantine, and only that
   one (a quarantine set by a person stays until `base release`).
@@ -14,9 +15,11 @@ checks dispatch, manual runs and the circuit breaker make against it.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Protocol
 
+from shared.domain.decisions import Decision, TaskDecision
 from shared.domain.quarantine import (
     NotQuarantined,
     Quarantined,
@@ -25,8 +28,9 @@ from shared.domain.quarantine import (
     parse_target,
 )
 from shared.domain.tasks import Task
+from shared.domain.vocabulary import EventSource, Outcome
 from shared.domain.waves import Wave
-from shared.service_layer.ports import Registry
+from shared.service_layer.ports import DecisionLog, Registry
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +45,11 @@ class QuarantineStore(Protocol):
 
 
 class QuarantineList:
-    def __init__(self, store: QuarantineStore, registry: Registry):
+    def __init__(self, store: QuarantineStore, registry: Registry, decisions: DecisionLog | None = None):
         self.store = store
         self.registry = registry
+        # Where a refused manual run is recorded (`decision list`, `task why` find it).
+        self.decisions = decisions
 
     def add(self, target: str, reason: str, by: str = "manual") -> QuarantineEntry:
         """Quarantine IMAGE@DIGEST (again: the new reason replaces the old)."""
@@ -78,7 +84,13 @@ class QuarantineList:
         for dependency in task.dependencies:
             digest = self.registry.resolve_digest(dependency.image, task.platform, task.credentials)
             if digest in entries:
-                raise Quarantined(entries[digest])
+                entry = entries[digest]
+                if self.decisions is not None:
+                    refused = Decision(f"manual-{uuid.uuid4()}", EventSource.MANUAL, Outcome.QUARANTINED,
+                                       entry.decision, image=dependency.image, digest=digest,
+                                       tasks=[TaskDecision(task.name, Outcome.QUARANTINED, entry.decision)])
+                    self.decisions.record(refused, mark_seen=False)
+                raise Quarantined(entry)
 
     @staticmethod
     def _breaker_of(wave: Wave) -> str:

@@ -12,7 +12,7 @@ import uuid
 import requests
 
 from cli.main import main
-from shared.domain.vocabulary import Outcome, RunStatus
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus
 from tests.integration.buildah_tools import _tls, buildah, push, push_base
 from tests.integration.test_pipeline import create_task, wait_for_decision, wait_for_run
 
@@ -47,6 +47,9 @@ def test_a_quarantined_digest_starts_nothing_and_release_lets_the_next_push_thro
         assert answer.json()["error"] == {"code": "Quarantined",
                                           "message": "quarantined: CVE-2026-0001 in busybox"}
         assert stack.runs.newest(task=task.name)[0] == []
+        # recorded before the answer: `decision list` and `task why` say why the run did not start
+        (refused,) = [d for d in stack.decisions.recent(top=20, image=base) if d.source == EventSource.MANUAL]
+        assert (refused.reason, refused.digest) == ("quarantined: CVE-2026-0001 in busybox", bad)
 
         assert cli("base", "release", target) == 0
         push_bad_to_the_watched_tag()  # the registry notifies again: a new event, decided anew

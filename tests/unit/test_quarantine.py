@@ -67,6 +67,10 @@ def test_a_manual_run_on_a_quarantined_base_is_refused_before_a_run_id_is_spent(
     app.quarantine.add(f"{ref('base')}@{DIGEST}", "bad base")
     with pytest.raises(Quarantined, match="^quarantined: bad base$"):
         app.scheduler.run_task("app")
+    (refused,) = app.decisions.decisions
+    assert (refused.source, refused.outcome, refused.reason) == (EventSource.MANUAL, Outcome.QUARANTINED,
+                                                                 "quarantined: bad base")
+    assert (refused.image, refused.digest, refused.tasks[0].task) == (ref("base"), DIGEST, "app")
     app.quarantine.release(f"{ref('base')}@{DIGEST}")
     assert app.scheduler.run_task("app").run_id == "da1"
 
