@@ -12,6 +12,8 @@ reference:
 6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
 7. otherwise                                            -> queued: a new run
 Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
+Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
+quarantined is decided `quarantined` and its row left unclaimed (shared.service_layer.quarantine).
 """
 
 from __future__ import annotations
