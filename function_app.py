@@ -11,6 +11,7 @@ from functions import (
     housekeeping,
     insight_api,
     poll_timer,
+    quarantine_api,
     registry_api,
     source_hooks,
     task_timers,
@@ -43,3 +44,5 @@ app.register_functions(registry_api.bp)
 app.register_functions(task_timers.bp)
 app.register_functions(trigger_api.bp)
 app.register_functions(source_hooks.bp)
+# Know what a base change is: quarantined digests (base changes is in registry_api).
+app.register_functions(quarantine_api.bp)

@@ -1,4 +1,8 @@
-"""`basetrigger base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed."""
+"""`basetrigger base impact|list|rebuild|changes`: questions about base images.
+
+`base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed.
+`base changes IMAGE [--from DIGEST] [--to DIGEST]`: what changed between two digests of a base.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,12 @@ examples:
   basetrigger base impact localhost:5000/baseimages/node:9-alpine
   basetrigger base impact localhost:5000/baseimages/node:9-alpine --output dot | dot -Tsvg > impact.svg
   basetrigger base impact node:20 --output mermaid
+"""
+
+CHANGES_EPILOG = """\
+examples:
+  basetrigger base changes localhost:5000/baseimages/node:9-alpine
+  basetrigger base changes node:20 --from sha256:1f2e… --to sha256:9a8b… --output json
 """
 
 FORMATS = {"tree": impact_tree, "json": to_json, "dot": impact_dot, "mermaid": impact_mermaid}
@@ -60,6 +70,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "localhost:5000/baseimages/node:9-alpine@sha256:…")
     rebuild.add_argument("--output", "-o", choices=("table", "json"), default="table")
     rebuild.set_defaults(func=base_rebuild)
+
+    changes = commands.add_parser(
+        "changes", parents=[connection_options()], epilog=CHANGES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="what changed between two digests of a base: config, layers, OS packages",
+        description="Compare two digests of a base, platform by platform: its config (env, entrypoint, "
+        "cmd, user, workdir, labels, exposed ports, platform), its layers (added, removed, kept, "
+        "re-compressed), its OS packages (dpkg, apk) and /etc/os-release, and classify the change: "
+        "identical content, metadata only, packages, os release changed.")
+    changes.add_argument("image", metavar="IMAGE", help="the base image by its tag, e.g. node:20")
+    changes.add_argument("--from", dest="old", metavar="DIGEST",
+                         help="the old digest (default: what the dependents last built on, else the "
+                         "previous digest pushed)")
+    changes.add_argument("--to", dest="new", metavar="DIGEST",
+                         help="the new digest (default: what the tag points at now)")
+    changes.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    changes.set_defaults(func=base_changes)
+
+    quarantine = commands.add_parser(
+        "quarantine", parents=[connection_options()],
+        help="block every wave and manual run that would build on IMAGE@DIGEST",
+        description="Quarantine a base digest: pushes of it (under any tag), `base rebuild` on it and "
+        "manual runs of tasks whose base points at it build nothing; their decision says "
+        "`quarantined: REASON`, for the tasks there are now and those added later. A wave's circuit "
+        "breaker quarantines the digest its wave was on by itself. `base release` lifts it.")
+    quarantine.add_argument("target", metavar="IMAGE@DIGEST", help="e.g. node:20@sha256:…")
+    quarantine.add_argument("--reason", required=True, help="why (what blocked runs will say)")
+    quarantine.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    quarantine.set_defaults(func=base_quarantine)
+
+    release = commands.add_parser(
+        "release", parents=[connection_options()], help="lift the quarantine of IMAGE@DIGEST",
+        description="Lift a quarantine: the next push of the base is decided as usual (a push that "
+        "was blocked claimed nothing, so nothing is left to undo).")
+    release.add_argument("target", metavar="IMAGE@DIGEST")
+    release.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    release.set_defaults(func=base_release)
+
+    quarantined = commands.add_parser(
+        "quarantined", parents=[connection_options()], help="every quarantined base digest",
+        description="Every quarantined base digest, newest first: the image it was named as, why, "
+        "who (a person, or a wave's circuit breaker) and since when.")
+    quarantined.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    quarantined.set_defaults(func=base_quarantined)
 
 
 BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
@@ -108,4 +162,88 @@ def base_rebuild(args: argparse.Namespace) -> int:
         print(f"{decision['outcome']}: {decision['reason']}")
         if decision.get("runs"):
             print("runs: " + ", ".join(decision["runs"]))
+    return EXIT_OK
+
+
+def changes_text(change: dict) -> str:
+    from cli.decision_cmd import short_digest
+
+    lines = [f"{change['image']}: {short_digest(change['from'])} -> {short_digest(change['to'])}: "
+             f"{change['classification']}"]
+    for p in change.get("platforms", []):
+        lines.append(f"\n{p['platform']}: {p['classification']}"
+                     f" ({short_digest(p.get('from'))} -> {short_digest(p.get('to'))})")
+        release = p.get("os_release") or {}
+        if release.get("from") != release.get("to"):
+            lines.append(f"  os release: {release.get('from') or '-'} -> {release.get('to') or '-'}")
+        elif release.get("to"):
+            lines.append(f"  os release: {release['to']}")
+        for name, values in (p.get("config") or {}).items():
+            lines.append(f"  config {name}: {values['from']} -> {values['to']}")
+        layers = p.get("layers") or {}
+        lines.append("  layers: " + ", ".join(f"{len(layers.get(k) or [])} {k}"
+                                               for k in ("kept", "recompressed", "added", "removed")))
+        packages = p.get("packages") or {}
+        for u in packages.get("upgraded") or []:
+            lines.append(f"  upgraded {u['package']} {u['from']} -> {u['to']}")
+        for name, version in (packages.get("added") or {}).items():
+            lines.append(f"  added    {name} {version}")
+        for name, version in (packages.get("removed") or {}).items():
+            lines.append(f"  removed  {name} {version}")
+        lines.extend(f"  note: {note}" for note in p.get("notes") or [])
+    return "\n".join(lines)
+
+
+@handles_errors
+def base_changes(args: argparse.Namespace) -> int:
+    try:
+        ref = ImageRef.parse(args.image)
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    change = Client.from_args(args).base_changes(str(ref), args.old, args.new)
+    print(to_json(change) if args.output == "json" else changes_text(change))
+    return EXIT_OK
+
+
+QUARANTINE_COLUMNS = ("DIGEST", "IMAGE", "SINCE", "BY", "REASON")
+
+
+def quarantine_table(entries: list[dict]) -> str:
+    from cli.decision_cmd import short_digest
+    from cli.output import format_time, table
+
+    return table(QUARANTINE_COLUMNS, ([short_digest(e["digest"]), e["image"], format_time(e.get("since")),
+                                       e.get("by") or "", e.get("reason") or ""] for e in entries))
+
+
+def _target(text: str) -> str:
+    try:
+        ref = ImageRef.parse(text)
+    except InvalidReference as exc:
+        raise ApiError(str(exc)) from None
+    if not ref.digest:
+        raise ApiError(f"{text!r} names no digest: use IMAGE@DIGEST (`basetrigger base list` shows digests)")
+    return text
+
+
+@handles_errors
+def base_quarantine(args: argparse.Namespace) -> int:
+    entry = Client.from_args(args).quarantine(_target(args.target), args.reason)
+    print(to_json(entry) if args.output == "json" else
+          f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    return EXIT_OK
+
+
+@handles_errors
+def base_release(args: argparse.Namespace) -> int:
+    entry = Client.from_args(args).release(_target(args.target))
+    print(to_json(entry) if args.output == "json" else
+          f"released {entry['image']}@{entry['digest']} (was quarantined: {entry['reason']})")
+    return EXIT_OK
+
+
+@handles_errors
+def base_quarantined(args: argparse.Namespace) -> int:
+    entries = Client.from_args(args).quarantined()
+    print(to_json(entries) if args.output == "json" else quarantine_table(entries))
     return EXIT_OK

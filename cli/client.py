@@ -236,6 +236,20 @@ class Client:
     def task_decisions(self, name: str, top: int | None = None) -> list[dict]:
         return self._json("GET", f"tasks/{quote(name, safe='')}/decisions", params={"top": top})["decisions"]
 
+    def base_changes(self, image: str, old: str | None = None, new: str | None = None) -> dict:
+        # Layers are read from the registry: it may take longer than other questions.
+        return self._json("GET", "bases/changes", params={"image": image, "from": old, "to": new},
+                          timeout=max(self.timeout, 150.0))
+
+    def quarantine(self, target: str, reason: str) -> dict:
+        return self._json("POST", "bases/quarantine", body={"image": target, "reason": reason})
+
+    def release(self, target: str) -> dict:
+        return self._json("POST", "bases/release", body={"image": target})
+
+    def quarantined(self) -> list[dict]:
+        return self._json("GET", "bases/quarantine")["quarantine"]
+
     def base_impact(self, image: str) -> dict:
         # The reference has `/` in it: it travels percent-encoded in one path segment.
         return self._json("GET", f"bases/{quote(image, safe='')}/impact")

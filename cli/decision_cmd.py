@@ -26,7 +26,8 @@ def short_digest(digest: str | None) -> str:
 def decisions_table(decisions: list[dict[str, Any]]) -> str:
     return table(DECISION_COLUMNS, ([format_time(d.get("time")), d.get("image") or "",
                                      short_digest(d.get("digest")), d.get("outcome") or "",
-                                     ",".join(d.get("runs") or []), d.get("reason") or ""]
+                                     ",".join(d.get("runs") or []), (d.get("reason") or "")
+                                     + (f" [base change: {d['change']}]" if d.get("change") else "")]
                                     for d in decisions))
 
 

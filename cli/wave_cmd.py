@@ -36,6 +36,8 @@ def waves_table(waves: list[dict[str, Any]]) -> str:
 def wave_text(wave: dict[str, Any]) -> str:
     head = (f"wave {wave['wave_id']}: {wave['state']}, {wave['root']}, {wave.get('levels')} level(s); "
             f"{_counts(wave.get('counts') or {})}")
+    if wave.get("base_change"):
+        head += f"\nbase change: {wave['base_change']}"
     if wave.get("reason"):
         head += f"\n{wave['reason']}"
     members = table(MEMBER_COLUMNS, ([m["level"], m["task"], m["run_id"],

@@ -494,7 +494,7 @@ const decisions = {
       el("td", { class: "mono wrap", text: d.image || "—" }),
       el("td", { class: "mono", title: d.digest || "", text: shortDigest(d.digest) }),
       el("td", {}, el("strong", { text: d.outcome })),
-      el("td", { class: "wrap", text: d.reason }),
+      el("td", { class: "wrap", text: d.change ? `${d.reason} — base change: ${d.change}` : d.reason }),
       el("td", { class: "mono", text: (d.runs || []).join(", ") }))));
     if (!list.length) $("#decisions tbody").append(el("tr", {}, el("td", { colspan: "6", text: "No decisions." })));
   },
@@ -662,6 +662,8 @@ const waveDetail = {
     $("#wave-title").replaceChildren(`Wave ${wave.wave_id} `, badge(wave.state));
     const facts = [["Root", el("span", { class: "mono", text: wave.root })], ["Created", formatTime(wave.created_at)],
       ["Levels", String(wave.levels)], ["Members", progress(counts)]];
+    // What the base push changed (identical content, metadata only, packages, os release changed).
+    if (wave.base_change) facts.push(["Base change", el("span", { class: "base-change", text: wave.base_change })]);
     if (wave.reason) facts.push(["Reason", wave.reason]);
     $("#wave-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", {}, value)]));
     $("#wave-resume").hidden = wave.state !== "Held";

@@ -33,6 +33,7 @@ from shared.bootstrap import services
 from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.decisions import EventBusy
 from shared.domain.images import qualify
+from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import (
     ContextUploadNeeded,
@@ -71,6 +72,10 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
     (TaskError, 400, "InvalidTask"),
     (WaveNotFound, 404, "WaveNotFound"),
+    # A run that would build on a quarantined base digest: `quarantined: <reason>`.
+    (Quarantined, 409, "Quarantined"),
+    (InvalidQuarantine, 400, "InvalidQuarantine"),
+    (NotQuarantined, 404, "NotQuarantined"),
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),

@@ -27,7 +27,8 @@ def _errors(*statuses: str) -> dict[str, Any]:
              "403": "The route is not configured (its secret setting is empty)", "404": "Not found",
              "409": "Conflict",
              "412": "The task is at another version than If-Match names (or kept changing): nothing changed",
-             "413": "Body too large"}
+             "413": "Body too large",
+             "422": "The image's registry could not be read (unreachable, refused, too slow)"}
     return {s: {"description": names[s], "content": {"application/json": {"schema": _ERROR}}}
             for s in ("401", *statuses)}
 
@@ -129,7 +130,10 @@ SCHEMAS: dict[str, Any] = {
             "task": {"type": "string"}, "outcome": {"type": "string", "enum": names(Outcome)},
             "reason": {"type": "string"},
             "run_id": {"type": "string", "nullable": True}}}},
-        "time": {"type": "string", "format": "date-time"}}},
+        "time": {"type": "string", "format": "date-time"},
+        "change": {"type": "string", "nullable": True,
+                   "description": "what the pushed digest changed in the base (see BaseChange), noted "
+                   "by the first worker of the wave it started; null until then"}}},
 }
 
 
@@ -176,7 +180,7 @@ PATHS: dict[str, Any] = {
         "post": {"operationId": "runTask", "summary": "Queue a manual run",
                  "requestBody": {"required": False, "content": {"application/json": {"schema": {
                      "type": "object", "properties": {"force": {"type": "boolean", "default": False}}}}}},
-                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "404")}},
+                 "responses": {**_ok(_ref("Run"), "202", "Queued"), **_errors("400", "404", "409")}},
     },
     "/builds": {
         "post": {"operationId": "quickBuild", "summary": "Build an uploaded context (no task)",
@@ -277,7 +281,9 @@ SCHEMAS.update({
         "outcome": {"type": "string", "enum": names(Outcome)}, "reason": {"type": "string"},
         "run_id": {"type": "string", "nullable": True},
         "run_status": {"type": "string", "enum": names(RunStatus), "nullable": True},
-        "run_reason": {"type": "string", "nullable": True}}},
+        "run_reason": {"type": "string", "nullable": True},
+        "change": {"type": "string", "nullable": True,
+                   "description": "what the pushed digest changed in the base (Decision.change)"}}},
 })
 PATHS.update({
     "/bases/{ref}/impact": {
@@ -411,7 +417,10 @@ SCHEMAS["Wave"] = {"type": "object", "properties": {
                "description": "members by run status; Waiting: not released yet"},
     "reason": {"type": "string", "nullable": True},
     "breaker_base": {"type": "array", "items": {"type": "integer"}},
-    "created_at": {"type": "string", "format": "date-time"}}}
+    "created_at": {"type": "string", "format": "date-time"},
+    "base_change": {"type": "string", "nullable": True,
+                    "description": "what the base push changed, one line starting with its classification; "
+                    "null until the wave's first worker noted it, and for a manual run's wave"}}}
 SCHEMAS["WaveDetail"] = {"allOf": [_ref("Wave"), {"type": "object", "properties": {
     "members": {"type": "array", "items": {"type": "object", "properties": {
         "task": {"type": "string"}, "run_id": {"type": "string"}, "level": {"type": "integer"},
@@ -489,6 +498,62 @@ PATHS.update({
         "delete": {"operationId": "removeTimer", "summary": "Remove a task's timer",
                    "responses": {**_TASK_ANSWER, **_errors("400", "404", "412")}}},
 })
+
+
+# ---- base changes (functions/registry_api.py) -------------------------------------------------
+_CLASSIFICATION = {"type": "string", "enum": ["identical content", "metadata only", "packages",
+                                              "os release changed"]}
+_DIGESTS = {"type": "array", "items": {"type": "string"}}
+_FROM_TO = {"type": "object", "properties": {"from": {"nullable": True}, "to": {"nullable": True}}}
+SCHEMAS["PlatformChange"] = {"type": "object", "properties": {
+    "platform": {"type": "string"}, "classification": _CLASSIFICATION,
+    "from": {"type": "string", "nullable": True}, "to": {"type": "string", "nullable": True},
+    "config": {"type": "object", "additionalProperties": _FROM_TO,
+               "description": "changed config fields (Env, Entrypoint, Cmd, User, WorkingDir, Labels, "
+               "ExposedPorts, platform)"},
+    "layers": {"type": "object", "properties": {k: _DIGESTS for k in (
+        "added", "removed", "kept", "recompressed", "empty")}},
+    "packages": {"type": "object", "properties": {
+        "added": _STR_MAP, "removed": _STR_MAP,
+        "upgraded": {"type": "array", "items": {"type": "object", "properties": {
+            "package": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"}}}}}},
+    "os_release": {"type": "object", "properties": {"from": {"type": "string", "nullable": True},
+                                                    "to": {"type": "string", "nullable": True}}},
+    "notes": {"type": "array", "items": {"type": "string"}}}}
+SCHEMAS["BaseChange"] = {"type": "object", "properties": {
+    "image": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+    "classification": _CLASSIFICATION, "summary": {"type": "string"},
+    "platforms": {"type": "array", "items": _ref("PlatformChange")}}}
+PATHS["/bases/changes"] = {"get": {
+    "operationId": "baseChanges",
+    "summary": "What changed between two digests of a base: config, layers, OS packages, OS release",
+    "parameters": [
+        _param("image", required=True, description="the base by its tag, e.g. node:20"),
+        _param("from", description="the old digest (default: what the dependents last built on, else "
+               "the previous digest pushed)"),
+        _param("to", description="the new digest (default: what the tag points at now)")],
+    "responses": {**_ok(_ref("BaseChange")), **_errors("400", "404", "422")}}}
+
+
+# ---- quarantine (functions/quarantine_api.py) -------------------------------------------------
+SCHEMAS["Quarantine"] = {"type": "object", "properties": {
+    "digest": {"type": "string"}, "image": {"type": "string"}, "reason": {"type": "string"},
+    "by": {"type": "string", "description": "manual, or the circuit breaker of a wave"},
+    "since": {"type": "string", "format": "date-time"}}}
+_TARGET = {"type": "string", "description": "IMAGE@DIGEST, e.g. node:20@sha256:…"}
+PATHS["/bases/quarantine"] = {
+    "get": {"operationId": "listQuarantine", "summary": "Every quarantined base digest, newest first",
+            "responses": {**_ok({"type": "object", "properties": {
+                "quarantine": {"type": "array", "items": _ref("Quarantine")}}})}},
+    "post": {"operationId": "quarantineBase",
+             "summary": "Block every wave and manual run that would build on a digest",
+             "requestBody": _json_body({"type": "object", "required": ["image", "reason"], "properties": {
+                 "image": _TARGET, "reason": {"type": "string"}}}),
+             "responses": {**_ok(_ref("Quarantine"), "201", "Quarantined"), **_errors("400", "413")}}}
+PATHS["/bases/release"] = {"post": {
+    "operationId": "releaseBase", "summary": "Lift the quarantine of a digest",
+    "requestBody": _json_body({"type": "object", "required": ["image"], "properties": {"image": _TARGET}}),
+    "responses": {**_ok(_ref("Quarantine")), **_errors("400", "404", "413")}}}
 
 
 def openapi_document() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """HTTP API for bases and registry credentials (see docs/api.md):
 
     GET    /api/bases                         every base in use: how it is watched, what the poller saw
+    GET    /api/bases/changes?image=…[&from=…][&to=…]  what changed between two digests of a base
     POST   /api/bases/poll                    one poll cycle now (the timer runs one every interval)
     GET    /api/tasks/{name}/credentials      a task's registry credentials (never a password)
     POST   /api/tasks/{name}/credentials      add one: login_server, username + password or use_identity
@@ -18,7 +19,10 @@ from functions.api import MAX_JSON_BYTES, api_handler
 from functions.http import BadRequest, error, json_body, json_response
 from shared.bootstrap import services
 from shared.domain.credentials import CredentialError, RegistryCredential
+from shared.domain.events import MalformedEvent, check_digest
+from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.tasks import Task, check_name
+from shared.service_layer.base_changes import ChangesUnavailable, ImageNotFound, NoPreviousDigest
 from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 
 bp = func.Blueprint()
@@ -53,6 +57,32 @@ def api_bases(req: func.HttpRequest) -> func.HttpResponse:
     svc = services()
     return json_response({"interval_seconds": svc.settings.polling.interval_seconds,
                           "bases": [b.to_dict() for b in svc.poller.overview()]})
+
+
+@bp.function_name("api_base_changes")
+@bp.route(route="bases/changes", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_base_changes(req: func.HttpRequest) -> func.HttpResponse:
+    image = req.params.get("image")
+    if not image:
+        raise BadRequest("image is required (?image=localhost:5000/baseimages/node:9-alpine)")
+    try:
+        ref = ImageRef.parse(image)
+        old, new = (check_digest(req.params[k]) if req.params.get(k) else None for k in ("from", "to"))
+    except (InvalidReference, MalformedEvent) as exc:
+        raise BadRequest(str(exc)) from exc
+    if ref.digest:
+        raise BadRequest("name the base by its tag; give digests as from and to")
+    try:
+        change = services().base_changes.compare(str(ref), old, new)
+    except NoPreviousDigest as exc:
+        raise BadRequest(str(exc)) from exc
+    except ImageNotFound as exc:
+        return error(404, "ImageNotFound", str(exc))
+    except ChangesUnavailable as exc:
+        # Mostly a name the caller got wrong (host, credentials of no task): a 4xx that says why.
+        return error(422, "RegistryUnreadable", str(exc))
+    return json_response(change.to_dict())
 
 
 @bp.function_name("api_bases_poll")

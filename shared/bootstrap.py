@@ -18,6 +18,7 @@ from shared.adapters.git_head_table import TableRepositoryHeads
 from shared.adapters.git_remote import GitLsRemote
 from shared.adapters.notification_sender import HttpNotificationSender
 from shared.adapters.notification_table import TableNotificationOutbox
+from shared.adapters.quarantine_table import TableQuarantine
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
@@ -28,6 +29,7 @@ from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
 from shared.adapters.timer_table import TableTimerSlots
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
+from shared.service_layer.base_changes import BaseChanges, WaveChanges
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
@@ -37,6 +39,7 @@ from shared.service_layer.ingest import Ingest
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, RunEvents
+from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
@@ -133,12 +136,14 @@ class Services:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
+        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+                          quarantine=self.quarantine)
 
     @cached_property
     def scheduler(self) -> Scheduler:
         return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits, self.waves, lambda: self.builder)
+                         self.settings.unpack_limits, self.waves, lambda: self.builder,
+                         quarantine=self.quarantine)
 
     @cached_property
     def triggered(self) -> TriggeredRuns:
@@ -165,7 +170,8 @@ class Services:
     def waves(self) -> WaveCoordinator:
         return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder, events=self.run_events)
+                               lambda: self.builder, events=self.run_events,
+                               on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -180,10 +186,19 @@ class Services:
         return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
 
     @cached_property
+    def quarantine(self) -> QuarantineList:
+        return QuarantineList(TableQuarantine(self.storage), self.registry, self.decisions)
+
+    @cached_property
+    def base_changes(self) -> BaseChanges:
+        return BaseChanges(self.registry, self.index, self.decisions, self.tasks.store)
+
+    @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
                       self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
-                      events=self.run_events)
+                      events=self.run_events,
+                      changes=WaveChanges(self.base_changes, self.waves.waves))
 
     @cached_property
     def notifier(self) -> RunNotifier:

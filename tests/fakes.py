@@ -28,6 +28,7 @@ from shared.domain.builds import (
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.links import TaskLinks
+from shared.domain.quarantine import QuarantineEntry
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
@@ -545,6 +546,19 @@ class FakeNotificationSender:
                 raise DeliveryError("cannot connect to http://receiver.invalid")
             self.posts.append((url, headers, body))
 
+class FakeQuarantineStore:
+    def __init__(self) -> None:
+        self.entries: dict[str, QuarantineEntry] = {}
+
+    def put(self, entry: QuarantineEntry) -> None:
+        self.entries[entry.digest] = copy.deepcopy(entry)
+
+    def remove(self, digest: str) -> QuarantineEntry | None:
+        return self.entries.pop(digest, None)
+
+    def all(self) -> list[QuarantineEntry]:
+        return [copy.deepcopy(e) for e in self.entries.values()]
+
 
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
@@ -552,6 +566,7 @@ class FakeApp:
     def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
+        from shared.service_layer.quarantine import QuarantineList
         from shared.service_layer.runs import RunLauncher
         from shared.service_layer.scheduling import Scheduler
         from shared.service_layer.tasks import TaskService
@@ -575,11 +590,14 @@ class FakeApp:
                                  LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
+        self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
-                                     self.decisions, brakes or Brakes(), lambda: self.builder)
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves)
+                                     self.decisions, brakes or Brakes(), lambda: self.builder,
+                                     on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+                                     quarantine=self.quarantine)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
-                                   self.waves, lambda: self.builder)
+                                   self.waves, lambda: self.builder, quarantine=self.quarantine)
         from shared.service_layer.timers import TimerService
         from shared.service_layer.triggered import TriggeredRuns
 

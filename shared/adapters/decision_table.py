@@ -73,6 +73,7 @@ def to_entity(decision: Decision) -> dict[str, Any]:
         "Runs": _fit(list(decision.runs)),
         "Tasks": _fit([t.to_dict() for t in decision.tasks]),
         "Time": decision.time.isoformat(),
+        "Change": _clip(decision.change or ""),
     }
 
 
@@ -87,6 +88,7 @@ def from_entity(entity: Any) -> Decision:
         runs=json.loads(entity.get("Runs") or "[]"),
         tasks=[TaskDecision.from_dict(t) for t in json.loads(entity.get("Tasks") or "[]")],
         time=datetime.fromisoformat(entity["Time"]),
+        change=entity.get("Change") or None,  # rows stored before it have none
     )
 
 

@@ -15,9 +15,12 @@ digest (shared.domain.platforms), so a push that changes another platform's imag
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any
 
 from shared.adapters.registry_acr import AcrClient
 from shared.adapters.registry_distribution import DistributionClient
@@ -63,6 +66,46 @@ class RegistryClient:
             credential = None  # only ACR accepts the identity; RegistryCredential refuses it elsewhere
         return self.distribution.inspect(str(ref), credential, with_platforms=with_platforms)
 
+    def _route(self, reference: str, credentials: Sequence[RegistryCredential]) \
+            -> tuple[ImageRef, RegistryCredential | None, bool]:
+        """(reference, the credential to send, whether ACR's identity reads it)."""
+        try:
+            ref = ImageRef.parse(reference)
+        except InvalidReference as exc:
+            raise RegistryError(Failure.ERROR, str(exc)) from None
+        credential = for_registry(credentials, ref.registry)
+        if is_acr(ref.registry) and (credential is None or credential.use_identity):
+            return ref, None, True
+        return ref, None if credential is not None and credential.use_identity else credential, False
+
+    def manifest(self, reference: str, credentials: Sequence[RegistryCredential] = ()) \
+            -> tuple[str, dict[str, Any]]:
+        """The manifest document `reference` (a tag or a digest) points at, and its digest."""
+        ref, credential, acr = self._route(reference, credentials)
+        if acr:
+            return self._acr_client().manifest(str(ref))
+        return self.distribution.manifest(str(ref), credential)
+
+    @contextlib.contextmanager
+    def blob(self, reference: str, digest: str,
+             credentials: Sequence[RegistryCredential] = ()) -> Iterator[IO[bytes]]:
+        """One blob of the repository of `reference`, as a stream of its stored bytes."""
+        ref, credential, acr = self._route(reference, credentials)
+        if acr:
+            chunks = self._acr_client().blob(str(ref), digest)
+            try:
+                yield io.BufferedReader(_ChunkReader(chunks))
+            finally:
+                close = getattr(chunks, "close", None)
+                if close:
+                    close()
+            return
+        response = self.distribution.blob(str(ref), digest, credential)
+        try:
+            yield response.raw
+        finally:
+            response.close()
+
     def resolve_digest(self, reference: str, platform: str | None = None,
                        credentials: Sequence[RegistryCredential] = ()) -> str | None:
         """The digest a build of `platform` FROM `reference` uses now, or None when the registry
@@ -79,3 +122,25 @@ class RegistryClient:
                 log.info("cannot resolve %s: %s", reference, exc)
                 return None
         return None
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (the ACR SDK's blob download)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size

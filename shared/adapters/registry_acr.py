@@ -13,6 +13,7 @@ One client per login server, kept for the life of the process: it caches its tok
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.containerregistry import ContainerRegistryClient
@@ -80,6 +81,35 @@ class AcrClient:
                 from None
         found = index_platforms(manifest) if with_platforms and media_type in INDEX_MEDIA_TYPES else {}
         return ManifestInfo(digest, media_type, found)
+
+
+    def manifest(self, reference: str) -> tuple[str, dict[str, Any]]:
+        """The manifest document `reference` points at, and its digest (the SDK checks the body)."""
+        ref = ImageRef.parse(reference)
+        result = self._call(ref, lambda c: c.get_manifest(ref.repository, ref.digest or ref.tag or "latest"))
+        manifest = result.manifest if isinstance(result.manifest, dict) else {}
+        return check_digest(result.digest), manifest
+
+    def blob(self, reference: str, digest: str) -> Iterator[bytes]:
+        """One blob of the repository of `reference`, as chunks (checked against its digest)."""
+        ref = ImageRef.parse(reference)
+        return self._call(ref, lambda c: c.download_blob(ref.repository, check_digest(digest)))  # type: ignore[no-any-return]
+
+    def _call(self, ref: ImageRef, call: Callable[[ContainerRegistryClient], Any]) -> Any:
+        try:
+            return call(self.client(ref.registry))
+        except ResourceNotFoundError:
+            raise RegistryError(Failure.NOT_FOUND, f"{ref} does not exist (404)") from None
+        except ClientAuthenticationError as exc:
+            raise RegistryError(Failure.UNAUTHORIZED,
+                                f"{ref.registry} refused the app's managed identity for {ref.name} "
+                                f"({exc.status_code or 'no token'}): does it have AcrPull?") from None
+        except (ServiceRequestError, ServiceResponseError):
+            raise RegistryError(Failure.UNREACHABLE, f"cannot reach {ref.registry}") from None
+        except HttpResponseError as exc:
+            raise _http_error(exc, ref) from None
+        except MalformedEvent:
+            raise RegistryError(Failure.ERROR, f"{ref}: a malformed digest") from None
 
 
 def _http_error(exc: HttpResponseError, ref: ImageRef) -> RegistryError:

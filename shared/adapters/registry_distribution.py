@@ -144,6 +144,35 @@ class DistributionClient:
         found = index_platforms(document) if media_type in INDEX_MEDIA_TYPES else {}
         return ManifestInfo(self._digest(digest, str(ref)), media_type, found)
 
+    def manifest(self, reference: str,
+                 credential: RegistryCredential | None = None) -> tuple[str, dict[str, Any]]:
+        """The manifest document `reference` points at, and its digest (for `base changes`); read
+        as a stream, so a registry answering an endless body fills no memory."""
+        ref = ImageRef.parse(reference)
+        target = ref.digest or ref.tag or "latest"
+        with self._request("GET", ref, f"manifests/{target}", credential, stream=True) as response:
+            body = response.raw.read(MAX_INDEX_BYTES + 1, decode_content=True)
+        if len(body) > MAX_INDEX_BYTES:
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is larger than "
+                                f"{MAX_INDEX_BYTES} bytes")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if ref.digest and ref.digest != digest:
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest does not match its digest")
+        try:
+            document: Any = json.loads(body)
+        except ValueError:
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is not JSON") from None
+        if not isinstance(document, dict):
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is not a JSON object")
+        return digest, document
+
+    def blob(self, reference: str, digest: str,
+             credential: RegistryCredential | None = None) -> requests.Response:
+        """A streamed answer for one blob of the repository of `reference` (the caller closes it;
+        its `raw` reads the blob's bytes as stored)."""
+        ref = ImageRef.parse(reference)
+        return self._request("GET", ref, f"blobs/{self._digest(digest, reference)}", credential, stream=True)
+
     @staticmethod
     def _digest(value: str, reference: str) -> str:
         try:
@@ -154,7 +183,7 @@ class DistributionClient:
 
     # ---- requests and authentication ---------------------------------------------------------
     def _request(self, method: str, ref: ImageRef, path: str,
-                 credential: RegistryCredential | None) -> requests.Response:
+                 credential: RegistryCredential | None, stream: bool = False) -> requests.Response:
         host = api_host(ref.registry)
         url = f"https://{host}/v2/{ref.repository}/{path}"
         cache_key = (host, ref.repository, _credential_key(credential))
@@ -162,12 +191,13 @@ class DistributionClient:
         token = self._cached_token(cache_key)
         if token:
             headers["Authorization"] = token
-        response = self._send(method, url, headers, ref.registry)
+        response = self._send(method, url, headers, ref.registry, stream=stream)
         if response.status_code == 401:
+            response.close()
             authorization = self._authorize(response, ref, credential)
             self._store_token(cache_key, authorization)
             headers["Authorization"] = authorization[0]
-            response = self._send(method, url, headers, ref.registry)
+            response = self._send(method, url, headers, ref.registry, stream=stream)
             if response.status_code == 401:
                 raise RegistryError(Failure.UNAUTHORIZED, _refused(ref, credential))
         return self._check(response, ref)

@@ -45,10 +45,13 @@ class Decision:
     runs: list[str] = field(default_factory=list)
     tasks: list[TaskDecision] = field(default_factory=list)
     time: datetime = field(default_factory=utc_now)
+    # What the pushed digest changed in the base (shared.domain.base_changes), one line that starts
+    # with its classification; noted after the decision, by the first worker of the wave it started.
+    change: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public shape (API answers)."""
         return {"event_id": self.event_id, "source": str(self.source), "outcome": str(self.outcome),
                 "reason": self.reason, "image": self.image, "digest": self.digest,
                 "runs": list(self.runs), "tasks": [t.to_dict() for t in self.tasks],
-                "time": format_time(self.time)}
+                "time": format_time(self.time), "change": self.change}

@@ -74,6 +74,7 @@ class Outcome(StrEnum):
     ALREADY_RAN_IN_WAVE = "already-ran-in-wave"  # a cycle: the wave never re-enters a task
     WAVE_CANCELED = "wave-canceled"  # pushed by a run of a canceled wave: nothing more builds in it
     HELD = "held"  # a wave's circuit breaker held the rest of the wave
+    QUARANTINED = "quarantined"  # the digest is quarantined (shared.domain.quarantine): nothing builds
     IGNORED = "ignored"
     REJECTED = "rejected"
     # The poller could not read a base (credentials refused, not found, unreachable): recorded when
@@ -89,6 +90,7 @@ class EventSource(StrEnum):
     DISTRIBUTION = "distribution"
     WAVE = "wave"  # the service's own decisions about a wave (its circuit breaker)
     REBUILD = "rebuild"  # `basetrigger base rebuild`: asked for by a person
+    MANUAL = "manual"  # a manual task run (recorded when refused: a quarantined base)
     POLL = "poll"  # the poller saw a base's digest change
     HARBOR = "harbor"
     DOCKERHUB = "dockerhub"

@@ -56,12 +56,17 @@ class Wave:
     # Finished and failed builds when the wave was last resumed: the breaker counts from there.
     breaker_base: tuple[int, int] = (0, 0)
     created_at: datetime = field(default_factory=utc_now)
+    # What the base push changed, in one line that starts with its classification (`identical
+    # content`, `metadata only`, `packages`, `os release changed`; shared.domain.base_changes),
+    # noted by the wave's first worker. None until then, for a manual run's wave, and on rows
+    # stored before this field.
+    base_change: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {"wave_id": self.wave_id, "root": self.root, "event_id": self.event_id,
                 "state": str(self.state), "levels": self.levels, "counts": self.counts,
                 "reason": self.reason, "breaker_base": list(self.breaker_base),
-                "created_at": self.created_at.isoformat()}
+                "created_at": self.created_at.isoformat(), "base_change": self.base_change}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Wave:

@@ -12,6 +12,8 @@ reference:
 6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
 7. otherwise                                            -> queued: a new run
 Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
+Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
+quarantined is decided `quarantined` and its row left unclaimed (shared.service_layer.quarantine).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository
+from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.waves import WaveCoordinator
 
@@ -102,8 +105,9 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
 
 class Dispatcher:
     def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
-                 launcher: RunLauncher, waves: WaveCoordinator):
+                 launcher: RunLauncher, waves: WaveCoordinator, quarantine: QuarantineList | None = None):
         self.waves = waves
+        self.quarantine = quarantine
         self.index = index
         self.runs = runs
         self.decisions = decisions
@@ -246,8 +250,11 @@ class Dispatcher:
         if producer and producer.wave_id and producer.task and self.waves.recorded(producer.wave_id):
             return self._in_wave(event, pushed, rows, producer)
         producer_task = producer.task if producer else None
+        rows, details = self._outside_quarantine(event, rows)
+        if not rows:
+            return Decision(event.event_id, event.source, Outcome.QUARANTINED, details[0].reason,
+                            image=pushed, digest=event.digest, tasks=details)
 
-        details: list[TaskDecision] = []
         runs: list[Run] = []
         won: list[DependencyRow] = []
         recovered: list[Run] = []
@@ -310,6 +317,26 @@ class Dispatcher:
                         f"{len(details)} dependent task(s) of {pushed}: {summary}{wave_note}",
                         image=pushed, digest=event.digest,
                         runs=[run.run_id for run in runs], tasks=details)
+
+    def _outside_quarantine(self, event: ImagePushed, rows: list[DependencyRow]) \
+            -> tuple[list[DependencyRow], list[TaskDecision]]:
+        """The rows whose digest (the pushed one, or their platform's in an index) is not quarantined,
+        and a `quarantined` detail for each of the others (their rows are not claimed: a release
+        lets the next push through as if this one never came)."""
+        if self.quarantine is None:
+            return rows, []
+        entries = {e.digest: e for e in self.quarantine.entries()}
+        if not entries:
+            return rows, []
+        kept: list[DependencyRow] = []
+        blocked: list[TaskDecision] = []
+        for row in rows:
+            entry = entries.get(event.digest) or entries.get(event.digest_for(row.platform))
+            if entry is None:
+                kept.append(row)
+            else:
+                blocked.append(TaskDecision(row.task, Outcome.QUARANTINED, entry.decision))
+        return kept, blocked
 
     def _in_wave(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], producer: Run) -> Decision:
         """A push by a run of a wave: its dependents build in that wave, once; never again."""

@@ -43,12 +43,14 @@ class TaskVerdict:
     run_id: str | None = None
     run_status: RunStatus | None = None
     run_reason: str | None = None
+    # What the pushed digest changed in the base (Decision.change), once known.
+    change: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": format_time(self.time), "event_id": self.event_id, "image": self.image,
                 "digest": self.digest, "outcome": str(self.outcome), "reason": self.reason,
                 "run_id": self.run_id, "run_status": str(self.run_status) if self.run_status else None,
-                "run_reason": self.run_reason}
+                "run_reason": self.run_reason, "change": self.change}
 
 
 class TaskHistory:
@@ -78,6 +80,7 @@ class TaskHistory:
                 if runs is None:
                     runs, _ = self.runs.newest(task=name, top=RUNS_SEARCHED)
                 verdict = self._without_detail(decision, runs)
+            verdict.change = decision.change
             verdicts.append(verdict)
         for verdict, run in zip(verdicts, self._readers.map(self._run, verdicts), strict=True):
             if run is not None:

@@ -14,6 +14,7 @@ from shared.domain.runs import Run, RunNotCancelable
 from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
+from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.waves import WaveCoordinator
 
@@ -23,8 +24,10 @@ MAX_CONTEXT_BYTES = 50 * 1024 * 1024
 
 class Scheduler:
     def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
-                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory):
+                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory,
+                 quarantine: QuarantineList | None = None):
         self.waves = waves
+        self.quarantine = quarantine
         self.builder = builder
         self.unpack_limits = unpack_limits
         self.tasks = tasks
@@ -34,7 +37,10 @@ class Scheduler:
 
     def run_task(self, name: str, force: bool = False) -> Run:
         """A manual run (`az acr task run`). `force` is recorded: the builder pulls bases anew."""
-        return self.start_run(self.tasks.get(name), Trigger.MANUAL, "manual run", force=force)
+        task = self.tasks.get(name)
+        if self.quarantine is not None:
+            self.quarantine.check_task(task)  # Quarantined: `quarantined: <reason>`, no run id spent
+        return self.start_run(task, Trigger.MANUAL, "manual run", force=force)
 
     def start_run(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
         """A run of `task` that starts at once (a manual run, a timer's slot, a commit): `root`

@@ -52,10 +52,16 @@ def _standing(member: Member) -> str:
 class WaveCoordinator:
     def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
                  index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory,
-                 events: RunEvents | None = None):
+                 events: RunEvents | None = None,
+                 on_hold: Callable[[Wave], None] | None = None,
+                 on_resume: Callable[[Wave], None] | None = None):
         self.waves = waves
         # Who hears of runs that end or are held (notifications, Event Grid).
         self.events: RunEvents = events or NoRunEvents()
+        # Told when the breaker holds a wave and when a person resumes it (the quarantine of its
+        # base digest, set and lifted; shared.service_layer.quarantine). Neither raises.
+        self.on_hold = on_hold
+        self.on_resume = on_resume
         # Only to cancel the build of a run canceled while it runs (its worker may be gone).
         self.builder = builder
         self.slots = slots
@@ -371,6 +377,8 @@ class WaveCoordinator:
         self.decisions.record(Decision(f"{wave.wave_id}:held:{utc_now().isoformat()}", EventSource.WAVE,
                                        Outcome.HELD, f"wave {wave.wave_id} held: {wave.reason}"),
                               mark_seen=False)
+        if self.on_hold is not None:
+            self.on_hold(wave)
         for member in members:
             if member.outcome is None and not member.released:
                 self._cancel_run(member, wave.reason or "held", RunStatus.HELD)
@@ -398,6 +406,8 @@ class WaveCoordinator:
                     self.waves.mark_ready(member)
         self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",
                                 breaker_base=(built, failed)), etag)
+        if self.on_resume is not None:
+            self.on_resume(wave)
         self.release(wave_id)
         return self.waves.get(wave_id)[0]
 

@@ -33,6 +33,7 @@ from shared.domain.dockerfile import secret_arg_warnings
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
 from shared.domain.vocabulary import RunStatus, utc_now
+from shared.service_layer.base_changes import WaveChanges
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.notifications import NoRunEvents
 from shared.service_layer.ports import BuilderFactory, RunEvents, RunLogs, RunRepository, Sources
@@ -78,10 +79,13 @@ class Worker:
     def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
                  builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
                  work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
-                 events: RunEvents | None = None):
+                 events: RunEvents | None = None,
+                 changes: WaveChanges | None = None):
         self.waves = waves
         # Who hears of a run that starts (its end reaches them through waves.run_finished).
         self.events: RunEvents = events or NoRunEvents()
+        # What the base push of a run's wave changed, for the log header (best effort, bounded).
+        self.changes = changes
         self.runs = runs
         self.tasks = tasks
         self.index = index
@@ -227,6 +231,9 @@ class Worker:
         try:
             write(f"run {run.run_id} (attempt {run.attempt}): {run.trigger}"
                   + (f", caused by {run.cause}" if run.cause else ""))
+            change = self.changes.note(run.wave_id) if self.changes and run.wave_id else None
+            if change:
+                write(f"base change: {change}")
             try:
                 context_dir = self.sources.checkout(spec, workspace)
                 dockerfile = read_dockerfile(context_dir, spec.dockerfile)

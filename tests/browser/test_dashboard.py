@@ -400,3 +400,41 @@ def test_a_held_wave_resumed_from_the_page_runs_to_its_end(browser, host, broken
     assert resume.is_hidden() and page.locator("#wave-cancel").is_hidden()
     assert page.evaluate("window.__sameDocument") is True and page.errors == []
     page.close()
+
+
+def test_the_wave_view_shows_what_the_base_push_changed(browser, host):
+    """A base whose push upgrades a package: the wave's detail says so once its first worker has
+    read the change (saved as DIR/wave-change.png with BASETRIGGER_SCREENSHOTS)."""
+    from tests.integration.test_base_changes import DEBIAN_12, DPKG_V1, DPKG_V2, build_base
+
+    tmp = stack_context_folder("change")
+    names = f"uic{uuid.uuid4().hex[:8]}"
+    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/{names}/debian:12"
+    build_base(tmp, base, {"/var/lib/dpkg/status": DPKG_V1, "/etc/os-release": DEBIAN_12})
+    context = tmp / "app"
+    context.mkdir()
+    (context / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY Dockerfile /app.Dockerfile\n")
+    api = host.api()
+    created = api.post(f"{host.url}/api/tasks", timeout=60, json={
+        "name": f"{names}-app", "images": [f"{names}/app:{{{{.Run.ID}}}}"], "context": str(context),
+        "build_args": {"BASE": base}})
+    assert created.status_code == 201, created.text
+    try:
+        page = open_waves(browser, host)
+        digest = build_base(tmp, base, {"/var/lib/dpkg/status": DPKG_V2, "/etc/os-release": DEBIAN_12})
+        row = wave_row(page, f"{base}@{digest}")
+        row.locator("button").click()
+        facts = page.locator("#wave-facts")
+        facts.locator(".base-change", has_text="packages").wait_for(timeout=BUILD_SECONDS * 1000)
+        text = facts.inner_text()
+        assert "Base change" in text and "bash 5.2.15-2 -> 5.2.21-1" in text
+        wave_id = row.get_attribute("data-wave-id")
+        page.locator(f'#waves tr[data-wave-id="{wave_id}"][data-state="Done"]').wait_for(
+            timeout=BUILD_SECONDS * 1000)
+        page.locator("#wave-title .badge", has_text="Done").wait_for(timeout=20_000)
+        screenshot(page, "wave-change")
+        assert page.errors == []
+        page.close()
+    finally:
+        api.delete(f"{host.url}/api/tasks/{names}-app", timeout=30)
+        buildah("rmi", "-f", base)
