@@ -37,7 +37,7 @@ from cli.client import (
 )
 from cli.output import runs_table, tasks_table, to_json
 from shared.domain.builds import is_git_url
-from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
 
 TASK_EPILOG = """\
 examples:
@@ -70,6 +70,7 @@ def _choice(enum: type[StrEnum]) -> Callable[[str], str]:
 
 
 _trigger_type = _choice(TriggerType)
+_update_policy = _choice(UpdatePolicy)
 _status = _choice(RunStatus)
 
 
@@ -132,6 +133,12 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     )
     parser.add_argument("--git-access-token", default=None,
                         help="a token for cloning the git context (stored encrypted, never shown)")
+    parser.add_argument(
+        "--update-policy", type=_update_policy, default=None,
+        help="what a base update does: rebuild, rebase (swap the base's layers; you assert the image's "
+             "own layers don't depend on them) or auto (rebase only where that provably equals a "
+             "rebuild: a final stage of COPY/ADD/ENV/LABEL/... and a base whose config is unchanged)"
+             + (" (default: rebuild)" if creating else ""))
     parser.add_argument("--platform", default=None,
                         help="the platform to build for" + (" (default: linux)" if creating else ""))
     _output(parser)
@@ -288,6 +295,8 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["base_image_trigger_type"] = args.base_image_trigger_type
     if args.platform is not None:
         spec["platform"] = args.platform
+    if args.update_policy is not None:
+        spec["update_policy"] = args.update_policy
     return spec
 
 

@@ -44,7 +44,7 @@ from shared.domain.tasks import (
     TaskNotFound,
     check_name,
 )
-from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
@@ -136,8 +136,13 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
         if body["base_image_trigger_type"] not in names(TriggerType):
             raise BadRequest(f"base_image_trigger_type must be {' or '.join(names(TriggerType))}")
         fields["trigger_type"] = TriggerType(body["base_image_trigger_type"])
+    if "update_policy" in body:
+        if body["update_policy"] not in names(UpdatePolicy):
+            raise BadRequest(f"update_policy must be {' or '.join(names(UpdatePolicy))}")
+        fields["update_policy"] = UpdatePolicy(body["update_policy"])
     unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
-                                         "base_image_trigger_enabled", "base_image_trigger_type"}
+                                         "base_image_trigger_enabled", "base_image_trigger_type",
+                                         "update_policy"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not partial:

@@ -5,16 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.vocabulary import (
+    BuilderKind,
     EventSource,
     Outcome,
     RunStatus,
     Trigger,
     TriggerType,
+    UpdatePolicy,
     Watch,
     WaveState,
     names,
 )
 
+_UPDATE_POLICY = {"type": "string", "enum": names(UpdatePolicy), "default": UpdatePolicy.REBUILD.value,
+                  "description": "what a base update does: rebuild; rebase (swap the base's layers); "
+                  "auto (rebase only where that provably equals a rebuild, see docs/api.md)"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -75,7 +80,8 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger_enabled": {"type": "boolean", "default": True},
         "base_image_trigger_type": {"type": "string", "enum": names(TriggerType),
                                     "default": TriggerType.RUNTIME.value},
-        "platform": {"type": "string", "default": "linux"}}},
+        "platform": {"type": "string", "default": "linux"},
+        "update_policy": _UPDATE_POLICY}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
@@ -87,6 +93,7 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger": {"type": "object", "properties": {
             "enabled": {"type": "boolean"}, "type": {"type": "string", "enum": names(TriggerType)}}},
         "platform": {"type": "string"},
+        "update_policy": _UPDATE_POLICY,
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},
@@ -108,6 +115,14 @@ SCHEMAS: dict[str, Any] = {
         "output_images": {"type": "array", "items": {"type": "string"}},
         "output_digest": {"type": "string", "nullable": True}, "base_digests": _STR_MAP,
         "reason": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
+        "builder": {"type": "string", "nullable": True, "enum": [*names(BuilderKind), None],
+                    "description": "what made the image: buildah, acr, or rebase (no build)"},
+        "update_decision": {"type": "string", "nullable": True,
+                            "description": "for a base update: what the task's update policy decided "
+                            "and why, e.g. `rebased: ...` or `rebuilt: RUN in final stage`"},
+        "base_layers": {"type": "object", "additionalProperties": {"type": "array",
+                        "items": {"type": "string"}},
+                        "description": "each base's layer digests, as the image was built on them"},
         "force": {"type": "boolean"},
         "wave_id": {"type": "string", "nullable": True, "description": "the wave the run belongs to"},
         "released": {"type": "boolean",

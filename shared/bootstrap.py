@@ -30,7 +30,7 @@ from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.polling import Poller
-from shared.service_layer.ports import Builder
+from shared.service_layer.ports import Builder, Rebaser
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.staleness import StalenessReport
@@ -148,7 +148,14 @@ class Services:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds)
+                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      registry=self.registry, rebaser=self.rebaser)
+
+    @cached_property
+    def rebaser(self) -> Rebaser:
+        from shared.adapters.builders.rebase import RebaseBuilder
+
+        return RebaseBuilder(self.registry)
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ from shared.domain.links import TaskLinks
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
-from shared.domain.vocabulary import RunStatus, WaveState, utc_now
+from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
@@ -334,6 +334,8 @@ class FakeSources:
 class FakeRegistry:
     def __init__(self, digests: dict[str, str] | None = None):
         self.digests = dict(digests or {})
+        # name@digest -> layer digests (base_layers)
+        self.layers: dict[str, list[str]] = {}
 
     def resolve_digest(self, reference: str, platform: str | None = None, credentials=()) -> str | None:
         return self.digests.get(reference)
@@ -345,11 +347,15 @@ class FakeRegistry:
             raise RegistryError(Failure.NOT_FOUND, f"{reference} does not exist (404)")
         return ManifestInfo(self.digests[reference])
 
+    def base_layers(self, reference: str, platform: str | None = None, credentials=()) -> list[str]:
+        return list(self.layers.get(reference, []))
+
 
 class FakeBuilder:
     """Answers every build with `result` (or raises `crash`), logging one line."""
 
     secret_args_as_build_args = False
+    kind = BuilderKind.BUILDAH
 
     def __init__(self, result: BuildResult | None = None):
         self.result = result or BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64)
@@ -474,6 +480,24 @@ class FakeSlots:
         return {run_id: self.since[(scope, run_id)] for run_id in self.holders(scope)}
 
 
+class FakeRebaser:
+    """Answers every rebase with `result`, or refuses it with `refusal` (then the run is rebuilt)."""
+
+    def __init__(self) -> None:
+        self.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "b" * 64)
+        self.refusal: str | None = None
+        self.plans: list = []
+
+    def rebase(self, request: BuildRequest, plan, log: LogSink) -> BuildResult:
+        from shared.domain.rebase import RebaseRefused
+
+        self.plans.append(plan)
+        if self.refusal:
+            raise RebaseRefused(self.refusal)
+        log(f"rebasing {plan.image} onto {plan.new_base}")
+        return self.result
+
+
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
@@ -495,6 +519,7 @@ class FakeApp:
         self.sources = FakeSources()
         self.registry = FakeRegistry()
         self.builder = FakeBuilder()
+        self.rebaser = FakeRebaser()
         self.index = DependencyIndex(self.table)
         self.launcher = RunLauncher(self.runs, self.queue, registry)
         # Directory contexts are read in place under the test's own folder, as the local stack does
@@ -510,4 +535,4 @@ class FakeApp:
                                    self.waves)
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
-                             heartbeat_seconds=0.01)
+                             heartbeat_seconds=0.01, registry=self.registry, rebaser=self.rebaser)

@@ -60,6 +60,13 @@ class Run:
     # released). Set with the release, cleared once the send succeeded: a send that failed (storage
     # down) is finished by the push's redelivery or by housekeeping, and a sent one is never resent.
     unsent_since: datetime | None = None
+    # The layer digests of each base the image was built on (the manifest of the run's platform):
+    # what a later rebase checks the image's bottom layers against. Rows stored before read it as {}.
+    base_layers: dict[str, list[str]] = field(default_factory=dict)
+    # What made the image (shared.domain.vocabulary.BuilderKind), and, for a run a base update
+    # triggered, the update policy's decision (`rebased: …`, `rebuilt: …`). None in older rows.
+    builder: str | None = None
+    update_decision: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -14,7 +14,7 @@ from shared.domain.dockerfile import DockerfileError, parse_dependencies
 from shared.domain.image_ref import fits_a_key
 from shared.domain.images import render as render_image
 from shared.domain.platforms import InvalidPlatform, Platform
-from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
+from shared.domain.vocabulary import TriggerType, UpdatePolicy, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
 SCHEMA_VERSION = 1
@@ -103,6 +103,9 @@ class Task:
     trigger_enabled: bool = True
     trigger_type: TriggerType = TriggerType.RUNTIME
     platform: str = "linux"
+    # What a run triggered by a base update does: build again, or swap the base's layers
+    # (shared.domain.rebase); `auto` rebases only where that is provably a rebuild's equal.
+    update_policy: UpdatePolicy = UpdatePolicy.REBUILD
     # The uploaded archive of a directory context (a blob of build-contexts), when the builder cannot
     # read the directory itself: the CLI uploads it at `task create`/`update`, as `az acr build` does.
     context_upload: str | None = None
@@ -125,6 +128,10 @@ class Task:
             raise TaskError(f"base image trigger type must be {' or '.join(names(TriggerType))}, "
                             f"not {self.trigger_type!r}")
         self.trigger_type = TriggerType(self.trigger_type)
+        if self.update_policy not in set(UpdatePolicy):
+            raise TaskError(f"update policy must be {' or '.join(names(UpdatePolicy))}, "
+                            f"not {str(self.update_policy)[:40]!r}")
+        self.update_policy = UpdatePolicy(self.update_policy)
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
         self._check_sizes()
@@ -200,6 +207,7 @@ class Task:
             "git_access_token": bool(self.git_token),
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
+            "update_policy": str(self.update_policy),
             "credentials": [c.public_dict() for c in self.credentials],
             "dependencies": [d.to_dict() for d in self.dependencies],
             "warnings": list(self.warnings),

@@ -48,6 +48,22 @@ class Trigger(StrEnum):
     IMAGE_UPDATE = "Image Update"
 
 
+class UpdatePolicy(StrEnum):
+    """What a run triggered by a base update does (`--update-policy`; shared.domain.rebase)."""
+
+    REBUILD = "rebuild"  # build again from the sources
+    REBASE = "rebase"  # swap the base's layers: the owner asserts the image's layers don't depend on them
+    AUTO = "auto"  # rebase when that is provably equivalent to a rebuild, else rebuild
+
+
+class BuilderKind(StrEnum):
+    """What made a run's image."""
+
+    BUILDAH = "buildah"
+    ACR = "acr"
+    REBASE = "rebase"
+
+
 class TriggerType(StrEnum):
     """Which bases of a task trigger it (ACR's `--base-image-trigger-type`)."""
 

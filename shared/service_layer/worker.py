@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -30,11 +31,20 @@ from shared.domain.builds import (
     read_dockerfile,
 )
 from shared.domain.dockerfile import secret_arg_warnings
+from shared.domain.image_ref import ImageRef
+from shared.domain.manifests import RegistryError
+from shared.domain.rebase import (
+    RebasePlan,
+    RebaseRefused,
+    build_annotations,
+    final_base,
+    final_stage_verdict,
+)
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
-from shared.domain.vocabulary import RunStatus, utc_now
+from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from shared.service_layer.dependencies import DependencyIndex
-from shared.service_layer.ports import BuilderFactory, RunLogs, RunRepository, Sources
+from shared.service_layer.ports import BuilderFactory, Rebaser, Registry, RunLogs, RunRepository, Sources
 from shared.service_layer.runs import RunLauncher, transition
 from shared.service_layer.tasks import TaskService
 from shared.service_layer.waves import WaveCoordinator
@@ -76,7 +86,12 @@ def heartbeat_is_fresh(run: Run) -> bool:
 class Worker:
     def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
                  builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
-                 work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS):
+                 work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
+                 registry: Registry | None = None, rebaser: Rebaser | None = None):
+        # Reads the bases' layers for the run record; None: they are not recorded.
+        self.registry = registry
+        # Rebases runs whose task's update policy asks for it; None: every run builds.
+        self.rebaser = rebaser
         self.waves = waves
         self.runs = runs
         self.tasks = tasks
@@ -259,8 +274,14 @@ class Worker:
                 still_ours=lambda: self._still_ours(run),
                 builder_run_id=run.builder_run_id,
                 record_builder_run=lambda builder_run_id: self._record_builder_run(run, builder_run_id),
+                annotations=build_annotations(run.run_id, str(run.trigger), run.cause),
+                final_base=final_base(dockerfile, spec.build_args),
             )
-            result = builder.build(request, write)
+            rebased, decision = self._update_by_policy(run, task, dockerfile, request, write)
+            if decision:
+                write(f"update policy {task.update_policy if task else ''}: {decision}")
+            kind = BuilderKind.REBASE if rebased else builder.kind
+            result = rebased or builder.build(request, write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
         except (RunFailed, _TaskChanged):
             raise
@@ -272,11 +293,73 @@ class Worker:
             write.close()
             shutil.rmtree(workspace, ignore_errors=True)
 
-        finished = self._finish(run, result)
+        if result.status == RunStatus.SUCCEEDED:
+            result = replace(result, base_layers=self._base_layers(result, spec))
+        finished = self._finish(run, result, kind, decision)
         if task is not None and result.status == RunStatus.SUCCEEDED:
             built_on = [Dependency(d.image, result.base_digests.get(d.image), d.runtime) for d in deps]
             self.tasks.record_build(task, built_on)
         return finished
+
+    def _update_by_policy(self, run: Run, task: Task | None, dockerfile: str, request: BuildRequest,
+                          write: Callable[[str], None]) -> tuple[BuildResult | None, str | None]:
+        """For a run a base update triggered: the rebased image's result when the task's update
+        policy rebased it (None: build), and the decision, with why (None for other runs)."""
+        if task is None or run.trigger != Trigger.IMAGE_UPDATE or not run.cause or "@" not in run.cause:
+            return None, None
+        policy = task.update_policy
+        if policy == UpdatePolicy.REBUILD:
+            return None, "rebuilt: update policy rebuild"
+        changed, _, new_digest = run.cause.rpartition("@")
+        if policy == UpdatePolicy.AUTO:
+            why = final_stage_verdict(dockerfile, request.build_args, changed)
+        else:  # the owner vouches for the layers; the base must still be the final stage's
+            why = None if request.final_base == changed else \
+                f"the changed base {changed} is not the final stage's base"
+        if why:
+            return None, f"rebuilt: {why}"
+        if self.rebaser is None:
+            return None, "rebuilt: this worker has no rebase builder"
+        previous = self._last_image(task)
+        old_digest = next((d.digest for d in task.dependencies if d.image == changed), None)
+        if previous is None or not old_digest:
+            return None, "rebuilt: no earlier image of the task to rebase"
+        name = ImageRef.parse(changed).name
+        plan = RebasePlan(base=changed, image=previous, old_base=f"{name}@{old_digest}",
+                          new_base=f"{name}@{new_digest}", prove_config=policy == UpdatePolicy.AUTO)
+        try:
+            result = self.rebaser.rebase(request, plan, write)
+        except RebaseRefused as exc:
+            return None, f"rebuilt: {exc}"
+        except RegistryError as exc:  # nothing was tagged yet: the build does it the long way
+            return None, f"rebuilt: the rebase could not use the registry: {exc}"
+        if policy == UpdatePolicy.AUTO:
+            return result, ("rebased: the final stage only adds files and metadata, and the base "
+                            "changed only its layers")
+        return result, "rebased: update policy rebase"
+
+    def _last_image(self, task: Task) -> str | None:
+        """The task's newest image (name@digest): what a rebase starts from."""
+        runs, _ = self.runs.newest(task=task.name, status=RunStatus.SUCCEEDED, top=1)
+        for done in runs:
+            if done.output_digest and done.output_images:
+                return f"{ImageRef.parse(done.output_images[0]).name}@{done.output_digest}"
+        return None
+
+    def _base_layers(self, result: BuildResult, spec: BuildSpec) -> dict[str, list[str]]:
+        """Each base's layers as the run built on them (what a later rebase checks the image against)."""
+        found = dict(result.base_layers)
+        if self.registry is None:
+            return found
+        for base, digest in result.base_digests.items():
+            if base in found:
+                continue
+            try:
+                found[base] = self.registry.base_layers(f"{ImageRef.parse(base).name}@{digest}",
+                                                        spec.platform, spec.credentials)
+            except RegistryError as exc:
+                log.info("cannot read the layers of %s: %s", base, exc)
+        return found
 
     def _remove_quick_upload(self, run: Run) -> None:
         """A finished quick build's upload is needed no more (a task run's belongs to its task, and
@@ -307,9 +390,13 @@ class Worker:
         transition(self.runs, run.run_id, keep)
         return kept
 
-    def _finish(self, run: Run, result: BuildResult) -> Run:
+    def _finish(self, run: Run, result: BuildResult, builder: BuilderKind | None = None,
+                update_decision: str | None = None) -> Run:
         fields: dict[str, Any] = {"reason": result.reason, "output_digest": result.output_digest,
-                                  "base_digests": result.base_digests or None}
+                                  "base_digests": result.base_digests or None,
+                                  "base_layers": result.base_layers or None,
+                                  "builder": str(builder) if builder else None,
+                                  "update_decision": update_decision}
 
         def finish(current: Run) -> Run | None:
             if current.finished:

@@ -58,7 +58,7 @@ from shared.domain.builds import BuildContext, BuildRequest, BuildResult, LogSin
 from shared.domain.credentials import RegistryCredential
 from shared.domain.images import has_registry
 from shared.domain.secrets import SecretMask
-from shared.domain.vocabulary import RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class AcrBuilder:
     # reads it, and a RUN that uses it keeps it in the image's history (a DockerBuildRequest has no
     # build secrets).
     secret_args_as_build_args = True
+    kind = BuilderKind.ACR
 
     def __init__(
         self,

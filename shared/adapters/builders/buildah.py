@@ -45,7 +45,8 @@ from shared.adapters.builders.ownership import Owner, new_marker, owner_of, proc
 from shared.adapters.builders.registry_auth import auth_file_args
 from shared.domain.builds import BuildRequest, BuildResult, LogSink
 from shared.domain.platforms import normalized_or_given
-from shared.domain.vocabulary import RunStatus
+from shared.domain.rebase import BASE_DIGEST, BASE_NAME
+from shared.domain.vocabulary import BuilderKind, RunStatus
 from shared.service_layer.ports import Registry
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ def _without_marker(line: str) -> str | None:
 class BuildahBuilder:
     # Secret args reach the build as build secrets (/run/secrets/NAME), never as build args.
     secret_args_as_build_args = False
+    kind = BuilderKind.BUILDAH
 
     def __init__(self, registry: Registry, ca_file: str | None = None,
                  storage_driver: str = "vfs", work_dir: str = "/tmp/basetrigger"):
@@ -279,6 +281,17 @@ class BuildahBuilder:
         return BuildResult(RunStatus.TIMEOUT, base_digests=base_digests,
                            reason=f"the build exceeded {request.timeout_seconds}s")
 
+    @staticmethod
+    def _annotations(request: BuildRequest, base_digests: dict[str, str]) -> dict[str, str]:
+        """The run's annotations, and the final stage's base with the digest it was resolved to
+        (buildah keeps annotations in the OCI manifest it pushes)."""
+        found = dict(request.annotations)
+        if request.final_base:
+            found[BASE_NAME] = request.final_base
+            if request.final_base in base_digests:
+                found[BASE_DIGEST] = base_digests[request.final_base]
+        return found
+
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         # The task's registry credentials reach buildah in an auth file that lives as long as the build.
         with auth_file_args(request.credentials, self.work_dir) as auth:
@@ -304,6 +317,8 @@ class BuildahBuilder:
                                      "-f", str(Path(context) / request.dockerfile)]
             for key, value in {**request.build_args, MARKER_ARG: marker}.items():
                 argv += ["--build-arg", f"{key}={value}"]
+            for key, value in self._annotations(request, base_digests).items():
+                argv += ["--annotation", f"{key}={value}"]
             for image in request.images:
                 argv += ["-t", image]
             argv.append(context)
