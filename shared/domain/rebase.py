@@ -163,14 +163,15 @@ def rebase_image(image_manifest: dict[str, Any], image_config: dict[str, Any],
     The config's `config` section keeps the image's values: equal to the new base's where they
     came from the base, when the auto rule said so. NotOnBase when the bottom layers differ."""
     (old_manifest, old_config), (new_manifest, new_config) = old_base, new_base
+    # The layers' identity is their uncompressed digest (diff_id): a push may compress a base
+    # layer anew, which changes the manifest's digest of it but not what it holds.
     own = layer_digests(image_manifest)
     bottom = layer_digests(old_manifest)
-    if own[:len(bottom)] != bottom:
-        raise NotOnBase("the image's bottom layers are not the old base's")
     diff_ids = list((image_config.get("rootfs") or {}).get("diff_ids") or [])
     old_diff_ids = list((old_config.get("rootfs") or {}).get("diff_ids") or [])
-    if diff_ids[:len(old_diff_ids)] != old_diff_ids or len(diff_ids) != len(own):
-        raise NotOnBase("the image's config does not list the old base's layers first")
+    if diff_ids[:len(old_diff_ids)] != old_diff_ids or len(old_diff_ids) != len(bottom) \
+            or len(diff_ids) != len(own):
+        raise NotOnBase("the image's bottom layers are not the old base's")
     history = list(image_config.get("history") or [])
     old_history = list(old_config.get("history") or [])
     if len(history) < len(old_history):
