@@ -249,9 +249,9 @@ def test_a_two_platform_image_is_rebased_per_platform_under_a_new_index(stack, n
     assert sorted(platforms) == ["amd64", "arm64"]
     for arch, digest in platforms.items():
         rebased = manifest(stack, f"{registry}/{names}/multi-app@{digest}")
-        old_entry, base_entry = (next(e["digest"] for e in index["manifests"]
+        old_entry, base_entry = (next(e["digest"] for e in listing["manifests"]
                                       if e["platform"]["architecture"] == arch)
-                                 for index in (old_index, base_index))
+                                 for listing in (old_index, base_index))
         own = layer_digests(manifest(stack, f"{app}@{old_entry}"))[-1]
         assert layer_digests(rebased) == [*layer_digests(manifest(stack, f"{base}@{base_entry}")), own]
         config = json.loads(stack.registry.distribution.blob(target, rebased["config"]["digest"]))
