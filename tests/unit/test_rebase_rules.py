@@ -204,3 +204,19 @@ def test_builds_carry_the_run_annotations_and_their_final_base(app):
     assert request.final_base == BASE
     assert request.annotations[EVENT_IMAGE] == BASE and request.annotations[EVENT_DIGEST] == NEW
     assert request.annotations[TRIGGER] == "Image Update"
+
+
+def test_the_cli_sends_the_update_policy_on_create_and_update_and_refuses_other_words(capsys, tmp_path):
+    from cli.main import build_parser
+    from cli.task_cmd import _spec
+
+    parser = build_parser()
+    created = parser.parse_args(["task", "create", "-n", "t", "-t", "t:1", "-c", str(tmp_path),
+                                 "--update-policy", "auto"])
+    assert _spec(created)["update_policy"] == "auto"
+    updated = parser.parse_args(["task", "update", "-n", "t", "--update-policy", "rebase"])
+    assert _spec(updated) == {"update_policy": "rebase"}
+    assert "update_policy" not in _spec(parser.parse_args(["task", "update", "-n", "t"]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["task", "update", "-n", "t", "--update-policy", "sometimes"])
+    assert "sometimes" in capsys.readouterr().err
