@@ -495,7 +495,7 @@ class FakeRebaser:
         if self.refusal:
             raise RebaseRefused(self.refusal)
         log(f"rebasing {plan.image} onto {plan.new_base}")
-        return self.result
+        return replace(self.result, base_digests={plan.base: plan.new_base.rpartition("@")[2]})
 
 
 class FakeApp:

@@ -29,6 +29,9 @@ TRIGGER = "dev.basetrigger.trigger"
 EVENT_IMAGE = "dev.basetrigger.base-event.image"
 EVENT_DIGEST = "dev.basetrigger.base-event.digest"
 
+# What final_stage_verdict found nothing against.
+ADDS_ONLY = "adds only files and metadata"
+
 # Instructions that only add files from the context, or metadata, to what the base holds.
 _ADDS_ONLY = frozenset({"COPY", "ADD", "ENV", "LABEL", "EXPOSE", "USER", "WORKDIR", "ENTRYPOINT", "CMD",
                         "ARG", "STOPSIGNAL", "HEALTHCHECK", "MAINTAINER"})

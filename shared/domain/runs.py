@@ -67,6 +67,11 @@ class Run:
     # triggered, the update policy's decision (`rebased: …`, `rebuilt: …`). None in older rows.
     builder: str | None = None
     update_decision: str | None = None
+    # What the auto rule found in the Dockerfile the image was built from: its final stage's base,
+    # and `adds only files and metadata` (shared.domain.rebase.ADDS_ONLY) or why not (`RUN in
+    # final stage`). A rebased image keeps those of the image it was made from. None: not known.
+    final_base: str | None = None
+    final_stage: str | None = None
 
     @property
     def finished(self) -> bool:

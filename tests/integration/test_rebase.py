@@ -23,6 +23,7 @@ from shared.domain.image_ref import ImageRef
 from shared.domain.rebase import BASE_DIGEST, BASE_NAME, EVENT_DIGEST, RUN_ID, RebasePlan, layer_digests
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import RunStatus, Trigger, UpdatePolicy
+from shared.service_layer.runs import transition
 from tests.integration.buildah_tools import BUSYBOX, buildah, push
 from tests.integration.test_pipeline import wait_for_run
 
@@ -136,7 +137,13 @@ def test_auto_rebases_a_copy_only_app_onto_a_layer_patch_and_it_equals_a_rebuild
     assert first.base_layers[base] == layer_digests(manifest(stack, f"{registry}/{names}/node@"
                                                              f"{first.base_digests[base]}"))
 
-    rebased, new_base = image_update(stack, task, base, tmp_path, "20.2")
+    # No sources are read for a rebase: the context is away while it runs.
+    context = Path(task.context)
+    context.rename(context.with_name("away"))
+    try:
+        rebased, new_base = image_update(stack, task, base, tmp_path, "20.2")
+    finally:
+        context.with_name("away").rename(context)
     assert rebased.builder == "rebase", stack.logs.read(rebased.run_id).decode()
     assert rebased.update_decision == ("rebased: the final stage only adds files and metadata, and "
                                        "the base changed only its layers")
@@ -185,10 +192,9 @@ def test_an_image_whose_bottom_is_not_the_recorded_base_is_refused_and_rebuilt(s
     foreign_digest = push_base(tmp_path, base, "something else")  # once under the tag, long ago
     push_base(tmp_path, base, "20.1")
     task = create_task(stack, tmp_path, f"{names}-foreign", base, COPY_APP, UpdatePolicy.REBASE)
-    run_manually(stack, task)
-    # The task now says its last image was built on another base than the one under it.
-    stored = stack.tasks.store.get(task.name)
-    stack.tasks.store.set_dependencies(task.name, [replace(stored.dependencies[0], digest=foreign_digest)])
+    first = run_manually(stack, task)
+    # The record now says the last image was built on another base than the one under it.
+    transition(stack.runs, first.run_id, lambda run: replace(run, base_digests={base: foreign_digest}))
     run, _ = image_update(stack, task, base, tmp_path, "20.2")
     assert (run.builder, run.update_decision) == ("buildah",
                                                   "rebuilt: the image's bottom layers are not the old base's")

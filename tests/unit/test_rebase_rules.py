@@ -4,6 +4,7 @@ import pytest
 
 from shared.domain.builds import BuildResult
 from shared.domain.rebase import (
+    ADDS_ONLY,
     BASE_NAME,
     EVENT_DIGEST,
     EVENT_IMAGE,
@@ -120,10 +121,10 @@ def test_the_update_policy_defaults_to_rebuild_and_refuses_other_words():
 
 def test_runs_stored_before_base_layers_read_them_as_empty():
     record = Run("da1", RunStatus.SUCCEEDED, Trigger.MANUAL).to_record()
-    for key in ("base_layers", "builder", "update_decision"):
+    for key in ("base_layers", "builder", "update_decision", "final_base", "final_stage"):
         del record[key]
     old = Run.from_record(record)
-    assert (old.base_layers, old.builder, old.update_decision) == ({}, None, None)
+    assert (old.base_layers, old.builder, old.update_decision, old.final_stage) == ({}, None, None, None)
 
 
 # ---- the worker ------------------------------------------------------------------------------
@@ -134,41 +135,47 @@ LAST = "sha256:" + "9" * 64
 @pytest.fixture
 def app(tmp_path):
     app = FakeApp(tmp_path, "localhost:5000")
-    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64,
-                                     base_digests={BASE: NEW})
+    app.registry.layers[f"localhost:5000/team/node@{OLD}"] = ["sha256:o1"]
     app.registry.layers[f"localhost:5000/team/node@{NEW}"] = ["sha256:n1"]
     return app
 
 
 def image_update_run(app, policy: UpdatePolicy, dockerfile: str, with_last_image: bool = True) -> Run:
+    """The task built once by hand on OLD (when `with_last_image`), then the run of a push of NEW."""
     app.sources.dockerfile = dockerfile
     task = Task(name="app", images=["localhost:5000/app:{{.Run.ID}}"], context="/ctx",
                 update_policy=policy, dependencies=[Dependency(BASE, OLD, True)])
     app.task_store.create(task)
-    last, run_id = app.runs.allocate(2)
-    runs = [Run(run_id, RunStatus.QUEUED, Trigger.IMAGE_UPDATE, task="app", cause=f"{BASE}@{NEW}",
-                output_images=[f"localhost:5000/app:{run_id}"])]
     if with_last_image:
-        runs.append(Run(last, RunStatus.SUCCEEDED, Trigger.MANUAL, task="app", output_digest=LAST,
-                        output_images=[f"localhost:5000/app:{last}"]))
-    app.runs.create_many(runs)
+        app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=LAST, base_digests={BASE: OLD})
+        first = app.worker.execute(app.scheduler.run_task("app").run_id)
+        assert first.base_layers == {BASE: ["sha256:o1"]}  # read from the registry for the record
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64,
+                                     base_digests={BASE: NEW})
+    app.builder.requests.clear()
+    (run_id,) = app.runs.allocate(1)
+    app.runs.create_many([Run(run_id, RunStatus.QUEUED, Trigger.IMAGE_UPDATE, task="app",
+                              cause=f"{BASE}@{NEW}", output_images=[f"localhost:5000/app:{run_id}"])])
     return app.worker.execute(run_id)
 
 
 COPY_ONLY = f"FROM {BASE}\nCOPY app /app\n"
 
 
-def test_auto_rebases_a_copy_only_image_onto_the_pushed_base(app):
+def test_auto_rebases_a_copy_only_image_onto_the_pushed_base_without_reading_the_sources(app):
     run = image_update_run(app, UpdatePolicy.AUTO, COPY_ONLY)
     assert run.status == RunStatus.SUCCEEDED and run.builder == BuilderKind.REBASE
     assert run.update_decision == ("rebased: the final stage only adds files and metadata, and the base "
                                    "changed only its layers")
     assert app.builder.requests == []
+    assert len(app.sources.checkouts) == 1  # the first build's only: a rebase reads no sources
     plan = app.rebaser.plans[0]
     assert (plan.image, plan.old_base, plan.new_base, plan.prove_config) == (
         f"localhost:5000/app@{LAST}", f"localhost:5000/team/node@{OLD}", f"localhost:5000/team/node@{NEW}",
         True)
-    assert "rebased:" in app.logs.read(run.run_id).decode()
+    assert (run.final_base, run.final_stage) == (BASE, ADDS_ONLY)  # kept for the next rebase
+    assert "update policy auto: rebased:" in app.logs.read(run.run_id).decode()
+    assert app.task_store.get("app").dependencies[0].digest == NEW
 
 
 def test_auto_rebuilds_a_final_stage_with_run_and_says_why(app):
@@ -176,7 +183,7 @@ def test_auto_rebuilds_a_final_stage_with_run_and_says_why(app):
     assert run.status == RunStatus.SUCCEEDED and run.builder == BuilderKind.BUILDAH
     assert run.update_decision == "rebuilt: RUN in final stage"
     assert app.rebaser.plans == [] and len(app.builder.requests) == 1
-    assert run.base_layers == {BASE: ["sha256:n1"]}  # read from the registry for the record
+    assert run.base_layers == {BASE: ["sha256:n1"]}
 
 
 def test_a_refused_rebase_is_rebuilt_in_the_same_run(app):
@@ -191,6 +198,7 @@ def test_rebuild_policy_and_a_task_without_an_earlier_image_build(app):
     run = image_update_run(app, UpdatePolicy.AUTO, COPY_ONLY, with_last_image=False)
     assert (run.builder, run.update_decision) == (BuilderKind.BUILDAH,
                                                   "rebuilt: no earlier image of the task to rebase")
+    assert (run.final_base, run.final_stage) == (BASE, ADDS_ONLY)
 
 
 def test_the_default_policy_rebuilds_and_says_so(app):
