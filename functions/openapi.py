@@ -123,6 +123,11 @@ SCHEMAS: dict[str, Any] = {
         "base_layers": {"type": "object", "additionalProperties": {"type": "array",
                         "items": {"type": "string"}},
                         "description": "each base's layer digests, as the image was built on them"},
+        "final_base": {"type": "string", "nullable": True,
+                       "description": "the image the built Dockerfile's final stage is FROM"},
+        "final_stage": {"type": "string", "nullable": True,
+                        "description": "what the auto rule found in that Dockerfile: `adds only files and "
+                        "metadata`, or why not (e.g. `RUN in final stage`)"},
         "force": {"type": "boolean"},
         "wave_id": {"type": "string", "nullable": True, "description": "the wave the run belongs to"},
         "released": {"type": "boolean",

@@ -16,13 +16,15 @@ manifests go up by digest first; the tags move last, all after `still_ours` said
 this attempt's: a rebase is re-done whole on redelivery, and doing it twice writes the same bytes.
 
 Registry access is the registry module's (shared.adapters.registry.ImageStore), signed in with the
-task's credentials. `moved_bytes` counts what went over the wire: manifests, configs and mount calls.
+task's credentials. Each run's log says how many bytes it moved: the manifests and configs it read and wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,17 +69,17 @@ class RebaseBuilder:
 
     def __init__(self, registry: ImageStores):
         self.registry = registry
-        self.moved_bytes = 0
+        # Registry calls made together (a handful at a time); threads live as long as the builder.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rebase")
 
     def rebase(self, request: BuildRequest, plan: RebasePlan, log: LogSink) -> BuildResult:
         """The rebased image pushed under every tag of the run; RebaseRefused when it must be rebuilt,
         RegistryError when a registry call failed (the run fails with its message)."""
-        self.moved_bytes = 0
         image, old_base, new_base = (ImageRef.parse(r) for r in (plan.image, plan.old_base, plan.new_base))
         if image.registry != new_base.registry or any(ImageRef.parse(t).registry != image.registry
                                                       for t in request.images):
             raise RebaseRefused("the base is in another registry than the image: its layers would be copied")
-        store = self.registry.images(plan.image, request.credentials)
+        store = _CountedStore(self.registry.images(plan.image, request.credentials))
         top = self._manifest(store, plan.image)
         log(f"rebase {plan.image}: from {plan.old_base} onto {plan.new_base}")
         if top.is_index:
@@ -95,11 +97,8 @@ class RebaseBuilder:
             log("not pushing: another attempt has taken this run over")
             return BuildResult(RunStatus.CANCELED, reason="taken over by another attempt before the push")
 
-        mounted = 0
-        for target in request.images:
-            repo = ImageRef.parse(target)
-            for part in done.values():
-                mounted += self._stage_blobs(store, repo, part, image, new_base)
+        mounted = sum(self._stage_blobs(store, ImageRef.parse(target), part, image, new_base)
+                      for target in request.images for part in done.values())
         if top.is_index:
             index = top.document()
             by_old = {p.manifest.digest: p for p in done.values()}
@@ -117,12 +116,13 @@ class RebaseBuilder:
         output = _digest_of(body)
         for target in request.images:
             repo = ImageRef.parse(target)
-            for part in done.values() if top.is_index else ():
-                part_body = _dumps(part.rebased)
-                self._put(store, f"{repo.name}@{_digest_of(part_body)}", part_body, part.manifest.media_type)
+            # An index's manifests go up by digest first: a tag never names an index with a hole.
+            self._in_parallel([(self._put, store, f"{repo.name}@{_digest_of(_dumps(part.rebased))}",
+                                _dumps(part.rebased), part.manifest.media_type)
+                               for part in (done.values() if top.is_index else ())])
             self._put(store, target, body, media_type)
             log(f"pushed {target}@{output}")
-        log(f"rebase moved {self.moved_bytes} bytes (manifests, configs, requests); "
+        log(f"rebase moved {store.moved_bytes} bytes (manifests and configs read and written); "
             f"{mounted} layer mounts, no layer downloaded or uploaded")
         first = done.get(key(request.platform)) or next(iter(done.values()))
         return BuildResult(RunStatus.SUCCEEDED, output_digest=output,
@@ -130,15 +130,16 @@ class RebaseBuilder:
                            base_layers={plan.base: first.base_layers})
 
     # ---- one platform ------------------------------------------------------------------------
-    def _rebase_one(self, store: ImageStore, image_name: str, manifest: RawManifest, platform: str,
+    def _rebase_one(self, store: _CountedStore, image_name: str, manifest: RawManifest, platform: str,
                     plan: RebasePlan, request: BuildRequest) -> _Platform:
-        old_base = self._platform_manifest(store, plan.old_base, platform)
-        new_base = self._platform_manifest(store, plan.new_base, platform)
+        # Reads that do not depend on each other are made together: a rebase is a few round trips.
+        old_base, new_base = self._in_parallel([(self._platform_manifest, store, plan.old_base, platform),
+                                                (self._platform_manifest, store, plan.new_base, platform)])
         document = manifest.document()
         old_document, new_document = old_base.document(), new_base.document()
-        image_config = self._config(store, image_name, document)
-        old_config = self._config(store, plan.old_base, old_document)
-        new_config = self._config(store, plan.new_base, new_document)
+        image_config, old_config, new_config = self._in_parallel([
+            (self._config, store, image_name, document), (self._config, store, plan.old_base, old_document),
+            (self._config, store, plan.new_base, new_document)])
         if plan.prove_config and (verdict := config_verdict(old_config, new_config)):
             raise RebaseRefused(verdict)
         annotations = self._annotations(request, plan) | {BASE_DIGEST: new_base.digest}
@@ -152,32 +153,27 @@ class RebaseBuilder:
                                       "size": len(config)}
         return _Platform(manifest, rebased.manifest, config, new_base, layer_digests(new_document))
 
-    def _stage_blobs(self, store: ImageStore, target: ImageRef, part: _Platform, image: ImageRef,
+    def _stage_blobs(self, store: _CountedStore, target: ImageRef, part: _Platform, image: ImageRef,
                      new_base: ImageRef) -> int:
-        """Every blob of the rebased manifest in the target repository: the config uploaded (a few
-        hundred bytes), each layer mounted from the repository that has it. The mounts made."""
-        mounts = 0
+        """Every blob of the rebased manifest in the target repository, all at once: the config
+        uploaded (a few hundred bytes; again is harmless), each layer of another repository mounted
+        from it (a mount of a blob the target has already is a no-op). The mounts made."""
         base_layers = set(part.base_layers)
-        config_digest = part.rebased["config"]["digest"]
-        if not self._has(store, target.name, config_digest):
-            store.upload_blob(target.name, part.config)
-            self.moved_bytes += len(part.config)
-        for digest in layer_digests(part.rebased):
-            source = new_base if digest in base_layers else image
-            if source.repository == target.repository or self._has(store, target.name, digest):
-                continue
-            if not store.mount_blob(target.name, digest, source.repository):
-                raise RebaseRefused(f"{target.registry} does not mount blobs across repositories")
-            mounts += 1
-        return mounts
+        mounts = [(digest, (new_base if digest in base_layers else image).repository)
+                  for digest in layer_digests(part.rebased)]
+        mounts = [(digest, source) for digest, source in mounts if source != target.repository]
+        calls: list[tuple[Any, ...]] = [(store.upload_blob, target.name, part.config)]
+        calls += [(store.mount_blob, target.name, digest, source) for digest, source in mounts]
+        _, *mounted = self._in_parallel(calls)
+        if not all(mounted):
+            raise RebaseRefused(f"{target.registry} does not mount blobs across repositories")
+        return len(mounts)
 
     # ---- registry calls, counted -------------------------------------------------------------
-    def _manifest(self, store: ImageStore, reference: str) -> RawManifest:
-        found = store.manifest(reference)
-        self.moved_bytes += len(found.body)
-        return found
+    def _manifest(self, store: _CountedStore, reference: str) -> RawManifest:
+        return store.manifest(reference)
 
-    def _platform_manifest(self, store: ImageStore, reference: str, platform: str) -> RawManifest:
+    def _platform_manifest(self, store: _CountedStore, reference: str, platform: str) -> RawManifest:
         found = self._manifest(store, reference)
         if not found.is_index:
             return found
@@ -186,21 +182,21 @@ class RebaseBuilder:
             raise RebaseRefused(f"the base {reference} has no image for {platform}")
         return self._manifest(store, f"{ImageRef.parse(reference).name}@{entry}")
 
-    def _config(self, store: ImageStore, reference: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _config(self, store: _CountedStore, reference: str, manifest: dict[str, Any]) -> dict[str, Any]:
         digest = str((manifest.get("config") or {}).get("digest"))
         body = store.blob(reference, digest)
-        self.moved_bytes += len(body)
         found = json.loads(body)
         if not isinstance(found, dict):
             raise RebaseRefused(f"the config {digest} is not a JSON object")
         return found
 
-    def _has(self, store: ImageStore, repository: str, digest: str) -> bool:
-        return store.has_blob(repository, digest)
+    def _in_parallel(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Each (function, *args) called on the pool; their results in order (the first error raised)."""
+        futures = [self._pool.submit(call[0], *call[1:]) for call in calls]
+        return [future.result() for future in futures]
 
-    def _put(self, store: ImageStore, reference: str, body: bytes, media_type: str | None) -> None:
+    def _put(self, store: _CountedStore, reference: str, body: bytes, media_type: str | None) -> None:
         store.put_manifest(reference, body, media_type or "application/vnd.oci.image.manifest.v1+json")
-        self.moved_bytes += len(body)
 
     def _annotations(self, request: BuildRequest, plan: RebasePlan) -> dict[str, str]:
         return {**request.annotations, BASE_NAME: plan.base,
@@ -209,3 +205,39 @@ class RebaseBuilder:
 
 def _digest_of(body: bytes) -> str:
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+class _CountedStore:
+    """One rebase's registry calls, with the bytes of the manifests and configs they read and write
+    (a layer never passes through here: layers are mounted)."""
+
+    def __init__(self, store: ImageStore):
+        self.store = store
+        self.moved_bytes = 0
+        self._lock = threading.Lock()
+
+    def _count(self, size: int) -> None:
+        with self._lock:  # calls are made from the builder's pool
+            self.moved_bytes += size
+
+    def manifest(self, reference: str) -> RawManifest:
+        found = self.store.manifest(reference)
+        self._count(len(found.body))
+        return found
+
+    def blob(self, reference: str, digest: str) -> bytes:
+        body = self.store.blob(reference, digest)
+        self._count(len(body))
+        return body
+
+    def upload_blob(self, reference: str, data: bytes) -> str:
+        digest = self.store.upload_blob(reference, data)
+        self._count(len(data))
+        return digest
+
+    def mount_blob(self, reference: str, digest: str, source_repository: str) -> bool:
+        return self.store.mount_blob(reference, digest, source_repository)
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> None:
+        self.store.put_manifest(reference, body, media_type)
+        self._count(len(body))
