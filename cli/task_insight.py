@@ -26,9 +26,12 @@ def why_table(verdicts: list[dict[str, Any]]) -> str:
         return f"{v['run_id']} ({v['run_status']})" if v.get("run_status") else v["run_id"]
 
     def reason(v: dict[str, Any]) -> str:
+        text = v.get("reason") or ""
+        if v.get("update_decision"):  # rebased or rebuilt, and why
+            text += f"; {v['update_decision']}"
         if v.get("run_reason") and v.get("run_status") not in (None, RunStatus.SUCCEEDED):
-            return f"{v['reason']}; run: {v['run_reason']}"
-        return v.get("reason") or ""
+            text += f"; run: {v['run_reason']}"
+        return text
 
     return table(WHY_COLUMNS, ([format_time(v.get("time")), v.get("event_id") or "", v.get("image") or "",
                                short_digest(v.get("digest")), v.get("outcome") or "", run(v), reason(v)]

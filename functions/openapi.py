@@ -290,7 +290,10 @@ SCHEMAS.update({
         "outcome": {"type": "string", "enum": names(Outcome)}, "reason": {"type": "string"},
         "run_id": {"type": "string", "nullable": True},
         "run_status": {"type": "string", "enum": names(RunStatus), "nullable": True},
-        "run_reason": {"type": "string", "nullable": True}}},
+        "run_reason": {"type": "string", "nullable": True},
+        "update_decision": {"type": "string", "nullable": True,
+                            "description": "what the task's update policy made of the run: "
+                            "`rebased: …` or `rebuilt: …`"}}},
 })
 PATHS.update({
     "/bases/{ref}/impact": {

@@ -183,6 +183,9 @@ def test_a_base_env_change_makes_auto_rebuild(stack, names, tmp_path):
     run_manually(stack, task)
     run, _ = image_update(stack, task, base, tmp_path, "20.2", env="NODE_VERSION=20.2")
     assert (run.builder, run.update_decision) == ("buildah", "rebuilt: base ENV changed")
+    # `task why` shows it with the push's decision.
+    (verdict,) = [v for v in stack.history.why(task.name) if v.run_id == run.run_id]
+    assert verdict.update_decision == "rebuilt: base ENV changed"
     assert run_in(run.output_images[0], "/bin/busybox", "cat", "/etc/base-version") == "20.2\n"
 
 
