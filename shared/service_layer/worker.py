@@ -334,6 +334,9 @@ class Worker:
         last = self._last_run(task)
         if last is None:
             return None, "rebuilt: no earlier image of the task to rebase"
+        if last.started_at is None or task.updated_at > last.started_at:
+            # Its image may not be what the task builds now (another Dockerfile, args, context).
+            return None, "rebuilt: the task changed after its last image was built"
         if last.final_base is None or last.final_stage is None:
             return None, "rebuilt: the last image's Dockerfile was not judged (built before rebase existed)"
         if last.final_base != changed:

@@ -18,7 +18,7 @@ from shared.domain.rebase import (
 )
 from shared.domain.runs import Run
 from shared.domain.tasks import Dependency, Task, TaskError
-from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy
+from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from tests.fakes import FakeApp
 
 BASE = "localhost:5000/team/node:20"
@@ -199,6 +199,24 @@ def test_rebuild_policy_and_a_task_without_an_earlier_image_build(app):
     assert (run.builder, run.update_decision) == (BuilderKind.BUILDAH,
                                                   "rebuilt: no earlier image of the task to rebase")
     assert (run.final_base, run.final_stage) == (BASE, ADDS_ONLY)
+
+
+def test_a_task_changed_since_its_last_image_is_rebuilt(app):
+    app.sources.dockerfile = COPY_ONLY
+    task = Task(name="app", images=["localhost:5000/app:{{.Run.ID}}"], context="/ctx",
+                update_policy=UpdatePolicy.AUTO, dependencies=[Dependency(BASE, OLD, True)])
+    app.task_store.create(task)
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=LAST, base_digests={BASE: OLD})
+    app.worker.execute(app.scheduler.run_task("app").run_id)
+    changed = app.task_store.get("app")  # as `task update` leaves it: another build arg, a new time
+    changed.build_args, changed.updated_at = {"V": "2"}, utc_now()
+    app.task_store.save(changed)
+    (run_id,) = app.runs.allocate(1)
+    app.runs.create_many([Run(run_id, RunStatus.QUEUED, Trigger.IMAGE_UPDATE, task="app",
+                              cause=f"{BASE}@{NEW}", output_images=[f"localhost:5000/app:{run_id}"])])
+    run = app.worker.execute(run_id)
+    assert (run.builder, run.update_decision) == (BuilderKind.BUILDAH,
+                                                  "rebuilt: the task changed after its last image was built")
 
 
 def test_the_default_policy_rebuilds_and_says_so(app):
