@@ -269,3 +269,49 @@ def test_a_two_platform_image_is_rebased_per_platform_under_a_new_index(stack, n
     moved = next(int(line.split()[2]) for line in lines if line.startswith("rebase moved "))
     assert moved < 32 * 1024, lines
     assert ImageRef.parse(target).tag == "rebased"
+
+
+# ---- a private registry, with the task's credentials -------------------------------------------
+def test_a_rebase_signs_in_with_the_task_credentials_and_never_shows_the_password(stack, names, tmp_path):
+    from shared.adapters.builders.rebase import RebaseBuilder
+    from shared.adapters.builders.registry_auth import auth_file_args
+    from shared.domain.credentials import RegistryCredential
+    from shared.domain.manifests import RegistryError
+
+    registry = os.environ["AUTH_REGISTRY"]
+    good = RegistryCredential.create(registry, os.environ["AUTH_REGISTRY_USER"],
+                                     os.environ["AUTH_REGISTRY_PASSWORD"])
+    base, app = f"{registry}/{names}/base:1", f"{registry}/{names}/app:1"
+
+    def build_and_push(image: str, dockerfile: str, files: dict[str, str]) -> str:
+        context = tmp_path / f"ctx-{uuid.uuid4().hex[:6]}"
+        context.mkdir()
+        for name, text in {**files, "Dockerfile": dockerfile}.items():
+            (context / name).write_text(text)
+        with auth_file_args([good], tmp_path) as auth:
+            buildah("bud", "--isolation", "chroot", "--layers=false", *auth, "--build-arg", f"BASE={base}",
+                    "-t", image, str(context))
+            buildah("push", *auth, "--digestfile", str(tmp_path / "digest"), image, f"docker://{image}")
+        return (tmp_path / "digest").read_text().strip()
+
+    old_base = build_and_push(base, PLATFORM_BASE, {"version": "one\n"})
+    old_app = build_and_push(app, PLATFORM_APP, {"app.txt": "app\n"})
+    new_base = build_and_push(base, PLATFORM_BASE, {"version": "two\n"})
+    plan = RebasePlan(base=base, image=f"{registry}/{names}/app@{old_app}",
+                      old_base=f"{registry}/{names}/base@{old_base}",
+                      new_base=f"{registry}/{names}/base@{new_base}", prove_config=True)
+    target = f"{registry}/{names}/rebased:1"
+
+    def request(credentials):
+        return BuildRequest(run_id="da0", context=BuildContext(path=""), dockerfile="Dockerfile",
+                            images=[target], platform="linux/amd64", credentials=credentials)
+
+    lines: list[str] = []
+    with pytest.raises(RegistryError, match="needs credentials"):  # the worker then rebuilds
+        RebaseBuilder(stack.registry).rebase(request(()), plan, lines.append)
+    result = RebaseBuilder(stack.registry).rebase(request((good,)), plan, lines.append)
+    assert result.status == RunStatus.SUCCEEDED and result.base_digests == {base: new_base}
+    assert good.password not in "\n".join(lines)
+    rebased = stack.registry.distribution.manifest(target, good).document()
+    assert layer_digests(rebased)[0] == layer_digests(
+        stack.registry.distribution.manifest(f"{base}@{new_base}", good).document())[0]
