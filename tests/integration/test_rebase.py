@@ -268,6 +268,9 @@ def test_a_two_platform_image_is_rebased_per_platform_under_a_new_index(stack, n
     # The bytes moved: manifests and configs only (a few KiB), never a layer.
     moved = next(int(line.split()[2]) for line in lines if line.startswith("rebase moved "))
     assert moved < 32 * 1024, lines
+    # A redelivered run rebases again: the same bytes, the same digest, nothing new in the registry.
+    again = builder.rebase(request, plan, lines.append)
+    assert again.output_digest == result.output_digest
     assert ImageRef.parse(target).tag == "rebased"
 
 
