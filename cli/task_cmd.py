@@ -139,6 +139,10 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
              "own layers don't depend on them) or auto (rebase only where that provably equals a "
              "rebuild: a final stage of COPY/ADD/ENV/LABEL/... and a base whose config is unchanged)"
              + (" (default: rebuild)" if creating else ""))
+    parser.add_argument(
+        "--rebase-check", default=None, metavar="COMMAND",
+        help="a command run in a rebased image before it is tagged, e.g. \"node --version\" (no shell); "
+             "if it fails, the run rebuilds" + ("" if creating else " ('' removes it)"))
     parser.add_argument("--platform", default=None,
                         help="the platform to build for" + (" (default: linux)" if creating else ""))
     _output(parser)
@@ -297,6 +301,8 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["platform"] = args.platform
     if args.update_policy is not None:
         spec["update_policy"] = args.update_policy
+    if args.rebase_check is not None:
+        spec["rebase_check"] = args.rebase_check or None
     return spec
 
 

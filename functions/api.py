@@ -113,8 +113,8 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
     """Map the API's TaskCreate fields onto Task's."""
     fields: dict[str, Any] = {}
     simple = {"context": "context", "dockerfile": "dockerfile", "branch": "branch",
-              "git_access_token": "git_token", "platform": "platform"}
-    nullable = {"branch", "git_access_token"}
+              "git_access_token": "git_token", "platform": "platform", "rebase_check": "rebase_check"}
+    nullable = {"branch", "git_access_token", "rebase_check"}
     for key, attr in simple.items():
         if key in body:
             if not isinstance(body[key], str) and not (body[key] is None and key in nullable):

@@ -20,6 +20,9 @@ from shared.domain.vocabulary import (
 _UPDATE_POLICY = {"type": "string", "enum": names(UpdatePolicy), "default": UpdatePolicy.REBUILD.value,
                   "description": "what a base update does: rebuild; rebase (swap the base's layers); "
                   "auto (rebase only where that provably equals a rebuild, see docs/api.md)"}
+_REBASE_CHECK = {"type": "string", "nullable": True,
+                 "description": "a command run in a rebased image before it is tagged (words split as "
+                 "a shell would, run without one), e.g. `node --version`; if it fails, the run rebuilds"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -81,7 +84,7 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger_type": {"type": "string", "enum": names(TriggerType),
                                     "default": TriggerType.RUNTIME.value},
         "platform": {"type": "string", "default": "linux"},
-        "update_policy": _UPDATE_POLICY}},
+        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
@@ -93,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
         "base_image_trigger": {"type": "object", "properties": {
             "enabled": {"type": "boolean"}, "type": {"type": "string", "enum": names(TriggerType)}}},
         "platform": {"type": "string"},
-        "update_policy": _UPDATE_POLICY,
+        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK,
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},

@@ -153,9 +153,12 @@ class Services:
 
     @cached_property
     def rebaser(self) -> Rebaser:
+        from shared.adapters.builders.buildah import BuildahBuilder
         from shared.adapters.builders.rebase import RebaseBuilder
 
-        return RebaseBuilder(self.registry)
+        # The rebase check runs the image with buildah, where the builder is buildah.
+        builder = self.builder if self.settings.builder == "buildah" else None
+        return RebaseBuilder(self.registry, checker=builder if isinstance(builder, BuildahBuilder) else None)
 
 
 @lru_cache(maxsize=1)

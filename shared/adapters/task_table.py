@@ -64,6 +64,7 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "TriggerType": str(task.trigger_type),
         "Platform": task.platform,
         "UpdatePolicy": str(task.update_policy),
+        "RebaseCheck": task.rebase_check or "",
         # Login servers and usernames; each password is sealed above under `cred:<login server>`.
         "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
@@ -93,6 +94,7 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         platform=entity.get("Platform") or "linux",
         # Tasks stored before the policy existed rebuild, as they always did.
         update_policy=UpdatePolicy(entity.get("UpdatePolicy") or UpdatePolicy.REBUILD),
+        rebase_check=entity.get("RebaseCheck") or None,
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
         warnings=json.loads(entity.get("Warnings") or "[]"),
         created_at=datetime.fromisoformat(entity["CreatedAt"]),

@@ -56,6 +56,8 @@ class RebasePlan:
     old_base: str
     new_base: str
     prove_config: bool
+    # The task's rebase check as argv words: run in the rebased image before any tag moves.
+    check: tuple[str, ...] = ()
 
 
 class NotOnBase(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,6 +71,19 @@ MAX_ARGS_TEXT = 16_000
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def check_command(text: str) -> list[str]:
+    """The argv words of a rebase check (`node --version`), split as a shell would, never run by one."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT or not text.isprintable():
+        raise TaskError(f"the rebase check must be printable text of at most {MAX_TEXT} characters")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise TaskError(f"the rebase check cannot be split into words: {exc}") from None
+    if not words:
+        raise TaskError("the rebase check names no command")
+    return words
+
+
 def check_name(name: str) -> str:
     # fullmatch: `$` alone also matches before a final newline, and `x\n` is no table key.
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
@@ -106,6 +120,9 @@ class Task:
     # What a run triggered by a base update does: build again, or swap the base's layers
     # (shared.domain.rebase); `auto` rebases only where that is provably a rebuild's equal.
     update_policy: UpdatePolicy = UpdatePolicy.REBUILD
+    # A command run in a rebased image before it is tagged (`node --version`): argv words, no shell.
+    # When it fails the run rebuilds instead. None: no check.
+    rebase_check: str | None = None
     # The uploaded archive of a directory context (a blob of build-contexts), when the builder cannot
     # read the directory itself: the CLI uploads it at `task create`/`update`, as `az acr build` does.
     context_upload: str | None = None
@@ -132,6 +149,9 @@ class Task:
             raise TaskError(f"update policy must be {' or '.join(names(UpdatePolicy))}, "
                             f"not {str(self.update_policy)[:40]!r}")
         self.update_policy = UpdatePolicy(self.update_policy)
+        self.rebase_check = self.rebase_check or None
+        if self.rebase_check is not None:
+            check_command(self.rebase_check)
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
         self._check_sizes()
@@ -208,6 +228,7 @@ class Task:
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
             "update_policy": str(self.update_policy),
+            "rebase_check": self.rebase_check,
             "credentials": [c.public_dict() for c in self.credentials],
             "dependencies": [d.to_dict() for d in self.dependencies],
             "warnings": list(self.warnings),

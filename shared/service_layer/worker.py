@@ -42,7 +42,14 @@ from shared.domain.rebase import (
     final_stage_verdict,
 )
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
+from shared.domain.tasks import (
+    Dependency,
+    Task,
+    TaskError,
+    TaskNotFound,
+    check_command,
+    compute_dependencies,
+)
 from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import BuilderFactory, Rebaser, Registry, RunLogs, RunRepository, Sources
@@ -352,7 +359,8 @@ class Worker:
         name = ImageRef.parse(changed).name
         image = f"{ImageRef.parse(last.output_images[0]).name}@{last.output_digest}"
         plan = RebasePlan(base=changed, image=image, old_base=f"{name}@{old_digest}",
-                          new_base=f"{name}@{new_digest}", prove_config=policy == UpdatePolicy.AUTO)
+                          new_base=f"{name}@{new_digest}", prove_config=policy == UpdatePolicy.AUTO,
+                          check=tuple(check_command(task.rebase_check)) if task.rebase_check else ())
         request = BuildRequest(run_id=run.run_id, context=BuildContext(path=""), dockerfile=spec.dockerfile,
                                images=run.output_images, platform=spec.platform, credentials=spec.credentials,
                                timeout_seconds=self.timeout_seconds, cancel=cancel,

@@ -142,4 +142,9 @@ def test_the_update_policy_is_set_shown_changed_and_checked(api, context):
     changed = api("PATCH", f"/tasks/{name}", json={"update_policy": "auto"})
     assert changed.status_code == 200, changed.text
     assert api("GET", f"/tasks/{name}").json()["update_policy"] == "auto"
+    checked = api("PATCH", f"/tasks/{name}", json={"rebase_check": "node --version"})
+    assert checked.status_code == 200 and checked.json()["rebase_check"] == "node --version"
+    unsplittable = api("PATCH", f"/tasks/{name}", json={"rebase_check": "node 'unterminated"})
+    assert unsplittable.status_code == 400 and "cannot be split into words" in unsplittable.text
+    assert api("PATCH", f"/tasks/{name}", json={"rebase_check": None}).json()["rebase_check"] is None
     assert api("DELETE", f"/tasks/{name}").status_code in (200, 204)

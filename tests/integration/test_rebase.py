@@ -64,14 +64,16 @@ def push_base(workdir: Path, image: str, version: str, env: str = "") -> str:
     return push(image, workdir)
 
 
-def create_task(stack, tmp_path: Path, name: str, base: str, dockerfile: str, policy: UpdatePolicy) -> Task:
+def create_task(stack, tmp_path: Path, name: str, base: str, dockerfile: str, policy: UpdatePolicy,
+                rebase_check: str | None = None) -> Task:
     context = tmp_path / name
     context.mkdir()
     (context / "Dockerfile").write_text(dockerfile)
     (context / "app.txt").write_text(f"app of {name}\n")
     registry = os.environ["REGISTRY"]
     return stack.tasks.create(Task(name=name, images=[f"{registry}/{name}/app:{{{{.Run.ID}}}}"],
-                                   context=str(context), build_args={"BASE": base}, update_policy=policy))
+                                   context=str(context), build_args={"BASE": base}, update_policy=policy,
+                                   rebase_check=rebase_check))
 
 
 def run_manually(stack, task: Task):
@@ -318,3 +320,46 @@ def test_a_rebase_signs_in_with_the_task_credentials_and_never_shows_the_passwor
     rebased = stack.registry.distribution.manifest(target, good).document()
     assert layer_digests(rebased)[0] == layer_digests(
         stack.registry.distribution.manifest(f"{base}@{new_base}", good).document())[0]
+
+
+def test_a_rebase_check_runs_in_the_rebased_image_and_a_failing_one_rebuilds(stack, names, tmp_path):
+    registry = os.environ["REGISTRY"]
+    base = f"{registry}/{names}/node:20"
+    push_base(tmp_path, base, "20.1")
+    passing = create_task(stack, tmp_path, f"{names}-pass", base, COPY_APP, UpdatePolicy.AUTO,
+                          rebase_check="/bin/busybox grep -q 'app of' /app/app.txt")
+    failing = create_task(stack, tmp_path, f"{names}-fail", base, COPY_APP, UpdatePolicy.AUTO,
+                          rebase_check="/bin/busybox false")
+    for task in (passing, failing):
+        run_manually(stack, task)
+    before = {t.name: {r.run_id for r in stack.runs.newest(task=t.name)[0]} for t in (passing, failing)}
+    push_base(tmp_path, base, "20.2")
+    rebased = wait_for_run(stack, passing.name, after=before[passing.name], timeout=300)
+    rebuilt = wait_for_run(stack, failing.name, after=before[failing.name], timeout=300)
+    assert (rebased.status, rebased.builder) == (RunStatus.SUCCEEDED, "rebase"), rebased.update_decision
+    assert "rebase check in" in stack.logs.read(rebased.run_id).decode()
+    assert (rebuilt.status, rebuilt.builder) == (RunStatus.SUCCEEDED, "buildah")
+    assert rebuilt.update_decision == "rebuilt: the rebase check `/bin/busybox false` failed (exit 1)"
+    # The checks' working containers are gone.
+    listed = json.loads(buildah("containers", "--json") or "null") or []
+    assert not [c for c in listed if c["containername"].startswith("basetrigger-check-")]
+
+
+def test_a_check_container_a_dead_worker_left_is_removed_and_a_live_one_kept(tmp_path):
+    from shared.adapters.builders.buildah import CHECK_CONTAINER_PREFIX, BuildahBuilder
+    from shared.adapters.builders.ownership import Owner, new_marker
+
+    alive = Owner.this_process()
+    dead = Owner(alive.boot, alive.pid, alive.start + 1)  # this pid, another start: not running
+    names = {who: f"{CHECK_CONTAINER_PREFIX}{new_marker(owner)}" for who, owner in
+             (("dead", dead), ("alive", alive))}
+    for name in names.values():
+        buildah("from", "--name", name, "scratch")
+    try:
+        # (its registry is not read by a cleanup)
+        BuildahBuilder(None, work_dir=str(tmp_path)).remove_leftovers_of_dead_owners()  # type: ignore[arg-type]
+        listed = {c["containername"] for c in json.loads(buildah("containers", "--json") or "null") or []}
+        assert names["dead"] not in listed and names["alive"] in listed
+    finally:
+        for name in names.values():
+            subprocess.run(["buildah", "--storage-driver", "vfs", "rm", name], capture_output=True)

@@ -17,7 +17,7 @@ from shared.domain.rebase import (
     rebase_image,
 )
 from shared.domain.runs import Run
-from shared.domain.tasks import Dependency, Task, TaskError
+from shared.domain.tasks import Dependency, Task, TaskError, check_command
 from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from tests.fakes import FakeApp
 
@@ -242,7 +242,40 @@ def test_the_cli_sends_the_update_policy_on_create_and_update_and_refuses_other_
     assert _spec(created)["update_policy"] == "auto"
     updated = parser.parse_args(["task", "update", "-n", "t", "--update-policy", "rebase"])
     assert _spec(updated) == {"update_policy": "rebase"}
+    checked = parser.parse_args(["task", "update", "-n", "t", "--rebase-check", "node --version"])
+    assert _spec(checked) == {"rebase_check": "node --version"}
+    cleared = parser.parse_args(["task", "update", "-n", "t", "--rebase-check", ""])
+    assert _spec(cleared) == {"rebase_check": None}
     assert "update_policy" not in _spec(parser.parse_args(["task", "update", "-n", "t"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["task", "update", "-n", "t", "--update-policy", "sometimes"])
     assert "sometimes" in capsys.readouterr().err
+
+
+def test_a_rebase_check_is_words_split_as_a_shell_would_and_refused_when_it_cannot_be():
+    task = Task(name="t", images=["t:1"], context="/ctx", rebase_check="node -e 'process.exit(0)'")
+    task.validate()
+    assert check_command(task.rebase_check) == ["node", "-e", "process.exit(0)"]
+    assert task.public_dict()["rebase_check"] == "node -e 'process.exit(0)'"
+    cleared = Task(name="t", images=["t:1"], context="/ctx", rebase_check="")
+    cleared.validate()
+    assert cleared.rebase_check is None
+    for bad, message in (("node 'unterminated", "cannot be split into words"), ("   ", "names no command"),
+                         ("a\nb", "printable text")):
+        with pytest.raises(TaskError, match=message):
+            Task(name="t", images=["t:1"], context="/ctx", rebase_check=bad).validate()
+
+
+def test_the_worker_hands_the_rebase_check_to_the_rebase(app):
+    app.sources.dockerfile = COPY_ONLY
+    task = Task(name="app", images=["localhost:5000/app:{{.Run.ID}}"], context="/ctx",
+                update_policy=UpdatePolicy.REBASE, rebase_check="node --version",
+                dependencies=[Dependency(BASE, OLD, True)])
+    app.task_store.create(task)
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=LAST, base_digests={BASE: OLD})
+    app.worker.execute(app.scheduler.run_task("app").run_id)
+    (run_id,) = app.runs.allocate(1)
+    app.runs.create_many([Run(run_id, RunStatus.QUEUED, Trigger.IMAGE_UPDATE, task="app",
+                              cause=f"{BASE}@{NEW}", output_images=[f"localhost:5000/app:{run_id}"])])
+    assert app.worker.execute(run_id).builder == BuilderKind.REBASE
+    assert app.rebaser.plans[0].check == ("node", "--version")

@@ -55,6 +55,9 @@ _PR_SET_PDEATHSIG = 1
 # The build arg naming a build's working containers (see the module docstring).
 MARKER_ARG = "BASETRIGGER_BUILD"
 # buildah's note on build args no stage declared: the marker never is, so it is left out of it.
+# The name of a rebase check's working container: this prefix and the check's marker (so the
+# leftovers of a worker killed during a check are found as a build's are).
+CHECK_CONTAINER_PREFIX = "basetrigger-check-"
 _UNCONSUMED = re.compile(r"(\[Warning\] one or more build args were not consumed: \[)(.*)(\].*)", re.S)
 # The PID namespace a build runs in; it dies with its first process, buildah.
 _OWN_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child"]
@@ -194,6 +197,9 @@ class BuildahBuilder:
             except (OSError, ValueError, KeyError):
                 continue  # removed meanwhile, or being created: not provably ours
             marker = (state.get("Args") or {}).get(MARKER_ARG)
+            name = container.get("containername") or ""
+            if marker is None and name.startswith(CHECK_CONTAINER_PREFIX):
+                marker = name[len(CHECK_CONTAINER_PREFIX):]
             if isinstance(marker, str):
                 found[container["id"]] = marker
         return found
@@ -291,6 +297,24 @@ class BuildahBuilder:
             if request.final_base in base_digests:
                 found[BASE_DIGEST] = base_digests[request.final_base]
         return found
+
+    def check_image(self, image: str, argv: tuple[str, ...], request: BuildRequest,
+                    log: LogSink) -> int | None:
+        """A rebase check: argv run in `image` (pulled with the task's credentials), as a build's RUN
+        runs (chroot isolation, a PID namespace of its own); its exit code, None when stopped. The
+        working container is removed however it ends (a dead worker's: at the next start-up)."""
+        deadline = time.monotonic() + request.timeout_seconds
+        container = f"{CHECK_CONTAINER_PREFIX}{new_marker(self.owner)}"
+        try:
+            with auth_file_args(request.credentials, self.work_dir) as auth:
+                code = self._run(self._global() + ["from", "--name", container, "--pull-always", *self._tls(),
+                                                   *auth, f"docker://{image}"], log, deadline, request.cancel)
+            if code != 0:
+                return code
+            return self._run(self._global() + ["run", "--isolation", "chroot", container, "--", *argv],
+                             log, deadline, request.cancel)
+        finally:
+            self._remove_containers_of(container[len(CHECK_CONTAINER_PREFIX):])
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         # The task's registry credentials reach buildah in an auth file that lives as long as the build.

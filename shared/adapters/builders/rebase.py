@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ from shared.domain.rebase import (
 from shared.domain.vocabulary import BuilderKind, RunStatus
 
 
+class ImageCheck(Protocol):
+    def check_image(self, image: str, argv: tuple[str, ...], request: BuildRequest,
+                    log: LogSink) -> int | None:
+        """Run argv in `image`: its exit code, or None when stopped (deadline or cancel)."""
+
+
 class ImageStores(Protocol):
     def images(self, reference: str, credentials: tuple[RegistryCredential, ...] = ()) -> ImageStore: ...
 
@@ -67,8 +74,10 @@ def _dumps(document: dict[str, Any]) -> bytes:
 class RebaseBuilder:
     kind = BuilderKind.REBASE
 
-    def __init__(self, registry: ImageStores):
+    def __init__(self, registry: ImageStores, checker: ImageCheck | None = None):
         self.registry = registry
+        # Runs a task's rebase check (buildah); None where nothing can run an image (ACR).
+        self.checker = checker
         # Registry calls made together (a handful at a time); threads live as long as the builder.
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rebase")
 
@@ -91,12 +100,6 @@ class RebaseBuilder:
         for platform, manifest in platforms.items():
             done[platform] = self._rebase_one(store, image.name, manifest, platform, plan, request)
             log(f"  {platform}: {len(done[platform].base_layers)} base layers swapped")
-        if request.cancel.is_set():
-            return BuildResult(RunStatus.CANCELED, reason="canceled by request")
-        if not request.still_ours():
-            log("not pushing: another attempt has taken this run over")
-            return BuildResult(RunStatus.CANCELED, reason="taken over by another attempt before the push")
-
         mounted = sum(self._stage_blobs(store, ImageRef.parse(target), part, image, new_base)
                       for target in request.images for part in done.values())
         if top.is_index:
@@ -116,10 +119,20 @@ class RebaseBuilder:
         output = _digest_of(body)
         for target in request.images:
             repo = ImageRef.parse(target)
-            # An index's manifests go up by digest first: a tag never names an index with a hole.
+            # Every manifest goes up by digest first (untagged: harmless if the run stops here). A tag
+            # never names an index with a hole, nor an image its check has not passed.
             self._in_parallel([(self._put, store, f"{repo.name}@{_digest_of(_dumps(part.rebased))}",
                                 _dumps(part.rebased), part.manifest.media_type)
                                for part in (done.values() if top.is_index else ())])
+            self._put(store, f"{repo.name}@{output}", body, media_type)
+        if plan.check:
+            self._check(f"{ImageRef.parse(request.images[0]).name}@{output}", plan, request, log)
+        if request.cancel.is_set():
+            return BuildResult(RunStatus.CANCELED, reason="canceled by request")
+        if not request.still_ours():
+            log("not tagging: another attempt has taken this run over")
+            return BuildResult(RunStatus.CANCELED, reason="taken over by another attempt before the push")
+        for target in request.images:
             self._put(store, target, body, media_type)
             log(f"pushed {target}@{output}")
         log(f"rebase moved {store.moved_bytes} bytes (manifests and configs read and written); "
@@ -128,6 +141,18 @@ class RebaseBuilder:
         return BuildResult(RunStatus.SUCCEEDED, output_digest=output,
                            base_digests={plan.base: first.new_base.digest},
                            base_layers={plan.base: first.base_layers})
+
+    def _check(self, image: str, plan: RebasePlan, request: BuildRequest, log: LogSink) -> None:
+        """The task's rebase check in the rebased image; RebaseRefused (the run rebuilds) unless it
+        exits 0. The command is the task's own text, logged as given (a task holds no secret there)."""
+        if self.checker is None:
+            raise RebaseRefused("the rebase check cannot run with this builder")
+        log(f"rebase check in {image}: {shlex.join(plan.check)}")
+        code = self.checker.check_image(image, plan.check, request, log)
+        if code is None and not request.cancel.is_set():
+            raise RebaseRefused("the rebase check did not finish in time")
+        if code not in (None, 0):
+            raise RebaseRefused(f"the rebase check `{shlex.join(plan.check)}` failed (exit {code})")
 
     # ---- one platform ------------------------------------------------------------------------
     def _rebase_one(self, store: _CountedStore, image_name: str, manifest: RawManifest, platform: str,
