@@ -314,7 +314,18 @@ class BuildahBuilder:
             return self._run(self._global() + ["run", "--isolation", "chroot", container, "--", *argv],
                              log, deadline, request.cancel)
         finally:
-            self._remove_containers_of(container[len(CHECK_CONTAINER_PREFIX):])
+            self._remove_check_container(container)
+
+    def _remove_check_container(self, name: str) -> None:
+        """By its name, a few times: a removal can fail while other builds hold the storage's lock.
+        One that was never made (`buildah from` failed) is not known: nothing to do."""
+        for attempt in range(3):
+            done = subprocess.run(self._global() + ["rm", name], capture_output=True, text=True, timeout=300)
+            if done.returncode == 0 or "container not known" in done.stderr:
+                return
+            logger.warning("could not remove the check container %s (attempt %d): %s", name, attempt + 1,
+                           done.stderr.strip())
+            time.sleep(1)
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         # The task's registry credentials reach buildah in an auth file that lives as long as the build.
