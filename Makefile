@@ -74,6 +74,7 @@ bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/poll.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/dashboard.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/waves.py
+	@$(WITH_STACK_ENV) $(PYTHON) bench/rebase.py
 
 # The browser tests save each view they reach (a real push and build included) as docs/img/<view>.png.
 screenshots: up

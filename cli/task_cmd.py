@@ -38,7 +38,7 @@ from cli.client import (
 )
 from cli.output import runs_table, tasks_table, to_json
 from shared.domain.builds import is_git_url
-from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
 
 TASK_EPILOG = """\
 examples:
@@ -71,6 +71,7 @@ def _choice(enum: type[StrEnum]) -> Callable[[str], str]:
 
 
 _trigger_type = _choice(TriggerType)
+_update_policy = _choice(UpdatePolicy)
 _status = _choice(RunStatus)
 
 
@@ -133,6 +134,16 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
     )
     parser.add_argument("--git-access-token", default=None,
                         help="a token for cloning the git context (stored encrypted, never shown)")
+    parser.add_argument(
+        "--update-policy", type=_update_policy, default=None,
+        help="what a base update does: rebuild, rebase (swap the base's layers; you assert the image's "
+             "own layers don't depend on them) or auto (rebase only where that provably equals a "
+             "rebuild: a final stage of COPY/ADD/ENV/LABEL/... and a base whose config is unchanged)"
+             + (" (default: rebuild)" if creating else ""))
+    parser.add_argument(
+        "--rebase-check", default=None, metavar="COMMAND",
+        help="a command run in a rebased image before it is tagged, e.g. \"node --version\" (no shell); "
+             "if it fails, the run rebuilds" + ("" if creating else " ('' removes it)"))
     parser.add_argument("--platform", default=None,
                         help="the platform to build for" + (" (default: linux)" if creating else ""))
     parser.add_argument("--schedule", default=None,
@@ -316,6 +327,10 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["update_trigger_endpoint"] = args.update_trigger_endpoint or None
     if args.update_trigger_secret_file is not None:
         spec["update_trigger_secret"] = _read_secret(args.update_trigger_secret_file)
+    if args.update_policy is not None:
+        spec["update_policy"] = args.update_policy
+    if args.rebase_check is not None:
+        spec["rebase_check"] = args.rebase_check or None
     return spec
 
 

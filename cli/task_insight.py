@@ -27,8 +27,10 @@ def why_table(verdicts: list[dict[str, Any]]) -> str:
 
     def reason(v: dict[str, Any]) -> str:
         text = v.get("reason") or ""
+        if v.get("update_decision"):  # rebased or rebuilt, and why
+            text += f"; {v['update_decision']}"
         if v.get("run_reason") and v.get("run_status") not in (None, RunStatus.SUCCEEDED):
-            text = f"{text}; run: {v['run_reason']}"
+            text += f"; run: {v['run_reason']}"
         return text + (f" [base change: {v['change']}]" if v.get("change") else "")
 
     return table(WHY_COLUMNS, ([format_time(v.get("time")), v.get("event_id") or "", v.get("image") or "",

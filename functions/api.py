@@ -46,7 +46,7 @@ from shared.domain.tasks import (
     check_name,
 )
 from shared.domain.timers import DEFAULT_TIMER, TaskTimer
-from shared.domain.vocabulary import RunStatus, TriggerType, names
+from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 from shared.service_layer.task_timers import TimerNotFound
@@ -123,8 +123,9 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
     simple = {"context": "context", "dockerfile": "dockerfile", "branch": "branch",
               "git_access_token": "git_token", "platform": "platform",
               "update_trigger_endpoint": "update_trigger_endpoint",
-              "update_trigger_secret": "update_trigger_secret"}
-    nullable = {"branch", "git_access_token", "update_trigger_endpoint", "update_trigger_secret"}
+              "update_trigger_secret": "update_trigger_secret", "rebase_check": "rebase_check"}
+    nullable = {"branch", "git_access_token", "update_trigger_endpoint", "update_trigger_secret",
+                "rebase_check"}
     for key, attr in simple.items():
         if key in body:
             if not isinstance(body[key], str) and not (body[key] is None and key in nullable):
@@ -159,10 +160,14 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
         raise BadRequest("schedule must be a cron expression such as '0 21 * * *'")
     if "schedule" in body and not partial:  # on PATCH, the route sets the timer itself
         fields["timers"] = [TaskTimer(name=DEFAULT_TIMER, schedule=body["schedule"])]
+    if "update_policy" in body:
+        if body["update_policy"] not in names(UpdatePolicy):
+            raise BadRequest(f"update_policy must be {' or '.join(names(UpdatePolicy))}")
+        fields["update_policy"] = UpdatePolicy(body["update_policy"])
     unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
                                          "base_image_trigger_enabled", "base_image_trigger_type",
                                          "commit_trigger_enabled", "pull_request_trigger_enabled",
-                                         "schedule"}
+                                         "schedule", "update_policy"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not partial:

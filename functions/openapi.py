@@ -5,16 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.vocabulary import (
+    BuilderKind,
     EventSource,
     Outcome,
     RunStatus,
     Trigger,
     TriggerType,
+    UpdatePolicy,
     Watch,
     WaveState,
     names,
 )
 
+_UPDATE_POLICY = {"type": "string", "enum": names(UpdatePolicy), "default": UpdatePolicy.REBUILD.value,
+                  "description": "what a base update does: rebuild; rebase (swap the base's layers); "
+                  "auto (rebase only where that provably equals a rebuild, see docs/api.md)"}
+_REBASE_CHECK = {"type": "string", "nullable": True,
+                 "description": "a command run in a rebased image before it is tagged (words split as "
+                 "a shell would, run without one), e.g. `node --version`; if it fails, the run rebuilds"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -81,7 +89,8 @@ SCHEMAS: dict[str, Any] = {
                                     "description": "http(s) URL that receives a JSON POST when a run "
                                     "of the task starts and ends (docs/api.md); null removes it"},
         "update_trigger_secret": {"type": "string", "nullable": True, "writeOnly": True,
-                                  "description": "signs those POSTs (X-Basetrigger-Signature-256)"}}},
+                                  "description": "signs those POSTs (X-Basetrigger-Signature-256)"},
+        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
@@ -95,6 +104,7 @@ SCHEMAS: dict[str, Any] = {
         "platform": {"type": "string"},
         "update_trigger": {"type": "object", "properties": {
             "endpoint": {"type": "string", "nullable": True}, "secret": {"type": "boolean"}}},
+        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK,
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},
@@ -116,6 +126,19 @@ SCHEMAS: dict[str, Any] = {
         "output_images": {"type": "array", "items": {"type": "string"}},
         "output_digest": {"type": "string", "nullable": True}, "base_digests": _STR_MAP,
         "reason": {"type": "string", "nullable": True}, "attempt": {"type": "integer"},
+        "builder": {"type": "string", "nullable": True, "enum": [*names(BuilderKind), None],
+                    "description": "what made the image: buildah, acr, or rebase (no build)"},
+        "update_decision": {"type": "string", "nullable": True,
+                            "description": "for a base update: what the task's update policy decided "
+                            "and why, e.g. `rebased: ...` or `rebuilt: RUN in final stage`"},
+        "base_layers": {"type": "object", "additionalProperties": {"type": "array",
+                        "items": {"type": "string"}},
+                        "description": "each base's layer digests, as the image was built on them"},
+        "final_base": {"type": "string", "nullable": True,
+                       "description": "the image the built Dockerfile's final stage is FROM"},
+        "final_stage": {"type": "string", "nullable": True,
+                        "description": "what the auto rule found in that Dockerfile: `adds only files and "
+                        "metadata`, or why not (e.g. `RUN in final stage`)"},
         "force": {"type": "boolean"},
         "wave_id": {"type": "string", "nullable": True, "description": "the wave the run belongs to"},
         "released": {"type": "boolean",
@@ -283,7 +306,10 @@ SCHEMAS.update({
         "run_status": {"type": "string", "enum": names(RunStatus), "nullable": True},
         "run_reason": {"type": "string", "nullable": True},
         "change": {"type": "string", "nullable": True,
-                   "description": "what the pushed digest changed in the base (Decision.change)"}}},
+                   "description": "what the pushed digest changed in the base (Decision.change)"},
+        "update_decision": {"type": "string", "nullable": True,
+                            "description": "what the task's update policy made of the run: "
+                            "`rebased: …` or `rebuilt: …`"}}},
 })
 PATHS.update({
     "/bases/{ref}/impact": {

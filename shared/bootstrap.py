@@ -38,7 +38,7 @@ from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
-from shared.service_layer.ports import Builder, RunEvents
+from shared.service_layer.ports import Builder, Rebaser, RunEvents
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
@@ -198,7 +198,8 @@ class Services:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
                       self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
                       events=self.run_events,
-                      changes=WaveChanges(self.base_changes, self.waves.waves))
+                      changes=WaveChanges(self.base_changes, self.waves.waves),
+                      registry=self.registry, rebaser=self.rebaser)
 
     @cached_property
     def notifier(self) -> RunNotifier:
@@ -218,6 +219,15 @@ class Services:
                                                    default_credential(self.settings.storage.client_id))
             listeners.append(TopicRunEvents(publisher, self.decisions))
         return FanOut(listeners)
+
+    @cached_property
+    def rebaser(self) -> Rebaser:
+        from shared.adapters.builders.buildah import BuildahBuilder
+        from shared.adapters.builders.rebase import RebaseBuilder
+
+        # The rebase check runs the image with buildah, where the builder is buildah.
+        builder = self.builder if self.settings.builder == "buildah" else None
+        return RebaseBuilder(self.registry, checker=builder if isinstance(builder, BuildahBuilder) else None)
 
 
 @lru_cache(maxsize=1)

@@ -32,7 +32,7 @@ from shared.domain.quarantine import QuarantineEntry
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
-from shared.domain.vocabulary import RunStatus, WaveState, utc_now
+from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
@@ -335,6 +335,8 @@ class FakeSources:
 class FakeRegistry:
     def __init__(self, digests: dict[str, str] | None = None):
         self.digests = dict(digests or {})
+        # name@digest -> layer digests (base_layers)
+        self.layers: dict[str, list[str]] = {}
 
     def resolve_digest(self, reference: str, platform: str | None = None, credentials=()) -> str | None:
         return self.digests.get(reference)
@@ -346,11 +348,15 @@ class FakeRegistry:
             raise RegistryError(Failure.NOT_FOUND, f"{reference} does not exist (404)")
         return ManifestInfo(self.digests[reference])
 
+    def base_layers(self, reference: str, platform: str | None = None, credentials=()) -> list[str]:
+        return list(self.layers.get(reference, []))
+
 
 class FakeBuilder:
     """Answers every build with `result` (or raises `crash`), logging one line."""
 
     secret_args_as_build_args = False
+    kind = BuilderKind.BUILDAH
 
     def __init__(self, result: BuildResult | None = None):
         self.result = result or BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64)
@@ -559,6 +565,23 @@ class FakeQuarantineStore:
     def all(self) -> list[QuarantineEntry]:
         return [copy.deepcopy(e) for e in self.entries.values()]
 
+class FakeRebaser:
+    """Answers every rebase with `result`, or refuses it with `refusal` (then the run is rebuilt)."""
+
+    def __init__(self) -> None:
+        self.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "b" * 64)
+        self.refusal: str | None = None
+        self.plans: list = []
+
+    def rebase(self, request: BuildRequest, plan, log: LogSink) -> BuildResult:
+        from shared.domain.rebase import RebaseRefused
+
+        self.plans.append(plan)
+        if self.refusal:
+            raise RebaseRefused(self.refusal)
+        log(f"rebasing {plan.image} onto {plan.new_base}")
+        return replace(self.result, base_digests={plan.base: plan.new_base.rpartition("@")[2]})
+
 
 class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
@@ -582,6 +605,7 @@ class FakeApp:
         self.sources = FakeSources()
         self.registry = FakeRegistry()
         self.builder = FakeBuilder()
+        self.rebaser = FakeRebaser()
         self.index = DependencyIndex(self.table)
         self.launcher = RunLauncher(self.runs, self.queue, registry)
         # Directory contexts are read in place under the test's own folder, as the local stack does
@@ -614,4 +638,5 @@ class FakeApp:
         self.waves.events = self.notifier
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
-                             heartbeat_seconds=0.01, events=self.notifier)
+                             heartbeat_seconds=0.01, events=self.notifier, registry=self.registry,
+                             rebaser=self.rebaser)

@@ -26,7 +26,8 @@ from shared.adapters.registry_acr import AcrClient
 from shared.adapters.registry_distribution import DistributionClient
 from shared.domain.credentials import RegistryCredential, for_registry, is_acr
 from shared.domain.image_ref import ImageRef, InvalidReference
-from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
+from shared.domain.platforms import index_platforms, pick
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class RegistryClient:
         ref, credential, acr = self._route(reference, credentials)
         if acr:
             return self._acr_client().manifest(str(ref))
-        return self.distribution.manifest(str(ref), credential)
+        return self.distribution.manifest_document(str(ref), credential)
 
     @contextlib.contextmanager
     def blob(self, reference: str, digest: str,
@@ -100,11 +101,29 @@ class RegistryClient:
                 if close:
                     close()
             return
-        response = self.distribution.blob(str(ref), digest, credential)
+        response = self.distribution.stream_blob(str(ref), digest, credential)
         try:
             yield response.raw
         finally:
             response.close()
+
+    def images(self, reference: str, credentials: Sequence[RegistryCredential] = ()) -> ImageStore:
+        """Manifests and blobs of `reference`'s registry, read and written as the task signs in there
+        (the rebase builder). ACR read with the app's identity is not written to: the identity has
+        AcrPull only, and azure-containerregistry cannot mount blobs across repositories."""
+        ref, credential, acr = self._route(reference, credentials)
+        if acr:
+            raise RegistryError(Failure.UNAUTHORIZED, f"{ref.registry}: rebasing with the app's managed "
+                                "identity is not supported (AcrPull only); add the registry's "
+                                "credentials to the task, or keep --update-policy rebuild")
+        return ImageStore(self.distribution, credential)
+
+    def base_layers(self, reference: str, platform: str | None = None,
+                    credentials: Sequence[RegistryCredential] = ()) -> list[str]:
+        """The layer digests of the manifest a build of `platform` FROM `reference` uses."""
+        store = self.images(reference, credentials)
+        manifest = store.platform_manifest(reference, platform)
+        return [str(layer.get("digest")) for layer in manifest.document().get("layers") or []]
 
     def resolve_digest(self, reference: str, platform: str | None = None,
                        credentials: Sequence[RegistryCredential] = ()) -> str | None:
@@ -144,3 +163,39 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self._rest[:size]
         self._rest = self._rest[size:]
         return size
+
+
+class ImageStore:
+    """One registry's manifests and blobs, as one credential (shared.adapters.registry_distribution)."""
+
+    def __init__(self, client: DistributionClient, credential: RegistryCredential | None):
+        self.client = client
+        self.credential = credential
+
+    def manifest(self, reference: str) -> RawManifest:
+        return self.client.manifest(reference, self.credential)
+
+    def platform_manifest(self, reference: str, platform: str | None) -> RawManifest:
+        """The manifest itself, or, for an index, the entry for `platform` (RegistryError if none)."""
+        found = self.manifest(reference)
+        if not found.is_index:
+            return found
+        entry = pick(index_platforms(found.document()), platform)
+        if entry is None:
+            raise RegistryError(Failure.NOT_FOUND, f"{reference} has no image for {platform}")
+        return self.manifest(f"{ImageRef.parse(reference).name}@{entry}")
+
+    def blob(self, reference: str, digest: str) -> bytes:
+        return self.client.blob(reference, digest, self.credential)
+
+    def has_blob(self, reference: str, digest: str) -> bool:
+        return self.client.has_blob(reference, digest, self.credential)
+
+    def mount_blob(self, reference: str, digest: str, source_repository: str) -> bool:
+        return self.client.mount_blob(reference, digest, source_repository, self.credential)
+
+    def upload_blob(self, reference: str, data: bytes) -> str:
+        return self.client.upload_blob(reference, data, self.credential)
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str:
+        return self.client.put_manifest(reference, body, media_type, self.credential)

@@ -28,7 +28,7 @@ import requests
 from shared.domain.credentials import DOCKER_HUB, RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest
 from shared.domain.image_ref import ImageRef
-from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
 from shared.domain.platforms import INDEX_MEDIA_TYPES, index_platforms
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,8 @@ class DistributionClient:
         found = index_platforms(document) if media_type in INDEX_MEDIA_TYPES else {}
         return ManifestInfo(self._digest(digest, str(ref)), media_type, found)
 
-    def manifest(self, reference: str,
-                 credential: RegistryCredential | None = None) -> tuple[str, dict[str, Any]]:
+    def manifest_document(self, reference: str,
+                          credential: RegistryCredential | None = None) -> tuple[str, dict[str, Any]]:
         """The manifest document `reference` points at, and its digest (for `base changes`); read
         as a stream, so a registry answering an endless body fills no memory."""
         ref = ImageRef.parse(reference)
@@ -166,8 +166,8 @@ class DistributionClient:
             raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is not a JSON object")
         return digest, document
 
-    def blob(self, reference: str, digest: str,
-             credential: RegistryCredential | None = None) -> requests.Response:
+    def stream_blob(self, reference: str, digest: str,
+                    credential: RegistryCredential | None = None) -> requests.Response:
         """A streamed answer for one blob of the repository of `reference` (the caller closes it;
         its `raw` reads the blob's bytes as stored)."""
         ref = ImageRef.parse(reference)
@@ -182,25 +182,104 @@ class DistributionClient:
                 from None
 
     # ---- requests and authentication ---------------------------------------------------------
-    def _request(self, method: str, ref: ImageRef, path: str,
-                 credential: RegistryCredential | None, stream: bool = False) -> requests.Response:
+    def _request(self, method: str, ref: ImageRef, path: str, credential: RegistryCredential | None,
+                 *, ok: tuple[int, ...] = (200,), headers: dict[str, str] | None = None,
+                 data: bytes | None = None, url: str | None = None,
+                 stream: bool = False) -> requests.Response:
+        """One API call, signed in as the registry's challenge asks. A write asks for a token of its
+        own (push scope): one cached for reading would be refused."""
         host = api_host(ref.registry)
-        url = f"https://{host}/v2/{ref.repository}/{path}"
-        cache_key = (host, ref.repository, _credential_key(credential))
-        headers = {"Accept": MANIFEST_ACCEPT}
+        url = url or f"https://{host}/v2/{ref.repository}/{path}"
+        writes = method not in ("GET", "HEAD")
+        cache_key = (host, ref.repository + ("\0push" if writes else ""), _credential_key(credential))
+        headers = {"Accept": MANIFEST_ACCEPT, **(headers or {})}
         token = self._cached_token(cache_key)
         if token:
             headers["Authorization"] = token
-        response = self._send(method, url, headers, ref.registry, stream=stream)
+        response = self._send(method, url, headers, ref.registry, data=data, stream=stream)
         if response.status_code == 401:
             response.close()
             authorization = self._authorize(response, ref, credential)
             self._store_token(cache_key, authorization)
             headers["Authorization"] = authorization[0]
-            response = self._send(method, url, headers, ref.registry, stream=stream)
+            response = self._send(method, url, headers, ref.registry, data=data, stream=stream)
             if response.status_code == 401:
                 raise RegistryError(Failure.UNAUTHORIZED, _refused(ref, credential))
-        return self._check(response, ref)
+        return self._check(response, ref, ok)
+
+    # ---- reading and writing images (the rebase builder) --------------------------------------
+    def manifest(self, reference: str, credential: RegistryCredential | None = None) -> RawManifest:
+        """The manifest `reference` points at, as stored (its bytes are what its digest is of)."""
+        ref = ImageRef.parse(reference)
+        response = self._request("GET", ref, f"manifests/{ref.digest or ref.tag or 'latest'}", credential)
+        body = response.content
+        if len(body) > MAX_INDEX_BYTES:
+            raise RegistryError(Failure.ERROR,
+                                f"{ref.name}: the manifest is larger than {MAX_INDEX_BYTES} bytes")
+        computed = "sha256:" + hashlib.sha256(body).hexdigest()
+        if ref.digest and ref.digest != computed:
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest does not match its digest")
+        media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip() or None
+        return RawManifest(computed, media_type, body)
+
+    def blob(self, reference: str, digest: str, credential: RegistryCredential | None = None) -> bytes:
+        """A (small) blob's bytes, checked against its digest: a config, never a layer."""
+        ref = ImageRef.parse(reference)
+        body = self._request("GET", ref, f"blobs/{digest}", credential).content
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise RegistryError(Failure.ERROR, f"{ref.name}: the blob {digest} does not match its digest")
+        return body
+
+    def has_blob(self, reference: str, digest: str, credential: RegistryCredential | None = None) -> bool:
+        ref = ImageRef.parse(reference)
+        return self._request("HEAD", ref, f"blobs/{digest}", credential, ok=(200, 404)).status_code == 200
+
+    def mount_blob(self, reference: str, digest: str, source_repository: str,
+                   credential: RegistryCredential | None = None) -> bool:
+        """Mount a blob of another repository of the same registry into `reference`'s: nothing is
+        downloaded or uploaded. False when the registry would rather take an upload (202)."""
+        ref = ImageRef.parse(reference)
+        response = self._request("POST", ref, f"blobs/uploads/?mount={digest}&from={source_repository}",
+                                 credential, ok=(201, 202))
+        if response.status_code == 202:  # an upload session was opened instead: drop it
+            self._cancel_upload(ref, response, credential)
+            return False
+        return True
+
+    def upload_blob(self, reference: str, data: bytes, credential: RegistryCredential | None = None) -> str:
+        """A monolithic upload (POST, then PUT with the bytes); the blob's digest."""
+        ref = ImageRef.parse(reference)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        started = self._request("POST", ref, "blobs/uploads/", credential, ok=(202,))
+        location = self._location(ref, started)
+        separator = "&" if "?" in location else "?"
+        self._request("PUT", ref, "", credential, ok=(201,), url=f"{location}{separator}digest={digest}",
+                      headers={"Content-Type": "application/octet-stream"}, data=data)
+        return digest
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str,
+                     credential: RegistryCredential | None = None) -> str:
+        """Store `body` under `reference`'s tag (or digest); the manifest's digest."""
+        ref = ImageRef.parse(reference)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self._request("PUT", ref, f"manifests/{ref.digest or ref.tag or 'latest'}", credential, ok=(201,),
+                      headers={"Content-Type": media_type}, data=body)
+        return digest
+
+    def _location(self, ref: ImageRef, response: requests.Response) -> str:
+        location = response.headers.get("Location") or ""
+        if location.startswith("/"):
+            location = f"https://{api_host(ref.registry)}{location}"
+        if not location.startswith("https://"):
+            raise RegistryError(Failure.ERROR, f"{ref.registry} gave no upload location")
+        return location
+
+    def _cancel_upload(self, ref: ImageRef, response: requests.Response,
+                       credential: RegistryCredential | None) -> None:
+        try:
+            self._request("DELETE", ref, "", credential, ok=(204, 404), url=self._location(ref, response))
+        except RegistryError:
+            pass  # the registry expires abandoned upload sessions anyway
 
     def _send(self, method: str, url: str, headers: dict[str, str], registry: str,
               **kwargs: Any) -> requests.Response:
@@ -212,9 +291,9 @@ class DistributionClient:
                                 f"cannot reach {registry}: {_describe(exc)}") from None
 
     @staticmethod
-    def _check(response: requests.Response, ref: ImageRef) -> requests.Response:
+    def _check(response: requests.Response, ref: ImageRef, ok: tuple[int, ...] = (200,)) -> requests.Response:
         status = response.status_code
-        if status == 200:
+        if status in ok:
             return response
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if status == 429 or (status == 503 and retry_after is not None):

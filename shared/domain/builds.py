@@ -277,6 +277,10 @@ class BuildRequest:
     # record. False when another attempt has taken the run over meanwhile: the builder then stops
     # the run it started, so that two attempts never both push.
     record_builder_run: Callable[[str], bool] = field(default=lambda _: True, compare=False)
+    # Annotations every image of the run carries (shared.domain.rebase.build_annotations); the
+    # builder adds the final stage's base (`final_base`) with the digest it built on.
+    annotations: dict[str, str] = field(default_factory=dict)
+    final_base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,8 @@ class BuildResult:
     output_digest: str | None = None
     base_digests: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+    # Each base's layer digests, when the builder knows them (the rebase builder read them).
+    base_layers: dict[str, list[str]] = field(default_factory=dict)
 
 
 LogSink = Callable[[str], None]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from shared.domain import platforms
 
@@ -49,3 +51,25 @@ class ManifestInfo:
         if self.platforms:
             return platforms.pick(self.platforms, platform) or self.digest
         return self.digest
+
+
+@dataclass(frozen=True)
+class RawManifest:
+    """A manifest as the registry stored it: its bytes (what its digest is of), digest and media type."""
+
+    digest: str
+    media_type: str | None
+    body: bytes
+
+    def document(self) -> dict[str, Any]:
+        try:
+            found = json.loads(self.body)
+        except ValueError:
+            raise RegistryError(Failure.ERROR, f"the manifest {self.digest} is not JSON") from None
+        if not isinstance(found, dict):
+            raise RegistryError(Failure.ERROR, f"the manifest {self.digest} is not a JSON object")
+        return found
+
+    @property
+    def is_index(self) -> bool:
+        return (self.media_type or self.document().get("mediaType")) in platforms.INDEX_MEDIA_TYPES

@@ -64,6 +64,18 @@ class Run:
     # image templates may name both ({{.Run.Commit}}, {{.Run.Branch}}). None for other runs.
     commit: str | None = None
     branch: str | None = None
+    # The layer digests of each base the image was built on (the manifest of the run's platform):
+    # what a later rebase checks the image's bottom layers against. Rows stored before read it as {}.
+    base_layers: dict[str, list[str]] = field(default_factory=dict)
+    # What made the image (shared.domain.vocabulary.BuilderKind), and, for a run a base update
+    # triggered, the update policy's decision (`rebased: …`, `rebuilt: …`). None in older rows.
+    builder: str | None = None
+    update_decision: str | None = None
+    # What the auto rule found in the Dockerfile the image was built from: its final stage's base,
+    # and `adds only files and metadata` (shared.domain.rebase.ADDS_ONLY) or why not (`RUN in
+    # final stage`). A rebased image keeps those of the image it was made from. None: not known.
+    final_base: str | None = None
+    final_stage: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from shared.domain.images import render as render_image
 from shared.domain.notifications import EndpointError, check_endpoint
 from shared.domain.platforms import InvalidPlatform, Platform
 from shared.domain.timers import TaskTimer, TimerError, check_timers
-from shared.domain.vocabulary import TriggerType, format_time, names, utc_now
+from shared.domain.vocabulary import TriggerType, UpdatePolicy, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
 SCHEMA_VERSION = 1
@@ -72,6 +73,19 @@ MAX_ARGS_TEXT = 16_000
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def check_command(text: str) -> list[str]:
+    """The argv words of a rebase check (`node --version`), split as a shell would, never run by one."""
+    if not isinstance(text, str) or len(text) > MAX_TEXT or not text.isprintable():
+        raise TaskError(f"the rebase check must be printable text of at most {MAX_TEXT} characters")
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise TaskError(f"the rebase check cannot be split into words: {exc}") from None
+    if not words:
+        raise TaskError("the rebase check names no command")
+    return words
+
+
 def check_name(name: str) -> str:
     # fullmatch: `$` alone also matches before a final newline, and `x\n` is no table key.
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
@@ -105,6 +119,12 @@ class Task:
     trigger_enabled: bool = True
     trigger_type: TriggerType = TriggerType.RUNTIME
     platform: str = "linux"
+    # What a run triggered by a base update does: build again, or swap the base's layers
+    # (shared.domain.rebase); `auto` rebases only where that is provably a rebuild's equal.
+    update_policy: UpdatePolicy = UpdatePolicy.REBUILD
+    # A command run in a rebased image before it is tagged (`node --version`): argv words, no shell.
+    # When it fails the run rebuilds instead. None: no check.
+    rebase_check: str | None = None
     # The uploaded archive of a directory context (a blob of build-contexts), when the builder cannot
     # read the directory itself: the CLI uploads it at `task create`/`update`, as `az acr build` does.
     context_upload: str | None = None
@@ -136,6 +156,13 @@ class Task:
             raise TaskError(f"base image trigger type must be {' or '.join(names(TriggerType))}, "
                             f"not {self.trigger_type!r}")
         self.trigger_type = TriggerType(self.trigger_type)
+        if self.update_policy not in set(UpdatePolicy):
+            raise TaskError(f"update policy must be {' or '.join(names(UpdatePolicy))}, "
+                            f"not {str(self.update_policy)[:40]!r}")
+        self.update_policy = UpdatePolicy(self.update_policy)
+        self.rebase_check = self.rebase_check or None
+        if self.rebase_check is not None:
+            check_command(self.rebase_check)
         if not self.context:
             raise TaskError("a task needs a context (a directory or a git URL)")
         self._check_sizes()
@@ -222,6 +249,8 @@ class Task:
             "git_access_token": bool(self.git_token),
             "base_image_trigger": {"enabled": self.trigger_enabled, "type": str(self.trigger_type)},
             "platform": self.platform,
+            "update_policy": str(self.update_policy),
+            "rebase_check": self.rebase_check,
             "credentials": [c.public_dict() for c in self.credentials],
             "timers": [t.to_dict() for t in self.timers],
             "source_triggers": {"commit": self.commit_trigger_enabled,

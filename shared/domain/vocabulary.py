@@ -51,6 +51,22 @@ class Trigger(StrEnum):
     PULL_REQUEST = "Pull Request"  # a pull request opened or updated against that branch
 
 
+class UpdatePolicy(StrEnum):
+    """What a run triggered by a base update does (`--update-policy`; shared.domain.rebase)."""
+
+    REBUILD = "rebuild"  # build again from the sources
+    REBASE = "rebase"  # swap the base's layers: the owner asserts the image's layers don't depend on them
+    AUTO = "auto"  # rebase when that is provably equivalent to a rebuild, else rebuild
+
+
+class BuilderKind(StrEnum):
+    """What made a run's image."""
+
+    BUILDAH = "buildah"
+    ACR = "acr"
+    REBASE = "rebase"
+
+
 class TriggerType(StrEnum):
     """Which bases of a task trigger it (ACR's `--base-image-trigger-type`)."""
 

@@ -45,12 +45,15 @@ class TaskVerdict:
     run_reason: str | None = None
     # What the pushed digest changed in the base (Decision.change), once known.
     change: str | None = None
+    # For a run a base update queued: what the task's update policy made of it (`rebased: …`).
+    update_decision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": format_time(self.time), "event_id": self.event_id, "image": self.image,
                 "digest": self.digest, "outcome": str(self.outcome), "reason": self.reason,
                 "run_id": self.run_id, "run_status": str(self.run_status) if self.run_status else None,
-                "run_reason": self.run_reason, "change": self.change}
+                "run_reason": self.run_reason, "change": self.change,
+                "update_decision": self.update_decision}
 
 
 class TaskHistory:
@@ -85,6 +88,7 @@ class TaskHistory:
         for verdict, run in zip(verdicts, self._readers.map(self._run, verdicts), strict=True):
             if run is not None:
                 verdict.run_status, verdict.run_reason = run.status, run.reason
+                verdict.update_decision = run.update_decision
         return verdicts
 
     def _run(self, verdict: TaskVerdict) -> Run | None:

@@ -20,9 +20,10 @@ from shared.domain.git_polling import RemoteHead
 from shared.domain.links import TaskLinks
 from shared.domain.manifests import ManifestInfo
 from shared.domain.notifications import Notification
+from shared.domain.rebase import RebasePlan
 from shared.domain.runs import Run, RunIds
 from shared.domain.tasks import Dependency, Task
-from shared.domain.vocabulary import RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus
 from shared.domain.waves import Member, Wave
 
 
@@ -229,10 +230,16 @@ class Registry(Protocol):
                 with_platforms: bool = False) -> ManifestInfo:
         """The manifest `reference` points at; RegistryError says why when it cannot be read."""
 
+    def base_layers(self, reference: str, platform: str | None = None,
+                    credentials: Sequence[RegistryCredential] = ()) -> list[str]:
+        """The layer digests of the manifest a build of `platform` FROM `reference` uses
+        (RegistryError when it cannot be read)."""
+
 
 class Builder(Protocol):
     # True: secret args reach the build as build args (ACR); False: only as build secrets (buildah).
     secret_args_as_build_args: bool
+    kind: BuilderKind
 
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
 
@@ -243,6 +250,13 @@ class Builder(Protocol):
 
 
 BuilderFactory = Callable[[], Builder]
+
+
+class Rebaser(Protocol):
+    """Moves the task's last image onto a new base without a build (shared.adapters.builders.rebase)."""
+
+    def rebase(self, request: BuildRequest, plan: RebasePlan, log: LogSink) -> BuildResult:
+        """The rebased image pushed under the run's tags; RebaseRefused when it must be rebuilt."""
 
 
 class IndexScan(Protocol):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -30,13 +31,38 @@ from shared.domain.builds import (
     read_dockerfile,
 )
 from shared.domain.dockerfile import secret_arg_warnings
+from shared.domain.image_ref import ImageRef
+from shared.domain.manifests import RegistryError
+from shared.domain.rebase import (
+    ADDS_ONLY,
+    RebasePlan,
+    RebaseRefused,
+    build_annotations,
+    final_base,
+    final_stage_verdict,
+)
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.tasks import Dependency, Task, TaskError, TaskNotFound, compute_dependencies
-from shared.domain.vocabulary import RunStatus, utc_now
+from shared.domain.tasks import (
+    Dependency,
+    Task,
+    TaskError,
+    TaskNotFound,
+    check_command,
+    compute_dependencies,
+)
+from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from shared.service_layer.base_changes import WaveChanges
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.notifications import NoRunEvents
-from shared.service_layer.ports import BuilderFactory, RunEvents, RunLogs, RunRepository, Sources
+from shared.service_layer.ports import (
+    BuilderFactory,
+    Rebaser,
+    Registry,
+    RunEvents,
+    RunLogs,
+    RunRepository,
+    Sources,
+)
 from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
 from shared.service_layer.tasks import TaskService
 from shared.service_layer.waves import WaveCoordinator
@@ -80,7 +106,12 @@ class Worker:
                  builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
                  work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  events: RunEvents | None = None,
-                 changes: WaveChanges | None = None):
+                 changes: WaveChanges | None = None,
+                 registry: Registry | None = None, rebaser: Rebaser | None = None):
+        # Reads the bases' layers for the run record; None: they are not recorded.
+        self.registry = registry
+        # Rebases runs whose task's update policy asks for it; None: every run builds.
+        self.rebaser = rebaser
         self.waves = waves
         # Who hears of a run that starts (its end reaches them through waves.run_finished).
         self.events: RunEvents = events or NoRunEvents()
@@ -234,46 +265,16 @@ class Worker:
             change = self.changes.note(run.wave_id) if self.changes and run.wave_id else None
             if change:
                 write(f"base change: {change}")
-            try:
-                context_dir = self.sources.checkout(spec, workspace)
-                dockerfile = read_dockerfile(context_dir, spec.dockerfile)
-                deps = compute_dependencies(dockerfile, spec.build_args)
-            except (ContextError, TaskError) as exc:
-                write(f"error: {exc}")
-                raise RunFailed(str(exc)) from exc
-            except UploadGone as exc:
-                if task is None:
-                    raise  # a quick build's own upload, removed only once its run has finished
-                # The task's upload is deleted once a change replaced it (TaskService.update), and
-                # this run read the task just before that change.
-                write(f"{exc}: the task changed after this run read it; reading it again")
-                raise _TaskChanged() from exc
-            write("base images: " + (", ".join(d.image for d in deps) or "none"))
-            builder = self._builder()
-            as_build_args = builder.secret_args_as_build_args
-            for warning in secret_arg_warnings(dockerfile, spec.secret_args, as_build_args):
-                write(f"warning: {warning}")
-            request = BuildRequest(
-                run_id=run.run_id,
-                # A git source is named too: a builder that clones by itself (ACR) needs no upload.
-                context=BuildContext(path=str(context_dir), git_url=spec.source.git_url,
-                                     branch=spec.source.branch, git_token=spec.git_token,
-                                     commit=spec.source.commit),
-                dockerfile=spec.dockerfile,
-                images=run.output_images,
-                build_args=spec.build_args,
-                secret_args=spec.secret_args,
-                platform=spec.platform,
-                credentials=spec.credentials,
-                timeout_seconds=self.timeout_seconds,
-                base_images=[d.image for d in deps],
-                no_cache=run.force,
-                cancel=cancel,
-                still_ours=lambda: self._still_ours(run),
-                builder_run_id=run.builder_run_id,
-                record_builder_run=lambda builder_run_id: self._record_builder_run(run, builder_run_id),
-            )
-            result = builder.build(request, write)
+            # A rebase needs no sources: it is decided and done before any checkout or clone.
+            rebased, decision = self._update_by_policy(run, task, spec, cancel, write)
+            if decision and task is not None:
+                write(f"update policy {task.update_policy}: {decision}")
+            if rebased is not None and task is not None:
+                result, kind, deps, built_from = rebased, BuilderKind.REBASE, task.dependencies, \
+                    self._source_run(task)
+            else:
+                result, kind, deps, built_from = self._build_sources(run, spec, task, workspace, cancel,
+                                                                     write)
             write(f"run {run.run_id} {result.status}" + (f": {result.reason}" if result.reason else ""))
         except (RunFailed, _TaskChanged):
             raise
@@ -285,11 +286,143 @@ class Worker:
             write.close()
             shutil.rmtree(workspace, ignore_errors=True)
 
-        finished = self._finish(run, result)
+        if result.status == RunStatus.SUCCEEDED:
+            result = replace(result, base_layers=self._base_layers(result, spec))
+        finished = self._finish(run, result, kind, decision, built_from)
         if task is not None and result.status == RunStatus.SUCCEEDED:
-            built_on = [Dependency(d.image, result.base_digests.get(d.image), d.runtime) for d in deps]
+            built_on = [Dependency(d.image, result.base_digests.get(d.image, d.digest), d.runtime)
+                        for d in deps]
             self.tasks.record_build(task, built_on)
         return finished
+
+    def _build_sources(self, run: Run, spec: BuildSpec, task: Task | None, workspace: Path,
+                       cancel: threading.Event, write: Callable[[str], None],
+                       ) -> tuple[BuildResult, BuilderKind, list[Dependency], tuple[str | None, str | None]]:
+        """Check the sources out and build them: the result, the builder, the bases, and what the
+        auto rule says about the Dockerfile built (its final base, and `adds only` or why not)."""
+        try:
+            context_dir = self.sources.checkout(spec, workspace)
+            dockerfile = read_dockerfile(context_dir, spec.dockerfile)
+            deps = compute_dependencies(dockerfile, spec.build_args)
+        except (ContextError, TaskError) as exc:
+            write(f"error: {exc}")
+            raise RunFailed(str(exc)) from exc
+        except UploadGone as exc:
+            if task is None:
+                raise  # a quick build's own upload, removed only once its run has finished
+            # The task's upload is deleted once a change replaced it (TaskService.update), and
+            # this run read the task just before that change.
+            write(f"{exc}: the task changed after this run read it; reading it again")
+            raise _TaskChanged() from exc
+        write("base images: " + (", ".join(d.image for d in deps) or "none"))
+        builder = self._builder()
+        as_build_args = builder.secret_args_as_build_args
+        for warning in secret_arg_warnings(dockerfile, spec.secret_args, as_build_args):
+            write(f"warning: {warning}")
+        base = final_base(dockerfile, spec.build_args)
+        request = BuildRequest(
+            run_id=run.run_id,
+            # A git source is named too: a builder that clones by itself (ACR) needs no upload.
+            context=BuildContext(path=str(context_dir), git_url=spec.source.git_url,
+                                 branch=spec.source.branch, git_token=spec.git_token,
+                                 commit=spec.source.commit),
+            dockerfile=spec.dockerfile,
+            images=run.output_images,
+            build_args=spec.build_args,
+            secret_args=spec.secret_args,
+            platform=spec.platform,
+            credentials=spec.credentials,
+            timeout_seconds=self.timeout_seconds,
+            base_images=[d.image for d in deps],
+            no_cache=run.force,
+            cancel=cancel,
+            still_ours=lambda: self._still_ours(run),
+            builder_run_id=run.builder_run_id,
+            record_builder_run=lambda builder_run_id: self._record_builder_run(run, builder_run_id),
+            annotations=build_annotations(run.run_id, str(run.trigger), run.cause),
+            final_base=base,
+        )
+        result = builder.build(request, write)
+        verdict = final_stage_verdict(dockerfile, spec.build_args, base) if base else None
+        return result, builder.kind, deps, (base, (verdict or ADDS_ONLY) if base else None)
+
+    def _update_by_policy(self, run: Run, task: Task | None, spec: BuildSpec, cancel: threading.Event,
+                          write: Callable[[str], None]) -> tuple[BuildResult | None, str | None]:
+        """For a run a base update triggered: the rebased image's result when the task's update
+        policy rebased it (None: build), and the decision, with why (None for other runs).
+
+        The rule is applied to the Dockerfile the task's last image was built from, as its run
+        recorded it (Run.final_base, Run.final_stage): that image is what a rebase moves."""
+        if task is None or run.trigger != Trigger.IMAGE_UPDATE or not run.cause or "@" not in run.cause:
+            return None, None
+        policy = task.update_policy
+        if policy == UpdatePolicy.REBUILD:
+            return None, "rebuilt: update policy rebuild"
+        changed, _, new_digest = run.cause.rpartition("@")
+        last = self._last_run(task)
+        if last is None:
+            return None, "rebuilt: no earlier image of the task to rebase"
+        if last.started_at is None or task.updated_at > last.started_at:
+            # Its image may not be what the task builds now (another Dockerfile, args, context).
+            return None, "rebuilt: the task changed after its last image was built"
+        if last.final_base is None or last.final_stage is None:
+            return None, "rebuilt: the last image's Dockerfile was not judged (built before rebase existed)"
+        if last.final_base != changed:
+            return None, f"rebuilt: the changed base {changed} is not the final stage's base"
+        if policy == UpdatePolicy.AUTO and last.final_stage != ADDS_ONLY:
+            return None, f"rebuilt: {last.final_stage}"
+        if self.rebaser is None:
+            return None, "rebuilt: this worker has no rebase builder"
+        old_digest = last.base_digests.get(changed) or next(
+            (d.digest for d in task.dependencies if d.image == changed), None)
+        if not old_digest or not last.output_digest:
+            return None, "rebuilt: the last image's base digest is unknown"
+        name = ImageRef.parse(changed).name
+        image = f"{ImageRef.parse(last.output_images[0]).name}@{last.output_digest}"
+        plan = RebasePlan(base=changed, image=image, old_base=f"{name}@{old_digest}",
+                          new_base=f"{name}@{new_digest}", prove_config=policy == UpdatePolicy.AUTO,
+                          check=tuple(check_command(task.rebase_check)) if task.rebase_check else ())
+        request = BuildRequest(run_id=run.run_id, context=BuildContext(path=""), dockerfile=spec.dockerfile,
+                               images=run.output_images, platform=spec.platform, credentials=spec.credentials,
+                               timeout_seconds=self.timeout_seconds, cancel=cancel,
+                               still_ours=lambda: self._still_ours(run),
+                               annotations=build_annotations(run.run_id, str(run.trigger), run.cause),
+                               final_base=changed)
+        try:
+            result = self.rebaser.rebase(request, plan, write)
+        except RebaseRefused as exc:
+            return None, f"rebuilt: {exc}"
+        except RegistryError as exc:  # nothing was tagged yet: the build does it the long way
+            return None, f"rebuilt: the rebase could not use the registry: {exc}"
+        if policy == UpdatePolicy.AUTO:
+            return result, ("rebased: the final stage only adds files and metadata, and the base "
+                            "changed only its layers")
+        return result, "rebased: update policy rebase"
+
+    def _last_run(self, task: Task) -> Run | None:
+        """The task's newest run that pushed an image: what a rebase starts from."""
+        runs, _ = self.runs.newest(task=task.name, status=RunStatus.SUCCEEDED, top=1)
+        return next((r for r in runs if r.output_digest and r.output_images), None)
+
+    def _source_run(self, task: Task) -> tuple[str | None, str | None]:
+        """A rebased image has the Dockerfile of the image it was made from."""
+        last = self._last_run(task)
+        return (last.final_base, last.final_stage) if last else (None, None)
+
+    def _base_layers(self, result: BuildResult, spec: BuildSpec) -> dict[str, list[str]]:
+        """Each base's layers as the run built on them (what a later rebase checks the image against)."""
+        found = dict(result.base_layers)
+        if self.registry is None:
+            return found
+        for base, digest in result.base_digests.items():
+            if base in found:
+                continue
+            try:
+                found[base] = self.registry.base_layers(f"{ImageRef.parse(base).name}@{digest}",
+                                                        spec.platform, spec.credentials)
+            except RegistryError as exc:
+                log.info("cannot read the layers of %s: %s", base, exc)
+        return found
 
     def _remove_quick_upload(self, run: Run) -> None:
         """A finished quick build's upload is needed no more (a task run's belongs to its task, and
@@ -320,9 +453,15 @@ class Worker:
         transition(self.runs, run.run_id, keep)
         return kept
 
-    def _finish(self, run: Run, result: BuildResult) -> Run:
+    def _finish(self, run: Run, result: BuildResult, builder: BuilderKind | None = None,
+                update_decision: str | None = None,
+                built_from: tuple[str | None, str | None] = (None, None)) -> Run:
         fields: dict[str, Any] = {"reason": result.reason, "output_digest": result.output_digest,
-                                  "base_digests": result.base_digests or None}
+                                  "base_digests": result.base_digests or None,
+                                  "base_layers": result.base_layers or None,
+                                  "builder": str(builder) if builder else None,
+                                  "update_decision": update_decision,
+                                  "final_base": built_from[0], "final_stage": built_from[1]}
 
         def finish(current: Run) -> Run | None:
             if current.finished:

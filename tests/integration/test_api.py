@@ -130,3 +130,21 @@ def test_a_secret_arg_read_through_arg_is_warned_about_in_the_task_answer(api, t
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
     assert api("PATCH", f"/tasks/{name}", json={"context": str(tmp_path)}).json()["warnings"] == []
     assert api("DELETE", f"/tasks/{name}").status_code == 204
+
+
+def test_the_update_policy_is_set_shown_changed_and_checked(api, context):
+    name = f"api-{uuid.uuid4().hex[:8]}"
+    bad = api("POST", "/tasks", json={"name": name, "images": ["x:1"], "context": context,
+                                      "update_policy": "sometimes"})
+    assert bad.status_code == 400 and "update_policy must be rebuild or rebase or auto" in bad.text
+    created = api("POST", "/tasks", json={"name": name, "images": ["x:1"], "context": context})
+    assert created.status_code == 201 and created.json()["update_policy"] == "rebuild"
+    changed = api("PATCH", f"/tasks/{name}", json={"update_policy": "auto"})
+    assert changed.status_code == 200, changed.text
+    assert api("GET", f"/tasks/{name}").json()["update_policy"] == "auto"
+    checked = api("PATCH", f"/tasks/{name}", json={"rebase_check": "node --version"})
+    assert checked.status_code == 200 and checked.json()["rebase_check"] == "node --version"
+    unsplittable = api("PATCH", f"/tasks/{name}", json={"rebase_check": "node 'unterminated"})
+    assert unsplittable.status_code == 400 and "cannot be split into words" in unsplittable.text
+    assert api("PATCH", f"/tasks/{name}", json={"rebase_check": None}).json()["rebase_check"] is None
+    assert api("DELETE", f"/tasks/{name}").status_code in (200, 204)

@@ -69,6 +69,10 @@ def test_tables_of_decisions_verdicts_and_stale_entries():
                       "outcome": "queued", "reason": "base changed", "run_id": "da1", "run_status": "Failed",
                       "run_reason": "exit status 1"}])
     assert "da1 (Failed)" in why and "base changed; run: exit status 1" in why
+    rebased = why_table([{"time": "2026-11-27T10:00:00Z", "event_id": "e2", "image": f"{R}/b:1",
+                          "digest": digest, "outcome": "queued", "reason": "base changed", "run_id": "da2",
+                          "run_status": "Succeeded", "update_decision": "rebuilt: base ENV changed"}])
+    assert "base changed; rebuilt: base ENV changed" in rebased
     stale = stale_table([{"task": "t", "base": f"{R}/b:1", "runtime": False, "state": "stale",
                           "since": None, "built_digest": digest, "current_digest": None, "cause": "no-event",
                           "reason": "r"}])

@@ -55,12 +55,16 @@ def test_why_lists_the_task_own_verdicts_newest_first_with_run_status(app):
     add(app, "off", trigger_enabled=False)
     first = push(app, D1, 1)
     finish(app, first.runs[0], RunStatus.FAILED, "build failed")
+    run, etag = app.runs.get(first.runs[0])
+    run.update_decision = "rebuilt: RUN in final stage"  # what the worker recorded
+    app.runs.save(run, etag)
     push(app, D2, 2, repository="elsewhere")  # not a base of app: not listed
     history = TaskHistory(app.task_store, app.decisions, app.runs)
     (verdict,) = history.why("app")
     assert (verdict.outcome, verdict.run_id, verdict.run_status) == (Outcome.QUEUED, first.runs[0],
                                                                      RunStatus.FAILED)
     assert verdict.run_reason == "build failed" and verdict.image == BASE and verdict.digest == D1
+    assert verdict.update_decision == "rebuilt: RUN in final stage"
     (off,) = history.why("off")
     assert off.outcome == Outcome.TRIGGER_DISABLED and off.run_id is None
     with pytest.raises(TaskNotFound):

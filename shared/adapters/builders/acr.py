@@ -61,7 +61,7 @@ from shared.domain.credentials import RegistryCredential
 from shared.domain.images import has_registry
 from shared.domain.runs import Run as RunRecord
 from shared.domain.secrets import SecretMask
-from shared.domain.vocabulary import RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ class AcrBuilder:
     # reads it, and a RUN that uses it keeps it in the image's history (a DockerBuildRequest has no
     # build secrets).
     secret_args_as_build_args = True
+    kind = BuilderKind.ACR
 
     def __init__(
         self,

@@ -45,8 +45,9 @@ from shared.adapters.builders.ownership import Owner, new_marker, owner_of, proc
 from shared.adapters.builders.registry_auth import auth_file_args
 from shared.domain.builds import BuildRequest, BuildResult, LogSink
 from shared.domain.platforms import normalized_or_given
+from shared.domain.rebase import BASE_DIGEST, BASE_NAME
 from shared.domain.runs import Run
-from shared.domain.vocabulary import RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus
 from shared.service_layer.ports import Registry
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ _PR_SET_PDEATHSIG = 1
 # The build arg naming a build's working containers (see the module docstring).
 MARKER_ARG = "BASETRIGGER_BUILD"
 # buildah's note on build args no stage declared: the marker never is, so it is left out of it.
+# The name of a rebase check's working container: this prefix and the check's marker (so the
+# leftovers of a worker killed during a check are found as a build's are).
+CHECK_CONTAINER_PREFIX = "basetrigger-check-"
 _UNCONSUMED = re.compile(r"(\[Warning\] one or more build args were not consumed: \[)(.*)(\].*)", re.S)
 # The PID namespace a build runs in; it dies with its first process, buildah.
 _OWN_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child"]
@@ -109,6 +113,7 @@ def _without_marker(line: str) -> str | None:
 class BuildahBuilder:
     # Secret args reach the build as build secrets (/run/secrets/NAME), never as build args.
     secret_args_as_build_args = False
+    kind = BuilderKind.BUILDAH
 
     def __init__(self, registry: Registry, ca_file: str | None = None,
                  storage_driver: str = "vfs", work_dir: str = "/tmp/basetrigger"):
@@ -193,6 +198,9 @@ class BuildahBuilder:
             except (OSError, ValueError, KeyError):
                 continue  # removed meanwhile, or being created: not provably ours
             marker = (state.get("Args") or {}).get(MARKER_ARG)
+            name = container.get("containername") or ""
+            if marker is None and name.startswith(CHECK_CONTAINER_PREFIX):
+                marker = name[len(CHECK_CONTAINER_PREFIX):]
             if isinstance(marker, str):
                 found[container["id"]] = marker
         return found
@@ -286,6 +294,46 @@ class BuildahBuilder:
         alive stops it when it sees the cancel."""
         return None
 
+    @staticmethod
+    def _annotations(request: BuildRequest, base_digests: dict[str, str]) -> dict[str, str]:
+        """The run's annotations, and the final stage's base with the digest it was resolved to
+        (buildah keeps annotations in the OCI manifest it pushes)."""
+        found = dict(request.annotations)
+        if request.final_base:
+            found[BASE_NAME] = request.final_base
+            if request.final_base in base_digests:
+                found[BASE_DIGEST] = base_digests[request.final_base]
+        return found
+
+    def check_image(self, image: str, argv: tuple[str, ...], request: BuildRequest,
+                    log: LogSink) -> int | None:
+        """A rebase check: argv run in `image` (pulled with the task's credentials), as a build's RUN
+        runs (chroot isolation, a PID namespace of its own); its exit code, None when stopped. The
+        working container is removed however it ends (a dead worker's: at the next start-up)."""
+        deadline = time.monotonic() + request.timeout_seconds
+        container = f"{CHECK_CONTAINER_PREFIX}{new_marker(self.owner)}"
+        try:
+            with auth_file_args(request.credentials, self.work_dir) as auth:
+                code = self._run(self._global() + ["from", "--name", container, "--pull-always", *self._tls(),
+                                                   *auth, f"docker://{image}"], log, deadline, request.cancel)
+            if code != 0:
+                return code
+            return self._run(self._global() + ["run", "--isolation", "chroot", container, "--", *argv],
+                             log, deadline, request.cancel)
+        finally:
+            self._remove_check_container(container)
+
+    def _remove_check_container(self, name: str) -> None:
+        """By its name, a few times: a removal can fail while other builds hold the storage's lock.
+        One that was never made (`buildah from` failed) is not known: nothing to do."""
+        for attempt in range(3):
+            done = subprocess.run(self._global() + ["rm", name], capture_output=True, text=True, timeout=300)
+            if done.returncode == 0 or "container not known" in done.stderr:
+                return
+            logger.warning("could not remove the check container %s (attempt %d): %s", name, attempt + 1,
+                           done.stderr.strip())
+            time.sleep(1)
+
     def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         # The task's registry credentials reach buildah in an auth file that lives as long as the build.
         with auth_file_args(request.credentials, self.work_dir) as auth:
@@ -311,6 +359,8 @@ class BuildahBuilder:
                                      "-f", str(Path(context) / request.dockerfile)]
             for key, value in {**request.build_args, MARKER_ARG: marker}.items():
                 argv += ["--build-arg", f"{key}={value}"]
+            for key, value in self._annotations(request, base_digests).items():
+                argv += ["--annotation", f"{key}={value}"]
             for image in request.images:
                 argv += ["-t", image]
             argv.append(context)
