@@ -110,6 +110,8 @@ PATH_VALUES = {
         "run_id": run_ids,
         "ref": references,
         "wave_id": wave_ids,
+        # A task timer's name (`task timer add --timer-name`): names and odd text alike.
+        "timer": st.one_of(task_names, s.odd_text),
     }.items()
 }
 
