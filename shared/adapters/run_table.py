@@ -99,6 +99,9 @@ class TableRunRepository:
         self._writers = ThreadPoolExecutor(max_workers=TRANSACTIONS_IN_FLIGHT,
                                            thread_name_prefix="run-writes")
         self._readers = ThreadPoolExecutor(max_workers=REFRESHES_IN_FLIGHT, thread_name_prefix="run-reads")
+        # Once the schema-2 partition is seen empty it stays so (nothing writes it any more): lists
+        # stop reading it.
+        self._legacy_gone = False
 
     @property
     def table(self) -> TableClient:
@@ -258,12 +261,20 @@ class TableRunRepository:
             partitions = ("PartitionKey ge @pklo and PartitionKey lt @pkhi",
                           {"pklo": upper_block, "pkhi": "recent}"})
         found = self._page(partitions, prefix, top, status, after)
-        legacy = self._page(("PartitionKey eq @pk", {"pk": LEGACY}), prefix, top, status, after)
+        legacy = [] if self._no_legacy() else self._page(("PartitionKey eq @pk", {"pk": LEGACY}),
+                                                          prefix, top, status, after)
         if legacy:  # not migrated yet: both, newest first
             found = sorted(found + legacy, key=lambda r: self.ids.counter(r.run_id), reverse=True)[:top]
         runs = self._fresh(found, status)
         continuation = found[-1].run_id if len(found) == top else None
         return runs, continuation
+
+    def _no_legacy(self) -> bool:
+        if not self._legacy_gone:
+            probe = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": LEGACY},
+                                              select=["RowKey"], results_per_page=1).by_page()
+            self._legacy_gone = not next(iter(next(probe, [])), None)
+        return self._legacy_gone
 
     def _page(self, partitions: tuple[str, dict[str, Any]], prefix: str, top: int,
               status: RunStatus | None, after: str | None) -> list[Run]:
