@@ -1,18 +1,18 @@
 """Runs in Table Storage.
 
-Schema 3: a run's rows are spread over bucket partitions, so the writes of a big wave spread, and
-every list is one key-range read of one partition (or of a few, in key order):
-- PartitionKey `run|NN` (NN = the run's counter mod 32), RowKey `id|<inverted counter>`: the run
-  itself, the one row a change is written to with its etag. Its partition comes from the run id
-  alone: a point read by id (every transition) needs nothing else.
-- PartitionKey `task|NN` (NN from a hash of the task name), RowKey `task|<task>|<inverted>`: a copy
-  per task, for "runs of task X", newest first, in one partition.
+Schema 3: a run's rows are spread over partitions, so the writes of a big wave spread, and every
+list is one key-range read of one partition (or of two, in key order):
+- PartitionKey `run|<inverted block>` (a block = 100 consecutive run ids, newer blocks first),
+  RowKey `id|<inverted counter>`: the run itself, the one row a change is written to with its etag.
+  Its partition comes from the run id alone (a point read by id, every transition, needs nothing
+  else); the blocks are the newest-first list (a page: one range read across them in key order,
+  the first block and at most the start of the next); a wave of N runs, whose ids are consecutive,
+  is written to N/100 partitions.
+- PartitionKey `task|NN` (NN = one of 32 buckets, from a hash of the task name), RowKey
+  `task|<task>|<inverted>`: a copy per task, for "runs of task X", newest first, in one partition.
 - PartitionKey `image|NN` (from a hash of the encoded image), RowKey `image|<image>|<inverted>`: a
   copy per output image once the run has started: "runs that produced image Y", which is also how
   a push is recognised as a run's own output.
-- PartitionKey `recent|<inverted block>` (a block = 1,000 consecutive run ids, so newer blocks sort
-  first), RowKey `id|<inverted>`: the newest-first list. A page is one range read across these
-  partitions in key order, which is the first block and at most the start of the next.
 The copies follow the run's row (written after it, not in one transaction: they are in other
 partitions). A list answers a copy of a run that has not finished from the run's own row, so a
 copy a crash left behind never shows a stale state (a finished run never changes again).
@@ -44,8 +44,8 @@ from shared.domain.vocabulary import RunStatus
 
 LEGACY = "run"  # schema 2 and before: every row in this one partition
 BUCKETS = 32
-RECENT_BLOCK = 1000
-_BLOCK_SPAN = 10**9
+RUN_BLOCK = 100
+_BLOCK_SPAN = 10**10
 # Copies of unfinished runs a list reads again from their own rows at once.
 REFRESHES_IN_FLIGHT = 8
 
@@ -149,10 +149,10 @@ class TableRunRepository:
     # ---- keys ------------------------------------------------------------------------------
     def _home(self, run_id: str) -> tuple[str, str]:
         """The run's own row: (PartitionKey, RowKey)."""
-        return f"run|{self.ids.counter(run_id) % BUCKETS:02d}", f"id|{self.ids.inverted(run_id)}"
+        return self._block(run_id), f"id|{self.ids.inverted(run_id)}"
 
-    def _recent(self, run_id: str) -> str:
-        return f"recent|{_BLOCK_SPAN - 1 - self.ids.counter(run_id) // RECENT_BLOCK:09d}"
+    def _block(self, run_id: str) -> str:
+        return f"run|{_BLOCK_SPAN - 1 - self.ids.counter(run_id) // RUN_BLOCK:010d}"
 
     @staticmethod
     def _task_partition(task: str) -> str:
@@ -178,12 +178,11 @@ class TableRunRepository:
     def _rows(self, run: Run) -> list[dict[str, Any]]:
         """The run's own row first, then its copies."""
         inv = self.ids.inverted(run.run_id)
-        rows = [self._entity(run, *self._home(run.run_id)),
-                self._entity(run, self._recent(run.run_id), f"id|{inv}")]
+        rows = [self._entity(run, *self._home(run.run_id))]
         if run.task:
             rows.append(self._entity(run, self._task_partition(run.task), f"task|{run.task}|{inv}"))
         # A run is listed under its output images once it starts: a queued run has produced
-        # nothing yet, and leaving these rows out keeps a 1000-task fan-out's writes a quarter smaller.
+        # nothing yet, and leaving these rows out keeps a 1000-task fan-out's writes a third smaller.
         if run.status != RunStatus.QUEUED:
             for image in dict.fromkeys(run.output_images):
                 encoded = encode_key(image)
@@ -202,11 +201,9 @@ class TableRunRepository:
             list(self._writers.map(self.table.submit_transaction, batches))
 
     def create_many(self, runs: list[Run]) -> None:
-        """Insert runs: their own rows first, then the copies (a run a list or a worker can see
-        has its own row). Idempotent: every write is an upsert."""
-        rows = [self._rows(run) for run in runs]
-        self._submit([own for own, *_ in rows])
-        self._submit([copy for _, *copies in rows for copy in copies])
+        """Insert runs, their own rows and copies side by side (a list that finds a copy before
+        its run's row answers the copy). Idempotent: every write is an upsert."""
+        self._submit([row for run in runs for row in self._rows(run)])
 
     def get(self, run_id: str) -> tuple[Run, str]:
         partition, row_key = self._home(run_id)
@@ -257,9 +254,8 @@ class TableRunRepository:
             partitions = ("PartitionKey eq @pk", {"pk": self._image_partition(encoded)})
         else:
             prefix = "id|"
-            upper_block = self._recent(after) if after else "recent|"
             partitions = ("PartitionKey ge @pklo and PartitionKey lt @pkhi",
-                          {"pklo": upper_block, "pkhi": "recent}"})
+                          {"pklo": self._block(after) if after else "run|", "pkhi": "run}"})
         found = self._page(partitions, prefix, top, status, after)
         legacy = [] if self._no_legacy() else self._page(("PartitionKey eq @pk", {"pk": LEGACY}),
                                                           prefix, top, status, after)
