@@ -97,9 +97,9 @@ def account_floor(services: Services, entities: int) -> float:
         return time.perf_counter() - started
 
 
-def work(env: dict[str, str], until: float) -> tuple[int, float | None, float | None]:
+def work(env: dict[str, str], until: float) -> tuple[int, float | None, float | None, int]:
     """One worker process: take messages and build instantly until `until` (wall clock).
-    Returns (runs finished, first claim, last finish)."""
+    Returns (runs finished, first claim, last finish, attempts that failed)."""
     os.environ.update(env)
     services = Services(config.load(env))
     worker = services.worker
@@ -107,7 +107,7 @@ def work(env: dict[str, str], until: float) -> tuple[int, float | None, float | 
     worker._build = lambda run, cancel: worker._finish(  # type: ignore[method-assign]
         run, BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "2" * 64))
     queue = services.storage.queue(env["BASETRIGGER_BUILD_QUEUE"])
-    done, first, last = 0, None, None
+    done, first, last, failed = 0, None, None, 0
     while time.time() < until:
         messages = list(queue.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=120))
         if not messages:
@@ -117,11 +117,14 @@ def work(env: dict[str, str], until: float) -> tuple[int, float | None, float | 
             if time.time() >= until:
                 break
             first = first or time.time()
-            if worker.execute(decode(message.content)) is not None:
-                done += 1
-                last = time.time()
-            queue.delete_message(message)
-    return done, first, last
+            try:
+                if worker.execute(decode(message.content)) is not None:
+                    done += 1
+                    last = time.time()
+                queue.delete_message(message)
+            except Exception:  # noqa: BLE001 - as in the host: the message comes back later
+                failed += 1
+    return done, first, last, failed
 
 
 def main() -> int:
@@ -177,7 +180,9 @@ def main() -> int:
                 lasts = [r[2] for r in results if r[2]]
                 span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
                 rate = done / span if span else 0.0
-                print(f"  {workers} worker process(es): {done} runs in {span:5.1f} s = {rate:6.1f} runs/s")
+                failed = sum(r[3] for r in results)
+                print(f"  {workers} worker process(es): {done} runs in {span:5.1f} s = {rate:6.1f} runs/s"
+                      f"  ({failed} attempt(s) failed and were left to redelivery)")
         finally:
             plain.storage.drop_all()  # leave the stack's Azurite as it was
     return 0
