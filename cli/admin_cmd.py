@@ -1,6 +1,8 @@
 """`basetrigger admin ...`: operating a deployment.
 
     admin rotate-secrets    re-encrypt every stored secret with the first BASETRIGGER_SECRET_KEY key
+    admin migrate           move rows stored by an older schema into today's layout (once, after
+                            an upgrade; idempotent)
 
 A key rotation (docs/deploy.md, "Rotating the secret key"): put a new key first in the app's
 BASETRIGGER_SECRET_KEY (`<new>,<old>`), restart the app, run `basetrigger admin rotate-secrets`,
@@ -19,6 +21,7 @@ ADMIN_EPILOG = """\
 examples:
   basetrigger admin rotate-secrets
   basetrigger admin rotate-secrets --output json
+  basetrigger admin migrate
 
 The exit status is 0 when every stored secret is sealed with the first key (the other keys may be
 dropped), 1 when some are not (unreadable with every configured key, or changing meanwhile: see the
@@ -28,7 +31,7 @@ output), 2 when the request failed.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser(
-        "admin", help="operate the deployment (secret key rotation)",
+        "admin", help="operate the deployment (secret key rotation, storage migration)",
         description="Operate a basetrigger deployment.", epilog=ADMIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,6 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rotate.add_argument("--output", "-o", choices=("text", "json"), default="text",
                         help="output format (default: text)")
     rotate.set_defaults(func=rotate_secrets)
+    migrate = commands.add_parser(
+        "migrate", parents=[connection_options()],
+        help="move rows stored by an older schema into today's layout (idempotent)",
+        description="Move the runs stored by schema 2 (one table partition) into the bucket "
+        "partitions of schema 3. Old rows read without it; it makes every list one partition read "
+        "again. Safe to run again, and while the app runs.",
+    )
+    migrate.add_argument("--output", "-o", choices=("text", "json"), default="text",
+                         help="output format (default: text)")
+    migrate.set_defaults(func=migrate_rows)
 
 
 @handles_errors
@@ -62,3 +75,14 @@ def rotate_secrets(args: argparse.Namespace) -> int:
         return EXIT_OK
     print("some secrets are not sealed with the first key: keep the other keys for now", file=sys.stderr)
     return EXIT_RUN_FAILED
+
+
+@handles_errors
+def migrate_rows(args: argparse.Namespace) -> int:
+    report = Client.from_args(args).request("POST", "admin/migrate", body={}).json()
+    if args.output == "json":
+        print(to_json(report))
+    else:
+        runs = report.get("runs") or {}
+        print(f"runs moved: {runs.get('runs', 0)} (old rows removed: {runs.get('rows_removed', 0)})")
+    return EXIT_OK

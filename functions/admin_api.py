@@ -1,6 +1,7 @@
 """HTTP API for operating the deployment (see docs/api.md):
 
     POST /api/secrets/rotate   re-encrypt every stored secret with the first BASETRIGGER_SECRET_KEY key
+    POST /api/admin/migrate    move rows stored by an older schema into today's layout (runs)
 
 Key rotation runs here, in the app, because only the app has both the keys (a Key Vault reference
 in the cloud) and the storage rights (its managed identity); docs/deploy.md gives the steps.
@@ -28,3 +29,14 @@ def api_secrets_rotate(req: func.HttpRequest) -> func.HttpResponse:
     logging.info("secrets resealed: %d re-encrypted, %d current, %d unreadable, %d busy",
                  len(report.resealed), len(report.current), len(report.unreadable), len(report.busy))
     return json_response(report.to_dict())
+
+
+@bp.function_name("api_admin_migrate")
+@bp.route(route="admin/migrate", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_admin_migrate(req: func.HttpRequest) -> func.HttpResponse:
+    """One-shot, idempotent: run it again after a failure, or any time (it then finds nothing)."""
+    report = services().runs.migrate_legacy()
+    logging.info("migrate: %d run(s) moved into the bucket partitions, %d old row(s) removed",
+                 report.runs, report.rows_removed)
+    return json_response({"runs": report.to_dict()})

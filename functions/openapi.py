@@ -369,6 +369,18 @@ PATHS["/secrets/rotate"] = {
                                    "content": {"application/json": {"schema": _ERROR}}}}},
 }
 
+SCHEMAS["MigrationReport"] = {
+    "type": "object",
+    "properties": {"runs": {"type": "object", "properties": {
+        "runs": {"type": "integer", "description": "runs moved from the schema-2 partition"},
+        "rows_removed": {"type": "integer", "description": "old rows removed with them"}}}},
+}
+PATHS["/admin/migrate"] = {
+    "post": {"operationId": "migrate",
+             "summary": "Move rows stored by an older schema into today's layout (idempotent)",
+             "responses": {**_ok(_ref("MigrationReport")), **_errors()}},
+}
+
 
 # ---- bases anywhere: more webhooks, bases, registry credentials (functions/webhooks_*.py,
 # functions/registry_api.py) --------------------------------------------------------------------

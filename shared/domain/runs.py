@@ -9,8 +9,9 @@ from typing import Any
 from shared.domain.builds import BuildSpec
 from shared.domain.vocabulary import RunStatus, Trigger, format_time, utc_now
 
-# 1: one table property per field; 2: the run is one JSON record (what `to_record` returns).
-SCHEMA_VERSION = 2
+# 1: one table property per field; 2: the run is one JSON record (what `to_record` returns);
+# 3: the same record, its rows spread over bucket partitions (shared.adapters.run_table).
+SCHEMA_VERSION = 3
 _COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
 _TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at", "unsent_since")
 

@@ -55,3 +55,21 @@ def test_rotation_without_a_key_is_the_service_s_problem_not_the_caller_s(old_se
 
     assert response.status_code == 503
     assert json.loads(response.get_body())["error"]["code"] == "SecretsUnavailable"
+
+
+def test_migrate_moves_schema_2_runs_and_a_second_call_finds_nothing(monkeypatch):
+    from tests.integration.test_run_table import _runs, _store_as_schema_2
+
+    services = Services(unique_settings())
+    try:
+        for run in _runs(services.runs, 3):
+            _store_as_schema_2(services.runs, run)
+        monkeypatch.setattr(admin_api, "services", lambda: services)
+        migrate = func.HttpRequest("POST", "/api/admin/migrate", body=b"{}")
+        first = admin_api.api_admin_migrate(migrate)
+        assert first.status_code == 200
+        assert json.loads(first.get_body()) == {"runs": {"runs": 3, "rows_removed": 9}}
+        again = json.loads(admin_api.api_admin_migrate(migrate).get_body())
+        assert again == {"runs": {"runs": 0, "rows_removed": 0}}
+    finally:
+        services.storage.drop_all()

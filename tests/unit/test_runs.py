@@ -41,12 +41,20 @@ def test_rows_are_lean_and_carry_the_filter_properties():
     queued = Run(run_id="da7", status=RunStatus.QUEUED, trigger=Trigger.MANUAL, task="app",
                  output_images=["r/app:da7"])
     rows = store._rows(queued)
-    assert [r["RowKey"] for r in rows] == ["id|999999999993", "task|app|999999999993"]
+    assert [(r["PartitionKey"], r["RowKey"]) for r in rows] == [
+        ("run|9999999999", "id|999999999993"), (store._task_partition("app"), "task|app|999999999993")]
     assert set(rows[0]) == {"PartitionKey", "RowKey", "SchemaVersion", "Status", "OutputImage", "Data"}
     started = store._rows(Run(run_id="da7", status=RunStatus.RUNNING, trigger=Trigger.MANUAL,
                               output_images=["r/app:da7"]))
     assert [r["RowKey"] for r in started] == ["id|999999999993", "image|r%2Fapp:da7|999999999993"]
     assert _from_entity(rows[1]) == queued
+
+
+def test_run_rows_spread_by_block_of_ids_and_by_task_and_newer_blocks_list_first():
+    store = TableRunRepository(_NoStorage(), "da")  # type: ignore[arg-type]
+    assert len({store._home(f"da{n}")[0] for n in range(1, 10001)}) == 101  # a wave of 10,000
+    assert len({store._task_partition(f"task{n}") for n in range(200)}) == 32
+    assert store._block("da100") < store._block("da99") == store._block("da1")
 
 
 def test_schema_1_rows_still_read():
