@@ -9,7 +9,7 @@
 #   make unit      the tests on fakes (tests/unit): no install, no stack, well under a minute
 #   make test      install, lint, typecheck, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack
-#   make bench     the benchmarks (fan-out, list-runs, impact, dashboard, poll, waves)
+#   make bench     the benchmarks (fan-out, list-runs, impact, dashboard, poll, waves, rebase, scale)
 #   make checkov   Checkov's Bicep policies on infra/, each finding explained in docs/deploy.md
 #                  (not in CI: installs Checkov, ~300 MB, into .stack/checkov once)
 #   make smoke-azure  the cloud path end to end on a deployment (not in CI; needs
@@ -75,6 +75,7 @@ bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/dashboard.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/waves.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/rebase.py
+	@$(WITH_STACK_ENV) $(PYTHON) bench/scale.py
 
 # The browser tests save each view they reach (a real push and build included) as docs/img/<view>.png.
 screenshots: up
