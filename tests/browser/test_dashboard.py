@@ -403,15 +403,17 @@ def test_the_wave_view_shows_what_the_base_push_changed(browser, host):
     from tests.integration.test_base_changes import DEBIAN_12, DPKG_V1, DPKG_V2, build_base
 
     tmp = stack_context_folder("change")
-    names = f"uic{uuid.uuid4().hex[:8]}"
-    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/{names}/debian:12"
+    # readable in wave-change.png; the short suffix keeps reruns on the stack's tables apart
+    suffix = uuid.uuid4().hex[:4]
+    task = f"app-{suffix}"
+    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/library/debian:12-{suffix}"
     build_base(tmp, base, {"/var/lib/dpkg/status": DPKG_V1, "/etc/os-release": DEBIAN_12})
     context = tmp / "app"
     context.mkdir()
     (context / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY Dockerfile /app.Dockerfile\n")
     api = host.api()
     created = api.post(f"{host.url}/api/tasks", timeout=60, json={
-        "name": f"{names}-app", "images": [f"{names}/app:{{{{.Run.ID}}}}"], "context": str(context),
+        "name": task, "images": [f"{task}:{{{{.Run.ID}}}}"], "context": str(context),
         "build_args": {"BASE": base}})
     assert created.status_code == 201, created.text
     try:
@@ -431,5 +433,5 @@ def test_the_wave_view_shows_what_the_base_push_changed(browser, host):
         assert page.errors == []
         page.close()
     finally:
-        api.delete(f"{host.url}/api/tasks/{names}-app", timeout=30)
+        api.delete(f"{host.url}/api/tasks/{task}", timeout=30)
         buildah("rmi", "-f", base)

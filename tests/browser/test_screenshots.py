@@ -117,16 +117,7 @@ def test_a_node_push_rebuilds_mid_then_web_and_api_in_one_wave(browser, story):
     assert levels == {"mid": "1", "web": "2", "api": "2"}
     assert "3 Succeeded" in row.inner_text()
 
-    # the Runs tab: the three rebuilds, web's log open
-    page.click("#tab-runs")
-    web = page.locator("#runs tbody tr", has_text="web").first
-    web.wait_for(timeout=20_000)
-    web.locator("button").click()
-    page.locator("#run-log", has_text="web-node-version").wait_for(timeout=20_000)
-    page.locator("#run-facts .badge", has_text="Succeeded").wait_for(timeout=10_000)
-    screenshot(page, "runs")
-
-    # the Graph tab: what a push of node rebuilds, three levels deep
+    # the Graph tab: what a push of node rebuilds: mid, then web and api built FROM mid
     page.click("#tab-graph")
     page.fill("#graph-form [name=image]", story["node"])
     page.click("#graph-form button[type=submit]")
@@ -192,5 +183,16 @@ def test_resumed_web_builds_and_api_is_the_one_stale_image(browser, story):
     for digest in story["pushed"]:
         assert digest.removeprefix("sha256:")[:12] in shown, shown
     screenshot(page, "decisions")
+
+    # the Runs tab: both waves' runs, api's failed build and why in its log
+    page.click("#tab-runs")
+    failed = page.locator("#runs tbody tr", has_text="Failed").first
+    failed.wait_for(timeout=20_000)
+    assert "api" in failed.inner_text()
+    failed.locator("button").click()
+    page.locator("#run-log", has_text="api needs node 9").wait_for(timeout=20_000)
+    page.locator("#run-facts .badge", has_text="Failed").wait_for(timeout=10_000)
+    assert page.locator("#runs tbody tr").count() == 6
+    screenshot(page, "runs")
     assert page.errors == []
     page.close()
