@@ -14,7 +14,7 @@
 #                  (not in CI: installs Checkov, ~300 MB, into .stack/checkov once)
 #   make smoke-azure  the cloud path end to end on a deployment (not in CI; needs
 #                  BASETRIGGER_URL and BASETRIGGER_KEY of it; see docs/deploy.md)
-#   make screenshots  the dashboard's views, from the browser tests, into docs/img/
+#   make screenshots  the dashboard's views, from the browser tests' story, into docs/img/
 #   make chaos     the long mode of the fault, fuzz and secret-canary suite (not in CI, tens of
 #                  minutes) on a second stack of its own (never the default one); prints its figures
 #                  (deliveries, runs, 5xx, lost, stuck, secret hits); `make test` runs the short mode
@@ -77,9 +77,12 @@ bench: up
 	@$(WITH_STACK_ENV) $(PYTHON) bench/rebase.py
 	@$(WITH_STACK_ENV) $(PYTHON) bench/scale.py
 
-# The browser tests save each view they reach (a real push and build included) as docs/img/<view>.png.
+# The README's pictures: tests/browser/test_screenshots.py plays their story (real pushes, polls
+# and builds, on tables of its own) and saves each view as docs/img/<view>.png; wave-change.png
+# comes from the dashboard test of a base change.
 screenshots: up
-	@$(WITH_STACK_ENV) BASETRIGGER_SCREENSHOTS=docs/img $(PYTHON) -m pytest tests/browser -q
+	@$(WITH_STACK_ENV) BASETRIGGER_SCREENSHOTS=docs/img $(PYTHON) -m pytest -q tests/browser/test_screenshots.py \
+		tests/browser/test_dashboard.py::test_the_wave_view_shows_what_the_base_push_changed
 
 # Starts and stops a stack of its own on free ports (scripts/chaos.py), so it needs no `up`.
 chaos: install

@@ -5,7 +5,8 @@ finish, and draws the base and its dependents. A push starts a wave, which the W
 appear and end; a broken base trips a wave's circuit breaker, and the tab's Cancel and Resume
 (each asked first) decide.
 
-With BASETRIGGER_SCREENSHOTS=DIR (`make screenshots`), each view is also saved as DIR/<view>.png.
+With BASETRIGGER_SCREENSHOTS=DIR (`make screenshots`), the wave's base change is saved as
+DIR/wave-change.png; the README's other pictures are tests/browser/test_screenshots.py's story.
 """
 
 from __future__ import annotations
@@ -229,7 +230,6 @@ def test_a_base_push_shows_a_new_run_its_log_and_its_end_without_a_reload(browse
     assert page.evaluate("window.__sameDocument") is True
     assert page.locator("#run-facts").inner_text().count("Image Update") == 1
     page.locator("#run-facts .badge", has_text="Succeeded").wait_for(timeout=10_000)  # the facts caught up
-    screenshot(page, "runs")
     assert page.errors == []
     page.close()
 
@@ -247,7 +247,6 @@ def test_the_graph_shows_the_pushed_base_and_its_dependents(browser, host, scene
     assert "1 of 2 dependent task(s) would rebuild" in page.locator("#graph-summary").inner_text()
     # coloured by the status of the task's newest run (the rebuild of the test before, if it ran)
     page.locator(f'#graph g.node.task[data-task="{scene["app"]}"][data-status]').wait_for(timeout=10_000)
-    screenshot(page, "graph")
     page.click("#graph-all")
     page.locator(f'#graph g.node.task[data-task="{scene["tools"]}"]').wait_for(timeout=20_000)
     assert page.errors == []
@@ -264,7 +263,6 @@ def test_the_stale_and_decision_views(browser, host, scene):
     # tools was created on the first base, which the push replaced; a build stage under Runtime
     row = page.locator(f'#stale tr[data-task="{scene["tools"]}"]')
     assert "not-a-runtime-dependency" in row.inner_text()
-    screenshot(page, "stale")
     page.click("#tab-decisions")
     page.fill("#decision-filters [name=image]", scene["base"])
     page.click("#decision-filters button[type=submit]")
@@ -276,7 +274,6 @@ def test_the_stale_and_decision_views(browser, host, scene):
     # the task's own outcome for the push, not the decision's
     outcomes = page.locator("#decisions tbody td strong").all_inner_texts()
     assert outcomes[0] == "not-a-runtime-dependency", outcomes
-    screenshot(page, "decisions")
     assert page.errors == []
     page.close()
 
@@ -328,7 +325,6 @@ def test_a_held_wave_is_shown_and_canceled_with_a_confirm(browser, host, broken)
     assert "Held" in row.locator(".progress").inner_text()
     cancel, resume = page.locator("#wave-cancel"), page.locator("#wave-resume")
     assert cancel.is_visible() and resume.is_visible()
-    screenshot(page, "waves")
 
     # the graph draws the wave's tasks by their status in it
     page.click("#wave-graph")
@@ -337,7 +333,6 @@ def test_a_held_wave_is_shown_and_canceled_with_a_confirm(browser, host, broken)
         timeout=10_000)
     assert page.locator(f'#graph g.node.task.in-wave[data-wave="{wave_id}"]').count() == BROKEN_DEPENDENTS
     assert wave_id in page.locator("#graph-wave").inner_text()
-    screenshot(page, "wave-graph")
     page.click("#tab-waves")
 
     # asked first: Escape keeps the wave as it is
@@ -408,15 +403,17 @@ def test_the_wave_view_shows_what_the_base_push_changed(browser, host):
     from tests.integration.test_base_changes import DEBIAN_12, DPKG_V1, DPKG_V2, build_base
 
     tmp = stack_context_folder("change")
-    names = f"uic{uuid.uuid4().hex[:8]}"
-    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/{names}/debian:12"
+    # readable in wave-change.png; the short suffix keeps reruns on the stack's tables apart
+    suffix = uuid.uuid4().hex[:4]
+    task = f"app-{suffix}"
+    base = f"{os.environ.get('REGISTRY', 'localhost:5000')}/library/debian:12-{suffix}"
     build_base(tmp, base, {"/var/lib/dpkg/status": DPKG_V1, "/etc/os-release": DEBIAN_12})
     context = tmp / "app"
     context.mkdir()
     (context / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY Dockerfile /app.Dockerfile\n")
     api = host.api()
     created = api.post(f"{host.url}/api/tasks", timeout=60, json={
-        "name": f"{names}-app", "images": [f"{names}/app:{{{{.Run.ID}}}}"], "context": str(context),
+        "name": task, "images": [f"{task}:{{{{.Run.ID}}}}"], "context": str(context),
         "build_args": {"BASE": base}})
     assert created.status_code == 201, created.text
     try:
@@ -436,5 +433,5 @@ def test_the_wave_view_shows_what_the_base_push_changed(browser, host):
         assert page.errors == []
         page.close()
     finally:
-        api.delete(f"{host.url}/api/tasks/{names}-app", timeout=30)
+        api.delete(f"{host.url}/api/tasks/{task}", timeout=30)
         buildah("rmi", "-f", base)
