@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -102,7 +102,10 @@ class Run:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Run:
-        values = dict(record)
+        # Fields a newer version added are left out, not refused: during a rolling deploy an
+        # instance of the older version still reads the runs the newer one writes.
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in record.items() if key in known}
         for key in _TIMES:
             values[key] = _datetime(values.get(key))
         values["created_at"] = values["created_at"] or utc_now()

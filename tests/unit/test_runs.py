@@ -29,6 +29,13 @@ def test_rows_stored_before_the_builder_run_id_read_it_as_none():
     assert Run.from_record(record).builder_run_id is None
 
 
+def test_a_row_a_newer_version_wrote_still_reads():
+    """A rolling deploy: an instance of this version reads runs an instance of the next one wrote."""
+    record = Run(run_id="da10", status=RunStatus.QUEUED, trigger=Trigger.MANUAL).to_record()
+    record["field_of_a_later_version"] = {"anything": 1}
+    assert Run.from_record(record).run_id == "da10"
+
+
 def test_a_quick_build_spec_stored_before_it_was_typed_still_reads():
     record = Run(run_id="da8", status=RunStatus.QUEUED, trigger=Trigger.MANUAL).to_record()
     record["spec"] = {"context_blob": "da8-1.tar.gz", "dockerfile": "D", "build_args": {},
