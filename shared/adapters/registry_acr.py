@@ -58,19 +58,7 @@ class AcrClient:
         """The manifest `reference` points at. One GET of the manifest answers both its digest and,
         for an index, its platforms (the SDK checks the body against the digest)."""
         ref = ImageRef.parse(reference)
-        target = ref.digest or ref.tag or "latest"
-        try:
-            result = self.client(ref.registry).get_manifest(ref.repository, target)
-        except ResourceNotFoundError:
-            raise RegistryError(Failure.NOT_FOUND, f"{ref} does not exist (404)") from None
-        except ClientAuthenticationError as exc:
-            raise RegistryError(Failure.UNAUTHORIZED,
-                                f"{ref.registry} refused the app's managed identity for {ref.name} "
-                                f"({exc.status_code or 'no token'}): does it have AcrPull?") from None
-        except (ServiceRequestError, ServiceResponseError):
-            raise RegistryError(Failure.UNREACHABLE, f"cannot reach {ref.registry}") from None
-        except HttpResponseError as exc:
-            raise _http_error(exc, ref) from None
+        result = self._call(ref, lambda c: c.get_manifest(ref.repository, ref.digest or ref.tag or "latest"))
         media_type = (result.media_type or "").split(";")[0].strip() or None
         manifest = result.manifest if isinstance(result.manifest, dict) else {}
         media_type = media_type or manifest.get("mediaType")
@@ -81,7 +69,6 @@ class AcrClient:
                 from None
         found = index_platforms(manifest) if with_platforms and media_type in INDEX_MEDIA_TYPES else {}
         return ManifestInfo(digest, media_type, found)
-
 
     def manifest(self, reference: str) -> tuple[str, dict[str, Any]]:
         """The manifest document `reference` points at, and its digest (the SDK checks the body)."""
