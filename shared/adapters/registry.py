@@ -85,7 +85,8 @@ class RegistryClient:
         ref, credential, acr = self._route(reference, credentials)
         if acr:
             return self._acr_client().manifest(str(ref))
-        return self.distribution.manifest_document(str(ref), credential)
+        raw = self.distribution.manifest(str(ref), credential)
+        return raw.digest, raw.document()
 
     @contextlib.contextmanager
     def blob(self, reference: str, digest: str,

@@ -144,28 +144,6 @@ class DistributionClient:
         found = index_platforms(document) if media_type in INDEX_MEDIA_TYPES else {}
         return ManifestInfo(self._digest(digest, str(ref)), media_type, found)
 
-    def manifest_document(self, reference: str,
-                          credential: RegistryCredential | None = None) -> tuple[str, dict[str, Any]]:
-        """The manifest document `reference` points at, and its digest (for `base changes`); read
-        as a stream, so a registry answering an endless body fills no memory."""
-        ref = ImageRef.parse(reference)
-        target = ref.digest or ref.tag or "latest"
-        with self._request("GET", ref, f"manifests/{target}", credential, stream=True) as response:
-            body = response.raw.read(MAX_INDEX_BYTES + 1, decode_content=True)
-        if len(body) > MAX_INDEX_BYTES:
-            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is larger than "
-                                f"{MAX_INDEX_BYTES} bytes")
-        digest = "sha256:" + hashlib.sha256(body).hexdigest()
-        if ref.digest and ref.digest != digest:
-            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest does not match its digest")
-        try:
-            document: Any = json.loads(body)
-        except ValueError:
-            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is not JSON") from None
-        if not isinstance(document, dict):
-            raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest is not a JSON object")
-        return digest, document
-
     def stream_blob(self, reference: str, digest: str,
                     credential: RegistryCredential | None = None) -> requests.Response:
         """A streamed answer for one blob of the repository of `reference` (the caller closes it;
@@ -209,17 +187,19 @@ class DistributionClient:
 
     # ---- reading and writing images (the rebase builder) --------------------------------------
     def manifest(self, reference: str, credential: RegistryCredential | None = None) -> RawManifest:
-        """The manifest `reference` points at, as stored (its bytes are what its digest is of)."""
+        """The manifest `reference` points at, as stored (its bytes are what its digest is of); read
+        as a stream, so a registry answering an endless body fills no memory."""
         ref = ImageRef.parse(reference)
-        response = self._request("GET", ref, f"manifests/{ref.digest or ref.tag or 'latest'}", credential)
-        body = response.content
+        target = ref.digest or ref.tag or "latest"
+        with self._request("GET", ref, f"manifests/{target}", credential, stream=True) as response:
+            body = response.raw.read(MAX_INDEX_BYTES + 1, decode_content=True)
+            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip() or None
         if len(body) > MAX_INDEX_BYTES:
             raise RegistryError(Failure.ERROR,
                                 f"{ref.name}: the manifest is larger than {MAX_INDEX_BYTES} bytes")
         computed = "sha256:" + hashlib.sha256(body).hexdigest()
         if ref.digest and ref.digest != computed:
             raise RegistryError(Failure.ERROR, f"{ref.name}: the manifest does not match its digest")
-        media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip() or None
         return RawManifest(computed, media_type, body)
 
     def blob(self, reference: str, digest: str, credential: RegistryCredential | None = None) -> bytes:
