@@ -76,3 +76,14 @@ def commit_file(work: Path, name: str, text: str, message: str) -> str:
     git(work, "commit", "-qm", message)
     git(work, "push", "-q", "origin", "HEAD:main")
     return git(work, "rev-parse", "HEAD")
+
+
+def bare_repository(folder: Path) -> tuple[Path, Path]:
+    """A bare repository `app.git` (branch main) under `folder/git`, to serve with git_http_server,
+    and a clone of it in `folder/work` to commit to: (the served root, the clone)."""
+    root = folder / "git"
+    (root / "app.git").mkdir(parents=True)
+    git(root / "app.git", "init", "-q", "--bare", "-b", "main")
+    work = folder / "work"
+    git(folder, "clone", "-q", str(root / "app.git"), str(work))
+    return root, work

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import unique_settings
-from tests.git_server import commit_file, git, git_http_server
+from tests.git_server import bare_repository, commit_file, git_http_server
 from tests.integration.buildah_tools import push_base
 from tests.own_host import own_host
 
@@ -68,11 +68,7 @@ def test_a_pushed_commit_starts_a_run_of_it_and_a_changed_from_moves_the_depende
     first_base, second_base = f"{registry}/{name}/base:1", f"{registry}/{name}/other:1"
     push_base(tmp_path, first_base, "one")
     push_base(tmp_path, second_base, "two")
-    root = tmp_path / "git"
-    (root / "app.git").mkdir(parents=True)
-    git(root / "app.git", "init", "-q", "--bare", "-b", "main")
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "-q", str(root / "app.git"), str(work))
+    root, work = bare_repository(tmp_path)
     first = commit_file(work, "Dockerfile", f"FROM {first_base}\nRUN cat /etc/base-version\n", "first")
     with git_http_server(root) as server, own_host(
             tmp_path / "host.log", BASETRIGGER_TABLE_PREFIX=settings.table_prefix,

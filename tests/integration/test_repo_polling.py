@@ -14,7 +14,7 @@ from shared.bootstrap import Services
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import Trigger
 from tests.conftest import unique_settings
-from tests.git_server import commit_file, git, git_http_server
+from tests.git_server import bare_repository, commit_file, git_http_server
 from tests.integration.buildah_tools import push_base
 
 
@@ -36,11 +36,7 @@ def test_a_pushed_commit_is_polled_into_one_run_across_cycles_and_restarts(setti
     first_base, second_base = f"{registry}/{name}/base:1", f"{registry}/{name}/other:1"
     push_base(tmp_path, first_base, "one")
     push_base(tmp_path, second_base, "two")
-    root = tmp_path / "git"
-    (root / "app.git").mkdir(parents=True)
-    git(root / "app.git", "init", "-q", "--bare", "-b", "main")
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "-q", str(root / "app.git"), str(work))
+    root, work = bare_repository(tmp_path)
     commit_file(work, "Dockerfile", f"FROM {first_base}\n", "first")
     with git_http_server(root) as server:
         services = Services(settings)
