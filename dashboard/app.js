@@ -7,7 +7,10 @@
 "use strict";
 
 const API = new URL("../", location.href); // the page is /api/dashboard/: the API is /api/
-const TERMINAL = new Set(["Succeeded", "Failed", "Canceled", "Error", "Timeout"]);
+// The status words come from the app (`vocabulary.json`, served with the page from the definitions
+// the API uses): the page keeps no copy of them. Filled in by start() before any view is shown.
+const WORDS = { runStatuses: [], terminal: [], memberStandings: [], waveStates: [], triggers: [] };
+const TERMINAL = new Set();
 const RUNS_EVERY_MS = 2000;
 const LOG_EVERY_MS = 1000;
 const GRAPH_EVERY_MS = 3000;
@@ -506,8 +509,8 @@ views.decisions = decisions;
 // released (queued or building), "Waiting" for runs not released yet (their bases are not built, or
 // there is no room); in a Held wave those are held. A member's status here is the same, with the
 // live status of its run where it is known.
-const ENDED = new Set([...TERMINAL]);
-const BAR_ORDER = ["Succeeded", "Failed", "Error", "Timeout", "Canceled", "Running", "Queued", "Held", "Waiting"];
+// The bar's order: ended runs first, then running and queued ones, then members still waiting.
+const barOrder = () => [...WORDS.runStatuses, ...WORDS.memberStandings];
 
 function memberStatus(member, wave, live = new Map()) {
   if (member.outcome) return member.outcome;
@@ -530,8 +533,9 @@ function waveCounts(wave) {
 
 function progress(counts) {
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
-  const ended = Object.entries(counts).filter(([s]) => ENDED.has(s)).reduce((a, [, n]) => a + n, 0);
-  const order = [...BAR_ORDER, ...Object.keys(counts).filter((s) => !BAR_ORDER.includes(s))];
+  const ended = Object.entries(counts).filter(([s]) => TERMINAL.has(s)).reduce((a, [, n]) => a + n, 0);
+  const known = barOrder();
+  const order = [...known, ...Object.keys(counts).filter((s) => !known.includes(s))];
   const parts = order.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`);
   const bar = el("span", { class: "bar", role: "img", "aria-label": `${ended} of ${total} ended: ${parts.join(", ") || "no members"}` });
   for (const status of order) {
@@ -677,7 +681,7 @@ const waveDetail = {
     const byName = (a, b) => a.task.localeCompare(b.task, undefined, { numeric: true });
     const sections = [...levels.keys()].sort((a, b) => a - b).map((level) => {
       const members = levels.get(level).sort(byName);
-      const ended = members.filter((m) => ENDED.has(statuses.get(m.task))).length;
+      const ended = members.filter((m) => TERMINAL.has(statuses.get(m.task))).length;
       return el("section", { class: "level", "data-level": String(level), "aria-label": `Level ${level}` },
         el("h3", { text: `Level ${level} · ${members.length} task(s), ${ended} ended` }),
         el("table", {},
@@ -750,7 +754,22 @@ const waveDetail = {
 };
 
 // ---- start ---------------------------------------------------------------------------------------
-function start() {
+async function loadWords() {
+  const response = await fetch(new URL("vocabulary.json", location.href), { cache: "no-store" });
+  if (!response.ok) throw new Error(`HTTP ${response.status} from vocabulary.json`);
+  Object.assign(WORDS, await response.json());
+  for (const status of WORDS.terminal) TERMINAL.add(status);
+  const select = $("#run-filters [name=status]");
+  for (const status of WORDS.runStatuses) select.append(el("option", { text: status }));
+}
+
+async function start() {
+  try {
+    await loadWords();
+  } catch (error) {
+    setStatus(`The dashboard could not load its status words: ${error.message}`, true);
+    return;
+  }
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get("key")) {
     key = fragment.get("key");

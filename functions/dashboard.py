@@ -9,10 +9,13 @@ script and styles are these files. Only files directly in `dashboard/` with a kn
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import azure.functions as func
+
+from shared.domain.vocabulary import status_words
 
 bp = func.Blueprint()
 
@@ -50,6 +53,10 @@ def serve(path: str, url: str) -> func.HttpResponse:
             # Relative links (`app.js`, `../runs`) need the page at `dashboard/`.
             return func.HttpResponse(status_code=308, headers={**HEADERS, "Location": "dashboard/"})
         name = "index.html"
+    if name == "vocabulary.json":
+        # The status words the page shows, from the definitions the API uses (no copy in the page).
+        return func.HttpResponse(json.dumps(status_words()), status_code=200, mimetype="application/json",
+                                 charset="utf-8", headers=dict(HEADERS))
     path = ROOT / name
     if not _NAME.match(name) or path.suffix not in TYPES or not path.is_file():
         return _not_found()

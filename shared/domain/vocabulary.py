@@ -31,6 +31,10 @@ class RunStatus(StrEnum):
 TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELED, RunStatus.ERROR,
                       RunStatus.TIMEOUT})
 
+# How a wave member stands while its run is recorded but not released yet (its bases are not built,
+# or there is no room under the caps): a count in the wave's counts, next to the run statuses.
+WAITING = "Waiting"
+
 
 class WaveState(StrEnum):
     """Where a wave (everything one base change started) stands."""
@@ -129,6 +133,16 @@ class Watch(StrEnum):
 def names(enum: type[StrEnum]) -> list[str]:
     """The values of an enum, in definition order (for `enum` lists, help texts and errors)."""
     return [member.value for member in enum]
+
+
+def status_words() -> dict[str, list[str]]:
+    """The status words the dashboard shows (served to it as `dashboard/vocabulary.json`), so that
+    the page keeps no copy of its own: run statuses with the terminal ones first (the order of a
+    wave's progress bar), which of them are terminal, the member standing `Waiting`, wave states."""
+    ended = [s.value for s in RunStatus if s.terminal]
+    going = [s.value for s in RunStatus if not s.terminal]
+    return {"runStatuses": ended + going, "terminal": ended, "memberStandings": [WAITING],
+            "waveStates": names(WaveState), "triggers": names(Trigger)}
 
 
 def utc_now() -> datetime:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.domain.vocabulary import status_words
 from tests.conftest import stack_context_folder
 from tests.integration.buildah_tools import buildah, push, push_base
 from tests.own_host import chromium, own_host
@@ -176,6 +177,9 @@ def test_with_the_key_from_the_fragment_the_runs_load_and_the_key_leaves_the_url
     page.locator("#status").filter(has_text="runs shown").wait_for(timeout=10_000)
     assert host.key not in page.url and "error" not in (page.locator("#status").get_attribute("class") or "")
     assert page.evaluate("performance.getEntriesByName('bt:first-runs').length") == 1
+    # The status filter offers the app's own words (vocabulary.json), each once.
+    options = page.locator("#run-filters [name=status] option").all_inner_texts()
+    assert options == ["any", *status_words()["runStatuses"]]
     page.close()
 
 

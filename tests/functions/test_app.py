@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,7 @@ import function_app
 from devhost.loader import load_functions
 from functions.dashboard import serve
 from functions.openapi import openapi_document
+from shared.domain.vocabulary import WAITING, RunStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,3 +101,14 @@ def test_the_dashboard_is_open_but_serves_only_its_own_files():
     assert serve("", "http://h/api/dashboard").headers["Location"] == "dashboard/"
     for path in ("../function_app.py", "..%2Ffunction_app.py", "nested/app.js", "missing.js", ".hidden.js"):
         assert serve(path, f"http://h/api/dashboard/{path}").status_code == 404, path
+
+
+def test_the_dashboard_takes_its_status_words_from_the_app():
+    words = json.loads(serve("vocabulary.json", "http://h/api/dashboard/vocabulary.json").get_body())
+    assert set(words["runStatuses"]) == {s.value for s in RunStatus}
+    assert words["terminal"] == [s for s in words["runStatuses"] if RunStatus(s).terminal]
+    assert words["runStatuses"][:len(words["terminal"])] == words["terminal"]  # the bar's order
+    assert words["memberStandings"] == [WAITING]
+    script = (ROOT / "dashboard" / "app.js").read_text() + (ROOT / "dashboard" / "index.html").read_text()
+    # The page keeps no list of its own: no run status appears as an <option> or in a Set literal.
+    assert "<option>Succeeded</option>" not in script and '"Timeout"' not in script
