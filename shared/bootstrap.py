@@ -30,6 +30,7 @@ from shared.adapters.task_table import TableTaskRepository
 from shared.adapters.timer_table import TableTimerSlots
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
 from shared.service_layer.base_changes import BaseChanges, WaveChanges
+from shared.service_layer.change_policy import ChangePolicies
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
@@ -199,6 +200,7 @@ class Services:
                       self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
                       events=self.run_events,
                       changes=WaveChanges(self.base_changes, self.waves.waves),
+                      policies=ChangePolicies(self.runs, self.waves, self.decisions),
                       registry=self.registry, rebaser=self.rebaser)
 
     @cached_property

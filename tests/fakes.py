@@ -587,6 +587,7 @@ class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
     def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
+        from shared.service_layer.change_policy import ChangePolicies
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
         from shared.service_layer.quarantine import QuarantineList
@@ -639,4 +640,5 @@ class FakeApp:
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01, events=self.notifier, registry=self.registry,
-                             rebaser=self.rebaser)
+                             rebaser=self.rebaser,
+                             policies=ChangePolicies(self.runs, self.waves, self.decisions))
