@@ -24,6 +24,7 @@ from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
 from shared.adapters.run_table import TableRunRepository
 from shared.adapters.secret_box import SecretBox
+from shared.adapters.settling_table import TableSettling
 from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
@@ -45,6 +46,7 @@ from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.settling import SettleWindows
 from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.task_timers import TaskTimers
@@ -138,7 +140,11 @@ class Services:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                          quarantine=self.quarantine)
+                          quarantine=self.quarantine, settling=self.settling)
+
+    @cached_property
+    def settling(self) -> SettleWindows:
+        return SettleWindows(TableSettling(self.storage), self.decisions, self.settings.settle)
 
     @cached_property
     def scheduler(self) -> Scheduler:

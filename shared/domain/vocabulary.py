@@ -90,6 +90,8 @@ class Outcome(StrEnum):
     NOT_QUEUED = "not-queued"  # an event whose tasks had different outcomes, none queued
     NO_DEPENDENTS = "no-dependents"
     DIGEST_UNCHANGED = "digest-unchanged"
+    # A multi-platform base moved, but not the manifest of the platform the task builds.
+    PLATFORM_UNCHANGED = "platform-unchanged"
     ALREADY_TRIGGERED = "already-triggered"
     COALESCED = "coalesced"
     TRIGGER_DISABLED = "trigger-disabled"
