@@ -579,6 +579,21 @@ PATHS["/bases/changes"] = {"get": {
                "the previous digest pushed)"),
         _param("to", description="the new digest (default: what the tag points at now)")],
     "responses": {**_ok(_ref("BaseChange")), **_errors("400", "404", "422")}}}
+PATHS["/bases/settling"] = {
+    "get": {"operationId": "listSettling",
+            "summary": "Bases within their settle window (BASETRIGGER_SETTLE_SECONDS): the newest digest, "
+                       "when it moved there, when its one wave starts if it stays still",
+            "responses": {**_ok({"type": "object", "properties": {"bases": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "image": {"type": "string"}, "digest": {"type": "string"},
+                    "moved_at": {"type": "string", "format": "date-time"},
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "deliveries": {"type": "integer"}}}}}}), **_errors()}},
+    "post": {"operationId": "settleBases",
+             "summary": "Dispatch the bases that have been still for their window now (housekeeping "
+                        "does it every minute)",
+             "responses": {**_ok({"type": "object", "properties": {
+                 "dispatched": {"type": "array", "items": _ref("Decision")}}}), **_errors()}}}
 
 
 # ---- quarantine (functions/quarantine_api.py) -------------------------------------------------
