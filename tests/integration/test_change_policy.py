@@ -65,3 +65,47 @@ def test_hold_os_release_holds_the_wave_until_resume_and_then_builds(stack, tmp_
         assert "approved by `wave resume`" in log
     finally:
         buildah("rmi", "-f", base)
+
+
+def test_the_policy_is_set_by_the_cli_shown_changed_and_checked(stack, tmp_path, capsys):
+    import json
+
+    import requests
+
+    from cli.main import main
+
+    def cli(*args: str) -> int:
+        return main([*args, "--url", os.environ["BASETRIGGER_URL"], "--key", os.environ["BASETRIGGER_KEY"]])
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY Dockerfile /\n")
+    name = f"cp{uuid.uuid4().hex[:8]}"
+    url, key = os.environ["BASETRIGGER_URL"], os.environ["BASETRIGGER_KEY"]
+    bad = requests.post(f"{url}/api/tasks", headers={"x-functions-key": key}, timeout=30,
+                        json={"name": name, "images": ["x:1"], "context": str(tmp_path),
+                              "base_change_policy": "sometimes"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["message"] == (
+        "base_change_policy must be any or skip-identical or hold-os-release")
+    assert cli("task", "create", "--name", name, "--image", "x:1", "--context", str(tmp_path),
+               "--base-change-policy", "skip-identical", "--output", "json") == 0
+    assert json.loads(capsys.readouterr().out)["base_change_policy"] == "skip-identical"
+    assert cli("task", "update", "--name", name, "--base-change-policy", "hold-os-release") == 0
+    capsys.readouterr()
+    assert cli("task", "show", "--name", name, "--output", "json") == 0
+    assert json.loads(capsys.readouterr().out)["base_change_policy"] == "hold-os-release"
+    assert cli("task", "update", "--name", name, "--base-change-policy", "never") == 2  # argparse: usage
+    assert "expected one of any, skip-identical, hold-os-release" in capsys.readouterr().err
+    assert cli("task", "delete", "--name", name, "--yes") == 0
+
+
+def test_base_settling_lists_and_dispatches_through_the_host(stack, capsys):
+    from cli.main import main
+
+    def cli(*args: str) -> int:
+        return main([*args, "--url", os.environ["BASETRIGGER_URL"], "--key", os.environ["BASETRIGGER_KEY"]])
+
+    # The stack's host has no settle window (BASETRIGGER_SETTLE_SECONDS unset): nothing settles.
+    assert cli("base", "settling") == 0
+    assert "BASE" in capsys.readouterr().out
+    assert cli("base", "settling", "--now") == 0
+    assert "no base has been still for its window yet" in capsys.readouterr().out
