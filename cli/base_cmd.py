@@ -115,6 +115,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quarantined.add_argument("--output", "-o", choices=("table", "json"), default="table")
     quarantined.set_defaults(func=base_quarantined)
 
+    settling = commands.add_parser(
+        "settling", parents=[connection_options()], help="bases within their settle window",
+        description="Bases whose registry has a settle window (BASETRIGGER_SETTLE_SECONDS) and that "
+        "moved within it: the newest digest, and when its one wave starts if it stays still. "
+        "--now dispatches those that have been still for their window now (housekeeping does it "
+        "every minute).")
+    settling.add_argument("--now", action="store_true",
+                          help="dispatch the bases that have been still for their window now")
+    settling.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    settling.set_defaults(func=base_settling)
+
 
 BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
 
@@ -239,6 +250,26 @@ def base_release(args: argparse.Namespace) -> int:
     entry = Client.from_args(args).release(_target(args.target))
     print(to_json(entry) if args.output == "json" else
           f"released {entry['image']}@{entry['digest']} (was quarantined: {entry['reason']})")
+    return EXIT_OK
+
+
+@handles_errors
+def base_settling(args: argparse.Namespace) -> int:
+    from cli.decision_cmd import short_digest
+    from cli.output import format_time, table
+
+    client = Client.from_args(args)
+    if args.now:
+        decisions = client.settle_now()
+        print(to_json(decisions) if args.output == "json" else
+              "\n".join(f"{d['image']}@{short_digest(d.get('digest'))}: {d['outcome']}: {d['reason']}"
+                        for d in decisions) or "no base has been still for its window yet")
+        return EXIT_OK
+    bases = client.settling()
+    print(to_json(bases) if args.output == "json" else
+          table(("BASE", "DIGEST", "MOVED", "STARTS", "DELIVERIES"),
+                ([b["image"], short_digest(b["digest"]), format_time(b["moved_at"]),
+                  format_time(b["starts_at"]), str(b["deliveries"])] for b in bases)))
     return EXIT_OK
 
 

@@ -250,6 +250,12 @@ class Client:
     def quarantined(self) -> list[dict]:
         return self._json("GET", "bases/quarantine")["quarantine"]
 
+    def settling(self) -> list[dict]:
+        return self._json("GET", "bases/settling")["bases"]
+
+    def settle_now(self) -> list[dict]:
+        return self._json("POST", "bases/settling")["dispatched"]
+
     def base_impact(self, image: str) -> dict:
         # The reference has `/` in it: it travels percent-encoded in one path segment.
         return self._json("GET", f"bases/{quote(image, safe='')}/impact")

@@ -38,7 +38,7 @@ from cli.client import (
 )
 from cli.output import runs_table, tasks_table, to_json
 from shared.domain.builds import is_git_url
-from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
+from shared.domain.vocabulary import BaseChangePolicy, RunStatus, TriggerType, UpdatePolicy, names
 
 TASK_EPILOG = """\
 examples:
@@ -72,6 +72,7 @@ def _choice(enum: type[StrEnum]) -> Callable[[str], str]:
 
 _trigger_type = _choice(TriggerType)
 _update_policy = _choice(UpdatePolicy)
+_base_change_policy = _choice(BaseChangePolicy)
 _status = _choice(RunStatus)
 
 
@@ -140,6 +141,13 @@ def _task_options(parser: argparse.ArgumentParser, creating: bool) -> None:
              "own layers don't depend on them) or auto (rebase only where that provably equals a "
              "rebuild: a final stage of COPY/ADD/ENV/LABEL/... and a base whose config is unchanged)"
              + (" (default: rebuild)" if creating else ""))
+    parser.add_argument(
+        "--base-change-policy", type=_base_change_policy, default=None,
+        metavar="{" + ",".join(names(BaseChangePolicy)) + "}",
+        help="what a base change means for the runs it starts, by what changed (`base changes`): any "
+             "(rebuild on any change), skip-identical (`identical content` is not built; the decision "
+             "says so) or hold-os-release (`os release changed` holds the wave until `wave resume`)"
+             + (" (default: any)" if creating else ""))
     parser.add_argument(
         "--rebase-check", default=None, metavar="COMMAND",
         help="a command run in a rebased image before it is tagged, e.g. \"node --version\" (no shell); "
@@ -331,6 +339,8 @@ def _spec(args: argparse.Namespace) -> dict:
         spec["update_policy"] = args.update_policy
     if args.rebase_check is not None:
         spec["rebase_check"] = args.rebase_check or None
+    if args.base_change_policy is not None:
+        spec["base_change_policy"] = args.base_change_policy
     return spec
 
 

@@ -46,7 +46,7 @@ from shared.domain.tasks import (
     check_name,
 )
 from shared.domain.timers import DEFAULT_TIMER, TaskTimer
-from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
+from shared.domain.vocabulary import BaseChangePolicy, RunStatus, TriggerType, UpdatePolicy, names
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 from shared.service_layer.task_timers import TimerNotFound
@@ -164,10 +164,14 @@ def _task_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
         if body["update_policy"] not in names(UpdatePolicy):
             raise BadRequest(f"update_policy must be {' or '.join(names(UpdatePolicy))}")
         fields["update_policy"] = UpdatePolicy(body["update_policy"])
+    if "base_change_policy" in body:
+        if body["base_change_policy"] not in names(BaseChangePolicy):
+            raise BadRequest(f"base_change_policy must be {' or '.join(names(BaseChangePolicy))}")
+        fields["base_change_policy"] = BaseChangePolicy(body["base_change_policy"])
     unknown = set(body) - set(simple) - {"images", "build_args", "secret_args", "name",
                                          "base_image_trigger_enabled", "base_image_trigger_type",
                                          "commit_trigger_enabled", "pull_request_trigger_enabled",
-                                         "schedule", "update_policy"}
+                                         "schedule", "update_policy", "base_change_policy"}
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
     if not partial:

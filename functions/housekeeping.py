@@ -1,6 +1,7 @@
 """Timer: runs left without a message or whose worker stopped reporting are sent again or taken
 over (a minute at most), and runs silent for long are failed, so none stays Queued or Running forever;
-run notifications left pending by a process that ended are sent again."""
+bases still for their settle window are dispatched; run notifications left pending by a process that
+ended are sent again."""
 
 import logging
 
@@ -18,6 +19,10 @@ def housekeeping(timer: func.TimerRequest) -> None:
     failed = services().worker.sweep()
     if failed:
         logging.warning("failed abandoned runs: %s", ", ".join(failed))
+    # Bases still for their settle window start their one wave (a minute's resolution at most).
+    settled = services().dispatcher.release_settled()
+    if settled:
+        logging.info("settled bases dispatched: %s", ", ".join(f"{d.image}@{d.digest}" for d in settled))
     # Notifications a process that ended left unsent go out again (in the background).
     resent = services().notifier.resend_stale()
     if resent:

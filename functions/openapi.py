@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.vocabulary import (
+    BaseChangePolicy,
     BuilderKind,
     EventSource,
     Outcome,
@@ -20,6 +21,11 @@ from shared.domain.vocabulary import (
 _UPDATE_POLICY = {"type": "string", "enum": names(UpdatePolicy), "default": UpdatePolicy.REBUILD.value,
                   "description": "what a base update does: rebuild; rebase (swap the base's layers); "
                   "auto (rebase only where that provably equals a rebuild, see docs/api.md)"}
+_BASE_CHANGE_POLICY = {"type": "string", "enum": names(BaseChangePolicy),
+                       "default": BaseChangePolicy.ANY.value,
+                       "description": "what a base change's classification means: any (rebuild on any "
+                       "change); skip-identical (`identical content` is not built, the decision says "
+                       "so); hold-os-release (`os release changed` holds the wave until `wave resume`)"}
 _REBASE_CHECK = {"type": "string", "nullable": True,
                  "description": "a command run in a rebased image before it is tagged (words split as "
                  "a shell would, run without one), e.g. `node --version`; if it fails, the run rebuilds"}
@@ -90,7 +96,8 @@ SCHEMAS: dict[str, Any] = {
                                     "of the task starts and ends (docs/api.md); null removes it"},
         "update_trigger_secret": {"type": "string", "nullable": True, "writeOnly": True,
                                   "description": "signs those POSTs (X-Basetrigger-Signature-256)"},
-        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK}},
+        "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK,
+        "base_change_policy": _BASE_CHANGE_POLICY}},
     "Task": {"type": "object", "properties": {
         "name": {"type": "string"}, "images": {"type": "array", "items": {"type": "string"}},
         "context": {"type": "string"}, "branch": {"type": "string", "nullable": True},
@@ -105,6 +112,7 @@ SCHEMAS: dict[str, Any] = {
         "update_trigger": {"type": "object", "properties": {
             "endpoint": {"type": "string", "nullable": True}, "secret": {"type": "boolean"}}},
         "update_policy": _UPDATE_POLICY, "rebase_check": _REBASE_CHECK,
+        "base_change_policy": _BASE_CHANGE_POLICY,
         "dependencies": {"type": "array", "items": {"type": "object", "properties": {
             "image": {"type": "string"}, "digest": {"type": "string", "nullable": True},
             "runtime": {"type": "boolean"}}}},
@@ -571,6 +579,21 @@ PATHS["/bases/changes"] = {"get": {
                "the previous digest pushed)"),
         _param("to", description="the new digest (default: what the tag points at now)")],
     "responses": {**_ok(_ref("BaseChange")), **_errors("400", "404", "422")}}}
+PATHS["/bases/settling"] = {
+    "get": {"operationId": "listSettling",
+            "summary": "Bases within their settle window (BASETRIGGER_SETTLE_SECONDS): the newest digest, "
+                       "when it moved there, when its one wave starts if it stays still",
+            "responses": {**_ok({"type": "object", "properties": {"bases": {"type": "array", "items": {
+                "type": "object", "properties": {
+                    "image": {"type": "string"}, "digest": {"type": "string"},
+                    "moved_at": {"type": "string", "format": "date-time"},
+                    "starts_at": {"type": "string", "format": "date-time"},
+                    "deliveries": {"type": "integer"}}}}}}), **_errors()}},
+    "post": {"operationId": "settleBases",
+             "summary": "Dispatch the bases that have been still for their window now (housekeeping "
+                        "does it every minute)",
+             "responses": {**_ok({"type": "object", "properties": {
+                 "dispatched": {"type": "array", "items": _ref("Decision")}}}), **_errors()}}}
 
 
 # ---- quarantine (functions/quarantine_api.py) -------------------------------------------------

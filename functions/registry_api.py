@@ -3,6 +3,9 @@
     GET    /api/bases                         every base in use: how it is watched, what the poller saw
     GET    /api/bases/changes?image=…[&from=…][&to=…]  what changed between two digests of a base
     POST   /api/bases/poll                    one poll cycle now (the timer runs one every interval)
+    GET    /api/bases/settling                bases within their settle window, and when each starts
+    POST   /api/bases/settling                dispatch the bases still for their window now (housekeeping
+                                              does it every minute)
     GET    /api/tasks/{name}/credentials      a task's registry credentials (never a password)
     POST   /api/tasks/{name}/credentials      add one: login_server, username + password or use_identity
     PATCH  /api/tasks/{name}/credentials      change one (login_server names it)
@@ -22,6 +25,7 @@ from shared.domain.credentials import CredentialError, RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.tasks import Task, check_name
+from shared.domain.vocabulary import format_time
 from shared.service_layer.base_changes import ChangesUnavailable, ImageNotFound, NoPreviousDigest
 from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 
@@ -90,6 +94,19 @@ def api_base_changes(req: func.HttpRequest) -> func.HttpResponse:
 @api_handler
 def api_bases_poll(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(services().poller.cycle().to_dict())
+
+
+@bp.function_name("api_bases_settling")
+@bp.route(route="bases/settling", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+@api_handler
+def api_bases_settling(req: func.HttpRequest) -> func.HttpResponse:
+    svc = services()
+    if req.method == "POST":
+        return json_response({"dispatched": [d.to_dict() for d in svc.dispatcher.release_settled()]})
+    return json_response({"bases": [{"image": s.reference, "digest": s.digest,
+                                     "moved_at": format_time(s.moved_at), "starts_at": format_time(due),
+                                     "deliveries": s.deliveries}
+                                    for s, due in svc.settling.pending()]})
 
 
 @bp.function_name("api_task_credentials")

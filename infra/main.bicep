@@ -63,6 +63,9 @@ param gitPoll string = ''
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300).')
 param pollInterval string = ''
 
+@description('Optional. BASETRIGGER_SETTLE_SECONDS: seconds a moving base must be still before its one wave starts, then registry=seconds pairs, e.g. 0,docker.io=900; empty: 0, dispatched at once.')
+param settleSeconds string = ''
+
 @description('Optional. BASETRIGGER_POLL_CONCURRENCY: manifest reads a poll makes at once; empty: the code\'s default.')
 param pollConcurrency string = ''
 
@@ -235,6 +238,7 @@ module functionApp 'app/function-app.bicep' = {
     watch: watch
     gitPoll: gitPoll
     pollInterval: pollInterval
+    settleSeconds: settleSeconds
     pollConcurrency: pollConcurrency
     maxRunning: maxRunning
     waveMaxRunning: waveMaxRunning

@@ -24,12 +24,14 @@ from shared.adapters.registry_acr import AcrClient
 from shared.adapters.run_logs import BlobRunLogs
 from shared.adapters.run_table import TableRunRepository
 from shared.adapters.secret_box import SecretBox
+from shared.adapters.settling_table import TableSettling
 from shared.adapters.sources import BuildSources
 from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
 from shared.adapters.timer_table import TableTimerSlots
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
 from shared.service_layer.base_changes import BaseChanges, WaveChanges
+from shared.service_layer.change_policy import ChangePolicies
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.dispatch import Dispatcher
@@ -44,6 +46,7 @@ from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
+from shared.service_layer.settling import SettleWindows
 from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.task_timers import TaskTimers
@@ -137,7 +140,11 @@ class Services:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                          quarantine=self.quarantine)
+                          quarantine=self.quarantine, settling=self.settling)
+
+    @cached_property
+    def settling(self) -> SettleWindows:
+        return SettleWindows(TableSettling(self.storage), self.decisions, self.settings.settle)
 
     @cached_property
     def scheduler(self) -> Scheduler:
@@ -199,6 +206,7 @@ class Services:
                       self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
                       events=self.run_events,
                       changes=WaveChanges(self.base_changes, self.waves.waves),
+                      policies=ChangePolicies(self.runs, self.waves, self.decisions),
                       registry=self.registry, rebaser=self.rebaser)
 
     @cached_property

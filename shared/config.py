@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.domain.builds import LOCAL_CONTEXT_ROOTS_SETTING, LocalContextRoots, UnpackLimits
 from shared.domain.git_polling import GitPollError, parse_hosts
+from shared.domain.settling import SettleError, SettleSettings
 from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
 from shared.domain.waves import Brakes
 
@@ -53,6 +54,8 @@ APP_SETTINGS = (
     "BASETRIGGER_POLL_INTERVAL",
     "BASETRIGGER_POLL_CONCURRENCY",
     "BASETRIGGER_WATCH",
+    # Seconds a moving base must be still before its one wave starts, per registry (issue 19).
+    "BASETRIGGER_SETTLE_SECONDS",
     "BASETRIGGER_ACR_AUDIENCE",
     "BASETRIGGER_HARBOR_AUTH",
     "BASETRIGGER_GITHUB_WEBHOOK_SECRET",
@@ -145,6 +148,8 @@ class Settings:
     acr_resource_group: str | None = None
     acr_name: str | None = None
     polling: PollSettings = PollSettings()
+    # Settle windows per registry (shared.domain.settling): 0 seconds, none, unless configured.
+    settle: SettleSettings = SettleSettings()
     # The Entra ID audience ACR tokens are asked for (sovereign clouds have their own).
     acr_audience: str = DEFAULT_ACR_AUDIENCE
     # The Authorization header value Harbor's webhook policy sends; the secret GitHub signs with.
@@ -233,6 +238,13 @@ def _polling(env: Mapping[str, str]) -> PollSettings:
                         rules=rules, event_registries=tuple(h.lower() for h in events if h))
 
 
+def _settle(env: Mapping[str, str]) -> SettleSettings:
+    try:
+        return SettleSettings.parse(env.get("BASETRIGGER_SETTLE_SECONDS", ""))
+    except SettleError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def poll_schedule(env: Mapping[str, str] | None = None) -> str:
     """The poll timer's schedule, read when function_app.py is imported (a binding cannot wait for
     the services). A bad interval falls back to the default here and fails `load` with its reason."""
@@ -318,6 +330,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         acr_resource_group=env.get("BASETRIGGER_ACR_RESOURCE_GROUP") or None,
         acr_name=env.get("BASETRIGGER_ACR_NAME") or None,
         polling=_polling(env),
+        settle=_settle(env),
         acr_audience=(env.get("BASETRIGGER_ACR_AUDIENCE") or DEFAULT_ACR_AUDIENCE).strip().rstrip("/"),
         harbor_auth=env.get("BASETRIGGER_HARBOR_AUTH") or None,
         github_webhook_secret=env.get("BASETRIGGER_GITHUB_WEBHOOK_SECRET") or None,

@@ -31,6 +31,7 @@ from shared.domain.links import TaskLinks
 from shared.domain.quarantine import QuarantineEntry
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
+from shared.domain.settling import SettleSettings, Settling, SettlingConflict
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
@@ -565,6 +566,37 @@ class FakeQuarantineStore:
     def all(self) -> list[QuarantineEntry]:
         return [copy.deepcopy(e) for e in self.entries.values()]
 
+class FakeSettlingStore:
+    """Bases settling, etag-guarded as the table is (shared.adapters.settling_table)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Settling] = {}
+        self.writes = 0
+
+    def get(self, reference: str) -> Settling | None:
+        row = self.rows.get(reference)
+        return copy.deepcopy(row) if row else None
+
+    def put(self, settling: Settling) -> None:
+        current = self.rows.get(settling.reference)
+        if (current.etag if current else None) != settling.etag:
+            raise SettlingConflict(settling.reference)
+        self.writes += 1
+        stored = copy.deepcopy(settling)
+        stored.etag = str(self.writes)
+        self.rows[settling.reference] = stored
+
+    def remove(self, settling: Settling) -> bool:
+        current = self.rows.get(settling.reference)
+        if current is None or current.etag != settling.etag:
+            return False
+        del self.rows[settling.reference]
+        return True
+
+    def all(self) -> list[Settling]:
+        return [copy.deepcopy(r) for r in self.rows.values()]
+
+
 class FakeRebaser:
     """Answers every rebase with `result`, or refuses it with `refusal` (then the run is rebuilt)."""
 
@@ -587,6 +619,7 @@ class FakeApp:
     """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
 
     def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
+        from shared.service_layer.change_policy import ChangePolicies
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
         from shared.service_layer.quarantine import QuarantineList
@@ -618,8 +651,13 @@ class FakeApp:
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
                                      self.decisions, brakes or Brakes(), lambda: self.builder,
                                      on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
+        from shared.service_layer.settling import SettleWindows
+
+        self.settling_store = FakeSettlingStore()
+        # No window unless a test sets one (app.settling.settings = SettleSettings(...)).
+        self.settling = SettleWindows(self.settling_store, self.decisions, SettleSettings())
         self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                                     quarantine=self.quarantine)
+                                     quarantine=self.quarantine, settling=self.settling)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
                                    self.waves, lambda: self.builder, quarantine=self.quarantine)
         from shared.service_layer.timers import TimerService
@@ -639,4 +677,5 @@ class FakeApp:
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
                              self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01, events=self.notifier, registry=self.registry,
-                             rebaser=self.rebaser)
+                             rebaser=self.rebaser,
+                             policies=ChangePolicies(self.runs, self.waves, self.decisions))

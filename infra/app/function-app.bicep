@@ -82,6 +82,9 @@ param gitPoll string = ''
 @description('Optional. BASETRIGGER_POLL_INTERVAL: seconds between polls; empty: the code\'s default (300). Empty leaves it unset.')
 param pollInterval string = ''
 
+@description('Optional. BASETRIGGER_SETTLE_SECONDS: seconds a moving base must be still before its one wave starts, then registry=seconds pairs (docs/api.md, Settle windows); empty: 0, dispatched at once. Empty leaves it unset.')
+param settleSeconds string = ''
+
 @description('Optional. BASETRIGGER_POLL_CONCURRENCY: manifest reads a poll makes at once; empty: the code\'s default. Empty leaves it unset.')
 param pollConcurrency string = ''
 
@@ -213,6 +216,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     BASETRIGGER_WATCH: watch
     BASETRIGGER_GIT_POLL: gitPoll
     BASETRIGGER_POLL_INTERVAL: pollInterval
+    BASETRIGGER_SETTLE_SECONDS: settleSeconds
     BASETRIGGER_POLL_CONCURRENCY: pollConcurrency
     BASETRIGGER_MAX_RUNNING: maxRunning
     BASETRIGGER_WAVE_MAX_RUNNING: waveMaxRunning

@@ -30,7 +30,7 @@ from shared.domain.tasks import (
     TaskNotFound,
 )
 from shared.domain.timers import TaskTimer
-from shared.domain.vocabulary import TriggerType, UpdatePolicy, utc_now
+from shared.domain.vocabulary import BaseChangePolicy, TriggerType, UpdatePolicy, utc_now
 
 PARTITION = "task"
 # The version of the task graph: a row of the tasks' own partition (so a task and it are written in
@@ -67,6 +67,7 @@ def to_entity(task: Task, box: SecretBox) -> dict[str, Any]:
         "Platform": task.platform,
         "UpdatePolicy": str(task.update_policy),
         "RebaseCheck": task.rebase_check or "",
+        "BaseChangePolicy": str(task.base_change_policy),
         # Login servers and usernames; each password is sealed above under `cred:<login server>`.
         "Credentials": json.dumps([c.stored_dict() for c in task.credentials]),
         "Dependencies": _dependencies_json(task.dependencies),
@@ -102,6 +103,8 @@ def from_entity(entity: Any, box: SecretBox) -> Task:
         # Tasks stored before the policy existed rebuild, as they always did.
         update_policy=UpdatePolicy(entity.get("UpdatePolicy") or UpdatePolicy.REBUILD),
         rebase_check=entity.get("RebaseCheck") or None,
+        # Tasks stored before the policy existed rebuild on any change, as they always did.
+        base_change_policy=BaseChangePolicy(entity.get("BaseChangePolicy") or BaseChangePolicy.ANY),
         dependencies=[Dependency(**d) for d in json.loads(entity.get("Dependencies") or "[]")],
         warnings=json.loads(entity.get("Warnings") or "[]"),
         timers=[TaskTimer.from_stored(t) for t in json.loads(entity.get("Timers") or "[]")],

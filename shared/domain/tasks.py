@@ -17,7 +17,7 @@ from shared.domain.images import render as render_image
 from shared.domain.notifications import EndpointError, check_endpoint
 from shared.domain.platforms import InvalidPlatform, Platform
 from shared.domain.timers import TaskTimer, TimerError, check_timers
-from shared.domain.vocabulary import TriggerType, UpdatePolicy, format_time, names, utc_now
+from shared.domain.vocabulary import BaseChangePolicy, TriggerType, UpdatePolicy, format_time, names, utc_now
 
 # 1: the first stored form (secrets sealed in one property, dependencies as JSON).
 SCHEMA_VERSION = 1
@@ -125,6 +125,9 @@ class Task:
     # A command run in a rebased image before it is tagged (`node --version`): argv words, no shell.
     # When it fails the run rebuilds instead. None: no check.
     rebase_check: str | None = None
+    # What a base change's classification means for the runs it starts: rebuild on any change,
+    # skip `identical content`, or hold `os release changed` for approval (shared.domain.change_policy).
+    base_change_policy: BaseChangePolicy = BaseChangePolicy.ANY
     # The uploaded archive of a directory context (a blob of build-contexts), when the builder cannot
     # read the directory itself: the CLI uploads it at `task create`/`update`, as `az acr build` does.
     context_upload: str | None = None
@@ -160,6 +163,10 @@ class Task:
             raise TaskError(f"update policy must be {' or '.join(names(UpdatePolicy))}, "
                             f"not {str(self.update_policy)[:40]!r}")
         self.update_policy = UpdatePolicy(self.update_policy)
+        if self.base_change_policy not in set(BaseChangePolicy):
+            raise TaskError(f"base change policy must be {' or '.join(names(BaseChangePolicy))}, "
+                            f"not {str(self.base_change_policy)[:40]!r}")
+        self.base_change_policy = BaseChangePolicy(self.base_change_policy)
         self.rebase_check = self.rebase_check or None
         if self.rebase_check is not None:
             check_command(self.rebase_check)
@@ -251,6 +258,7 @@ class Task:
             "platform": self.platform,
             "update_policy": str(self.update_policy),
             "rebase_check": self.rebase_check,
+            "base_change_policy": str(self.base_change_policy),
             "credentials": [c.public_dict() for c in self.credentials],
             "timers": [t.to_dict() for t in self.timers],
             "source_triggers": {"commit": self.commit_trigger_enabled,

@@ -63,6 +63,15 @@ class UpdatePolicy(StrEnum):
     AUTO = "auto"  # rebase when that is provably equivalent to a rebuild, else rebuild
 
 
+class BaseChangePolicy(StrEnum):
+    """What a base change's classification means for a task (`--base-change-policy`;
+    shared.domain.change_policy). Applied to the runs its base's push started (a wave's first level)."""
+
+    ANY = "any"  # rebuild on any change
+    SKIP_IDENTICAL = "skip-identical"  # `identical content`: the run is not built (decided, recorded)
+    HOLD_OS_RELEASE = "hold-os-release"  # `os release changed`: the wave is Held until `wave resume`
+
+
 class BuilderKind(StrEnum):
     """What made a run's image."""
 
@@ -85,6 +94,8 @@ class Outcome(StrEnum):
     NOT_QUEUED = "not-queued"  # an event whose tasks had different outcomes, none queued
     NO_DEPENDENTS = "no-dependents"
     DIGEST_UNCHANGED = "digest-unchanged"
+    # A multi-platform base moved, but not the manifest of the platform the task builds.
+    PLATFORM_UNCHANGED = "platform-unchanged"
     ALREADY_TRIGGERED = "already-triggered"
     COALESCED = "coalesced"
     TRIGGER_DISABLED = "trigger-disabled"
@@ -95,6 +106,10 @@ class Outcome(StrEnum):
     WAVE_CANCELED = "wave-canceled"  # pushed by a run of a canceled wave: nothing more builds in it
     HELD = "held"  # a wave's circuit breaker held the rest of the wave
     QUARANTINED = "quarantined"  # the digest is quarantined (shared.domain.quarantine): nothing builds
+    # The base change was `identical content` and the task's base change policy skips that: not built.
+    IDENTICAL_CONTENT = "identical-content"
+    # A push of a base whose digest keeps moving: one wave starts once it is still (settle window).
+    SETTLING = "settling"
     IGNORED = "ignored"
     REJECTED = "rejected"
     # The poller could not read a base (credentials refused, not found, unreachable): recorded when

@@ -8,12 +8,15 @@ reference:
    type is Runtime                                      -> not-a-runtime-dependency
 3. the push is the task's own output image              -> own-output (no self-trigger loop)
 4. the pushed digest is the one the task last built on  -> digest-unchanged
+   (in a multi-platform index: its platform's manifest)   -> platform-unchanged
 5. a run was already queued for this exact digest       -> already-triggered (redelivery is safe)
 6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
 7. otherwise                                            -> queued: a new run
 Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
 Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
 quarantined is decided `quarantined` and its row left unclaimed (shared.service_layer.quarantine).
+Before all of it, a push of a base whose registry has a settle window is decided `settling until
+<time>` and dispatched later, once, on the base's newest digest (shared.service_layer.settling).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
 from shared.domain.decisions import Decision, EventBusy, TaskDecision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
+from shared.domain.platforms import normalized_or_given
 from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
@@ -36,6 +41,7 @@ from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, RunRepository
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher
+from shared.service_layer.settling import SettleWindows
 from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
@@ -76,13 +82,14 @@ class DispatchIncomplete(RuntimeError):
 
 def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
              pending_is_queued: bool, producer_task: str | None = None,
-             rebuild: bool = False) -> tuple[Outcome, str]:
+             rebuild: bool = False, platform: str | None = None) -> tuple[Outcome, str]:
     """The outcome for one dependent task, from its index row (rules 1-7 above).
 
     `producer_task` is the task whose run pushed this image, when the push is a run's output.
     `rebuild` (`base rebuild`) skips the digest rules 4-5: everything built FROM it rebuilds, once
     (a task with a run queued, by a concurrent rebuild for one, coalesces into it: it builds on the
     base as it is when it starts).
+    `platform`: the platform whose manifest `digest` is, when the push is a multi-platform index.
     """
     verdict = row.verdict()
     if verdict.outcome is not None:
@@ -94,6 +101,9 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
             return Outcome.COALESCED, f"run {row.pending_run_id} is queued and will build on the base"
         return Outcome.QUEUED, "a rebuild of everything built FROM the base was asked for"
     if row.built_digest == digest:
+        if platform:
+            return (Outcome.PLATFORM_UNCHANGED,
+                    f"platform {platform} unchanged: the task last built on {digest}")
         return Outcome.DIGEST_UNCHANGED, f"the task last built on {digest}"
     if row.triggered_digest == digest:
         return (Outcome.ALREADY_TRIGGERED,
@@ -105,8 +115,11 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
 
 class Dispatcher:
     def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
-                 launcher: RunLauncher, waves: WaveCoordinator, quarantine: QuarantineList | None = None):
+                 launcher: RunLauncher, waves: WaveCoordinator, quarantine: QuarantineList | None = None,
+                 settling: SettleWindows | None = None):
         self.waves = waves
+        # Settle windows per registry (None: every push is dispatched at once).
+        self.settling = settling
         self.quarantine = quarantine
         self.index = index
         self.runs = runs
@@ -141,9 +154,14 @@ class Dispatcher:
             self.decisions.release_push(push, token)
         return decision
 
-    def handle(self, event: ImagePushed | Ignored) -> Decision:
+    def handle(self, event: ImagePushed | Ignored, settle: bool = True) -> Decision:
         """The decision on one event, taken once per event id: a redelivery gets the first one, and
-        a delivery that arrives while another is being dispatched waits for its decision."""
+        a delivery that arrives while another is being dispatched waits for its decision.
+        `settle` False: dispatched now, whatever the settle window (a settled base's event)."""
+        if isinstance(event, ImagePushed) and settle and self.settling is not None:
+            seconds = self.settling.window(event)
+            if seconds > 0:
+                return self._defer(event, seconds)
         if isinstance(event, Ignored):
             previous = self._begin(event.event_id)
             if previous is not None:
@@ -193,6 +211,24 @@ class Dispatcher:
             self.decisions.release_push(push, token)
         log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
         return decision
+
+    def _defer(self, event: ImagePushed, seconds: int) -> Decision:
+        """A push within its base's settle window: noted, decided `settling until …`, nothing queued."""
+        assert self.settling is not None
+        previous = self._begin(event.event_id)
+        if previous is not None:
+            return previous
+        try:
+            return self.settling.defer(event, seconds)
+        except Exception:
+            self.decisions.abandon(event.event_id)
+            raise
+
+    def release_settled(self, now: datetime | None = None) -> list[Decision]:
+        """Housekeeping: dispatch each base that has been still for its settle window."""
+        if self.settling is None:
+            return []
+        return self.settling.release_due(lambda event: self.handle(event, settle=False), now)
 
     def _let_go(self, push: str, hold: Future[str] | None) -> None:
         """Release a hold on the push if its first try took it."""
@@ -268,8 +304,9 @@ class Dispatcher:
                 # A task building one platform FROM a multi-platform base compares that platform's
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
+                platform = normalized_or_given(row.platform) if digest != event.digest else None
                 outcome, reason = classify(row, digest, pushed, self.launcher.registry,
-                                           pending == Pending.QUEUED, producer_task, rebuild)
+                                           pending == Pending.QUEUED, producer_task, rebuild, platform)
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
                     continue

@@ -4,9 +4,11 @@ checks dispatch, manual runs and the circuit breaker make against it.
 - Dispatch (`blocking`): the pushed digest and each dependent's platform digest, against the list
   read once per event. A blocked push is decided `quarantined` and claims no rows, so the next
   push (or the same one once released) is decided as if the blocked one never came.
-- Manual runs (`check_task`): the digests the task's bases point at now (one registry read per
-  base, only while something is quarantined; a base that cannot be read is not blocked here, the
-  build will say why). A refused run is recorded as a decision (source `manual`).
+- Manual, timer and commit runs (`check_task`, from Scheduler.run_task and start_run): the
+  digests the task's bases point at now (one registry read per base, only while something is
+  quarantined; a base that cannot be read is not blocked here, the build will say why). A refused
+  manual run is recorded as a decision (source `manual`); a refused timer slot or commit is its
+  event's decision (shared.service_layer.triggered).
 - The breaker (`on_hold`): a held wave started by a base push quarantines that digest; resuming
   the wave (`on_resume`: a person decided the base is fine) lifts that quarantine, and only that
   one (a quarantine set by a person stays until `base release`).
@@ -76,8 +78,10 @@ class QuarantineList:
             return None
         return next((e for e in self.store.all() if e.digest in wanted), None)
 
-    def check_task(self, task: Task) -> None:
-        """Quarantined when a base of `task` points at a quarantined digest now."""
+    def check_task(self, task: Task, record: bool = True) -> None:
+        """Quarantined when a base of `task` points at a quarantined digest now. `record`: the
+        refusal is recorded as a manual run's decision (a timer's or a commit's caller records it
+        under its own event id instead: shared.service_layer.triggered)."""
         entries = {e.digest: e for e in self.store.all()}
         if not entries:
             return  # the usual case: no registry read at all
@@ -85,7 +89,7 @@ class QuarantineList:
             digest = self.registry.resolve_digest(dependency.image, task.platform, task.credentials)
             if digest in entries:
                 entry = entries[digest]
-                if self.decisions is not None:
+                if record and self.decisions is not None:
                     refused = Decision(f"manual-{uuid.uuid4()}", EventSource.MANUAL, Outcome.QUARANTINED,
                                        entry.decision, image=dependency.image, digest=digest,
                                        tasks=[TaskDecision(task.name, Outcome.QUARANTINED, entry.decision)])

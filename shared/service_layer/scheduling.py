@@ -40,11 +40,18 @@ class Scheduler:
         task = self.tasks.get(name)
         if self.quarantine is not None:
             self.quarantine.check_task(task)  # Quarantined: `quarantined: <reason>`, no run id spent
-        return self.start_run(task, Trigger.MANUAL, "manual run", force=force)
+        return self._start(task, Trigger.MANUAL, "manual run", force=force)
 
     def start_run(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
-        """A run of `task` that starts at once (a manual run, a timer's slot, a commit): `root`
-        names what started it in its wave; `fields` go to the run (cause, event_id, commit…)."""
+        """A run of `task` that starts at once (a timer's slot, a commit): `root` names what started
+        it in its wave; `fields` go to the run (cause, event_id, commit…). Quarantined, before a run
+        id is spent, when a base of the task points at a quarantined digest (the caller records
+        the refusal under its event's id)."""
+        if self.quarantine is not None:
+            self.quarantine.check_task(task, record=False)
+        return self._start(task, trigger, root, **fields)
+
+    def _start(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
         (run_id,) = self.launcher.allocate(1)
         run = self.launcher.new_run(run_id, trigger, task.images, task=task.name, **fields)
         # A wave of its own: it starts at once (no cap), and what is built on its output follows

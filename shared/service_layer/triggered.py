@@ -1,7 +1,9 @@
 """Runs started by a trigger other than a base image (a timer's slot, a commit, a pull request):
 each is an event with an id of its own, decided once in the decision log, so a redelivered
 webhook or a second instance of the timer function gets the first decision and starts nothing.
-The run itself starts as a manual run does (Scheduler.start_run: a wave of its own).
+The run itself starts as a manual run does (Scheduler.start_run: a wave of its own), and like a
+manual run it is refused when a base of the task points at a quarantined digest: the event is then
+decided `quarantined`, and nothing starts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.quarantine import Quarantined
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, Trigger
 from shared.service_layer.ports import DecisionLog
@@ -36,10 +39,19 @@ class TriggeredRuns:
         try:
             if prepare is not None:
                 prepare()
-            run = self.scheduler.start_run(task, trigger, str(trigger).lower() + " run", cause=reason,
-                                           event_id=event_id, **run_fields)
-            decision = Decision(event_id, source, Outcome.QUEUED, reason, runs=[run.run_id],
-                                tasks=[TaskDecision(task.name, Outcome.QUEUED, reason, run.run_id)])
+            try:
+                run = self.scheduler.start_run(task, trigger, str(trigger).lower() + " run", cause=reason,
+                                               event_id=event_id, **run_fields)
+            except Quarantined as blocked:
+                # Decided like a run: a redelivery (or the next tick) gets this decision, no run.
+                entry = blocked.entry
+                decision = Decision(event_id, source, Outcome.QUARANTINED, entry.decision,
+                                    image=entry.image, digest=entry.digest,
+                                    tasks=[TaskDecision(task.name, Outcome.QUARANTINED,
+                                                        f"{reason}: {entry.decision}")])
+            else:
+                decision = Decision(event_id, source, Outcome.QUEUED, reason, runs=[run.run_id],
+                                    tasks=[TaskDecision(task.name, Outcome.QUEUED, reason, run.run_id)])
             self.decisions.record(decision)
         except Exception:
             self.decisions.abandon(event_id)

@@ -30,6 +30,7 @@ from shared.domain.builds import (
     UploadGone,
     read_dockerfile,
 )
+from shared.domain.change_policy import Action
 from shared.domain.dockerfile import secret_arg_warnings
 from shared.domain.image_ref import ImageRef
 from shared.domain.manifests import RegistryError
@@ -50,8 +51,9 @@ from shared.domain.tasks import (
     check_command,
     compute_dependencies,
 )
-from shared.domain.vocabulary import BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
+from shared.domain.vocabulary import BaseChangePolicy, BuilderKind, RunStatus, Trigger, UpdatePolicy, utc_now
 from shared.service_layer.base_changes import WaveChanges
+from shared.service_layer.change_policy import ChangePolicies
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.notifications import NoRunEvents
 from shared.service_layer.ports import (
@@ -107,6 +109,7 @@ class Worker:
                  work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  events: RunEvents | None = None,
                  changes: WaveChanges | None = None,
+                 policies: ChangePolicies | None = None,
                  registry: Registry | None = None, rebaser: Rebaser | None = None):
         # Reads the bases' layers for the run record; None: they are not recorded.
         self.registry = registry
@@ -117,6 +120,8 @@ class Worker:
         self.events: RunEvents = events or NoRunEvents()
         # What the base push of a run's wave changed, for the log header (best effort, bounded).
         self.changes = changes
+        # Each task's base change policy, applied once the change is known (None: every run builds).
+        self.policies = policies
         self.runs = runs
         self.tasks = tasks
         self.index = index
@@ -265,6 +270,18 @@ class Worker:
             change = self.changes.note(run.wave_id) if self.changes and run.wave_id else None
             if change:
                 write(f"base change: {change}")
+            verdict = self.policies.judge(run, task, change) if self.policies else None
+            if verdict is not None and task is not None and self.policies is not None \
+                    and task.base_change_policy != BaseChangePolicy.ANY:
+                write(f"base change policy {task.base_change_policy}: {verdict.reason}")
+                if verdict.action == Action.SKIP:
+                    self.policies.skip(run, task, verdict)
+                    write(f"run {run.run_id} {RunStatus.CANCELED}: {verdict.reason}")
+                    return self._finish(run, BuildResult(RunStatus.CANCELED, reason=verdict.reason),
+                                        update_decision=verdict.reason)
+                if verdict.action == Action.HOLD and change:
+                    write(f"run {run.run_id} {RunStatus.HELD}: its wave waits for `wave resume`")
+                    return self.policies.hold(run, task, verdict, change)
             # A rebase needs no sources: it is decided and done before any checkout or clone.
             rebased, decision = self._update_by_policy(run, task, spec, cancel, write)
             if decision and task is not None:

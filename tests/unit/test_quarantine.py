@@ -114,3 +114,37 @@ def test_bad_quarantine_input_is_refused_with_a_clear_message(app, target, reaso
 def test_releasing_what_is_not_quarantined_says_so(app):
     with pytest.raises(NotQuarantined, match="is not quarantined"):
         app.quarantine.release(f"node:20@{DIGEST}")
+
+
+def test_a_timer_slot_on_a_quarantined_base_starts_nothing_and_is_decided_once(app):
+    """Timer runs go through Scheduler.start_run, not run_task: the quarantine is checked there too."""
+    from datetime import timedelta
+
+    from shared.domain.timers import TaskTimer
+
+    since = datetime(2024, 5, 1, 20, 0, tzinfo=UTC)
+    task = add_task(app, "app", ["base"])
+    task.timers = [TaskTimer("nightly", "0 21 * * *", since=since)]
+    app.task_store.save(task)
+    app.registry.digests[ref("base")] = DIGEST
+    app.quarantine.add(f"{ref('base')}@{DIGEST}", "bad base")
+    (decision,) = app.timers.tick(since + timedelta(hours=1, seconds=5)).decisions
+    assert (decision.source, decision.outcome, decision.reason) == (EventSource.TIMER, Outcome.QUARANTINED,
+                                                                    "quarantined: bad base")
+    assert (decision.image, decision.digest, decision.runs) == (f"{ref('base')}", DIGEST, [])
+    assert app.runs.all() == [] and app.queue.sent == []
+    assert app.runs.allocate(1) == ["da1"]  # no run id was spent on the refused slot
+
+
+def test_a_commit_run_on_a_quarantined_base_starts_nothing_and_a_redelivery_neither(app):
+    from shared.domain.vocabulary import Trigger
+
+    task = add_task(app, "app", ["base"])
+    app.registry.digests[ref("base")] = DIGEST
+    app.quarantine.add(f"{ref('base')}@{DIGEST}", "bad base")
+    for _delivery in (1, 2):
+        decision = app.triggered.start("push-abc", EventSource.GITHUB, task, Trigger.COMMIT, "commit abc")
+        assert (decision.outcome, decision.reason) == (Outcome.QUARANTINED, "quarantined: bad base")
+        assert decision.tasks[0].reason == "commit abc: quarantined: bad base"
+    assert app.runs.all() == []
+    assert [d.source for d in app.decisions.decisions] == [EventSource.GITHUB]  # no manual refusal
