@@ -287,6 +287,9 @@ class Run(Answer):
     released: bool = Field(description="false while a wave's run waits for its bases or for room")
     commit: str | None = Field(description="the commit a source trigger built")
     branch: str | None
+    builder_run_id: str | None = Field(description="the builder's own id of the build (an ACR run id)")
+    unsent_since: datetime | None = Field(description="released, and its queue message not sent since "
+                                          "then (null: sent, or not released)")
 
 
 class TaskDecision(Answer):
