@@ -20,6 +20,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from shared.adapters.secret_box import SecretsUnavailable
 from shared.domain.builds import ContextError, ContextTooLarge
+from shared.domain.credentials import CredentialError
 from shared.domain.decisions import EventBusy
 from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
@@ -33,6 +34,7 @@ from shared.domain.tasks import (
     TaskNotFound,
 )
 from shared.domain.waves import WaveConflict, WaveNotFound
+from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 from shared.service_layer.scheduling import InvalidContinuation
 from shared.service_layer.task_timers import TimerNotFound
 
@@ -146,6 +148,9 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (GraphChanged, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),
     (ContextError, 400, "InvalidContext"),
+    (CredentialExists, 409, "CredentialExists"),  # before CredentialError, which it is
+    (CredentialError, 400, "InvalidCredential"),
+    (CredentialNotFound, 404, "CredentialNotFound"),
     # The service's own key is missing or wrong: not the caller's mistake.
     (SecretsUnavailable, 503, "SecretsUnavailable"),
 ]

@@ -11,37 +11,19 @@
 
 from __future__ import annotations
 
-import functools
-
 import azure.functions as func
 
 from functions.api import MAX_JSON_BYTES
 from functions.bodies import CredentialInput
 from functions.http import BadRequest, api_handler, error, json_response, read_body
 from shared.bootstrap import services
-from shared.domain.credentials import CredentialError, RegistryCredential
+from shared.domain.credentials import RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.tasks import Task, check_name
 from shared.service_layer.base_changes import ChangesUnavailable, ImageNotFound, NoPreviousDigest
-from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 
 bp = func.Blueprint()
-
-def credential_errors(handler):
-    """Credential mistakes are the caller's (400, 404, 409); the rest as every API handler maps them."""
-    @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except CredentialExists as exc:
-            return error(409, "CredentialExists", str(exc))
-        except CredentialError as exc:
-            return error(400, "InvalidCredential", str(exc))
-        except CredentialNotFound as exc:
-            return error(404, "CredentialNotFound", str(exc))
-
-    return wrapper
 
 
 def _credentials_answer(task: Task) -> func.HttpResponse:
@@ -94,7 +76,6 @@ def api_bases_poll(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tasks/{name}/credentials", methods=["GET", "POST", "PATCH", "DELETE"],
           auth_level=func.AuthLevel.FUNCTION)
 @api_handler
-@credential_errors
 def api_task_credentials(req: func.HttpRequest) -> func.HttpResponse:
     name = check_name(req.route_params["name"])
     credentials = services().credentials
