@@ -14,8 +14,7 @@ import logging
 
 import azure.functions as func
 
-from functions.api import api_handler
-from functions.http import json_response
+from functions.http import api_handler, json_response
 from shared.bootstrap import services
 
 bp = func.Blueprint()

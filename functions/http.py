@@ -1,17 +1,47 @@
-"""Helpers every HTTP adapter uses: JSON bodies in, JSON answers and `{"error": ...}` out, and
-entity tags (ETag, If-Match, If-None-Match) for stored versions."""
+"""Helpers every HTTP adapter uses: JSON bodies in (checked against their models in
+functions/bodies.py), JSON answers and `{"error": ...}` out, the `api_handler` decorator that maps
+domain errors to status codes once for every handler, and entity tags (ETag, If-Match,
+If-None-Match) for stored versions."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import azure.functions as func
+import pydantic
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from shared.domain.tasks import ExpectedVersion
+from shared.adapters.secret_box import SecretsUnavailable
+from shared.domain.builds import ContextError, ContextTooLarge
+from shared.domain.credentials import CredentialError
+from shared.domain.decisions import EventBusy
+from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
+from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
+from shared.domain.tasks import (
+    ContextUploadNeeded,
+    ExpectedVersion,
+    GraphChanged,
+    TaskChanged,
+    TaskError,
+    TaskExists,
+    TaskNotFound,
+)
+from shared.domain.waves import WaveConflict, WaveNotFound
+from shared.service_layer.credentials import CredentialExists, CredentialNotFound
+from shared.service_layer.scheduling import InvalidContinuation
+from shared.service_layer.task_timers import TimerNotFound
+
+Params = ParamSpec("Params")
+Body = TypeVar("Body", bound=pydantic.BaseModel)
+
+RETRY_AFTER_SECONDS = 10
 
 
 class BadRequest(ValueError):
@@ -52,6 +82,101 @@ def json_body(req: func.HttpRequest, max_bytes: int) -> dict[str, Any]:
 
 class PayloadTooLarge(BadRequest):
     pass
+
+
+def read_body(req: func.HttpRequest, model: type[Body], max_bytes: int) -> Body:
+    """The request's JSON body as `model` (an empty body is `{}`); PayloadTooLarge or BadRequest,
+    whose message names each field that is wrong and never repeats a value the caller sent."""
+    data = json_body(req, max_bytes)
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise BadRequest(validation_message(exc)) from None
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    # A key of a sent map is the caller's text: shortened, so an answer never grows with it.
+    return ".".join(str(part) if len(str(part)) <= 40 else f"{str(part)[:40]}…" for part in loc)
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """One readable sentence per problem: `unknown field(s): a, b`, `missing field(s): name`,
+    `images.0 must be a valid string`, `update_policy must be rebuild or rebase or auto`."""
+    errors = exc.errors(include_url=False, include_input=False)
+    unknown = [_field(e["loc"]) for e in errors if e["type"] == "extra_forbidden"]
+    missing = [_field(e["loc"]) for e in errors if e["type"] == "missing"]
+    parts = [f"unknown field(s): {', '.join(unknown)}"] if unknown else []
+    parts += [f"missing field(s): {', '.join(missing)}"] if missing else []
+    for e in errors:
+        if e["type"] in ("extra_forbidden", "missing"):
+            continue
+        field, msg = _field(e["loc"]), e["msg"]
+        if e["type"] == "enum":  # "'rebuild', 'rebase' or 'auto'" -> "rebuild or rebase or auto"
+            msg = "Input should be " + str(e["ctx"]["expected"]).replace("'", "").replace(", ", " or ")
+        if not field:
+            parts.append(msg)
+        elif msg.startswith("Input should be "):
+            parts.append(f"{field} must be {msg.removeprefix('Input should be ')}")
+        else:
+            parts.append(f"{field}: {msg[0].lower()}{msg[1:]}")
+    return "; ".join(parts)
+
+
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (PayloadTooLarge, 413, "PayloadTooLarge"),
+    (BadRequest, 400, "BadRequest"),
+    (InvalidContinuation, 400, "BadRequest"),
+    (TaskNotFound, 404, "TaskNotFound"),
+    (RunNotFound, 404, "RunNotFound"),
+    (TaskExists, 409, "TaskExists"),
+    # If-Match named another version than the stored one: nothing was written.
+    (TaskChanged, 412, "PreconditionFailed"),
+    (RunNotCancelable, 409, "RunNotCancelable"),
+    (TimerNotFound, 404, "TimerNotFound"),
+    (RunConflict, 409, "Conflict"),
+    (ContextUploadNeeded, 400, "ContextUploadNeeded"),  # before TaskError, which it is
+    (TaskError, 400, "InvalidTask"),
+    (WaveNotFound, 404, "WaveNotFound"),
+    # A run that would build on a quarantined base digest: `quarantined: <reason>`.
+    (Quarantined, 409, "Quarantined"),
+    (InvalidQuarantine, 400, "InvalidQuarantine"),
+    (NotQuarantined, 404, "NotQuarantined"),
+    (WaveConflict, 409, "WaveConflict"),
+    # Another delivery of the same push is being dispatched right now: try again in a moment.
+    (EventBusy, 503, "Busy"),
+    # Other tasks kept being created or changed while this one was checked for cycles.
+    (GraphChanged, 503, "Busy"),
+    (ContextTooLarge, 413, "ContextTooLarge"),
+    (ContextError, 400, "InvalidContext"),
+    (CredentialExists, 409, "CredentialExists"),  # before CredentialError, which it is
+    (CredentialError, 400, "InvalidCredential"),
+    (CredentialNotFound, 404, "CredentialNotFound"),
+    # The service's own key is missing or wrong: not the caller's mistake.
+    (SecretsUnavailable, 503, "SecretsUnavailable"),
+]
+
+
+def api_handler(handler: Callable[Params, func.HttpResponse]) -> Callable[Params, func.HttpResponse]:
+    """`handler` with the domain's errors answered as `{"error": {"code", "message"}}` and their
+    status (_ERRORS), and storage that does not answer as a 503 to try again."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Params.args, **kwargs: Params.kwargs) -> func.HttpResponse:
+        try:
+            return handler(*args, **kwargs)
+        except tuple(e for e, _, _ in _ERRORS) as exc:
+            status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+            if isinstance(exc, TaskChanged) and exc.etag:
+                headers = {"ETag": entity_tag(exc.etag)}  # the version to read, merge onto and send again
+            return error(status, code, str(exc), headers=headers)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            # Storage does not answer: not the caller's mistake, and worth trying again soon.
+            logging.warning("storage unavailable: %s", exc.__class__.__name__)
+            return error(503, "StorageUnavailable", "storage is not answering; try again shortly",
+                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    return wrapper
 
 
 def int_param(req: func.HttpRequest, name: str, default: int, low: int, high: int) -> int:

@@ -14,8 +14,7 @@ from urllib.parse import unquote
 
 import azure.functions as func
 
-from functions.api import api_handler
-from functions.http import BadRequest, int_param, json_response
+from functions.http import BadRequest, api_handler, int_param, json_response
 from shared.bootstrap import services
 from shared.domain.image_ref import InvalidReference
 from shared.domain.tasks import check_name

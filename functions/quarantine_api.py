@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, json_body, json_response
+from functions.api import MAX_JSON_BYTES
+from functions.bodies import QuarantineRequest, ReleaseRequest
+from functions.http import api_handler, json_response, read_body
 from shared.bootstrap import services
 
 bp = func.Blueprint()
-
-
-def _fields(req: func.HttpRequest, allowed: set[str]) -> dict:
-    body = json_body(req, MAX_JSON_BYTES)
-    unknown = set(body) - allowed
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    return body
 
 
 @bp.function_name("api_quarantine")
@@ -31,13 +24,13 @@ def api_quarantine(req: func.HttpRequest) -> func.HttpResponse:
     quarantine = services().quarantine
     if req.method == "GET":
         return json_response({"quarantine": [e.to_dict() for e in quarantine.entries()]})
-    body = _fields(req, {"image", "reason"})
-    return json_response(quarantine.add(body.get("image"), body.get("reason")).to_dict(), 201)
+    body = read_body(req, QuarantineRequest, MAX_JSON_BYTES)
+    return json_response(quarantine.add(body.image, body.reason).to_dict(), 201)
 
 
 @bp.function_name("api_quarantine_release")
 @bp.route(route="bases/release", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_quarantine_release(req: func.HttpRequest) -> func.HttpResponse:
-    body = _fields(req, {"image"})
-    return json_response(services().quarantine.release(body.get("image")).to_dict())
+    body = read_body(req, ReleaseRequest, MAX_JSON_BYTES)
+    return json_response(services().quarantine.release(body.image).to_dict())

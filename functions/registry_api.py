@@ -14,40 +14,20 @@
 
 from __future__ import annotations
 
-import functools
-
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, error, json_body, json_response
+from functions.api import MAX_JSON_BYTES
+from functions.bodies import CredentialInput
+from functions.http import BadRequest, api_handler, error, json_response, read_body
 from shared.bootstrap import services
-from shared.domain.credentials import CredentialError, RegistryCredential
+from shared.domain.credentials import RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.tasks import Task, check_name
 from shared.domain.vocabulary import format_time
 from shared.service_layer.base_changes import ChangesUnavailable, ImageNotFound, NoPreviousDigest
-from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 
 bp = func.Blueprint()
-
-_FIELDS = {"login_server", "username", "password", "use_identity"}
-
-
-def credential_errors(handler):
-    """Credential mistakes are the caller's (400, 404, 409); the rest as every API handler maps them."""
-    @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
-        try:
-            return handler(req)
-        except CredentialExists as exc:
-            return error(409, "CredentialExists", str(exc))
-        except CredentialError as exc:
-            return error(400, "InvalidCredential", str(exc))
-        except CredentialNotFound as exc:
-            return error(404, "CredentialNotFound", str(exc))
-
-    return wrapper
 
 
 def _credentials_answer(task: Task) -> func.HttpResponse:
@@ -113,7 +93,6 @@ def api_bases_settling(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="tasks/{name}/credentials", methods=["GET", "POST", "PATCH", "DELETE"],
           auth_level=func.AuthLevel.FUNCTION)
 @api_handler
-@credential_errors
 def api_task_credentials(req: func.HttpRequest) -> func.HttpResponse:
     name = check_name(req.route_params["name"])
     credentials = services().credentials
@@ -124,13 +103,11 @@ def api_task_credentials(req: func.HttpRequest) -> func.HttpResponse:
         if not server:
             raise BadRequest("login_server is required (?login_server=HOST)")
         return _credentials_answer(credentials.remove(name, server))
-    body = json_body(req, MAX_JSON_BYTES)
-    unknown = set(body) - _FIELDS
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+    body = read_body(req, CredentialInput, MAX_JSON_BYTES)
+    password = body.password.get_secret_value() if body.password is not None else None
     if req.method == "POST":
-        credential = RegistryCredential.create(body.get("login_server"), body.get("username"),
-                                               body.get("password"), body.get("use_identity", False))
+        credential = RegistryCredential.create(body.login_server, body.username, password,
+                                               bool(body.use_identity))
         return _credentials_answer(credentials.add(name, credential))
-    return _credentials_answer(credentials.update(name, body.get("login_server"), body.get("username"),
-                                                  body.get("password"), body.get("use_identity")))
+    return _credentials_answer(credentials.update(name, body.login_server, body.username, password,
+                                                  body.use_identity))

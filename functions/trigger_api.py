@@ -5,29 +5,23 @@ Thin: parses, calls shared.service_layer.task_timers, maps errors as the rest of
 
 from __future__ import annotations
 
-from typing import Any
-
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, _task_response, api_handler
-from functions.http import BadRequest, json_body, json_response
+from functions.api import MAX_JSON_BYTES, _task_response
+from functions.bodies import TimerInput
+from functions.http import BadRequest, api_handler, json_response, read_body
 from shared.bootstrap import services
 from shared.domain.tasks import check_name
 
 bp = func.Blueprint()
 
 
-def _timer_fields(body: dict[str, Any], creating: bool) -> dict[str, Any]:
-    unknown = set(body) - {"name", "schedule", "enabled"}
-    if unknown:
-        raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
-    if creating and not isinstance(body.get("name"), str):
-        raise BadRequest("name must be the timer's name")
-    if (creating or "schedule" in body) and not isinstance(body.get("schedule"), str):
-        raise BadRequest("schedule must be a cron expression such as '0 21 * * *'")
-    if "enabled" in body and not isinstance(body["enabled"], bool):
-        raise BadRequest("enabled must be true or false")
-    return {k: body[k] for k in ("schedule", "enabled") if k in body}
+def _new_timer(body: TimerInput) -> TimerInput:
+    """A timer to add names itself and its schedule (on PATCH both are optional)."""
+    missing = [field for field in ("name", "schedule") if field not in body.model_fields_set]
+    if missing:
+        raise BadRequest(f"missing field(s): {', '.join(missing)}")
+    return body
 
 
 @bp.function_name("api_task_timers")
@@ -38,9 +32,8 @@ def api_task_timers(req: func.HttpRequest) -> func.HttpResponse:
     timers = services().task_timers
     if req.method == "GET":
         return json_response({"timers": [t.to_dict() for t in timers.of(name)]})
-    body = json_body(req, MAX_JSON_BYTES)
-    fields = _timer_fields(body, creating=True)
-    task = timers.add(name, body["name"], fields["schedule"], fields.get("enabled", True))
+    body = _new_timer(read_body(req, TimerInput, MAX_JSON_BYTES))
+    task = timers.add(name, body.name, body.schedule, body.enabled)
     return _task_response(task, 201)
 
 
@@ -53,5 +46,6 @@ def api_task_timer(req: func.HttpRequest) -> func.HttpResponse:
     timers = services().task_timers
     if req.method == "DELETE":
         return _task_response(timers.remove(name, timer))
-    fields = _timer_fields(json_body(req, MAX_JSON_BYTES), creating=False)
-    return _task_response(timers.update(name, timer, **fields))
+    changes = read_body(req, TimerInput, MAX_JSON_BYTES).given()
+    changes.pop("name", None)  # a timer keeps its name
+    return _task_response(timers.update(name, timer, **changes))

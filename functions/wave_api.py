@@ -9,16 +9,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, int_param, json_body, json_response
+from functions.api import MAX_JSON_BYTES
+from functions.bodies import RebuildRequest
+from functions.http import BadRequest, api_handler, int_param, json_response, read_body
 from shared.bootstrap import services
-from shared.domain.events import ImagePushed, MalformedEvent, check_digest
-from shared.domain.image_ref import ImageRef, InvalidReference
-from shared.domain.vocabulary import EventSource, utc_now
+from shared.domain.events import MalformedEvent
+from shared.domain.image_ref import InvalidReference
 
 bp = func.Blueprint()
 
@@ -84,18 +82,9 @@ def api_wave_resume(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="bases/rebuild", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_base_rebuild(req: func.HttpRequest) -> func.HttpResponse:
-    body = json_body(req, MAX_JSON_BYTES)
-    image, digest = body.get("image"), body.get("digest")
-    if not isinstance(image, str) or not image:
-        raise BadRequest("image must name the base image, e.g. localhost:5000/baseimages/node:9-alpine")
+    body = read_body(req, RebuildRequest, MAX_JSON_BYTES)
     try:
-        ref = ImageRef.parse(image)
-        digest = check_digest(digest or ref.digest) if (digest or ref.digest) else None
+        decision = services().ingest.rebuild(body.image, body.digest)
     except (InvalidReference, MalformedEvent) as exc:
         raise BadRequest(str(exc)) from exc
-    tag = ref.tag or "latest"
-    if digest is None:  # the digest the tag points at now, for the record (the rebuild needs none)
-        digest = services().registry.resolve_digest(f"{ref.name}:{tag}") or "sha256:" + "0" * 64
-    event = ImagePushed(f"rebuild-{uuid.uuid4()}", ref.registry, ref.repository, tag, digest, utc_now(),
-                        EventSource.REBUILD)
-    return json_response(services().dispatcher.rebuild(event).to_dict(), 202)
+    return json_response(decision.to_dict(), 202)

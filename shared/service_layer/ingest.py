@@ -1,5 +1,7 @@
 """Pushes from every webhook on their way to the dispatcher: a manifest list's platforms are read first.
 
+`base rebuild` comes in here too (`rebuild`): a push of the image as it is now, asked for by hand.
+
 A push event names the digest that was pushed. When that is a manifest list or an OCI index, a task
 building one platform has recorded its platform's manifest digest (shared.domain.platforms), so the
 index is read once here (a GET by digest) and the event carries each platform's digest. Docker Hub's
@@ -9,19 +11,25 @@ webhook names no digest at all: it is read from the registry here too.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import replace
 
 from shared.domain.decisions import Decision
-from shared.domain.events import Ignored, ImagePushed
+from shared.domain.events import Ignored, ImagePushed, check_digest
 from shared.domain.image_ref import ImageRef
 from shared.domain.manifests import RegistryError
 from shared.domain.platforms import INDEX_MEDIA_TYPES
-from shared.domain.vocabulary import EventSource, Outcome
+from shared.domain.vocabulary import EventSource, Outcome, utc_now
 from shared.domain.webhook_events import DockerHubPush
 from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.ports import DecisionLog, Registry
 
 log = logging.getLogger(__name__)
+
+# The digest a rebuild is recorded with when the registry cannot say what the tag points at: a
+# rebuild compares no digests (dispatch's rules 4-5 are skipped), but its event, its push hold and
+# its decision need one.
+UNRESOLVED_DIGEST = "sha256:" + "0" * 64
 
 
 class Ingest:
@@ -62,3 +70,17 @@ class Ingest:
         return self.dispatcher.handle(replace(event, platforms=tuple(sorted(info.platforms.items())),
                                               media_type=info.media_type))
 
+    def rebuild(self, image: str, digest: str | None = None) -> Decision:
+        """`base rebuild`: a wave of everything built FROM `image`, whatever digests they built on.
+        `digest` (or the image's own `@digest`) is recorded; else the one its tag points at now.
+        InvalidReference or MalformedEvent for an image or digest that is none."""
+        ref = ImageRef.parse(image)
+        given = digest or ref.digest
+        tag = ref.tag or "latest"
+        if given:
+            found = check_digest(given)
+        else:  # for the record only: the rebuild needs none
+            found = self.registry.resolve_digest(f"{ref.name}:{tag}") or UNRESOLVED_DIGEST
+        event = ImagePushed(f"rebuild-{uuid.uuid4()}", ref.registry, ref.repository, tag, found, utc_now(),
+                            EventSource.REBUILD)
+        return self.dispatcher.rebuild(event)

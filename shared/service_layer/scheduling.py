@@ -1,4 +1,4 @@
-"""Runs asked for by people: manual task runs, quick builds, and cancellations."""
+"""Runs asked for by people: manual task runs, quick builds, cancellations, and the list of runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.domain.builds import BuildSpec, Source, UnpackLimits, check_archive
 from shared.domain.dependencies import DependencyRow
-from shared.domain.runs import Run, RunNotCancelable
+from shared.domain.runs import Run, RunNotCancelable, RunNotFound
 from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
@@ -20,6 +20,10 @@ from shared.service_layer.waves import WaveCoordinator
 
 # Uploaded contexts larger than this are refused (the API's body limit is a little above it).
 MAX_CONTEXT_BYTES = 50 * 1024 * 1024
+
+
+class InvalidContinuation(ValueError):
+    """A continuation that is no run id of a previous page: the caller's mistake, not a missing run."""
 
 
 class Scheduler:
@@ -104,3 +108,15 @@ class Scheduler:
         canceled = cancel_builder_run(self.runs, self.builder, transition(self.runs, run_id, cancel))
         self.waves.run_finished(canceled)  # what was to be built on it in its wave is not built
         return canceled
+
+    def newest(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+               image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
+        """Runs newest first (RunRepository.newest); InvalidContinuation when `after` is no run id,
+        before any storage call (`da²` is no key)."""
+        if after is not None:
+            try:
+                self.runs.ids.counter(after)
+            except RunNotFound as exc:
+                raise InvalidContinuation(f"continuation {after!r} is not a run id from a previous page") \
+                    from exc
+        return self.runs.newest(top=top, task=task, status=status, image=image, after=after)
