@@ -9,7 +9,7 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 
-from functions import api
+from functions import api, http
 from shared.bootstrap import Services
 from tests.conftest import AZURITE_KEY, unique_settings
 from tests.functions.test_app import by_name
@@ -37,5 +37,5 @@ def test_the_api_answers_503_with_retry_after_while_storage_is_down(storage_down
     request = func.HttpRequest(method, f"/api/{function}", body=b"", params=params, route_params=route)
     answer = by_name()[function].user_function(request)
     assert answer.status_code == 503
-    assert answer.headers["Retry-After"] == str(api.RETRY_AFTER_SECONDS)
+    assert answer.headers["Retry-After"] == str(http.RETRY_AFTER_SECONDS)
     assert b"StorageUnavailable" in answer.get_body()
