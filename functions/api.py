@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
@@ -52,6 +53,7 @@ from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 from shared.service_layer.task_timers import TimerNotFound
 
 bp = func.Blueprint()
+P = ParamSpec("P")
 
 MAX_JSON_BYTES = 256 * 1024
 RETRY_AFTER_SECONDS = 10
@@ -88,11 +90,13 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
-def api_handler(handler):
+def api_handler(handler: Callable[P, func.HttpResponse]) -> Callable[P, func.HttpResponse]:
+    # The parameters pass through untouched (the Functions worker calls handlers by keyword, and
+    # finds the binding names through functools.wraps), so the decorated handler keeps its signature.
     @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
         try:
-            return handler(req)
+            return handler(*args, **kwargs)
         except tuple(e for e, _, _ in _ERRORS) as exc:
             status, code = next((s, c) for e, s, c in _ERRORS if isinstance(exc, e))
             headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None

@@ -50,8 +50,8 @@ def serve(path: str, url: str) -> func.HttpResponse:
             # Relative links (`app.js`, `../runs`) need the page at `dashboard/`.
             return func.HttpResponse(status_code=308, headers={**HEADERS, "Location": "dashboard/"})
         name = "index.html"
-    path = ROOT / name
-    if not _NAME.match(name) or path.suffix not in TYPES or not path.is_file():
+    file = ROOT / name
+    if not _NAME.match(name) or file.suffix not in TYPES or not file.is_file():
         return _not_found()
-    return func.HttpResponse(path.read_bytes(), status_code=200, mimetype=TYPES[path.suffix],
+    return func.HttpResponse(file.read_bytes(), status_code=200, mimetype=TYPES[file.suffix],
                              charset="utf-8", headers=dict(HEADERS))

@@ -45,7 +45,7 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _param(name: str, where: str = "query", schema: dict | None = None, required: bool = False,
+def _param(name: str, where: str = "query", schema: dict[str, Any] | None = None, required: bool = False,
            description: str = "") -> dict[str, Any]:
     return {"name": name, "in": where, "required": required or where == "path",
             "schema": schema or {"type": "string"}, "description": description}

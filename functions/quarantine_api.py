@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import azure.functions as func
 
 from functions.api import MAX_JSON_BYTES, api_handler
@@ -16,7 +18,7 @@ from shared.bootstrap import services
 bp = func.Blueprint()
 
 
-def _fields(req: func.HttpRequest, allowed: set[str]) -> dict:
+def _fields(req: func.HttpRequest, allowed: set[str]) -> dict[str, Any]:
     body = json_body(req, MAX_JSON_BYTES)
     unknown = set(body) - allowed
     if unknown:

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import ParamSpec
 
 import azure.functions as func
 
@@ -26,16 +28,17 @@ from shared.service_layer.base_changes import ChangesUnavailable, ImageNotFound,
 from shared.service_layer.credentials import CredentialExists, CredentialNotFound
 
 bp = func.Blueprint()
+P = ParamSpec("P")
 
 _FIELDS = {"login_server", "username", "password", "use_identity"}
 
 
-def credential_errors(handler):
+def credential_errors(handler: Callable[P, func.HttpResponse]) -> Callable[P, func.HttpResponse]:
     """Credential mistakes are the caller's (400, 404, 409); the rest as every API handler maps them."""
     @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
         try:
-            return handler(req)
+            return handler(*args, **kwargs)
         except CredentialExists as exc:
             return error(409, "CredentialExists", str(exc))
         except CredentialError as exc:
