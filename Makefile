@@ -5,7 +5,8 @@
 #   make down      stop the local stack
 #   make status    show each part of the stack running/stopped
 #   make lint      ruff
-#   make typecheck mypy, strict on shared/ (settings in pyproject.toml)
+#   make typecheck mypy, strict on shared/, functions/, cli/, devhost/, scripts/, bench/ and
+#                  tests/fakes.py (settings in pyproject.toml)
 #   make unit      the tests on fakes (tests/unit): no install, no stack, well under a minute
 #   make test      install, lint, typecheck, stack up, then the whole test suite against the stack
 #   make demo      the tutorial on the local stack

@@ -20,6 +20,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -57,10 +58,10 @@ def seed(services: Services, base: str, count: int, prefix: str = "app") -> None
                                     images=[f"{prefix}{n:05d}:{{{{.Run.ID}}}}"], built_digest=OLD))
             for n in range(count)]
     for batch in chunks(rows):
-        services.index.table.table.submit_transaction([("upsert", e) for e in batch])
+        services.storage.table("dependencies").submit_transaction([("upsert", e) for e in batch])
 
 
-def envelope(repository: str, tag: str, digest: str) -> dict:
+def envelope(repository: str, tag: str, digest: str) -> dict[str, Any]:
     return {"events": [{
         "id": str(uuid.uuid4()), "timestamp": "2026-11-27T10:00:00Z", "action": "push",
         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
@@ -69,7 +70,7 @@ def envelope(repository: str, tag: str, digest: str) -> dict:
     }]}
 
 
-def dispatch(services: Services, body: dict) -> tuple[float, int]:
+def dispatch(services: Services, body: dict[str, Any]) -> tuple[float, int]:
     started = time.perf_counter()
     decision = None
     for event in from_distribution_envelope(body):
@@ -80,7 +81,7 @@ def dispatch(services: Services, body: dict) -> tuple[float, int]:
 
 def queue_depth(services: Services) -> int:
     props = services.storage.queue(services.settings.build_queue).get_queue_properties()
-    return props.approximate_message_count
+    return props.approximate_message_count or 0  # the SDK types it Optional
 
 
 # Entities a planned run writes: its id row and task row (runs table), its member row (waves table).

@@ -59,8 +59,13 @@ def seed(services: Services, prefix: str) -> tuple[str, list[list[str]]]:
             rounds.append(children)
         parents = children
     store = services.tasks.store
+
+    def add(task: Task) -> None:
+        store.create(task)
+        services.index.sync_task(task, previous=[])
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda t: (store.create(t), services.index.sync_task(t, previous=[])), tasks))
+        list(pool.map(add, tasks))
     return base, rounds
 
 

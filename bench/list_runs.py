@@ -23,6 +23,7 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -41,7 +42,8 @@ TASKS = 100
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def seed(store: TableRunRepository, start: int, count: int) -> None:
@@ -64,7 +66,8 @@ def seed(store: TableRunRepository, start: int, count: int) -> None:
         store.create_many(batch)
 
 
-def timed(session: requests.Session, url: str, params: dict, calls: int, expect: int) -> list[float]:
+def timed(session: requests.Session, url: str, params: dict[str, Any], calls: int,
+          expect: int) -> list[float]:
     times = []
     for _ in range(calls):
         started = time.perf_counter()

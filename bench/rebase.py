@@ -97,8 +97,8 @@ def case(services: Services, workdir: Path, contexts: Path, prefix: str, big_mb:
     old_local, new_local = f"localhost/{prefix}-base:old", f"localhost/{prefix}-base:new"
     build_base(workdir, old_local, "1", big_mb)
     build_base(workdir, new_local, "2", big_mb)
-    results: dict[str, object] = {}
-    tasks = {}
+    results: dict[str, tuple[float, Run]] = {}
+    tasks: dict[UpdatePolicy, tuple[Task, str]] = {}
     for policy in (UpdatePolicy.REBUILD, UpdatePolicy.AUTO):
         base = f"{registry}/{prefix}/base-{policy}:1"
         push(old_local, base, workdir)
@@ -123,8 +123,8 @@ def case(services: Services, workdir: Path, contexts: Path, prefix: str, big_mb:
         if run.status != RunStatus.SUCCEEDED:
             raise SystemExit(f"{task.name}: run {run.run_id} ended {run.status}: {run.reason}")
         results[str(policy)] = (elapsed, run)
-    rebuild_time, rebuild_run = results["rebuild"]  # type: ignore[misc]
-    rebase_time, rebase_run = results["auto"]  # type: ignore[misc]
+    rebuild_time, rebuild_run = results["rebuild"]
+    rebase_time, rebase_run = results["auto"]
     log = services.logs.read(rebase_run.run_id).decode()
     moved = re.search(r"rebase moved (\d+) bytes", log)
     written = services.registry.distribution.manifest(rebase_run.output_images[0])

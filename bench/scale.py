@@ -28,9 +28,11 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -67,11 +69,11 @@ def seed(services: Services, count: int) -> None:
                                     images=[f"app{n:06d}:{{{{.Run.ID}}}}"], built_digest=OLD))
             for n in range(count)]
     with ThreadPoolExecutor(max_workers=TRANSACTIONS_IN_FLIGHT) as pool:
-        list(pool.map(lambda batch: services.index.table.table.submit_transaction(
+        list(pool.map(lambda batch: services.storage.table("dependencies").submit_transaction(
             [("upsert", e) for e in batch]), chunks(rows)))
 
 
-def push_envelope() -> dict:
+def push_envelope() -> dict[str, Any]:
     return {"events": [{
         "id": str(uuid.uuid4()), "timestamp": "2026-11-27T10:00:00Z", "action": "push",
         "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -87,7 +89,7 @@ def account_floor(services: Services, entities: int) -> float:
     data = "x" * 600  # about a queued run's JSON record
     operations = [("upsert", {"PartitionKey": f"floor|{n % 100:02d}", "RowKey": f"{n:07d}", "Data": data})
                   for n in range(entities)]
-    by_partition: dict[str, list] = {}
+    by_partition: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for operation in operations:
         by_partition.setdefault(operation[1]["PartitionKey"], []).append(operation)
     batches = [batch for ops in by_partition.values() for batch in chunks(ops, MAX_BATCH)]
@@ -153,7 +155,8 @@ def main() -> int:
             first_send: list[float] = []
             send = services.launcher.send
 
-            def noting_send(run_ids: list[str], send=send, first_send=first_send) -> None:
+            def noting_send(run_ids: list[str], send: Callable[[list[str]], None] = send,
+                            first_send: list[float] = first_send) -> None:
                 if run_ids and not first_send:
                     first_send.append(time.perf_counter())
                 send(run_ids)

@@ -23,16 +23,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared import config  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
+from shared.domain.runs import Run  # noqa: E402
 from shared.domain.tasks import Task  # noqa: E402
 from shared.domain.vocabulary import RunStatus, WaveState  # noqa: E402
 from shared.domain.waves import Wave, WaveNotFound  # noqa: E402
+
+T = TypeVar("T")
 
 BUSYBOX = "/bin/busybox"
 BASE_DOCKERFILE = ('FROM scratch\nCOPY busybox /bin/busybox\n'
@@ -85,7 +90,7 @@ def context(work: Path, name: str, dockerfile: str) -> str:
     return str(folder)
 
 
-def wait(condition, timeout: float, what: str):
+def wait(condition: Callable[[], T | None], timeout: float, what: str) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -107,11 +112,16 @@ def end_to_end(stack: Services, work: Path, registry: str, repeat: int) -> None:
         for n in range(1, repeat + 1):
             known = {r.run_id for r in stack.runs.newest(task=name, top=50)[0]}
             pushed = push_base(work, base, str(n))
-            run = wait(lambda known=known: next((r for r in stack.runs.newest(task=name, top=5)[0]
-                                                 if r.run_id not in known and r.finished), None),
-                       300, "the run")
+
+            def new_finished_run(known: set[str] = known) -> Run | None:
+                return next((r for r in stack.runs.newest(task=name, top=5)[0]
+                             if r.run_id not in known and r.finished), None)
+
+            run = wait(new_finished_run, 300, "the run")
             if run.status != RunStatus.SUCCEEDED:
                 raise SystemExit(f"run {run.run_id} {run.status}: {run.reason}")
+            if run.started_at is None or run.finished_at is None:
+                raise SystemExit(f"run {run.run_id} is Succeeded without its start and end times")
             # Until the run is recorded Succeeded (its finished_at), not until this script's poll
             # happens to see it: how often a script polls is not the product's time.
             totals.append(run.finished_at.timestamp() - pushed)

@@ -29,7 +29,7 @@ output), 2 when the request failed.
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "admin", help="operate the deployment (secret key rotation, storage migration)",
         description="Operate a basetrigger deployment.", epilog=ADMIN_EPILOG,

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from cli.client import EXIT_OK, ApiError, Client, connection_options, handles_errors
 from cli.graph_output import impact_dot, impact_mermaid, impact_tree
@@ -33,7 +34,7 @@ examples:
 FORMATS = {"tree": impact_tree, "json": to_json, "dot": impact_dot, "mermaid": impact_mermaid}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "base", help="base images: what depends on them",
         description="Questions about base images.")
@@ -130,12 +131,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 BASE_COLUMNS = ("BASE", "DIGEST", "WATCHED BY", "LAST CHECKED", "TASKS", "LAST ERROR")
 
 
-def bases_table(answer: dict) -> str:
+def bases_table(answer: dict[str, Any]) -> str:
     from cli.decision_cmd import short_digest
     from cli.output import format_time, table
 
-    def watched(b: dict) -> str:
-        return {"events": "events", "poll": "polling", "both": "events+polling"}.get(b["watch"], b["watch"])
+    def watched(b: dict[str, Any]) -> str:
+        watch: str = b["watch"]
+        return {"events": "events", "poll": "polling", "both": "events+polling"}.get(watch, watch)
 
     return table(BASE_COLUMNS, ([b["base"], short_digest(b.get("digest")), watched(b),
                                  format_time(b.get("last_checked")) if b.get("polled") else "-",
@@ -176,7 +178,7 @@ def base_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def changes_text(change: dict) -> str:
+def changes_text(change: dict[str, Any]) -> str:
     from cli.decision_cmd import short_digest
 
     lines = [f"{change['image']}: {short_digest(change['from'])} -> {short_digest(change['to'])}: "
@@ -219,7 +221,7 @@ def base_changes(args: argparse.Namespace) -> int:
 QUARANTINE_COLUMNS = ("DIGEST", "IMAGE", "SINCE", "BY", "REASON")
 
 
-def quarantine_table(entries: list[dict]) -> str:
+def quarantine_table(entries: list[dict[str, Any]]) -> str:
     from cli.decision_cmd import short_digest
     from cli.output import format_time, table
 

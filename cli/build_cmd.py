@@ -42,7 +42,7 @@ local stack). The log is streamed until the run ends; the exit status is 0 only 
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "build",
         help="quick build: upload a context, build and push an image (az acr build)",
@@ -198,7 +198,7 @@ def pack_context(context: Path, dockerfile: str) -> tuple[bytes, int]:
     return buffer.getvalue(), count
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB"):
         if n < 1024 or unit == "MiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

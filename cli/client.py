@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlsplit
@@ -96,10 +96,11 @@ class Client:
         return f"Client({self.url!r})"
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace | None = None, env: dict[str, str] | None = None) -> Client:
-        env = os.environ if env is None else env
-        url = getattr(args, "url", None) or env.get(URL_ENV)
-        key = getattr(args, "key", None) or env.get(KEY_ENV)
+    def from_args(cls, args: argparse.Namespace | None = None,
+                  env: Mapping[str, str] | None = None) -> Client:
+        environ: Mapping[str, str] = os.environ if env is None else env
+        url = getattr(args, "url", None) or environ.get(URL_ENV)
+        key = getattr(args, "key", None) or environ.get(KEY_ENV)
         if not url:
             raise ApiError(
                 f"no basetrigger URL: pass --url or set {URL_ENV} "
@@ -167,46 +168,60 @@ class Client:
                 f"basetrigger answered {method} /api/{path.lstrip('/')} with something that is not JSON"
             ) from None
 
-    # ---- tasks -----------------------------------------------------------------------------
-    def list_tasks(self) -> list[dict]:
-        return self._json("GET", "tasks")["tasks"]
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """The answer as a JSON object; ApiError when it is none (an empty answer, a list, a string)."""
+        data = self._json(method, path, **kwargs)
+        if not isinstance(data, dict):
+            raise ApiError(f"basetrigger answered {method} /api/{path.lstrip('/')} without a JSON object")
+        return data
 
-    def get_task(self, name: str) -> dict:
-        return self._json("GET", f"tasks/{quote(name, safe='')}")
+    def _items(self, key: str, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """The list under `key` of the answer's JSON object; ApiError when there is none."""
+        items = self._object(method, path, **kwargs).get(key)
+        if not isinstance(items, list):
+            raise ApiError(f"basetrigger answered {method} /api/{path.lstrip('/')} without {key!r}")
+        return items
+
+    # ---- tasks -----------------------------------------------------------------------------
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self._items("tasks", "GET", "tasks")
+
+    def get_task(self, name: str) -> dict[str, Any]:
+        return self._object("GET", f"tasks/{quote(name, safe='')}")
 
     def task_version(self, name: str) -> str | None:
         """The task's version now: its ETag, to send back as If-Match."""
         return self.request("GET", f"tasks/{quote(name, safe='')}").headers.get("ETag")
 
-    def create_task(self, spec: dict) -> dict:
-        return self._json("POST", "tasks", body=spec)
+    def create_task(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "tasks", body=spec)
 
-    def update_task(self, name: str, changes: dict, if_match: str | None = None) -> dict:
+    def update_task(self, name: str, changes: dict[str, Any], if_match: str | None = None) -> dict[str, Any]:
         """With `if_match` (an ETag), only if the task is still at that version (else ApiError 412)."""
-        return self._json("PATCH", f"tasks/{quote(name, safe='')}", body=changes,
+        return self._object("PATCH", f"tasks/{quote(name, safe='')}", body=changes,
                           headers={"If-Match": if_match} if if_match else None)
 
     def delete_task(self, name: str, if_match: str | None = None) -> None:
         self._json("DELETE", f"tasks/{quote(name, safe='')}",
                    headers={"If-Match": if_match} if if_match else None)
 
-    def run_task(self, name: str, force: bool = False) -> dict:
-        return self._json("POST", f"tasks/{quote(name, safe='')}/runs", body={"force": force})
+    def run_task(self, name: str, force: bool = False) -> dict[str, Any]:
+        return self._object("POST", f"tasks/{quote(name, safe='')}/runs", body={"force": force})
 
     # ---- builds and runs -------------------------------------------------------------------
-    def quick_build(self, spec: dict) -> dict:
-        return self._json("POST", "builds", body=spec, timeout=max(self.timeout, 300.0))
+    def quick_build(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._object("POST", "builds", body=spec, timeout=max(self.timeout, 300.0))
 
     def list_runs(self, top: int | None = None, task: str | None = None, status: str | None = None,
-                  image: str | None = None, continuation: str | None = None) -> dict:
-        return self._json("GET", "runs", params={"top": top, "task": task, "status": status,
+                  image: str | None = None, continuation: str | None = None) -> dict[str, Any]:
+        return self._object("GET", "runs", params={"top": top, "task": task, "status": status,
                                                  "image": image, "continuation": continuation})
 
-    def get_run(self, run_id: str) -> dict:
-        return self._json("GET", f"runs/{quote(run_id, safe='')}")
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self._object("GET", f"runs/{quote(run_id, safe='')}")
 
-    def cancel_run(self, run_id: str) -> dict:
-        return self._json("POST", f"runs/{quote(run_id, safe='')}/cancel")
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return self._object("POST", f"runs/{quote(run_id, safe='')}/cancel")
 
     def read_log(self, run_id: str, offset: int = 0) -> tuple[bytes, int, str | None]:
         """The log from `offset`: (bytes, next offset, the run's status when it was read)."""
@@ -218,53 +233,53 @@ class Client:
             next_offset = offset + len(data)
         return data, next_offset, response.headers.get("x-run-status")
 
-    def decisions(self, top: int | None = None, image: str | None = None) -> list[dict]:
-        return self._json("GET", "decisions", params={"top": top, "image": image})["decisions"]
+    def decisions(self, top: int | None = None, image: str | None = None) -> list[dict[str, Any]]:
+        return self._items("decisions", "GET", "decisions", params={"top": top, "image": image})
 
     # ---- insight (functions/insight_api.py) ------------------------------------------------
-    def waves(self, top: int | None = None) -> list[dict]:
-        return self._json("GET", "waves", params={"top": top})["waves"]
+    def waves(self, top: int | None = None) -> list[dict[str, Any]]:
+        return self._items("waves", "GET", "waves", params={"top": top})
 
-    def wave(self, wave_id: str, action: str | None = None) -> dict:
+    def wave(self, wave_id: str, action: str | None = None) -> dict[str, Any]:
         """A wave; with `action` (cancel, resume), that done first."""
         path = f"waves/{quote(wave_id, safe='')}" + (f"/{action}" if action else "")
-        return self._json("POST" if action else "GET", path)
+        return self._object("POST" if action else "GET", path)
 
-    def rebuild_base(self, image: str) -> dict:
-        return self._json("POST", "bases/rebuild", body={"image": image})
+    def rebuild_base(self, image: str) -> dict[str, Any]:
+        return self._object("POST", "bases/rebuild", body={"image": image})
 
-    def task_decisions(self, name: str, top: int | None = None) -> list[dict]:
-        return self._json("GET", f"tasks/{quote(name, safe='')}/decisions", params={"top": top})["decisions"]
+    def task_decisions(self, name: str, top: int | None = None) -> list[dict[str, Any]]:
+        return self._items("decisions", "GET", f"tasks/{quote(name, safe='')}/decisions", params={"top": top})
 
-    def base_changes(self, image: str, old: str | None = None, new: str | None = None) -> dict:
+    def base_changes(self, image: str, old: str | None = None, new: str | None = None) -> dict[str, Any]:
         # Layers are read from the registry: it may take longer than other questions.
-        return self._json("GET", "bases/changes", params={"image": image, "from": old, "to": new},
+        return self._object("GET", "bases/changes", params={"image": image, "from": old, "to": new},
                           timeout=max(self.timeout, 150.0))
 
-    def quarantine(self, target: str, reason: str) -> dict:
-        return self._json("POST", "bases/quarantine", body={"image": target, "reason": reason})
+    def quarantine(self, target: str, reason: str) -> dict[str, Any]:
+        return self._object("POST", "bases/quarantine", body={"image": target, "reason": reason})
 
-    def release(self, target: str) -> dict:
-        return self._json("POST", "bases/release", body={"image": target})
+    def release(self, target: str) -> dict[str, Any]:
+        return self._object("POST", "bases/release", body={"image": target})
 
-    def quarantined(self) -> list[dict]:
-        return self._json("GET", "bases/quarantine")["quarantine"]
+    def quarantined(self) -> list[dict[str, Any]]:
+        return self._items("quarantine", "GET", "bases/quarantine")
 
-    def settling(self) -> list[dict]:
-        return self._json("GET", "bases/settling")["bases"]
+    def settling(self) -> list[dict[str, Any]]:
+        return self._items("bases", "GET", "bases/settling")
 
-    def settle_now(self) -> list[dict]:
-        return self._json("POST", "bases/settling")["dispatched"]
+    def settle_now(self) -> list[dict[str, Any]]:
+        return self._items("dispatched", "POST", "bases/settling")
 
-    def base_impact(self, image: str) -> dict:
+    def base_impact(self, image: str) -> dict[str, Any]:
         # The reference has `/` in it: it travels percent-encoded in one path segment.
-        return self._json("GET", f"bases/{quote(image, safe='')}/impact")
+        return self._object("GET", f"bases/{quote(image, safe='')}/impact")
 
-    def stale(self) -> dict:
-        return self._json("GET", "stale", timeout=max(self.timeout, 120.0))
+    def stale(self) -> dict[str, Any]:
+        return self._object("GET", "stale", timeout=max(self.timeout, 120.0))
 
-    def graph(self) -> dict:
-        return self._json("GET", "graph")
+    def graph(self) -> dict[str, Any]:
+        return self._object("GET", "graph")
 
 
 def handles_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -340,7 +355,7 @@ class Progress:
 
 def follow_run(client: Client, run_id: str, *, out: IO[str] | None = None, err: IO[str] | None = None,
                interval: float = 1.0, timeout: float | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> dict:
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Print the run's log as it grows until the run ends; returns the finished run.
 
     While the run is Queued, a progress line ("waiting for a worker… 12s") goes to stderr. The log
@@ -384,7 +399,7 @@ def follow_run(client: Client, run_id: str, *, out: IO[str] | None = None, err: 
     return client.get_run(run_id)
 
 
-def report_end(run: dict, out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+def report_end(run: dict[str, Any], out: IO[str] | None = None, err: IO[str] | None = None) -> int:
     """The last line after following a run (as `az` prints it), and the exit status it means."""
     out = out or sys.stdout
     err = err or sys.stderr

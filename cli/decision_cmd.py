@@ -7,6 +7,7 @@ shows the same decisions from that task's side; `basetrigger task stale` the tas
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from cli.client import EXIT_OK, ApiError, Client, connection_options, handles_errors
@@ -31,7 +32,7 @@ def decisions_table(decisions: list[dict[str, Any]]) -> str:
                                     for d in decisions))
 
 
-def top_value(high: int):
+def top_value(high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -44,7 +45,7 @@ def top_value(high: int):
     return parse
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "decision", help="the decision log: why did (or didn't) a push rebuild anything?",
         description="The decision log: one decision per registry event, with a reason.")

@@ -14,7 +14,7 @@ import sys
 
 from tabulate import tabulate
 
-from shared.domain.dockerfile import DEFAULT_PLATFORM, DockerfileError, parse_dependencies
+from shared.domain.dockerfile import DEFAULT_PLATFORM, DockerfileDeps, DockerfileError, parse_dependencies
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -32,7 +32,7 @@ examples:
 """
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "dockerfile",
         help="inspect Dockerfiles (offline)",
@@ -118,7 +118,7 @@ def run_deps(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def format_table(deps) -> str:
+def format_table(deps: DockerfileDeps) -> str:
     rows = [[stage.index, stage.base, stage.alias, stage.platform] for stage in deps.stages]
     table = tabulate(rows, headers=["STAGE", "BASE", "ALIAS", "PLATFORM"], tablefmt="simple", missingval="")
     return (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+from collections.abc import Callable
 from importlib import metadata
 
 import cli
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         # argparse exits on --help, --version and usage errors; report that as a status instead,
         # so main() is callable from tests and other code.
         return exc.code if isinstance(exc.code, int) else 2
-    return args.func(args)
+    command: Callable[[argparse.Namespace], int] = args.func  # set by each subcommand's parser
+    return command(args)
 
 
 if __name__ == "__main__":

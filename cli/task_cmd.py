@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from cli import task_credential, task_insight, task_timer
 from cli.build_cmd import ContextError as PackError
@@ -192,7 +193,7 @@ def _changed_meanwhile(name: str, exc: ApiError) -> ApiError:
                     "and run the command again", exc.status, exc.code)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "task",
         help="tasks that rebuild images when their base images are updated (az acr task)",
@@ -203,7 +204,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = group.add_subparsers(title="commands", metavar="<command>", required=True)
     conn = connection_options()
 
-    def add(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:]
                                      + ".", parents=[conn])
         parser.set_defaults(func=func)
@@ -290,7 +291,8 @@ def _context_archive(args: argparse.Namespace) -> str:
     return base64.b64encode(archive).decode("ascii")
 
 
-def _send(args: argparse.Namespace, request: Callable[[dict], dict], spec: dict) -> dict:
+def _send(args: argparse.Namespace, request: Callable[[dict[str, Any]], dict[str, Any]],
+          spec: dict[str, Any]) -> dict[str, Any]:
     """Send a task, and send it again with its directory's archive when the service cannot read the
     directory itself (the cloud, or a service on another machine): the local stack reads it directly
     at each run, so nothing is packed there."""
@@ -302,9 +304,9 @@ def _send(args: argparse.Namespace, request: Callable[[dict], dict], spec: dict)
     return request({**spec, "context_archive": _context_archive(args)})
 
 
-def _spec(args: argparse.Namespace) -> dict:
+def _spec(args: argparse.Namespace) -> dict[str, Any]:
     """The TaskCreate fields the options give (only those given, so update changes nothing else)."""
-    spec: dict = {}
+    spec: dict[str, Any] = {}
     if args.images is not None:
         spec["images"] = args.images
     if args.context is not None:
@@ -353,7 +355,7 @@ def _read_secret(path: str) -> str:
     return text.rstrip("\r\n")
 
 
-def _print_tasks(tasks: list[dict], output: str, single: bool = False) -> None:
+def _print_tasks(tasks: list[dict[str, Any]], output: str, single: bool = False) -> None:
     for task in tasks:  # on stderr, so that the JSON on stdout stays one document
         for warning in task.get("warnings") or []:
             print(f"warning: task {task.get('name')}: {warning}", file=sys.stderr)

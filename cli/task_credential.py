@@ -35,7 +35,8 @@ def credentials_table(answer: dict[str, Any]) -> str:
                             "yes" if c.get("use_identity") else ""] for c in answer.get("credentials", [])))
 
 
-def register(commands: argparse._SubParsersAction, conn: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             conn: argparse.ArgumentParser) -> None:
     group = commands.add_parser(
         "credential", help="registry credentials of a task (az acr task credential)",
         description="Registry credentials a task uses to read and pull its base images.", epilog=EPILOG,
@@ -69,7 +70,8 @@ def _password(args: argparse.Namespace, required: bool) -> str | None:
     if args.password == "-":
         return sys.stdin.readline().rstrip("\n")
     if args.password is not None or args.use_identity or not required:
-        return args.password
+        password: str | None = args.password
+        return password
     if sys.stdin.isatty():
         return getpass.getpass(f"password for {args.username} at {args.login_server}: ")
     raise ApiError("--password is required (or --password - to read it from standard input)")

@@ -7,6 +7,7 @@ trigger is `Timer`. `task create|update --schedule` sets the task's default time
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from cli.client import EXIT_OK, Client, handles_errors
@@ -38,14 +39,15 @@ def timers_table(timers: list[dict[str, Any]]) -> str:
     return table(COLUMNS, ([t["name"], t["schedule"], "yes" if t.get("enabled") else "no"] for t in timers))
 
 
-def register(commands: argparse._SubParsersAction, conn: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+             conn: argparse.ArgumentParser) -> None:
     group = commands.add_parser(
         "timer", help="a task's timer triggers (az acr task timer)",
         description="Named cron schedules (UTC) that run a task.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = group.add_subparsers(title="commands", metavar="<command>", required=True)
 
-    def add(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".",
                                 parents=[conn])
         parser.add_argument("--name", "-n", required=True, help="the task")

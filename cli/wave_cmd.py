@@ -46,7 +46,7 @@ def wave_text(wave: dict[str, Any]) -> str:
     return f"{head}\n\n{members}"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = subparsers.add_parser(
         "wave", help="waves: everything one base change rebuilt, in order, once",
         description=__doc__.split("\n\n", 1)[1], epilog=EPILOG,

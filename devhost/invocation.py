@@ -91,8 +91,10 @@ class InvocationContext(func.Context):
     def function_directory(self) -> str:
         return self._function_directory
 
+    # azure.functions' Context declares type[threading.local], but the worker (and this host)
+    # hand the function an instance: the library's annotation is the one that is wrong.
     @property
-    def thread_local_storage(self) -> threading.local:
+    def thread_local_storage(self) -> threading.local:  # type: ignore[override]
         return self._thread_local_storage
 
     @property
@@ -160,8 +162,9 @@ class Invoker:
     ) -> Any:
         future: concurrent.futures.Future[Any] | asyncio.Future[Any]
         if is_async:
-            future = asyncio.ensure_future(user_function(**kwargs))
-            awaitable = asyncio.shield(future)  # a cancelled caller must not cancel the function
+            task = asyncio.ensure_future(user_function(**kwargs))
+            future = task
+            awaitable = asyncio.shield(task)  # a cancelled caller must not cancel the function
         else:
             # copy_context: log records and context variables behave as if called inline.
             call = functools.partial(contextvars.copy_context().run, user_function, **kwargs)

@@ -120,10 +120,12 @@ def _entry(function: Any) -> FunctionEntry:
 
 
 def load_functions(app: FunctionRegister) -> FunctionTable:
-    entries, errors = [], {}
+    entries: list[FunctionEntry] = []
+    errors: dict[str, str] = {}
     for function in app.get_functions():
         try:
             entries.append(_entry(function))
         except ValueError as exc:
-            errors[function.get_function_name()] = str(exc)
+            # The SDK types the name Optional: it is set by the time the app lists its functions.
+            errors[function.get_function_name() or "<unnamed>"] = str(exc)
     return FunctionTable(entries=tuple(entries), errors=errors)

@@ -227,7 +227,8 @@ class QueueListener:
     async def _process(self, message: StorageQueueMessage) -> None:
         lease = _Lease(self._queue, message)
         try:
-            if self._poison is not None and message.dequeue_count > self._options.max_dequeue_count:
+            # The SDK types dequeue_count Optional (a sent message has none); a received one has it.
+            if self._poison is not None and (message.dequeue_count or 0) > self._options.max_dequeue_count:
                 # Dequeued too often without an outcome (a host stopped mid-invocation): no more tries.
                 await self._to_poison(message, lease)
                 return
@@ -303,7 +304,7 @@ class QueueListener:
                 message.id,
                 self.queue_name,
             )
-        elif message.dequeue_count >= self._options.max_dequeue_count:
+        elif (message.dequeue_count or 0) >= self._options.max_dequeue_count:
             await self._to_poison(message, lease)
         else:
             await lease.extend(self._options.visibility_timeout)

@@ -68,7 +68,10 @@ class RouteTemplate:
 
     @classmethod
     def parse(cls, template: str) -> RouteTemplate:
-        parts, groups, defaults, precedence = [], [], [], []
+        parts: list[str] = []
+        groups: list[tuple[str, str]] = []
+        defaults: list[tuple[str, str]] = []
+        precedence: list[int] = []
         segments = [s for s in template.strip("/").split("/") if s] if template.strip("/") else []
         for index, segment in enumerate(segments):
             separator = "/" if index else ""

@@ -297,9 +297,8 @@ async def serve(prepared: Prepared, options: Options) -> int:
     base_url = f"http://{options.host}:{runner.addresses[0][1]}"
 
     _log_functions(base_url, http, listeners, timers, prepared.table)
-    tasks = [
-        asyncio.create_task(x.run(), name=f"{type(x).__name__}:{x.entry.name}") for x in [*listeners, *timers]
-    ]
+    workers: list[QueueListener | TimerRunner] = [*listeners, *timers]
+    tasks = [asyncio.create_task(x.run(), name=f"{type(x).__name__}:{x.entry.name}") for x in workers]
     for task in tasks:
         task.add_done_callback(_report_crash)
     status.state = "Running"
@@ -310,7 +309,7 @@ async def serve(prepared: Prepared, options: Options) -> int:
     status.state = "Stopping"
     log.info("Stopping host; in-flight invocations get %ss to finish", options.grace_seconds)
     deadline = loop.time() + options.grace_seconds
-    for worker in [*listeners, *timers]:
+    for worker in workers:
         worker.stop()
     await runner.cleanup()  # stops accepting, waits for running HTTP requests up to the grace period
     if tasks:

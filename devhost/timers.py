@@ -52,7 +52,9 @@ class Schedule:
     def next_after(self, moment: datetime) -> datetime:
         if self._interval is not None:
             return moment + self._interval
-        return croniter(self.expression, moment, second_at_beginning=self._seconds_first).get_next(datetime)
+        following: datetime = croniter(self.expression, moment,
+                                       second_at_beginning=self._seconds_first).get_next(datetime)
+        return following
 
 
 class TimerRunner:

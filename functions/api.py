@@ -35,6 +35,7 @@ from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 
 bp = func.Blueprint()
 
+
 MAX_JSON_BYTES = 256 * 1024
 # A base64 context is 4/3 of the archive, plus the small JSON around it.
 MAX_BUILD_BYTES = MAX_CONTEXT_BYTES * 4 // 3 + MAX_JSON_BYTES

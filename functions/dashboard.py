@@ -57,8 +57,8 @@ def serve(path: str, url: str) -> func.HttpResponse:
         # The status words the page shows, from the definitions the API uses (no copy in the page).
         return func.HttpResponse(json.dumps(status_words()), status_code=200, mimetype="application/json",
                                  charset="utf-8", headers=dict(HEADERS))
-    path = ROOT / name
-    if not _NAME.match(name) or path.suffix not in TYPES or not path.is_file():
+    file = ROOT / name
+    if not _NAME.match(name) or file.suffix not in TYPES or not file.is_file():
         return _not_found()
-    return func.HttpResponse(path.read_bytes(), status_code=200, mimetype=TYPES[path.suffix],
+    return func.HttpResponse(file.read_bytes(), status_code=200, mimetype=TYPES[file.suffix],
                              charset="utf-8", headers=dict(HEADERS))

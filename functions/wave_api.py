@@ -27,7 +27,7 @@ def _is_wave_id(text: str) -> bool:
 
 
 def _wave_id(req: func.HttpRequest) -> str:
-    wave_id = req.route_params["wave_id"]
+    wave_id: str = req.route_params["wave_id"]
     if not _is_wave_id(wave_id):
         raise BadRequest(f"{wave_id!r} is not a wave id (w<number>)")
     return wave_id

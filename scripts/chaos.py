@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,7 +53,7 @@ COLUMNS = [
 ]
 
 
-def report(lines: list[dict]) -> tuple[str, list[str]]:
+def report(lines: list[dict[str, Any]]) -> tuple[str, list[str]]:
     """The figures as a table (one row per test, then the totals) and the due zeros that are not."""
     totals: dict[str, int] = defaultdict(int)
     rows = []

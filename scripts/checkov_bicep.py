@@ -29,6 +29,7 @@ import subprocess
 import sys
 import venv
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKOV = "checkov==3.3.30"
@@ -53,7 +54,7 @@ def environment() -> Path:
     return home
 
 
-def findings(home: Path) -> tuple[set[tuple[str, str, str]], dict]:
+def findings(home: Path) -> tuple[set[tuple[str, str, str]], dict[str, Any]]:
     """Checkov's failed checks as (check id, resource, file relative to infra/), and its summary."""
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE", CHECKOV_LOG_LEVEL="ERROR")
     done = subprocess.run(
@@ -66,7 +67,7 @@ def findings(home: Path) -> tuple[set[tuple[str, str, str]], dict]:
     reports = json.loads(done.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     failed: set[tuple[str, str, str]] = set()
-    summary: dict = {}
+    summary: dict[str, Any] = {}
     for report in reports:
         if report.get("check_type") != "bicep":
             continue

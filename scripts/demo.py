@@ -33,8 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "examples" / "helloworld"
@@ -55,11 +58,12 @@ class DemoError(RuntimeError):
     pass
 
 
-def _load_stack():
+def _load_stack() -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("basetrigger_stack", PROJECT / "scripts" / "stack.py")
+    if spec is None or spec.loader is None:
+        raise DemoError(f"cannot load {PROJECT / 'scripts' / 'stack.py'}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
-    assert spec.loader is not None
     spec.loader.exec_module(module)
     return module
 
@@ -83,7 +87,7 @@ class Steps:
         self.started = time.monotonic()
 
     @contextlib.contextmanager
-    def step(self, title: str):
+    def step(self, title: str) -> Iterator[None]:
         self.number += 1
         say(f"\n{BOLD}== {self.number}/{self.total} {title}{RESET}")
         begin = time.monotonic()
@@ -164,20 +168,20 @@ class Demo:
                 self.buildah("rm", container, show=False)
 
     # ---- API look-ups the demo needs (the same calls the CLI makes) -------------------------
-    def newest_run(self, task: str) -> dict:
-        runs = self.client.list_runs(top=1, task=task)["runs"]
+    def newest_run(self, task: str) -> dict[str, Any]:
+        runs: list[dict[str, Any]] = self.client.list_runs(top=1, task=task)["runs"]
         if not runs:
             raise DemoError(f"the task {task} has no run")
         return runs[0]
 
-    def wait_for_image_update(self, known: set[str]) -> dict:
+    def wait_for_image_update(self, known: set[str]) -> dict[str, Any]:
         """Poll the task's runs until a new Image Update run appears and ends."""
         progress = Progress(sys.stderr, every=10.0)
         begin = time.monotonic()
-        run = None
+        run: dict[str, Any] | None = None
         while True:
             waited = int(time.monotonic() - begin)
-            runs = self.client.list_runs(top=10, task=TASK)["runs"]
+            runs: list[dict[str, Any]] = self.client.list_runs(top=10, task=TASK)["runs"]
             fresh = [r for r in runs if r["run_id"] not in known and r.get("trigger") == Trigger.IMAGE_UPDATE]
             if fresh:
                 run = fresh[-1] if run is None else next((r for r in fresh if r["run_id"] == run["run_id"]),
@@ -207,16 +211,18 @@ class Demo:
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _fetch(url: str, server: subprocess.Popen, timeout: float = 20.0) -> str:
+def _fetch(url: str, server: subprocess.Popen[str], timeout: float = 20.0) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     while True:
         try:
             with opener.open(url, timeout=2) as response:
-                return response.read().decode("utf-8", errors="replace")
+                page: bytes = response.read()
+                return page.decode("utf-8", errors="replace")
         except OSError as exc:
             if server.poll() is not None:
                 detail = (server.stderr.read() if server.stderr else "").strip().splitlines()[-1:]

@@ -222,7 +222,7 @@ class Smoke:
         try:
             topics = self.az("eventgrid", "system-topic", "list", "--subscription", d.subscription,
                              "-g", d.registry_group)
-            topic = next((t for t in topics or [] if isinstance(t, dict)
+            topic = next((t for t in (topics if isinstance(topics, list) else []) if isinstance(t, dict)
                           and str(t.get("source", "")).lower() == d.registry_id.lower()), None)
             if topic is None:
                 raise SmokeFailed(f"2. event subscription: {d.registry} has no Event Grid system topic in "
@@ -294,7 +294,7 @@ class Smoke:
             **({"branch": args.branch} if args.branch else {}),
         })
         self.task_created = True
-        bases = [d["image"] for d in task.get("dependencies", []) if d.get("runtime")]
+        bases: list[str] = [d["image"] for d in task.get("dependencies", []) if d.get("runtime")]
         ours = [b for b in bases if b.startswith(prefix + "/")]
         if not ours:
             raise SmokeFailed(f"5. task: the Dockerfile's runtime bases {bases} are not under {prefix}/; "

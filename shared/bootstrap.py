@@ -1,13 +1,20 @@
-"""The composition root: the app's objects, wired from the settings once per process.
+"""The composition root: the service layer wired to its adapters, once per process.
+
+`ServiceLayer(adapters, settings)` is the one place that wires the services: the app passes it
+Azure's adapters (`Services(settings)`, built from the settings), the unit tests pass it the
+in-memory fakes of tests/fakes.py (`FakeApp`). `Adapters` holds one object per port of
+shared.service_layer.ports. Each service is built on first use: a process that only answers HTTP
+never makes a builder.
 
 Trigger adapters in functions/ call `services()` and hand decoded input to these objects; tests
-build their own `Services(settings)` against a real Azurite with their own table prefix, and unit
-tests wire the service layer to the in-memory fakes of tests/fakes.py instead.
+build their own `Services(settings)` against a real Azurite with their own table prefix.
 """
 
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, cached_property, lru_cache
 
 from shared import config
 from shared.adapters.base_table import TableBaseRepository
@@ -30,7 +37,7 @@ from shared.adapters.storage import Storage
 from shared.adapters.task_table import TableTaskRepository
 from shared.adapters.timer_table import TableTimerSlots
 from shared.adapters.wave_table import TableSlots, TableWaveRepository
-from shared.service_layer.base_changes import BaseChanges, WaveChanges
+from shared.service_layer.base_changes import BaseChanges, ImageReader, WaveChanges
 from shared.service_layer.change_policy import ChangePolicies
 from shared.service_layer.credentials import TaskCredentials
 from shared.service_layer.dependencies import DependencyIndex
@@ -40,13 +47,36 @@ from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
-from shared.service_layer.ports import Builder, Rebaser, RunEvents
-from shared.service_layer.quarantine import QuarantineList
+from shared.service_layer.ports import (
+    BaseRepository,
+    Builder,
+    BuilderFactory,
+    BuildQueue,
+    DecisionLog,
+    DependencyTable,
+    GitRemote,
+    IndexScan,
+    NotificationOutbox,
+    NotificationSender,
+    Rebaser,
+    Registry,
+    RepositoryHeads,
+    RunEventPublisher,
+    RunEvents,
+    RunLogs,
+    RunRepository,
+    Slots,
+    Sources,
+    TaskRepository,
+    TimerSlots,
+    WaveRepository,
+)
+from shared.service_layer.quarantine import QuarantineList, QuarantineStore
 from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
-from shared.service_layer.settling import SettleWindows
+from shared.service_layer.settling import SettleWindows, SettlingStore
 from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
 from shared.service_layer.task_timers import TaskTimers
@@ -57,20 +87,62 @@ from shared.service_layer.waves import WaveCoordinator
 from shared.service_layer.worker import Worker
 
 
-class Services:
-    def __init__(self, settings: config.Settings):
+@dataclass(frozen=True)
+class Adapters:
+    """What the service layer runs on: one object per port (shared.service_layer.ports)."""
+
+    runs: RunRepository
+    task_store: TaskRepository
+    dependencies: DependencyTable
+    index_rows: IndexScan  # the dependency table again, read whole by the poller
+    decisions: DecisionLog
+    queue: BuildQueue
+    logs: RunLogs
+    sources: Sources
+    registry: Registry
+    images: ImageReader  # the registry's manifests and blobs, for base changes
+    wave_store: WaveRepository
+    slots: Slots
+    timer_slots: TimerSlots
+    quarantine_store: QuarantineStore
+    settling_store: SettlingStore
+    base_states: BaseRepository
+    outbox: NotificationOutbox
+    sender: NotificationSender
+    git: GitRemote
+    heads: RepositoryHeads
+    # Called where builds run, on first use: making a builder has effects (buildah clears what a
+    # killed worker left; ACR's needs credentials).
+    builder: BuilderFactory
+    rebaser: Callable[[], Rebaser]
+    # The Event Grid topic run events go to, where one is configured.
+    run_event_topic: RunEventPublisher | None = None
+    # How the notifier waits between an endpoint's retries (None: really waits).
+    wait: Callable[[float], object] | None = None
+
+
+class ServiceLayer:
+    """The services, wired to `adapters` as `settings` say; each built on first use."""
+
+    def __init__(self, adapters: Adapters, settings: config.Settings):
+        self.adapters = adapters
         self.settings = settings
-        self.storage = Storage(settings)
-        self.registry = RegistryClient(ca_file=settings.registry_ca, acr=self._acr_client,
-                                       pool_size=max(64, settings.polling.concurrency * 2))
-        self.sources = BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots)
+        self.runs = adapters.runs
+        self.task_store = adapters.task_store
+        self.decisions = adapters.decisions
+        self.queue = adapters.queue
+        self.logs = adapters.logs
+        self.sources = adapters.sources
+        self.registry = adapters.registry
+        self.base_states = adapters.base_states
 
-    # ---- adapters --------------------------------------------------------------------------
-    def _acr_client(self) -> AcrClient:
-        """ACR bases are read with the app's managed identity (the identity the storage uses)."""
-        from shared.adapters.credentials import default_credential
+    @cached_property
+    def builder(self) -> Builder:
+        return self.adapters.builder()
 
-        return AcrClient(default_credential(self.settings.storage.client_id), self.settings.acr_audience)
+    @cached_property
+    def rebaser(self) -> Rebaser:
+        return self.adapters.rebaser()
 
     @cached_property
     def credentials(self) -> TaskCredentials:
@@ -81,54 +153,17 @@ class Services:
         return Ingest(self.registry, self.dispatcher, self.decisions)
 
     @cached_property
-    def base_states(self) -> TableBaseRepository:
-        return TableBaseRepository(self.storage)
-
-    @cached_property
     def poller(self) -> Poller:
-        return Poller(TableDependencyTable(self.storage), self.task_store, self.base_states, self.registry,
+        return Poller(self.adapters.index_rows, self.task_store, self.base_states, self.registry,
                       self.dispatcher, self.decisions, self.settings.polling)
 
     @cached_property
-    def runs(self) -> TableRunRepository:
-        return TableRunRepository(self.storage, self.settings.run_id_prefix)
-
-    @cached_property
-    def decisions(self) -> TableDecisionLog:
-        return TableDecisionLog(self.storage)
-
-    @cached_property
-    def queue(self) -> StorageBuildQueue:
-        return StorageBuildQueue(self.storage, self.settings.build_queue)
-
-    @cached_property
-    def logs(self) -> BlobRunLogs:
-        return BlobRunLogs(self.storage)
-
-    @cached_property
-    def builder(self) -> Builder:
-        if self.settings.builder == "acr":
-            from shared.adapters.builders.acr import AcrBuilder
-
-            # Base digests come from the registry API (ACR's run record does not report them).
-            return AcrBuilder.from_settings(self.settings, resolve_digest=self.registry.resolve_digest)
-        from shared.adapters.builders.buildah import BuildahBuilder
-
-        return BuildahBuilder(self.registry, ca_file=self.settings.registry_ca,
-                              work_dir=self.settings.work_dir)
-
-    # ---- services --------------------------------------------------------------------------
-    @cached_property
     def index(self) -> DependencyIndex:
-        return DependencyIndex(TableDependencyTable(self.storage))
+        return DependencyIndex(self.adapters.dependencies)
 
     @cached_property
     def launcher(self) -> RunLauncher:
         return RunLauncher(self.runs, self.queue, self.settings.registry)
-
-    @cached_property
-    def task_store(self) -> TableTaskRepository:
-        return TableTaskRepository(self.storage, SecretBox(self.settings.secret_key))
 
     @cached_property
     def tasks(self) -> TaskService:
@@ -144,7 +179,7 @@ class Services:
 
     @cached_property
     def settling(self) -> SettleWindows:
-        return SettleWindows(TableSettling(self.storage), self.decisions, self.settings.settle)
+        return SettleWindows(self.adapters.settling_store, self.decisions, self.settings.settle)
 
     @cached_property
     def scheduler(self) -> Scheduler:
@@ -158,7 +193,7 @@ class Services:
 
     @cached_property
     def timers(self) -> TimerService:
-        return TimerService(self.tasks.store, TableTimerSlots(self.storage), self.triggered)
+        return TimerService(self.tasks.store, self.adapters.timer_slots, self.triggered)
 
     @cached_property
     def source_triggers(self) -> SourceTriggers:
@@ -166,7 +201,7 @@ class Services:
 
     @cached_property
     def repository_poller(self) -> RepositoryPoller:
-        return RepositoryPoller(self.tasks.store, GitLsRemote(), TableRepositoryHeads(self.storage),
+        return RepositoryPoller(self.tasks.store, self.adapters.git, self.adapters.heads,
                                 self.source_triggers, self.settings.git_poll_hosts)
 
     @cached_property
@@ -175,7 +210,7 @@ class Services:
 
     @cached_property
     def waves(self) -> WaveCoordinator:
-        return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
+        return WaveCoordinator(self.adapters.wave_store, self.adapters.slots,
                                self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
                                lambda: self.builder, events=self.run_events,
                                on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
@@ -194,11 +229,11 @@ class Services:
 
     @cached_property
     def quarantine(self) -> QuarantineList:
-        return QuarantineList(TableQuarantine(self.storage), self.registry, self.decisions)
+        return QuarantineList(self.adapters.quarantine_store, self.registry, self.decisions)
 
     @cached_property
     def base_changes(self) -> BaseChanges:
-        return BaseChanges(self.registry, self.index, self.decisions, self.tasks.store)
+        return BaseChanges(self.adapters.images, self.index, self.decisions, self.tasks.store)
 
     @cached_property
     def worker(self) -> Worker:
@@ -211,31 +246,94 @@ class Services:
 
     @cached_property
     def notifier(self) -> RunNotifier:
-        return RunNotifier(self.task_store, TableNotificationOutbox(self.storage), HttpNotificationSender(),
-                           self.decisions)
+        return RunNotifier(self.task_store, self.adapters.outbox, self.adapters.sender, self.decisions,
+                           wait=self.adapters.wait)
 
     @cached_property
     def run_events(self) -> RunEvents:
         """Who hears of runs that start, end or are held: the tasks' notification endpoints, and the
-        Event Grid topic of run events when BASETRIGGER_RUN_EVENTS_TOPIC names one."""
+        Event Grid topic of run events when there is one."""
         listeners: list[RunEvents] = [self.notifier]
-        if self.settings.run_events_topic:
-            from shared.adapters.credentials import default_credential
-            from shared.adapters.run_event_topic import EventGridRunEventPublisher
-
-            publisher = EventGridRunEventPublisher(self.settings.run_events_topic,
-                                                   default_credential(self.settings.storage.client_id))
-            listeners.append(TopicRunEvents(publisher, self.decisions))
+        if self.adapters.run_event_topic is not None:
+            listeners.append(TopicRunEvents(self.adapters.run_event_topic, self.decisions))
         return FanOut(listeners)
 
-    @cached_property
-    def rebaser(self) -> Rebaser:
-        from shared.adapters.builders.buildah import BuildahBuilder
-        from shared.adapters.builders.rebase import RebaseBuilder
 
-        # The rebase check runs the image with buildah, where the builder is buildah.
-        builder = self.builder if self.settings.builder == "buildah" else None
-        return RebaseBuilder(self.registry, checker=builder if isinstance(builder, BuildahBuilder) else None)
+class Services(ServiceLayer):
+    """The app: the service layer on Azure Storage, the registries' APIs, git and buildah or ACR,
+    as the settings name them."""
+
+    # The adapters' own types: admin tasks use what only they have (migrations, resealing).
+    runs: TableRunRepository
+    task_store: TableTaskRepository
+    registry: RegistryClient
+
+    def __init__(self, settings: config.Settings):
+        self.storage = Storage(settings)
+        registry = RegistryClient(ca_file=settings.registry_ca, acr=self._acr_client,
+                                  pool_size=max(64, settings.polling.concurrency * 2))
+        dependencies = TableDependencyTable(self.storage)
+        runs = TableRunRepository(self.storage, settings.run_id_prefix)
+
+        @cache
+        def builder() -> Builder:
+            if settings.builder == "acr":
+                from shared.adapters.builders.acr import AcrBuilder
+
+                # Base digests come from the registry API (ACR's run record does not report them).
+                return AcrBuilder.from_settings(settings, resolve_digest=registry.resolve_digest)
+            from shared.adapters.builders.buildah import BuildahBuilder
+
+            return BuildahBuilder(registry, ca_file=settings.registry_ca, work_dir=settings.work_dir)
+
+        def rebaser() -> Rebaser:
+            from shared.adapters.builders.buildah import BuildahBuilder
+            from shared.adapters.builders.rebase import RebaseBuilder
+
+            # The rebase check runs the image with buildah, where the builder is buildah.
+            checker = builder() if settings.builder == "buildah" else None
+            return RebaseBuilder(registry, checker=checker if isinstance(checker, BuildahBuilder) else None)
+
+        super().__init__(Adapters(
+            runs=runs,
+            task_store=TableTaskRepository(self.storage, SecretBox(settings.secret_key)),
+            dependencies=dependencies, index_rows=dependencies,
+            decisions=TableDecisionLog(self.storage),
+            queue=StorageBuildQueue(self.storage, settings.build_queue),
+            logs=BlobRunLogs(self.storage),
+            sources=BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots),
+            registry=registry, images=registry,
+            wave_store=TableWaveRepository(self.storage, runs.ids),
+            slots=TableSlots(self.storage),
+            timer_slots=TableTimerSlots(self.storage),
+            quarantine_store=TableQuarantine(self.storage),
+            settling_store=TableSettling(self.storage),
+            base_states=TableBaseRepository(self.storage),
+            outbox=TableNotificationOutbox(self.storage),
+            sender=HttpNotificationSender(),
+            git=GitLsRemote(),
+            heads=TableRepositoryHeads(self.storage),
+            builder=builder,
+            rebaser=rebaser,
+            run_event_topic=self._run_event_topic(settings),
+        ), settings)
+
+    def _acr_client(self) -> AcrClient:
+        """ACR bases are read with the app's managed identity (the identity the storage uses)."""
+        from shared.adapters.credentials import default_credential
+
+        return AcrClient(default_credential(self.settings.storage.client_id), self.settings.acr_audience)
+
+    @staticmethod
+    def _run_event_topic(settings: config.Settings) -> RunEventPublisher | None:
+        """The Event Grid topic of run events when BASETRIGGER_RUN_EVENTS_TOPIC names one."""
+        if not settings.run_events_topic:
+            return None
+        from shared.adapters.credentials import default_credential
+        from shared.adapters.run_event_topic import EventGridRunEventPublisher
+
+        return EventGridRunEventPublisher(settings.run_events_topic,
+                                          default_credential(settings.storage.client_id))
 
 
 @lru_cache(maxsize=1)

@@ -3,17 +3,26 @@
 Each keeps what the real adapter keeps and honours the same contract (etags, merges, newest-first
 lists), so the dispatcher's and worker's rules can be tested without Azurite. The Azurite tests in
 tests/integration cover the real adapters.
+
+`FakeApp` hands every fake to shared.bootstrap's `Adapters`, whose fields are the ports: so
+`make typecheck` (which covers this file) fails as soon as a fake drifts from its port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import IO, Any
 
+from shared.bootstrap import Adapters, ServiceLayer
+from shared.config import Settings, StorageSettings
+from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import (
     BuildRequest,
     BuildResult,
@@ -22,16 +31,20 @@ from shared.domain.builds import (
     LocalContextRoots,
     LogSink,
     Source,
-    UnpackLimits,
     UploadGone,
 )
+from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
+from shared.domain.git_polling import GitRemoteError, RemoteHead
 from shared.domain.links import TaskLinks
+from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.notifications import Notification
 from shared.domain.quarantine import QuarantineEntry
+from shared.domain.rebase import RebasePlan, RebaseRefused
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
-from shared.domain.settling import SettleSettings, Settling, SettlingConflict
+from shared.domain.settling import Settling, SettlingConflict
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
@@ -204,7 +217,8 @@ class FakeDependencyTable:
         self.rows.pop((base, task), None)
 
     def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
-        won, lost = [], []
+        won: list[DependencyRow] = []
+        lost: list[DependencyRow] = []
         for row in rows:
             (won if self.update_if_unchanged(row) else lost).append(row)
         return won, lost
@@ -216,6 +230,9 @@ class FakeDependencyTable:
         stored.triggered_digest, stored.pending_run_id = row.triggered_digest, row.pending_run_id
         self._stamp(stored)
         return True
+
+    def every_row(self) -> list[DependencyRow]:
+        return [self._copy(r) for _, r in sorted(self.rows.items())]
 
 
 class FakeDecisionLog:
@@ -339,18 +356,31 @@ class FakeRegistry:
         # name@digest -> layer digests (base_layers)
         self.layers: dict[str, list[str]] = {}
 
-    def resolve_digest(self, reference: str, platform: str | None = None, credentials=()) -> str | None:
+    def resolve_digest(self, reference: str, platform: str | None = None,
+                       credentials: Sequence[RegistryCredential] = ()) -> str | None:
         return self.digests.get(reference)
 
-    def inspect(self, reference: str, credentials=(), with_platforms: bool = False):
-        from shared.domain.manifests import Failure, ManifestInfo, RegistryError
-
+    def inspect(self, reference: str, credentials: Sequence[RegistryCredential] = (),
+                with_platforms: bool = False) -> ManifestInfo:
         if reference not in self.digests:
             raise RegistryError(Failure.NOT_FOUND, f"{reference} does not exist (404)")
         return ManifestInfo(self.digests[reference])
 
-    def base_layers(self, reference: str, platform: str | None = None, credentials=()) -> list[str]:
+    def base_layers(self, reference: str, platform: str | None = None,
+                    credentials: Sequence[RegistryCredential] = ()) -> list[str]:
         return list(self.layers.get(reference, []))
+
+    # What `base changes` reads (ImageReader): only digests are known here, no manifests or blobs
+    # (tests/unit/test_base_changes_service.py has a registry that keeps them).
+    def manifest(self, reference: str,
+                 credentials: Sequence[RegistryCredential] = ()) -> tuple[str, dict[str, Any]]:
+        raise RegistryError(Failure.NOT_FOUND, f"no manifest of {reference} is kept here (404)")
+
+    @contextlib.contextmanager
+    def blob(self, reference: str, digest: str,
+             credentials: Sequence[RegistryCredential] = ()) -> Iterator[IO[bytes]]:
+        raise RegistryError(Failure.NOT_FOUND, f"no blob {digest} is kept here (404)")
+        yield io.BytesIO()  # never reached: makes this a generator, as contextmanager wants
 
 
 class FakeBuilder:
@@ -507,10 +537,10 @@ class FakeTimerSlots:
 
 class FakeNotificationOutbox:
     def __init__(self) -> None:
-        self.rows: dict[str, dict] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def add(self, notification) -> bool:
+    def add(self, notification: Notification) -> bool:
         with self._lock:
             if notification.notification_id in self.rows:
                 return False
@@ -518,7 +548,7 @@ class FakeNotificationOutbox:
                                                        "attempts": 0, "tried_at": utc_now(), "error": None}
             return True
 
-    def stale(self, tried_before: datetime) -> list:
+    def stale(self, tried_before: datetime) -> list[Notification]:
         return [r["notification"] for r in self.rows.values()
                 if r["state"] == "pending" and r["tried_at"] < tried_before]
 
@@ -603,11 +633,9 @@ class FakeRebaser:
     def __init__(self) -> None:
         self.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "b" * 64)
         self.refusal: str | None = None
-        self.plans: list = []
+        self.plans: list[RebasePlan] = []
 
-    def rebase(self, request: BuildRequest, plan, log: LogSink) -> BuildResult:
-        from shared.domain.rebase import RebaseRefused
-
+    def rebase(self, request: BuildRequest, plan: RebasePlan, log: LogSink) -> BuildResult:
         self.plans.append(plan)
         if self.refusal:
             raise RebaseRefused(self.refusal)
@@ -615,67 +643,105 @@ class FakeRebaser:
         return replace(self.result, base_digests={plan.base: plan.new_base.rpartition("@")[2]})
 
 
-class FakeApp:
-    """The service layer wired to the fakes above, as shared.bootstrap wires it to Azure."""
+class FakeBaseRepository:
+    """The poller's state, kept as the table keeps it."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, BaseState] = {}
+        self.swept: dict[str, datetime] = {}
+        self.backoff: dict[str, RegistryBackoff] = {}
+
+    def all(self) -> dict[str, BaseState]:
+        return dict(self.states)
+
+    def save_many(self, states: Iterable[BaseState]) -> None:
+        self.states.update({s.base: s for s in states})
+
+    def remove_many(self, bases: Iterable[str]) -> None:
+        for base in bases:
+            self.states.pop(base, None)
+
+    def sweeps(self) -> dict[str, datetime]:
+        return dict(self.swept)
+
+    def save_sweeps(self, sweeps: dict[str, datetime]) -> None:
+        self.swept.update(sweeps)
+
+    def backoffs(self) -> dict[str, RegistryBackoff]:
+        return dict(self.backoff)
+
+    def save_backoff(self, backoff: RegistryBackoff) -> None:
+        self.backoff[backoff.registry] = backoff
+
+
+class FakeGitRemote:
+    """Repositories' heads by (url, branch); an unknown one cannot be resolved."""
+
+    def __init__(self) -> None:
+        self.heads: dict[tuple[str, str | None], str] = {}
+
+    def head(self, url: str, branch: str | None, token: str | None) -> RemoteHead:
+        if (url, branch) not in self.heads:
+            raise GitRemoteError(f"{url}: no branch {branch or '(default)'}")
+        return RemoteHead(branch or "main", self.heads[(url, branch)])
+
+
+class FakeRepositoryHeads:
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], str] = {}
+
+    def last(self, repository: str, branch: str) -> str | None:
+        return self.rows.get((repository, branch))
+
+    def advance(self, repository: str, branch: str, commit: str) -> None:
+        self.rows[(repository, branch)] = commit
+
+
+class FakeApp(ServiceLayer):
+    """The service layer wired to the fakes above by shared.bootstrap, as the app is to Azure's
+    adapters; each fake stays reachable under its own name for the tests to look at and steer."""
+
+    # The fakes' own types, where the service layer knows only the ports.
+    runs: FakeRunRepository
+    task_store: FakeTaskRepository
+    decisions: FakeDecisionLog
+    queue: FakeBuildQueue
+    logs: FakeRunLogs
+    sources: FakeSources
+    registry: FakeRegistry
+    base_states: FakeBaseRepository
 
     def __init__(self, work_dir: Path, registry: str = "localhost:5000", brakes: Brakes | None = None):
-        from shared.service_layer.change_policy import ChangePolicies
-        from shared.service_layer.dependencies import DependencyIndex
-        from shared.service_layer.dispatch import Dispatcher
-        from shared.service_layer.quarantine import QuarantineList
-        from shared.service_layer.runs import RunLauncher
-        from shared.service_layer.scheduling import Scheduler
-        from shared.service_layer.tasks import TaskService
-        from shared.service_layer.waves import WaveCoordinator
-        from shared.service_layer.worker import Worker
-
-        self.runs = FakeRunRepository()
-        self.task_store = FakeTaskRepository()
+        runs = FakeRunRepository()
         self.table = FakeDependencyTable()
-        self.decisions = FakeDecisionLog()
-        self.queue = FakeBuildQueue()
-        self.logs = FakeRunLogs()
-        self.sources = FakeSources()
-        self.registry = FakeRegistry()
-        self.builder = FakeBuilder()
-        self.rebaser = FakeRebaser()
-        self.index = DependencyIndex(self.table)
-        self.launcher = RunLauncher(self.runs, self.queue, registry)
-        # Directory contexts are read in place under the test's own folder, as the local stack does
-        # under its examples.
-        self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir),
-                                 LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
-        self.wave_store = FakeWaveRepository(self.runs.ids)
+        self.wave_store = FakeWaveRepository(runs.ids)
         self.slots = FakeSlots()
-        self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
-        self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
-                                     self.decisions, brakes or Brakes(), lambda: self.builder,
-                                     on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
-        from shared.service_layer.settling import SettleWindows
-
-        self.settling_store = FakeSettlingStore()
-        # No window unless a test sets one (app.settling.settings = SettleSettings(...)).
-        self.settling = SettleWindows(self.settling_store, self.decisions, SettleSettings())
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                                     quarantine=self.quarantine, settling=self.settling)
-        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
-                                   self.waves, lambda: self.builder, quarantine=self.quarantine)
-        from shared.service_layer.timers import TimerService
-        from shared.service_layer.triggered import TriggeredRuns
-
-        self.triggered = TriggeredRuns(self.scheduler, self.decisions)
         self.timer_slots = FakeTimerSlots()
-        self.timers = TimerService(self.task_store, self.timer_slots, self.triggered)
-        from shared.service_layer.notifications import RunNotifier
-
         self.outbox = FakeNotificationOutbox()
         self.sender = FakeNotificationSender()
-        # No waiting between retries: unit tests count tries, not seconds.
-        self.notifier = RunNotifier(self.task_store, self.outbox, self.sender, self.decisions,
-                                    wait=lambda seconds: None)
-        self.waves.events = self.notifier
-        self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
-                             self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
-                             heartbeat_seconds=0.01, events=self.notifier, registry=self.registry,
-                             rebaser=self.rebaser,
-                             policies=ChangePolicies(self.runs, self.waves, self.decisions))
+        # No settle window unless a test sets one (app.settling.settings = SettleSettings(...)).
+        self.settling_store = FakeSettlingStore()
+        fake_builder, fake_rebaser = FakeBuilder(), FakeRebaser()
+        fake_registry = FakeRegistry()
+        super().__init__(Adapters(
+            runs=runs, task_store=FakeTaskRepository(), dependencies=self.table, index_rows=self.table,
+            decisions=FakeDecisionLog(), queue=FakeBuildQueue(), logs=FakeRunLogs(), sources=FakeSources(),
+            registry=fake_registry, images=fake_registry, wave_store=self.wave_store, slots=self.slots,
+            timer_slots=self.timer_slots, quarantine_store=FakeQuarantineStore(),
+            settling_store=self.settling_store,
+            base_states=FakeBaseRepository(), outbox=self.outbox, sender=self.sender,
+            git=FakeGitRemote(), heads=FakeRepositoryHeads(),
+            builder=lambda: fake_builder, rebaser=lambda: fake_rebaser,
+            # No waiting between retries: unit tests count tries, not seconds.
+            wait=lambda seconds: None,
+        ), Settings(
+            storage=StorageSettings(), registry=registry, work_dir=str(work_dir),
+            # Directory contexts are read in place under the test's own folder, as the local stack
+            # does under its examples.
+            local_context_roots=LocalContextRoots((work_dir.resolve(),)),
+            brakes=brakes or Brakes(), build_timeout_seconds=60,
+        ))
+        self.builder: FakeBuilder = fake_builder
+        self.rebaser: FakeRebaser = fake_rebaser
+        # Heartbeats at once: tests of a run ended meanwhile need not wait for the next one.
+        self.worker.heartbeat_seconds = 0.01

@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 class OwnHost:
-    def __init__(self, url: str, key: str, env: dict[str, str], process: subprocess.Popen):
+    def __init__(self, url: str, key: str, env: dict[str, str], process: subprocess.Popen[bytes]):
         self.url = url
         self.key = key
         self.env = env

@@ -174,7 +174,7 @@ def find_vault(env: Mapping[str, str], subscription: str) -> Vault:
             return Vault()
         raise
     name = env.get("AZURE_ENV_NAME", "")
-    tagged = [v for v in vaults or []
+    tagged = [v for v in (vaults if isinstance(vaults, list) else [])
               if isinstance(v, dict) and (v.get("tags") or {}).get("azd-env-name") == name]
     if len(tagged) > 1:
         where = ", ".join(f"{v.get('name')} ({v.get('resourceGroup')})" for v in tagged)

@@ -14,6 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from typing import Any
 
 from .azurite import connection_string
 from .keys import function_key, secret_key
@@ -94,7 +95,7 @@ def host_environment(cfg: StackConfig, key: str, base: Mapping[str, str] | None 
     return env
 
 
-def host_status(cfg: StackConfig) -> dict | None:
+def host_status(cfg: StackConfig) -> dict[str, Any] | None:
     """The host's GET /admin/host/status (as under Core Tools), or None while it does not answer.
 
     Any HTTP answer means the host is up; {} when it answered without a JSON status.

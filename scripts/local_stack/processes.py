@@ -97,7 +97,8 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text) or "    (log is empty)"
 
 
-def spawn(cfg: StackConfig, part: str, argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+def spawn(cfg: StackConfig, part: str, argv: list[str], env: dict[str, str],
+          cwd: Path) -> subprocess.Popen[bytes]:
     cfg.logs_dir.mkdir(parents=True, exist_ok=True)
     cfg.pids_dir.mkdir(parents=True, exist_ok=True)
     env = dict(env, BASETRIGGER_STACK_DIR=str(cfg.stack_dir))
@@ -128,7 +129,7 @@ def wait_ready(
     cfg: StackConfig,
     part: str,
     ready: Callable[[], bool],
-    proc: subprocess.Popen | None,
+    proc: subprocess.Popen[bytes] | None,
     timeout: float,
 ) -> None:
     """Poll `ready` until it holds; StackError with the log's tail if the part dies or times out.

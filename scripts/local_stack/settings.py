@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .files import write_if_changed
 
@@ -234,13 +235,14 @@ def load_config(
     return cfg
 
 
-def read_state(cfg: StackConfig) -> dict:
+def read_state(cfg: StackConfig) -> dict[str, Any]:
     """stack.json: the ports of the last `up` and the system-wide CA files it wrote ({} if none)."""
     try:
-        return json.loads(cfg.state_file.read_text())
+        state = json.loads(cfg.state_file.read_text())
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
-def write_state(cfg: StackConfig, state: dict) -> None:
+def write_state(cfg: StackConfig, state: dict[str, Any]) -> None:
     write_if_changed(cfg.state_file, json.dumps(state, indent=2) + "\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from croniter import croniter  # type: ignore[import-untyped]
+from croniter import croniter
 
 from shared.domain.vocabulary import format_time, utc_now
 

@@ -53,15 +53,16 @@ class QuarantineList:
         # Where a refused manual run is recorded (`decision list`, `task why` find it).
         self.decisions = decisions
 
-    def add(self, target: str, reason: str, by: str = "manual") -> QuarantineEntry:
-        """Quarantine IMAGE@DIGEST (again: the new reason replaces the old)."""
+    def add(self, target: object, reason: object, by: str = "manual") -> QuarantineEntry:
+        """Quarantine IMAGE@DIGEST (again: the new reason replaces the old). Both are checked here,
+        so a caller may hand over whatever a request body held (InvalidQuarantine for a non-string)."""
         image, digest = parse_target(target)
         entry = QuarantineEntry(digest, image, check_reason(reason), by)
         self.store.put(entry)
         log.warning("%s@%s quarantined (%s): %s", image, digest, by, entry.reason)
         return entry
 
-    def release(self, target: str) -> QuarantineEntry:
+    def release(self, target: object) -> QuarantineEntry:
         image, digest = parse_target(target)
         entry = self.store.remove(digest)
         if entry is None:

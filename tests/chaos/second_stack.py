@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import requests
@@ -28,7 +29,7 @@ STACK_PY = ROOT / "scripts" / "stack.py"
 _STACK_VARIABLES = ("AzureWebJobsStorage", "STACK_DIR", "REGISTRY", "REGISTRY_CERT_DIR", "DEVHOST_KEY")
 
 
-def _stack_module():
+def _stack_module() -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("bt_chaos_stack_script", STACK_PY)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
