@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared import config  # noqa: E402
 from shared.adapters.dependency_table import to_entity  # noqa: E402
+from shared.adapters.ingress.distribution import from_distribution_envelope  # noqa: E402
 from shared.adapters.storage import MAX_BATCH, TABLES, TRANSACTIONS_IN_FLIGHT, chunks  # noqa: E402
 from shared.bootstrap import Services  # noqa: E402
 from shared.domain.dependencies import DependencyRow  # noqa: E402
-from shared.domain.events import from_distribution_envelope  # noqa: E402
 from shared.domain.vocabulary import TriggerType  # noqa: E402
 
 OLD = "sha256:" + "0" * 64
@@ -71,9 +71,8 @@ def envelope(repository: str, tag: str, digest: str) -> dict:
 
 def dispatch(services: Services, body: dict) -> tuple[float, int]:
     started = time.perf_counter()
-    decision = None
-    for event in from_distribution_envelope(body):
-        decision = services.dispatcher.handle(event)
+    decisions = services.ingest.receive(from_distribution_envelope(body))
+    decision = decisions[-1] if decisions else None
     elapsed = time.perf_counter() - started
     return elapsed, len(decision.runs) if decision else 0
 

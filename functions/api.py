@@ -17,6 +17,7 @@ import azure.functions as func
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
 from functions.http import (
+    MAX_JSON_BYTES,
     BadRequest,
     PayloadTooLarge,
     entity_tag,
@@ -48,12 +49,12 @@ from shared.domain.tasks import (
 from shared.domain.timers import DEFAULT_TIMER, TaskTimer
 from shared.domain.vocabulary import RunStatus, TriggerType, UpdatePolicy, names
 from shared.domain.waves import WaveConflict, WaveNotFound
+from shared.service_layer.dispatch import DispatchIncomplete
 from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 from shared.service_layer.task_timers import TimerNotFound
 
 bp = func.Blueprint()
 
-MAX_JSON_BYTES = 256 * 1024
 RETRY_AFTER_SECONDS = 10
 # A base64 context is 4/3 of the archive, plus the small JSON around it.
 MAX_BUILD_BYTES = MAX_CONTEXT_BYTES * 4 // 3 + MAX_JSON_BYTES
@@ -79,6 +80,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),
+    (DispatchIncomplete, 503, "DispatchFailed"),
     # Other tasks kept being created or changed while this one was checked for cycles.
     (GraphChanged, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),
@@ -294,7 +296,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
     image = req.params.get("image") or None
     if image:
         try:
-            image = qualify(image, services().settings.registry)
+            image = qualify(image, services().settings.registry_host)
         except ValueError as exc:
             raise BadRequest(f"image: {exc}") from exc
     task = req.params.get("task") or None  # checked as a name before it reaches a table query

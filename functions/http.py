@@ -13,6 +13,13 @@ import azure.functions as func
 
 from shared.domain.tasks import ExpectedVersion
 
+# The largest request body each kind of route reads (a larger one is a 413, read no further).
+# API bodies are a task's or a timer's fields: 256 KiB is generous. Webhook payloads are larger: a
+# distribution envelope batches events, a git push lists its commits; 1 MiB is generous for them.
+# (A quick build's inline context has its own limit, functions/api.py MAX_BUILD_BYTES.)
+MAX_JSON_BYTES = 256 * 1024
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
 
 class BadRequest(ValueError):
     """The caller sent something unusable; the message says what."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, json_body, json_response
+from functions.api import api_handler
+from functions.http import MAX_JSON_BYTES, BadRequest, json_body, json_response
 from shared.bootstrap import services
 
 bp = func.Blueprint()

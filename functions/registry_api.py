@@ -15,8 +15,8 @@ import functools
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, error, json_body, json_response
+from functions.api import api_handler
+from functions.http import MAX_JSON_BYTES, BadRequest, error, json_body, json_response
 from shared.bootstrap import services
 from shared.domain.credentials import CredentialError, RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest

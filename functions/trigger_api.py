@@ -9,8 +9,8 @@ from typing import Any
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, _task_response, api_handler
-from functions.http import BadRequest, json_body, json_response
+from functions.api import _task_response, api_handler
+from functions.http import MAX_JSON_BYTES, BadRequest, json_body, json_response
 from shared.bootstrap import services
 from shared.domain.tasks import check_name
 

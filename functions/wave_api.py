@@ -13,8 +13,8 @@ import uuid
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, api_handler
-from functions.http import BadRequest, int_param, json_body, json_response
+from functions.api import api_handler
+from functions.http import MAX_JSON_BYTES, BadRequest, int_param, json_body, json_response
 from shared.bootstrap import services
 from shared.domain.events import ImagePushed, MalformedEvent, check_digest
 from shared.domain.image_ref import ImageRef, InvalidReference
@@ -98,4 +98,5 @@ def api_base_rebuild(req: func.HttpRequest) -> func.HttpResponse:
         digest = services().registry.resolve_digest(f"{ref.name}:{tag}") or "sha256:" + "0" * 64
     event = ImagePushed(f"rebuild-{uuid.uuid4()}", ref.registry, ref.repository, tag, digest, utc_now(),
                         EventSource.REBUILD)
-    return json_response(services().dispatcher.rebuild(event).to_dict(), 202)
+    (decision,) = services().ingest.receive([event])  # source `rebuild`: everything built FROM it
+    return json_response(decision.to_dict(), 202)

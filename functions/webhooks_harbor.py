@@ -11,13 +11,11 @@ import azure.functions as func
 
 from functions.http import error
 from functions.webhook_common import Refused, decisions_answer, parse_payload
+from shared.adapters.ingress.harbor import PAYLOAD_ID, from_harbor
 from shared.bootstrap import services
 from shared.domain.vocabulary import EventSource
-from shared.domain.webhook_events import from_harbor
 
 bp = func.Blueprint()
-
-MAX_BODY_BYTES = 1024 * 1024
 
 
 @bp.function_name("harbor_webhook")
@@ -30,7 +28,7 @@ def harbor_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return error(401, "Unauthorized", "the Authorization header is not the webhook policy's auth header")
     try:
-        events = parse_payload(req, MAX_BODY_BYTES, from_harbor, EventSource.HARBOR)
+        events = parse_payload(req, from_harbor, EventSource.HARBOR, PAYLOAD_ID)
     except Refused as refused:
         return refused.answer
-    return decisions_answer(lambda: services().ingest.handle_all(events))
+    return decisions_answer(lambda: services().ingest.receive(events))

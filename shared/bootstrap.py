@@ -84,7 +84,7 @@ class Services:
     @cached_property
     def poller(self) -> Poller:
         return Poller(TableDependencyTable(self.storage), self.task_store, self.base_states, self.registry,
-                      self.dispatcher, self.decisions, self.settings.polling)
+                      self.ingest, self.decisions, self.settings.polling)
 
     @cached_property
     def runs(self) -> TableRunRepository:
@@ -93,6 +93,11 @@ class Services:
     @cached_property
     def decisions(self) -> TableDecisionLog:
         return TableDecisionLog(self.storage)
+
+    @cached_property
+    def claims(self) -> TableDecisionLog:
+        """The same table as the decisions: a claim's marker is decided when its decision is stored."""
+        return self.decisions
 
     @cached_property
     def queue(self) -> StorageBuildQueue:
@@ -121,7 +126,7 @@ class Services:
 
     @cached_property
     def launcher(self) -> RunLauncher:
-        return RunLauncher(self.runs, self.queue, self.settings.registry)
+        return RunLauncher(self.runs, self.queue, self.settings.registry_host)
 
     @cached_property
     def task_store(self) -> TableTaskRepository:
@@ -131,12 +136,12 @@ class Services:
     def tasks(self) -> TaskService:
         return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
                            local_roots=self.settings.local_context_roots,
-                           default_registry=self.settings.registry,
+                           default_registry_host=self.settings.registry_host,
                            secret_args_as_build_args=self.settings.builder == "acr")
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+        return Dispatcher(self.index, self.runs, self.decisions, self.claims, self.launcher, self.waves,
                           quarantine=self.quarantine)
 
     @cached_property
@@ -147,7 +152,7 @@ class Services:
 
     @cached_property
     def triggered(self) -> TriggeredRuns:
-        return TriggeredRuns(self.scheduler, self.decisions)
+        return TriggeredRuns(self.scheduler, self.decisions, self.claims)
 
     @cached_property
     def timers(self) -> TimerService:
@@ -175,7 +180,7 @@ class Services:
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
-        return ImpactAnalysis(self.tasks.store, self.settings.registry)
+        return ImpactAnalysis(self.tasks.store, self.settings.registry_host)
 
     @cached_property
     def history(self) -> TaskHistory:

@@ -221,17 +221,35 @@ class FakeDecisionLog:
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
         self.markers: dict[str, Decision] = {}
+
+    def seen(self, event_id: str) -> Decision | None:
+        return self.markers.get(event_id)
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None:
+        self.decisions.append(decision)
+        if mark_seen:
+            self.markers.setdefault(decision.event_id, decision)
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
+        found = [d for d in reversed(self.decisions) if image is None or d.image == image]
+        return found[:top]
+
+
+class FakeDispatchClaims:
+    """Claims on events and holds on pushes; an event's claim ends when its decision is recorded in
+    `decisions` (as the table adapter's marker row becomes the decided marker)."""
+
+    def __init__(self, decisions: FakeDecisionLog) -> None:
+        self.decisions = decisions
         self.dispatching: set[str] = set()
         self.held: dict[str, str] = {}  # push -> the token of its hold
         self.holds_taken = 0
         self._holds_lock = threading.Lock()
 
-    def seen(self, event_id: str) -> Decision | None:
-        return self.markers.get(event_id)
-
     def begin(self, event_id: str) -> Decision | None:
-        if event_id in self.markers:
-            return self.markers[event_id]
+        decided = self.decisions.seen(event_id)
+        if decided is not None:
+            return decided
         if event_id in self.dispatching:
             raise EventBusy(f"event {event_id} is being dispatched")
         self.dispatching.add(event_id)
@@ -252,16 +270,6 @@ class FakeDecisionLog:
         with self._holds_lock:
             if self.held.get(push) == token:
                 del self.held[push]
-
-    def record(self, decision: Decision, mark_seen: bool = True) -> None:
-        self.decisions.append(decision)
-        if mark_seen:
-            self.markers.setdefault(decision.event_id, decision)
-            self.dispatching.discard(decision.event_id)
-
-    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
-        found = [d for d in reversed(self.decisions) if image is None or d.image == image]
-        return found[:top]
 
 
 class FakeBuildQueue:
@@ -600,6 +608,7 @@ class FakeApp:
         self.task_store = FakeTaskRepository()
         self.table = FakeDependencyTable()
         self.decisions = FakeDecisionLog()
+        self.claims = FakeDispatchClaims(self.decisions)
         self.queue = FakeBuildQueue()
         self.logs = FakeRunLogs()
         self.sources = FakeSources()
@@ -611,21 +620,21 @@ class FakeApp:
         # Directory contexts are read in place under the test's own folder, as the local stack does
         # under its examples.
         self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir),
-                                 LocalContextRoots((work_dir.resolve(),)), default_registry=registry)
+                                 LocalContextRoots((work_dir.resolve(),)), default_registry_host=registry)
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
         self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
         self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
                                      self.decisions, brakes or Brakes(), lambda: self.builder,
                                      on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                                     quarantine=self.quarantine)
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.claims, self.launcher,
+                                     self.waves, quarantine=self.quarantine)
         self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
                                    self.waves, lambda: self.builder, quarantine=self.quarantine)
         from shared.service_layer.timers import TimerService
         from shared.service_layer.triggered import TriggeredRuns
 
-        self.triggered = TriggeredRuns(self.scheduler, self.decisions)
+        self.triggered = TriggeredRuns(self.scheduler, self.decisions, self.claims)
         self.timer_slots = FakeTimerSlots()
         self.timers = TimerService(self.task_store, self.timer_slots, self.triggered)
         from shared.service_layer.notifications import RunNotifier

@@ -13,6 +13,7 @@ from shared.domain.manifests import Failure, ManifestInfo, RegistryError
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, TriggerType, Watch
 from shared.domain.watching import PollSettings, parse_watch, schedule_for
+from shared.service_layer.ingest import Ingest
 from shared.service_layer.polling import Poller
 from tests.fakes import FakeApp
 
@@ -78,7 +79,8 @@ def setup(tmp_path, digests, tasks=3, base="quay.io/team/base:1", credentials=()
         app.task_store.tasks[f"t{n}"] = Task(name=f"t{n}", images=[f"app{n}:v"], context="/x",
                                              credentials=list(credentials))
     registry, bases = Registry(digests), Bases()
-    poller = Poller(Index(app.table), app.task_store, bases, registry, app.dispatcher, app.decisions,
+    poller = Poller(Index(app.table), app.task_store, bases, registry,
+                    Ingest(registry, app.dispatcher, app.decisions), app.decisions,
                     PollSettings(interval_seconds=60, event_registries=("localhost:5000",)),
                     clock=lambda: NOW, rng=random.Random(1))
     return app, poller, registry, bases
