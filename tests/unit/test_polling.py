@@ -189,3 +189,20 @@ def test_watch_rules_and_schedules():
     assert settings.mode("x.azurecr.io") == Watch.BOTH and settings.mode("quay.io") == Watch.EVENTS
     assert settings.mode("localhost:5000") == Watch.EVENTS and settings.mode("docker.io") == Watch.POLL
     assert schedule_for(300) == "0 */5 * * * *" and schedule_for(2) == "*/2 * * * * *"
+
+
+def test_an_error_for_one_image_says_nothing_about_its_registry(tmp_path):
+    # One definition of a registry-wide failure (RegistryError.registry_wide), which the poller
+    # acts on: an error answer for one manifest neither stops the registry's other bases this cycle
+    # nor backs the registry off (manifests.registry_wide once counted it; polling did not).
+    broken = RegistryError(Failure.ERROR, "quay.io answered 500 for team/base:1")
+    assert not broken.registry_wide
+    assert RegistryError(Failure.RATE_LIMITED, "429").registry_wide
+    assert RegistryError(Failure.UNREACHABLE, "connection refused").registry_wide
+    app, poller, registry, bases = setup(tmp_path, {"quay.io/team/base:1": broken})
+    app.table.put_task_fields(DependencyRow(base="quay.io/team/base:2", task="t0", runtime=True,
+                                            trigger_enabled=True, trigger_type=TriggerType.RUNTIME))
+    registry.digests["quay.io/team/base:2"] = OLD
+    report = poller.cycle()
+    assert (report.requests, report.checked, report.failed) == (2, 1, 1)
+    assert "quay.io" not in bases.backoff
