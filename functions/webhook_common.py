@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import azure.functions as func
 
@@ -18,37 +18,30 @@ from shared.domain.events import Rejected
 from shared.domain.vocabulary import EventSource
 from shared.service_layer.dispatch import DispatchIncomplete
 
-Parsed = TypeVar("Parsed")
-
 
 class Refused(Exception):
-    """The payload was answered already (too large, or malformed and recorded)."""
+    """The payload was answered already (too large, or not JSON and recorded)."""
 
     def __init__(self, answer: func.HttpResponse):
         super().__init__(answer.status_code)
         self.answer = answer
 
 
-def parse_payload(req: func.HttpRequest, parse: Callable[[Any], Parsed], source: EventSource,
-                  rejected_id: str) -> Parsed:
-    """What the parser read from the body; Refused (with its answer) when the body is too large, is
-    not JSON, or the parser rejected it (`rejected_id` names a body that is not JSON)."""
+def payload_json(req: func.HttpRequest, source: EventSource, rejected_id: str) -> Any:
+    """The body's JSON, for the sender's parser; Refused (with its answer) when the body is too large
+    (413) or is not JSON (recorded as rejected under `rejected_id`, 400)."""
     body = req.get_body()
     if len(body) > MAX_WEBHOOK_BYTES:
         raise Refused(error(413, "PayloadTooLarge", f"the payload exceeds {MAX_WEBHOOK_BYTES} bytes"))
     try:
-        parsed = parse(parse_json(body))
+        return parse_json(body)
     except BadRequest as exc:
-        raise Refused(_reject(Rejected(rejected_id, str(exc), source))) from exc
-    rejected = next((a for a in (parsed if isinstance(parsed, list) else [parsed])
-                     if isinstance(a, Rejected)), None)
-    if rejected is not None:
-        raise Refused(_reject(rejected))
-    return parsed
+        raise Refused(refuse(Rejected(rejected_id, str(exc), source))) from exc
 
 
-def _reject(rejected: Rejected) -> func.HttpResponse:
-    """Record the rejection through receive, and answer 400 (503 if it could not be recorded)."""
+def refuse(rejected: Rejected) -> func.HttpResponse:
+    """Record a payload that cannot be read (through receive) and answer 400; 503 when it could not
+    be recorded (storage trouble: the sender delivers again)."""
     logging.warning("rejected %s payload: %s", rejected.source, rejected.reason)
     failed = decisions_answer(lambda: services().ingest.receive([rejected]))
     return failed if failed.status_code >= 500 else error(400, "MalformedEvent", rejected.reason)

@@ -8,9 +8,10 @@ whose digest cannot be read now is still seen by the next poll.
 
 import azure.functions as func
 
-from functions.webhook_common import Refused, decisions_answer, parse_payload
+from functions.webhook_common import Refused, decisions_answer, payload_json, refuse
 from shared.adapters.ingress.dockerhub import PAYLOAD_ID, from_dockerhub
 from shared.bootstrap import services
+from shared.domain.events import Rejected
 from shared.domain.vocabulary import EventSource
 
 bp = func.Blueprint()
@@ -20,7 +21,10 @@ bp = func.Blueprint()
 @bp.route(route="hooks/dockerhub", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def dockerhub_webhook(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        push = parse_payload(req, from_dockerhub, EventSource.DOCKERHUB, PAYLOAD_ID)
+        data = payload_json(req, EventSource.DOCKERHUB, PAYLOAD_ID)
     except Refused as refused:
         return refused.answer
+    push = from_dockerhub(data)
+    if isinstance(push, Rejected):
+        return refuse(push)
     return decisions_answer(lambda: services().ingest.receive([push]))

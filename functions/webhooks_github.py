@@ -13,10 +13,10 @@ import azure.functions as func
 
 from functions import source_hooks
 from functions.http import MAX_WEBHOOK_BYTES, error
-from functions.webhook_common import Refused, decisions_answer, parse_payload
+from functions.webhook_common import Refused, decisions_answer, payload_json, refuse
 from shared.adapters.ingress.github import from_github
 from shared.bootstrap import services
-from shared.domain.events import printable_id
+from shared.domain.events import Rejected, printable_id
 from shared.domain.vocabulary import EventSource
 
 bp = func.Blueprint()
@@ -43,8 +43,10 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
     if kind in source_hooks.GITHUB_SOURCE_EVENTS:  # a repository's push / pull_request: a source trigger
         return source_hooks.github_source(req, kind, delivery)
     try:
-        event = parse_payload(req, lambda data: from_github(kind, delivery, data), EventSource.GITHUB,
-                              printable_id(delivery or "(github payload)"))
+        data = payload_json(req, EventSource.GITHUB, printable_id(delivery or "(github payload)"))
     except Refused as refused:
         return refused.answer
+    event = from_github(kind, delivery, data)
+    if isinstance(event, Rejected):
+        return refuse(event)
     return decisions_answer(lambda: services().ingest.receive([event]))

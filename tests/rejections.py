@@ -9,9 +9,9 @@ from shared.domain.events import Rejected
 
 
 def rejection(result: Any, match: str | None = None) -> str:
-    """The reason of the one Rejected in `result` (a parser's answer, or an envelope's list), which
-    must match `match` (a regex, as pytest.raises takes) when given."""
-    (rejected,) = result if isinstance(result, list) else [result]
+    """The reason of `result`, a parser's answer that must be a Rejected, which must match `match`
+    (a regex, as pytest.raises takes) when given."""
+    rejected = result
     assert isinstance(rejected, Rejected), f"not rejected: {rejected!r}"
     if match is not None:
         assert re.search(match, rejected.reason), f"{rejected.reason!r} does not match {match!r}"

@@ -96,9 +96,8 @@ def test_from_eventgrid_takes_any_json_in_any_part(event_id, event_type, data, t
 @example({"events": [{"id": "1", "action": "push", "target": {"mediaType": ["a list"]}}]})  # once a TypeError
 def test_distribution_envelopes_parse_or_are_malformed(body):
     results = from_distribution_envelope(body)
-    if any(isinstance(r, Rejected) for r in results):
-        (rejected,) = results  # the whole envelope, once
-        assert isinstance(rejected, Rejected) and rejected.reason
+    if isinstance(results, Rejected):
+        assert results.reason
         return
     assert len(results) == len(body["events"])
     for result in results:
@@ -127,7 +126,10 @@ def test_any_digest_is_checked_or_refused(value):
 
 @given(st.builds(lambda d: {"events": [d]}, s.distribution_event))
 def test_a_tagged_manifest_push_that_parses_names_what_was_pushed(body):
-    (result,) = from_distribution_envelope(body)
+    results = from_distribution_envelope(body)
+    if isinstance(results, Rejected):
+        return
+    (result,) = results
     if isinstance(result, ImagePushed):
         target = body["events"][0]["target"]
         assert result.digest == target["digest"] and result.tag == target["tag"]

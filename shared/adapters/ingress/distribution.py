@@ -23,13 +23,13 @@ MANIFEST_MEDIA_TYPES = {
 }
 
 
-def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored] | list[Rejected]:
+def from_distribution_envelope(body: Any) -> list[ImagePushed | Ignored] | Rejected:
     """Each event of the envelope; one Rejected for the whole envelope when any event cannot be read
     (the registry sends the envelope again as it was: a partial answer would help nobody)."""
     try:
         return _read(body)
     except MalformedEvent as exc:
-        return [Rejected(ENVELOPE_ID, str(exc), EventSource.DISTRIBUTION)]
+        return Rejected(ENVELOPE_ID, str(exc), EventSource.DISTRIBUTION)
 
 
 def _read(body: Any) -> list[ImagePushed | Ignored]:

@@ -22,12 +22,13 @@ MAX_RESOURCES = 100
 PAYLOAD_ID = "(harbor payload)"
 
 
-def from_harbor(body: Any) -> list[ImagePushed | Ignored] | list[Rejected]:
-    """A Harbor webhook body, Default or CloudEvents format; one Rejected when it cannot be read."""
+def from_harbor(body: Any) -> list[ImagePushed | Ignored] | Rejected:
+    """A Harbor webhook body, Default or CloudEvents format (one event per tag pushed); one
+    Rejected for the whole body when any part of it cannot be read."""
     try:
         return _read(body)
     except MalformedEvent as exc:
-        return [Rejected(PAYLOAD_ID, str(exc), EventSource.HARBOR)]
+        return Rejected(PAYLOAD_ID, str(exc), EventSource.HARBOR)
 
 
 def _read(body: Any) -> list[ImagePushed | Ignored]:
