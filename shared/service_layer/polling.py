@@ -272,10 +272,11 @@ class Poller:
                     tag=target.ref.tag or "latest", digest=result.digest, time=now, source=EventSource.POLL,
                     platforms=tuple(sorted(result.platforms.items())), media_type=result.media_type)])
             except Exception as exc:  # storage trouble: keep the old digest, the next cycle tries again
-                log.exception("dispatch of the change of %s failed", target.base)
+                log.warning("dispatch of the change of %s failed: %s", target.base, exc)
                 report.failed += 1
+                cause = exc.__cause__ or exc  # receive logged it, and says what failed as its cause
                 return replace(state, error=f"the change to {result.digest} could not be dispatched: "
-                               f"{exc.__class__.__name__}; retried next cycle", error_at=now)
+                               f"{cause.__class__.__name__}; retried next cycle", error_at=now)
             report.changed += 1
             report.decisions.append(decision)
             state = replace(state, changed_at=now)

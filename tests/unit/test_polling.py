@@ -206,3 +206,20 @@ def test_an_error_for_one_image_says_nothing_about_its_registry(tmp_path):
     report = poller.cycle()
     assert (report.requests, report.checked, report.failed) == (2, 1, 1)
     assert "quay.io" not in bases.backoff
+
+
+def test_a_change_that_cannot_be_dispatched_keeps_the_old_digest_and_says_why(tmp_path):
+    base = "quay.io/team/base:1"
+    app, poller, registry, bases = setup(tmp_path, {base: OLD})
+    poller.cycle()
+    registry.digests[base] = NEW
+
+    def storage_down(reference):
+        raise OSError("storage down")
+
+    app.index.dependents = storage_down
+    report = poller.cycle()
+    assert (report.changed, report.failed) == (0, 1)
+    state = bases.states[base]
+    assert state.digest == OLD  # the next cycle sees the change again
+    assert state.error == f"the change to {NEW} could not be dispatched: OSError; retried next cycle"
