@@ -71,7 +71,9 @@ def envelope(repository: str, tag: str, digest: str) -> dict:
 
 def dispatch(services: Services, body: dict) -> tuple[float, int]:
     started = time.perf_counter()
-    decisions = services.ingest.receive(from_distribution_envelope(body))
+    events = from_distribution_envelope(body)
+    assert isinstance(events, list), events  # the bench's own envelope always reads
+    decisions = services.ingest.receive(events)
     decision = decisions[-1] if decisions else None
     elapsed = time.perf_counter() - started
     return elapsed, len(decision.runs) if decision else 0
