@@ -24,10 +24,6 @@ from shared.domain.vocabulary import EventSource
 # and what keys are made of (the id, the pushed reference) must fit a table key once escaped (`%`,
 # `/`, `#` take three characters, and a key's 1 KiB is counted in UTF-16): image_ref.fits_a_key.
 MAX_EVENT_ID = 256
-# distribution/reference: a repository name is at most 255 characters; a tag at most 128.
-MAX_REPOSITORY = 255
-MAX_TAG = 128
-MAX_HOST = 255
 # The OCI image spec's digest grammar; the registered algorithms have a fixed hex length.
 _DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
@@ -63,14 +59,6 @@ def check_digest(value: Any) -> str:
     length = _DIGEST_HEX.get(algorithm)
     if length is not None and not re.fullmatch(f"[a-f0-9]{{{length}}}", encoded):
         raise MalformedEvent(f"a {algorithm} digest is {length} lowercase hex characters")
-    return value
-
-
-def check_text(value: Any, name: str, limit: int) -> str:
-    if not isinstance(value, str):
-        raise MalformedEvent(f"{name} must be a string")
-    if len(value) > limit:
-        raise MalformedEvent(f"{name} is longer than {limit} characters")
     return value
 
 
@@ -141,23 +129,3 @@ class TagPushed:
 # What the service layer receives (shared.service_layer.ingest.Ingest.receive).
 Arrival = ImagePushed | TagPushed | Ignored | Rejected
 
-
-def pushed_image(event_id: str, registry: Any, repository: Any, tag: Any, digest: Any, time: datetime,
-                 source: EventSource, media_type: str | None = None) -> ImagePushed:
-    """An ImagePushed from what a payload says, each part checked: MalformedEvent names the first
-    part that is not what a push can be."""
-    event = ImagePushed(
-        event_id=event_id,
-        registry=check_text(registry, "the registry", MAX_HOST),
-        repository=check_text(repository, "the repository", MAX_REPOSITORY),
-        tag=check_text(tag, "the tag", MAX_TAG),
-        digest=check_digest(digest),
-        time=time,
-        source=source,
-        media_type=media_type,
-    )
-    try:
-        event.reference  # noqa: B018 - validates the reference early, with a clear message
-    except InvalidReference as exc:
-        raise MalformedEvent(f"the pushed image is not a valid reference: {exc}") from exc
-    return event

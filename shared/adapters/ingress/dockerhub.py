@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.adapters.ingress.fields import derived_id, json_object, unix_time
+from shared.adapters.ingress.fields import (
+    MAX_REPOSITORY,
+    MAX_TAG,
+    check_text,
+    derived_id,
+    json_object,
+    unix_time,
+)
 from shared.domain.credentials import DOCKER_HUB
-from shared.domain.events import MAX_REPOSITORY, MAX_TAG, MalformedEvent, Rejected, TagPushed, check_text
+from shared.domain.events import MalformedEvent, Rejected, TagPushed
 from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 from shared.domain.vocabulary import EventSource
 

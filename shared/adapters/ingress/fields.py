@@ -7,17 +7,14 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain.events import (
-    MAX_HOST,
-    MAX_REPOSITORY,
-    MAX_TAG,
-    ImagePushed,
-    MalformedEvent,
-    check_digest,
-    check_text,
-    pushed_image,
-)
+from shared.domain.events import ImagePushed, MalformedEvent, check_digest
+from shared.domain.image_ref import InvalidReference
 from shared.domain.vocabulary import EventSource
+
+# distribution/reference: a repository name is at most 255 characters; a tag at most 128.
+MAX_REPOSITORY = 255
+MAX_TAG = 128
+MAX_HOST = 255
 
 
 def parse_time(value: Any) -> datetime:
@@ -76,3 +73,32 @@ def from_target(event_id: str, data: dict[str, Any], time: Any, source: EventSou
                           MAX_HOST)
     media_type = target.get("mediaType") if isinstance(target.get("mediaType"), str) else None
     return pushed_image(event_id, registry, repository, tag, digest, parse_time(time), source, media_type)
+
+
+def check_text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{name} must be a string")
+    if len(value) > limit:
+        raise MalformedEvent(f"{name} is longer than {limit} characters")
+    return value
+
+
+def pushed_image(event_id: str, registry: Any, repository: Any, tag: Any, digest: Any, time: datetime,
+                 source: EventSource, media_type: str | None = None) -> ImagePushed:
+    """An ImagePushed from what a payload says, each part checked: MalformedEvent names the first
+    part that is not what a push can be."""
+    event = ImagePushed(
+        event_id=event_id,
+        registry=check_text(registry, "the registry", MAX_HOST),
+        repository=check_text(repository, "the repository", MAX_REPOSITORY),
+        tag=check_text(tag, "the tag", MAX_TAG),
+        digest=check_digest(digest),
+        time=time,
+        source=source,
+        media_type=media_type,
+    )
+    try:
+        event.reference  # noqa: B018 - validates the reference early, with a clear message
+    except InvalidReference as exc:
+        raise MalformedEvent(f"the pushed image is not a valid reference: {exc}") from exc
+    return event

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.adapters.ingress.fields import json_object, parse_time
+from shared.adapters.ingress.fields import json_object, parse_time, pushed_image
 from shared.domain.events import (
     Ignored,
     ImagePushed,
@@ -15,7 +15,6 @@ from shared.domain.events import (
     Rejected,
     check_event_id,
     printable_id,
-    pushed_image,
 )
 from shared.domain.vocabulary import EventSource
 

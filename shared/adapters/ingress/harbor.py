@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.adapters.ingress.fields import derived_id, json_object, parse_time, unix_time
-from shared.domain.events import Ignored, ImagePushed, MalformedEvent, Rejected, check_event_id, pushed_image
+from shared.adapters.ingress.fields import derived_id, json_object, parse_time, pushed_image, unix_time
+from shared.domain.events import Ignored, ImagePushed, MalformedEvent, Rejected, check_event_id
 from shared.domain.vocabulary import EventSource
 
 HARBOR_PUSH = "PUSH_ARTIFACT"
