@@ -17,7 +17,7 @@ from functions import (
     task_timers,
     trigger_api,
     wave_api,
-    webhook_ingress,
+    webhooks_distribution,
     webhooks_dockerhub,
     webhooks_github,
     webhooks_harbor,
@@ -26,7 +26,7 @@ from functions import (
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(eventgrid_ingress.bp)
-app.register_functions(webhook_ingress.bp)
+app.register_functions(webhooks_distribution.bp)
 app.register_functions(build_worker.bp)
 app.register_functions(housekeeping.bp)
 app.register_functions(api.bp)

@@ -16,6 +16,7 @@ import azure.functions as func
 
 from functions.bodies import QuickBuild, RunRequest, TaskCreate, TaskFields, TaskUpdate
 from functions.http import (
+    MAX_JSON_BYTES,
     BadRequest,
     api_handler,
     entity_tag,
@@ -36,7 +37,6 @@ from shared.service_layer.scheduling import MAX_CONTEXT_BYTES
 bp = func.Blueprint()
 
 
-MAX_JSON_BYTES = 256 * 1024
 # A base64 context is 4/3 of the archive, plus the small JSON around it.
 MAX_BUILD_BYTES = MAX_CONTEXT_BYTES * 4 // 3 + MAX_JSON_BYTES
 
@@ -156,7 +156,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
     image = req.params.get("image") or None
     if image:
         try:
-            image = qualify(image, services().settings.registry)
+            image = qualify(image, services().settings.registry_host)
         except ValueError as exc:
             raise BadRequest(f"image: {exc}") from exc
     task = req.params.get("task") or None  # checked as a name before it reaches a table query

@@ -1,12 +1,12 @@
-"""Event Grid trigger: ACR `ImagePushed` events (Event Grid or CloudEvents schema) into dispatch."""
+"""Event Grid trigger: ACR `ImagePushed` events (Event Grid or CloudEvents schema) into receive."""
 
 import logging
 
 import azure.functions as func
 
+from shared.adapters.ingress.eventgrid import from_eventgrid
 from shared.bootstrap import services
-from shared.domain.events import MalformedEvent, from_eventgrid, printable_id
-from shared.domain.vocabulary import EventSource
+from shared.domain.events import Rejected
 
 bp = func.Blueprint()
 
@@ -15,17 +15,14 @@ bp = func.Blueprint()
 @bp.event_grid_trigger(arg_name="event")
 def eventgrid_image_pushed(event: func.EventGridEvent) -> None:
     if isinstance(event, func.CloudEvent):
-        parts = dict(event_id=event.id, event_type=event.type, data=event.get_json(), time=event.time)
+        arrival = from_eventgrid(event_id=event.id, event_type=event.type, data=event.get_json(),
+                                 time=event.time)
     else:
-        parts = dict(event_id=event.id, event_type=event.event_type, data=event.get_json(),
-                     time=event.event_time)
-    try:
-        pushed = from_eventgrid(**parts)
-    except MalformedEvent as exc:
-        # Retrying an event that can never parse helps nobody: record why and acknowledge it.
-        event_id = printable_id(parts["event_id"])
-        logging.warning("rejected Event Grid event %s: %s", event_id, exc)
-        services().dispatcher.reject(event_id, EventSource.EVENTGRID, str(exc))
-        return
-    # Through ingest: a pushed manifest list's platforms are read before dispatch.
-    services().ingest.handle_all([pushed])
+        arrival = from_eventgrid(event_id=event.id, event_type=event.event_type, data=event.get_json(),
+                                 time=event.event_time)
+    if isinstance(arrival, Rejected):
+        # Retrying an event that can never parse helps nobody: it is recorded, and acknowledged.
+        logging.warning("rejected Event Grid event %s: %s", arrival.event_id, arrival.reason)
+    # A pushed manifest list's platforms are read before dispatch; a dispatch that could not
+    # complete raises DispatchIncomplete, and Event Grid delivers the event again.
+    services().ingest.receive([arrival])

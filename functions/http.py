@@ -35,6 +35,7 @@ from shared.domain.tasks import (
 )
 from shared.domain.waves import WaveConflict, WaveNotFound
 from shared.service_layer.credentials import CredentialExists, CredentialNotFound
+from shared.service_layer.dispatch import DispatchIncomplete
 from shared.service_layer.scheduling import InvalidContinuation
 from shared.service_layer.task_timers import TimerNotFound
 
@@ -42,6 +43,13 @@ Params = ParamSpec("Params")
 Body = TypeVar("Body", bound=pydantic.BaseModel)
 
 RETRY_AFTER_SECONDS = 10
+
+# The largest request body each kind of route reads (a larger one is a 413, read no further).
+# API bodies are a task's or a timer's fields: 256 KiB is generous. Webhook payloads are larger: a
+# distribution envelope batches events, a git push lists its commits; 1 MiB is generous for them.
+# (A quick build's inline context has its own limit, functions/api.py MAX_BUILD_BYTES.)
+MAX_JSON_BYTES = 256 * 1024
+MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
 class BadRequest(ValueError):
@@ -144,6 +152,8 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),
+    # Some events of the request could not be dispatched (storage trouble): ask again.
+    (DispatchIncomplete, 503, "DispatchFailed"),
     # Other tasks kept being created or changed while this one was checked for cycles.
     (GraphChanged, 503, "Busy"),
     (ContextTooLarge, 413, "ContextTooLarge"),

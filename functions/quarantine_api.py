@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES
 from functions.bodies import QuarantineRequest, ReleaseRequest
-from functions.http import api_handler, json_response, read_body
+from functions.http import MAX_JSON_BYTES, api_handler, json_response, read_body
 from shared.bootstrap import services
 
 bp = func.Blueprint()

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES
 from functions.bodies import CredentialInput
-from functions.http import BadRequest, api_handler, error, json_response, read_body
+from functions.http import MAX_JSON_BYTES, BadRequest, api_handler, error, json_response, read_body
 from shared.bootstrap import services
 from shared.domain.credentials import RegistryCredential
 from shared.domain.events import MalformedEvent, check_digest

@@ -15,26 +15,26 @@ import hmac
 import azure.functions as func
 
 from functions.http import error
-from functions.webhook_common import Refused, decisions_answer, parse_payload
+from functions.webhook_common import Refused, decisions_answer, payload_json, refuse
+from shared.adapters.ingress.git_sources import from_azure_repos, from_github, from_gitlab
 from shared.bootstrap import services
-from shared.domain.events import printable_id
-from shared.domain.source_events import from_azure_repos, from_github, from_gitlab
+from shared.domain.events import Rejected, printable_id
 from shared.domain.vocabulary import EventSource
 
 bp = func.Blueprint()
 
-MAX_BODY_BYTES = 1024 * 1024
 GITHUB_SOURCE_EVENTS = ("push", "pull_request")
 
 
-def github_source(req: func.HttpRequest, kind: str, delivery: str | None,
-                  max_bytes: int) -> func.HttpResponse:
+def github_source(req: func.HttpRequest, kind: str, delivery: str | None) -> func.HttpResponse:
     """A signed GitHub push or pull_request (the signature was checked by the caller)."""
     try:
-        event = parse_payload(req, max_bytes, lambda data: from_github(kind, delivery, data),
-                              EventSource.GITHUB, rejected_id=printable_id(f"github:{delivery or ''}"))
+        data = payload_json(req, EventSource.GITHUB, printable_id(f"github:{delivery or ''}"))
     except Refused as refused:
         return refused.answer
+    event = from_github(kind, delivery, data)
+    if isinstance(event, Rejected):
+        return refuse(event)
     return decisions_answer(lambda: services().source_triggers.handle(event))
 
 
@@ -50,10 +50,12 @@ def gitlab_webhook(req: func.HttpRequest) -> func.HttpResponse:
         return error(401, "Unauthorized", "X-Gitlab-Token is not the configured token")
     kind = req.headers.get("X-Gitlab-Event")
     try:
-        event = parse_payload(req, MAX_BODY_BYTES, lambda data: from_gitlab(kind, data), EventSource.GITLAB,
-                              rejected_id="(gitlab payload)")
+        data = payload_json(req, EventSource.GITLAB, "(gitlab payload)")
     except Refused as refused:
         return refused.answer
+    event = from_gitlab(kind, data)
+    if isinstance(event, Rejected):
+        return refuse(event)
     return decisions_answer(lambda: services().source_triggers.handle(event))
 
 
@@ -61,8 +63,10 @@ def gitlab_webhook(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="hooks/azure-repos", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def azure_repos_webhook(req: func.HttpRequest) -> func.HttpResponse:
     try:
-        event = parse_payload(req, MAX_BODY_BYTES, from_azure_repos, EventSource.AZURE_REPOS,
-                              rejected_id="(azure repos payload)")
+        data = payload_json(req, EventSource.AZURE_REPOS, "(azure repos payload)")
     except Refused as refused:
         return refused.answer
+    event = from_azure_repos(data)
+    if isinstance(event, Rejected):
+        return refuse(event)
     return decisions_answer(lambda: services().source_triggers.handle(event))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES, _task_response
+from functions.api import _task_response
 from functions.bodies import TimerInput
-from functions.http import BadRequest, api_handler, json_response, read_body
+from functions.http import MAX_JSON_BYTES, BadRequest, api_handler, json_response, read_body
 from shared.bootstrap import services
 from shared.domain.tasks import check_name
 

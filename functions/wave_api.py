@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from functions.api import MAX_JSON_BYTES
 from functions.bodies import RebuildRequest
-from functions.http import BadRequest, api_handler, int_param, json_response, read_body
+from functions.http import MAX_JSON_BYTES, BadRequest, api_handler, int_param, json_response, read_body
 from shared.bootstrap import services
 from shared.domain.events import MalformedEvent
 from shared.domain.image_ref import InvalidReference

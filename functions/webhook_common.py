@@ -1,49 +1,51 @@
-"""What every registry webhook route does around its own parser: refuse oversized bodies, record
-a payload that cannot be parsed as a `rejected` decision (400, never dispatched), and answer with
-the decisions taken (or ask the sender to deliver again when dispatch could not complete)."""
+"""What every registry and git webhook route does around its own parser (shared/adapters/ingress/):
+refuse oversized bodies, hand a payload that cannot be read to `receive` (recorded as a `rejected`
+decision, answered 400, never dispatched), and answer with the decisions taken (or ask the sender
+to deliver again when dispatch could not complete)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
 import azure.functions as func
 
-from functions.http import BadRequest, error, json_response, parse_json
+from functions.http import MAX_WEBHOOK_BYTES, RETRY_AFTER_SECONDS, BadRequest, error, json_response, parse_json
 from shared.bootstrap import services
 from shared.domain.decisions import Decision, EventBusy
-from shared.domain.events import MalformedEvent
+from shared.domain.events import Rejected
 from shared.domain.vocabulary import EventSource
 from shared.service_layer.dispatch import DispatchIncomplete
 
-Parsed = TypeVar("Parsed")
-
 
 class Refused(Exception):
-    """The payload was answered already (too large, or malformed and recorded)."""
+    """The payload was answered already (too large, or not JSON and recorded)."""
 
     def __init__(self, answer: func.HttpResponse):
         super().__init__(answer.status_code)
         self.answer = answer
 
 
-def parse_payload(req: func.HttpRequest, max_bytes: int, parse: Callable[[object], Parsed],
-                  source: EventSource, rejected_id: str = "") -> Parsed:
-    """The parsed payload; Refused (with its answer) when it is too large or malformed."""
+def payload_json(req: func.HttpRequest, source: EventSource, rejected_id: str) -> Any:
+    """The body's JSON, for the sender's parser; Refused (with its answer) when the body is too large
+    (413) or is not JSON (recorded as rejected under `rejected_id`, 400)."""
     body = req.get_body()
-    if len(body) > max_bytes:
-        raise Refused(error(413, "PayloadTooLarge", f"the payload exceeds {max_bytes} bytes"))
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise Refused(error(413, "PayloadTooLarge", f"the payload exceeds {MAX_WEBHOOK_BYTES} bytes"))
     try:
-        return parse(parse_json(body))
-    except (BadRequest, MalformedEvent) as exc:
-        logging.warning("rejected %s payload: %s", source, exc)
-        services().dispatcher.reject(rejected_id or f"({source} payload)", source, str(exc))
-        raise Refused(error(400, "MalformedEvent", str(exc))) from exc
+        return parse_json(body)
+    except BadRequest as exc:
+        raise Refused(refuse(Rejected(rejected_id, str(exc), source))) from exc
 
 
-# When a sender that honours Retry-After should deliver again (a push's dispatch takes seconds).
-RETRY_AFTER_SECONDS = 10
+def refuse(rejected: Rejected) -> func.HttpResponse:
+    """Record a payload that cannot be read (through receive) and answer 400; 503 when it could not
+    be recorded (storage trouble: the sender delivers again)."""
+    logging.warning("rejected %s payload: %s", rejected.source, rejected.reason)
+    failed = decisions_answer(lambda: services().ingest.receive([rejected]))
+    return failed if failed.status_code >= 500 else error(400, "MalformedEvent", rejected.reason)
+
 
 
 def decisions_answer(dispatch: Callable[[], list[Decision]]) -> func.HttpResponse:

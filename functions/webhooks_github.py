@@ -12,16 +12,14 @@ import hmac
 import azure.functions as func
 
 from functions import source_hooks
-from functions.http import error
-from functions.webhook_common import Refused, decisions_answer, parse_payload
+from functions.http import MAX_WEBHOOK_BYTES, error
+from functions.webhook_common import Refused, decisions_answer, payload_json, refuse
+from shared.adapters.ingress.github import from_github
 from shared.bootstrap import services
-from shared.domain.events import printable_id
+from shared.domain.events import Rejected, printable_id
 from shared.domain.vocabulary import EventSource
-from shared.domain.webhook_events import from_github
 
 bp = func.Blueprint()
-
-MAX_BODY_BYTES = 1024 * 1024
 
 
 def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
@@ -37,16 +35,18 @@ def github_webhook(req: func.HttpRequest) -> func.HttpResponse:
         return error(403, "NotConfigured",
                      "BASETRIGGER_GITHUB_WEBHOOK_SECRET is not set: this route accepts nothing")
     body = req.get_body()
-    if len(body) > MAX_BODY_BYTES:  # before the HMAC is computed over it
-        return error(413, "PayloadTooLarge", f"the payload exceeds {MAX_BODY_BYTES} bytes")
+    if len(body) > MAX_WEBHOOK_BYTES:  # before the HMAC is computed over it
+        return error(413, "PayloadTooLarge", f"the payload exceeds {MAX_WEBHOOK_BYTES} bytes")
     if not signature_ok(secret, body, req.headers.get("X-Hub-Signature-256")):
         return error(401, "Unauthorized", "X-Hub-Signature-256 does not match the body and the secret")
     kind, delivery = req.headers.get("X-GitHub-Event"), req.headers.get("X-GitHub-Delivery")
     if kind in source_hooks.GITHUB_SOURCE_EVENTS:  # a repository's push / pull_request: a source trigger
-        return source_hooks.github_source(req, kind, delivery, MAX_BODY_BYTES)
+        return source_hooks.github_source(req, kind, delivery)
     try:
-        event = parse_payload(req, MAX_BODY_BYTES, lambda data: from_github(kind, delivery, data),
-                              EventSource.GITHUB, rejected_id=printable_id(delivery or "(github payload)"))
+        data = payload_json(req, EventSource.GITHUB, printable_id(delivery or "(github payload)"))
     except Refused as refused:
         return refused.answer
-    return decisions_answer(lambda: services().ingest.handle_all([event]))
+    event = from_github(kind, delivery, data)
+    if isinstance(event, Rejected):
+        return refuse(event)
+    return decisions_answer(lambda: services().ingest.receive([event]))

@@ -54,6 +54,7 @@ from shared.service_layer.ports import (
     BuildQueue,
     DecisionLog,
     DependencyTable,
+    DispatchClaims,
     GitRemote,
     IndexScan,
     NotificationOutbox,
@@ -96,6 +97,9 @@ class Adapters:
     dependencies: DependencyTable
     index_rows: IndexScan  # the dependency table again, read whole by the poller
     decisions: DecisionLog
+    # Event claims and push holds: the decision table again (a claim's marker is decided when its
+    # decision is stored, in one transaction).
+    claims: DispatchClaims
     queue: BuildQueue
     logs: RunLogs
     sources: Sources
@@ -155,7 +159,7 @@ class ServiceLayer:
     @cached_property
     def poller(self) -> Poller:
         return Poller(self.adapters.index_rows, self.task_store, self.base_states, self.registry,
-                      self.dispatcher, self.decisions, self.settings.polling)
+                      self.ingest, self.decisions, self.settings.polling)
 
     @cached_property
     def index(self) -> DependencyIndex:
@@ -163,19 +167,19 @@ class ServiceLayer:
 
     @cached_property
     def launcher(self) -> RunLauncher:
-        return RunLauncher(self.runs, self.queue, self.settings.registry)
+        return RunLauncher(self.runs, self.queue, self.settings.registry_host)
 
     @cached_property
     def tasks(self) -> TaskService:
         return TaskService(self.task_store, self.index, self.registry, self.sources, self.settings.work_dir,
                            local_roots=self.settings.local_context_roots,
-                           default_registry=self.settings.registry,
+                           default_registry_host=self.settings.registry_host,
                            secret_args_as_build_args=self.settings.builder == "acr")
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
-                          quarantine=self.quarantine, settling=self.settling)
+        return Dispatcher(self.index, self.runs, self.decisions, self.adapters.claims, self.launcher,
+                          self.waves, quarantine=self.quarantine, settling=self.settling)
 
     @cached_property
     def settling(self) -> SettleWindows:
@@ -189,7 +193,7 @@ class ServiceLayer:
 
     @cached_property
     def triggered(self) -> TriggeredRuns:
-        return TriggeredRuns(self.scheduler, self.decisions)
+        return TriggeredRuns(self.scheduler, self.decisions, self.adapters.claims)
 
     @cached_property
     def timers(self) -> TimerService:
@@ -217,7 +221,7 @@ class ServiceLayer:
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
-        return ImpactAnalysis(self.tasks.store, self.settings.registry)
+        return ImpactAnalysis(self.tasks.store, self.settings.registry_host)
 
     @cached_property
     def history(self) -> TaskHistory:
@@ -274,6 +278,7 @@ class Services(ServiceLayer):
                                   pool_size=max(64, settings.polling.concurrency * 2))
         dependencies = TableDependencyTable(self.storage)
         runs = TableRunRepository(self.storage, settings.run_id_prefix)
+        decisions = TableDecisionLog(self.storage)
 
         @cache
         def builder() -> Builder:
@@ -298,7 +303,7 @@ class Services(ServiceLayer):
             runs=runs,
             task_store=TableTaskRepository(self.storage, SecretBox(settings.secret_key)),
             dependencies=dependencies, index_rows=dependencies,
-            decisions=TableDecisionLog(self.storage),
+            decisions=decisions, claims=decisions,
             queue=StorageBuildQueue(self.storage, settings.build_queue),
             logs=BlobRunLogs(self.storage),
             sources=BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots),

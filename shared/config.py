@@ -134,7 +134,7 @@ class Settings:
     run_id_prefix: str = "da"
     builder: str = "buildah"
     # The registry that image names without a registry host are pushed to (ACR: the login server).
-    registry: str | None = None
+    registry_host: str | None = None
     registry_ca: str | None = None
     build_timeout_seconds: int = 3600
     secret_key: str | None = field(default=None, repr=False)  # never in a repr or a log
@@ -318,7 +318,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         build_queue=env.get("BASETRIGGER_BUILD_QUEUE", "build-runs"),
         run_id_prefix=env.get("BASETRIGGER_RUN_ID_PREFIX", "da"),
         builder=builder,
-        registry=env.get("BASETRIGGER_REGISTRY") or None,
+        registry_host=env.get("BASETRIGGER_REGISTRY") or None,
         registry_ca=env.get("BASETRIGGER_REGISTRY_CA") or None,
         build_timeout_seconds=timeout,
         secret_key=secret_key,

@@ -239,17 +239,35 @@ class FakeDecisionLog:
     def __init__(self) -> None:
         self.decisions: list[Decision] = []
         self.markers: dict[str, Decision] = {}
+
+    def seen(self, event_id: str) -> Decision | None:
+        return self.markers.get(event_id)
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None:
+        self.decisions.append(decision)
+        if mark_seen:
+            self.markers.setdefault(decision.event_id, decision)
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
+        found = [d for d in reversed(self.decisions) if image is None or d.image == image]
+        return found[:top]
+
+
+class FakeDispatchClaims:
+    """Claims on events and holds on pushes; an event's claim ends when its decision is recorded in
+    `decisions` (as the table adapter's marker row becomes the decided marker)."""
+
+    def __init__(self, decisions: FakeDecisionLog) -> None:
+        self.decisions = decisions
         self.dispatching: set[str] = set()
         self.held: dict[str, str] = {}  # push -> the token of its hold
         self.holds_taken = 0
         self._holds_lock = threading.Lock()
 
-    def seen(self, event_id: str) -> Decision | None:
-        return self.markers.get(event_id)
-
     def begin(self, event_id: str) -> Decision | None:
-        if event_id in self.markers:
-            return self.markers[event_id]
+        decided = self.decisions.seen(event_id)
+        if decided is not None:
+            return decided
         if event_id in self.dispatching:
             raise EventBusy(f"event {event_id} is being dispatched")
         self.dispatching.add(event_id)
@@ -270,16 +288,6 @@ class FakeDecisionLog:
         with self._holds_lock:
             if self.held.get(push) == token:
                 del self.held[push]
-
-    def record(self, decision: Decision, mark_seen: bool = True) -> None:
-        self.decisions.append(decision)
-        if mark_seen:
-            self.markers.setdefault(decision.event_id, decision)
-            self.dispatching.discard(decision.event_id)
-
-    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]:
-        found = [d for d in reversed(self.decisions) if image is None or d.image == image]
-        return found[:top]
 
 
 class FakeBuildQueue:
@@ -705,6 +713,7 @@ class FakeApp(ServiceLayer):
     runs: FakeRunRepository
     task_store: FakeTaskRepository
     decisions: FakeDecisionLog
+    claims: FakeDispatchClaims
     queue: FakeBuildQueue
     logs: FakeRunLogs
     sources: FakeSources
@@ -721,11 +730,14 @@ class FakeApp(ServiceLayer):
         self.sender = FakeNotificationSender()
         # No settle window unless a test sets one (app.settling.settings = SettleSettings(...)).
         self.settling_store = FakeSettlingStore()
+        decisions = FakeDecisionLog()
+        self.claims = FakeDispatchClaims(decisions)
         fake_builder, fake_rebaser = FakeBuilder(), FakeRebaser()
         fake_registry = FakeRegistry()
         super().__init__(Adapters(
             runs=runs, task_store=FakeTaskRepository(), dependencies=self.table, index_rows=self.table,
-            decisions=FakeDecisionLog(), queue=FakeBuildQueue(), logs=FakeRunLogs(), sources=FakeSources(),
+            decisions=decisions, claims=self.claims, queue=FakeBuildQueue(), logs=FakeRunLogs(),
+            sources=FakeSources(),
             registry=fake_registry, images=fake_registry, wave_store=self.wave_store, slots=self.slots,
             timer_slots=self.timer_slots, quarantine_store=FakeQuarantineStore(),
             settling_store=self.settling_store,
@@ -735,7 +747,7 @@ class FakeApp(ServiceLayer):
             # No waiting between retries: unit tests count tries, not seconds.
             wait=lambda seconds: None,
         ), Settings(
-            storage=StorageSettings(), registry=registry, work_dir=str(work_dir),
+            storage=StorageSettings(), registry_host=registry, work_dir=str(work_dir),
             # Directory contexts are read in place under the test's own folder, as the local stack
             # does under its examples.
             local_context_roots=LocalContextRoots((work_dir.resolve(),)),

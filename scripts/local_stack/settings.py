@@ -42,7 +42,7 @@ PORT_DEFAULTS = {
 # The user the authenticated registry knows (its password is made on the first `up`).
 AUTH_REGISTRY_USER = "basetrigger"
 
-# Where the Functions host's webhook lives (functions/webhook_ingress.py, route hooks/distribution).
+# Where the Functions host's webhook lives (functions/webhooks_distribution.py, route hooks/distribution).
 WEBHOOK_PATH = "/api/hooks/distribution"
 
 

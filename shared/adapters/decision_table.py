@@ -93,6 +93,9 @@ def from_entity(entity: Any) -> Decision:
 
 
 class TableDecisionLog:
+    """The DecisionLog and the DispatchClaims ports on one table: a claim's marker row becomes its
+    event's decided marker in the same transaction that stores the decision (`record`)."""
+
     def __init__(self, storage: Storage):
         self.storage = storage
 

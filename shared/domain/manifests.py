@@ -28,8 +28,14 @@ class RegistryError(Exception):
 
     @property
     def registry_wide(self) -> bool:
-        """Does this say something about the whole registry (back off), not just one image?"""
-        return self.failure in (Failure.RATE_LIMITED, Failure.UNREACHABLE, Failure.ERROR)
+        """Does this say something about the whole registry (stop asking it for this cycle, and back
+        off), not just one image? Only a registry that asks us to wait or cannot be reached: any other
+        answer (an error for one manifest) says nothing about the registry's other images."""
+        return self.failure in REGISTRY_WIDE
+
+
+# The failures that RegistryError.registry_wide says are the registry's, not one image's.
+REGISTRY_WIDE = frozenset({Failure.RATE_LIMITED, Failure.UNREACHABLE})
 
 
 @dataclass(frozen=True)

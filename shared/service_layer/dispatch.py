@@ -38,7 +38,7 @@ from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
-from shared.service_layer.ports import DecisionLog, RunRepository
+from shared.service_layer.ports import DecisionLog, DispatchClaims, RunRepository
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.settling import SettleWindows
@@ -115,8 +115,8 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
 
 class Dispatcher:
     def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
-                 launcher: RunLauncher, waves: WaveCoordinator, quarantine: QuarantineList | None = None,
-                 settling: SettleWindows | None = None):
+                 claims: DispatchClaims, launcher: RunLauncher, waves: WaveCoordinator,
+                 quarantine: QuarantineList | None = None, settling: SettleWindows | None = None):
         self.waves = waves
         # Settle windows per registry (None: every push is dispatched at once).
         self.settling = settling
@@ -124,26 +124,13 @@ class Dispatcher:
         self.index = index
         self.runs = runs
         self.decisions = decisions
+        self.claims = claims
         self.launcher = launcher
         self._readers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dispatch")
 
-    def handle_all(self, events: list[ImagePushed | Ignored]) -> list[Decision]:
-        """Each event of a batch (a webhook envelope); the others go on when one fails."""
-        decisions, failed = [], 0
-        for event in events:
-            try:
-                decisions.append(self.handle(event))
-            except Exception:
-                log.exception("dispatch of event %s failed", event.event_id)
-                failed += 1
-        if failed:
-            # The events already handled are recognised by their ids when the batch comes again.
-            raise DispatchIncomplete(f"{failed} event(s) could not be dispatched; deliver again")
-        return decisions
-
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
-        self.decisions.begin(event.event_id)
+        self.claims.begin(event.event_id)
         push = f"{event.reference}@{event.digest}"
         token, _ = self._hold(push, None)  # as a push of that digest would (it claims the same rows)
         try:
@@ -151,7 +138,7 @@ class Dispatcher:
             decision = self._dispatch(event, event.reference, rows, None, rebuild=True)
             self.decisions.record(decision)
         finally:
-            self.decisions.release_push(push, token)
+            self.claims.release_push(push, token)
         return decision
 
     def handle(self, event: ImagePushed | Ignored, settle: bool = True) -> Decision:
@@ -174,8 +161,8 @@ class Dispatcher:
         # decision waits in its own thread, never in a pool worker the other delivery's reads need.
         pushed = event.reference
         push = f"{pushed}@{event.digest}"
-        claim = self._readers.submit(self.decisions.begin, event.event_id)
-        hold: Future[str] | None = self._readers.submit(self.decisions.hold_push, push)
+        claim = self._readers.submit(self.claims.begin, event.event_id)
+        hold: Future[str] | None = self._readers.submit(self.claims.hold_push, push)
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
         try:
@@ -194,7 +181,7 @@ class Dispatcher:
         try:
             token, waited = self._hold(push, hold)
         except EventBusy:
-            self.decisions.abandon(event.event_id)
+            self.claims.abandon(event.event_id)
             raise
         try:
             if waited:
@@ -205,10 +192,10 @@ class Dispatcher:
             decision = self._dispatch(event, pushed, rows.result(), producer.result())
             self.decisions.record(decision)
         except Exception:
-            self.decisions.abandon(event.event_id)
+            self.claims.abandon(event.event_id)
             raise
         finally:
-            self.decisions.release_push(push, token)
+            self.claims.release_push(push, token)
         log.info("event %s %s: %s", event.event_id, decision.outcome, decision.reason)
         return decision
 
@@ -221,7 +208,7 @@ class Dispatcher:
         try:
             return self.settling.defer(event, seconds)
         except Exception:
-            self.decisions.abandon(event.event_id)
+            self.claims.abandon(event.event_id)
             raise
 
     def release_settled(self, now: datetime | None = None) -> list[Decision]:
@@ -238,7 +225,7 @@ class Dispatcher:
             token = hold.result()
         except Exception:  # noqa: BLE001 - not taken (busy, or storage trouble): nothing to release
             return
-        self.decisions.release_push(push, token)
+        self.claims.release_push(push, token)
 
     def _hold(self, push: str, first_try: Future[str] | None) -> tuple[str, bool]:
         """The hold on the push (its token), and whether this delivery had to wait for it; waits
@@ -248,12 +235,12 @@ class Dispatcher:
                 return first_try.result(), False
             except EventBusy:
                 pass
-        return _while_busy(lambda: self.decisions.hold_push(push)), True
+        return _while_busy(lambda: self.claims.hold_push(push)), True
 
     def _begin(self, event_id: str) -> Decision | None:
         """Claim the event; while a concurrent delivery dispatches it, wait a little for its
         decision (then EventBusy: the sender delivers again later, and nothing is lost)."""
-        return _while_busy(lambda: self.decisions.begin(event_id))
+        return _while_busy(lambda: self.claims.begin(event_id))
 
     def reject(self, event_id: str, source: EventSource, reason: str) -> Decision:
         """A payload that cannot be parsed: recorded, so the sender's mistake is visible."""
@@ -305,7 +292,7 @@ class Dispatcher:
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
                 platform = normalized_or_given(row.platform) if digest != event.digest else None
-                outcome, reason = classify(row, digest, pushed, self.launcher.registry,
+                outcome, reason = classify(row, digest, pushed, self.launcher.registry_host,
                                            pending == Pending.QUEUED, producer_task, rebuild, platform)
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
@@ -383,7 +370,7 @@ class Dispatcher:
         details: list[TaskDecision] = []
         runs: list[str] = []
         for row in rows:
-            outcome, reason = classify(row, event.digest, pushed, self.launcher.registry, False,
+            outcome, reason = classify(row, event.digest, pushed, self.launcher.registry_host, False,
                                        producer.task)
             if outcome not in (Outcome.QUEUED, Outcome.ALREADY_TRIGGERED, Outcome.COALESCED):
                 details.append(TaskDecision(row.task, outcome, reason))

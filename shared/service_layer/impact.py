@@ -114,9 +114,10 @@ class Impact(Graph):
 
 
 class ImpactAnalysis:
-    def __init__(self, tasks: TaskRepository, registry: str | None):
+    def __init__(self, tasks: TaskRepository, registry_host: str | None):
         self.tasks = tasks
-        self.registry = registry
+        # The registry that image names without a registry host go to.
+        self.registry_host = registry_host
 
     def impact(self, image: str) -> Impact:
         """Every task that would rebuild, transitively, if `image` changed (InvalidReference if it
@@ -133,11 +134,11 @@ class ImpactAnalysis:
                           if trigger_verdict(links.trigger_enabled, links.trigger_type, dep.runtime).triggers]
                     for img in images}
 
-        rebuild = plan(triggered_by([root])[root], self.registry, triggered_by)
+        rebuild = plan(triggered_by([root])[root], self.registry_host, triggered_by)
         # The images the change reaches: the pushed one (level 0) and the members' fixed outputs.
         image_level = {root: 0}
         for name, member in sorted(rebuild.members.items(), key=lambda item: item[1].level):
-            for output in fixed_outputs(tasks[name].images, self.registry):
+            for output in fixed_outputs(tasks[name].images, self.registry_host):
                 image_level.setdefault(output, member.level)
         nodes: dict[str, TaskNode] = {}
         for name, member in rebuild.members.items():
@@ -145,7 +146,7 @@ class ImpactAnalysis:
             reason = next(verdict.reason for verdict in (
                 trigger_verdict(links.trigger_enabled, links.trigger_type, dep.runtime)
                 for dep in links.dependencies if dep.image in image_level) if verdict.triggers)
-            nodes[name] = _task_node(links, self.registry, member.level, True, reason)
+            nodes[name] = _task_node(links, self.registry_host, member.level, True, reason)
             nodes[name].cycle = name in rebuild.on_cycle
         edges: list[Edge] = []
         for img, level in image_level.items():
@@ -156,7 +157,7 @@ class ImpactAnalysis:
                     continue
                 node = nodes.get(links.name)
                 if node is None:  # reached, but it would not rebuild: listed, not followed
-                    node = nodes[links.name] = _task_node(links, self.registry, 0, False, verdict.reason)
+                    node = nodes[links.name] = _task_node(links, self.registry_host, 0, False, verdict.reason)
                 node.level = max(node.level, level + 1)
         ordered = sorted(nodes.values(), key=lambda n: (n.level, n.task))
         return Impact(nodes=ordered, edges=edges, image=root, reads=1)
@@ -172,7 +173,7 @@ class ImpactAnalysis:
         edges: list[Edge] = []
         produced_by: dict[str, str] = {}
         for task in tasks:
-            nodes[task.name] = _node(task, self.registry)
+            nodes[task.name] = _node(task, self.registry_host)
             for output in nodes[task.name].outputs:
                 produced_by.setdefault(output, task.name)
         after: dict[str, set[str]] = defaultdict(set)

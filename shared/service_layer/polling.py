@@ -9,8 +9,9 @@ One cycle (the timer function `poll_bases` runs one per BASETRIGGER_POLL_INTERVA
    when its digest changed, to learn its platforms' digests.
 3. A changed digest becomes the same domain event a push makes (source `poll`, an id derived from
    base, previous and new digest: shared.domain.bases.poll_event_id) and goes through the same
-   Dispatcher and decision log. A base seen for the first time is an event only where a task's
-   recorded digest differs from it (a change between the task's creation and the first poll).
+   receive (shared.service_layer.ingest) and decision log. A base seen for the first time is an
+   event only where a task's recorded digest differs from it (a change between the task's creation
+   and the first poll).
 4. Only the bases whose row changed are written back (what they saw, the error: first sight, a
    changed digest, a new or cleared error), 100 to a transaction; then, once per registry that
    answered, when this cycle checked it (a "sweep"). A base without an error was answered by every
@@ -48,15 +49,13 @@ from shared.domain.manifests import Failure, ManifestInfo, RegistryError
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, Watch, utc_now
 from shared.domain.watching import PollSettings
-from shared.service_layer.dispatch import Dispatcher
+from shared.service_layer.ingest import Ingest
 from shared.service_layer.ports import BaseRepository, DecisionLog, IndexScan, Registry, TaskRepository
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = timedelta(hours=1)
 JITTER = 0.2
-# Failures that say something about the registry, not one image: stop asking it for this cycle.
-REGISTRY_WIDE = (Failure.RATE_LIMITED, Failure.UNREACHABLE)
 
 
 @dataclass
@@ -90,13 +89,13 @@ class _Base:
 
 class Poller:
     def __init__(self, index: IndexScan, tasks: TaskRepository, bases: BaseRepository, registry: Registry,
-                 dispatcher: Dispatcher, decisions: DecisionLog, settings: PollSettings,
+                 ingest: Ingest, decisions: DecisionLog, settings: PollSettings,
                  clock: Callable[[], datetime] = utc_now, rng: random.Random | None = None):
         self.index = index
         self.tasks = tasks
         self.bases = bases
         self.registry = registry
-        self.dispatcher = dispatcher
+        self.ingest = ingest
         self.decisions = decisions
         self.settings = settings
         self.clock = clock
@@ -192,7 +191,7 @@ class Poller:
                 return target, stop if registry in blocked else RegistryError(
                     stop.failure, f"not checked: {registry} failed earlier in this cycle ({stop})")
             result = self._probe(target, states.get(target.base), counter, lock)
-            if isinstance(result, RegistryError) and result.failure in REGISTRY_WIDE:
+            if isinstance(result, RegistryError) and result.registry_wide:
                 with lock:
                     wide.setdefault(registry, result)
             return target, result
@@ -267,16 +266,17 @@ class Poller:
         state = replace(state, checked_at=now, error=None, error_at=None)
         if self._changed(target, state, result):
             try:
-                decision = self.dispatcher.handle(ImagePushed(
+                (decision,) = self.ingest.receive([ImagePushed(
                     event_id=poll_event_id(target.base, state.digest, result.digest),
                     registry=target.ref.registry, repository=target.ref.repository,
                     tag=target.ref.tag or "latest", digest=result.digest, time=now, source=EventSource.POLL,
-                    platforms=tuple(sorted(result.platforms.items())), media_type=result.media_type))
+                    platforms=tuple(sorted(result.platforms.items())), media_type=result.media_type)])
             except Exception as exc:  # storage trouble: keep the old digest, the next cycle tries again
-                log.exception("dispatch of the change of %s failed", target.base)
+                log.warning("dispatch of the change of %s failed: %s", target.base, exc)
                 report.failed += 1
+                cause = exc.__cause__ or exc  # receive logged it, and says what failed as its cause
                 return replace(state, error=f"the change to {result.digest} could not be dispatched: "
-                               f"{exc.__class__.__name__}; retried next cycle", error_at=now)
+                               f"{cause.__class__.__name__}; retried next cycle", error_at=now)
             report.changed += 1
             report.decisions.append(decision)
             state = replace(state, changed_at=now)
@@ -292,7 +292,7 @@ class Poller:
         return any(r.built_digest and r.built_digest != info.digest_for(r.platform) for r in target.rows)
 
     def _record_error(self, target: _Base, state: BaseState, error: RegistryError) -> None:
-        if error.failure in REGISTRY_WIDE and (str(error).startswith("not checked")):
+        if error.registry_wide and str(error).startswith("not checked"):
             return  # a consequence of the registry's own error, recorded once for its first base
         assert state.error is not None and state.error_at is not None
         decision = Decision(error_event_id(target.base, state.error, state.error_at), EventSource.POLL,

@@ -159,8 +159,21 @@ class Slots(Protocol):
 
 
 class DecisionLog(Protocol):
+    """The decisions taken on events, newest first, and which event each decided."""
+
     def seen(self, event_id: str) -> Decision | None:
         """The decision already taken on this event, if any (redelivery)."""
+
+    def record(self, decision: Decision, mark_seen: bool = True) -> None:
+        """Store the decision; `mark_seen` also marks its event as decided (which ends its claim)."""
+
+    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]: ...
+
+
+class DispatchClaims(Protocol):
+    """Who is dispatching what right now: an event id is claimed by one delivery at a time, and a push
+    (image@digest) is held by one dispatch at a time, whatever its event id. A claim ends when its
+    decision is recorded (DecisionLog.record) or it is abandoned."""
 
     def begin(self, event_id: str) -> Decision | None:
         """Claim the event for this delivery: None to dispatch it, the Decision if it was handled
@@ -176,10 +189,6 @@ class DecisionLog(Protocol):
 
     def release_push(self, push: str, token: str) -> None:
         """Let go of a hold (one taken over by another delivery since is left alone)."""
-
-    def record(self, decision: Decision, mark_seen: bool = True) -> None: ...
-
-    def recent(self, top: int = 20, image: str | None = None) -> list[Decision]: ...
 
 
 class BuildQueue(Protocol):

@@ -82,11 +82,11 @@ def cancel_builder_run(runs: RunRepository, builder: BuilderFactory, run: Run) -
 class RunLauncher:
     """Allocates run ids, names a run's output images, records runs and queues their messages."""
 
-    def __init__(self, runs: RunRepository, queue: BuildQueue, registry: str | None):
+    def __init__(self, runs: RunRepository, queue: BuildQueue, registry_host: str | None):
         self.runs = runs
         self.queue = queue
         # The registry that image names without a registry host go to.
-        self.registry = registry
+        self.registry_host = registry_host
         self._pool = ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT, thread_name_prefix="launch")
         # Its own pool: a batch in `_pool` waits for these notes (one shared pool could deadlock).
         self._notes = ThreadPoolExecutor(max_workers=NOTES_IN_FLIGHT, thread_name_prefix="sent")
@@ -94,14 +94,14 @@ class RunLauncher:
     def check_templates(self, templates: list[str]) -> None:
         """ValueError for a template that cannot name an image (before a run id is spent on it)."""
         for template in templates:
-            images.render(template, "da0", self.registry)
+            images.render(template, "da0", self.registry_host)
 
     def allocate(self, count: int) -> list[str]:
         return self.runs.allocate(count)
 
     def new_run(self, run_id: str, trigger: Trigger, templates: list[str], **fields: Any) -> Run:
         """A Queued run whose outputs are the rendered templates; ValueError if one cannot render."""
-        outputs = [images.render(t, run_id, self.registry, commit=fields.get("commit"),
+        outputs = [images.render(t, run_id, self.registry_host, commit=fields.get("commit"),
                                  branch=fields.get("branch")) for t in templates]
         run = Run(run_id=run_id, status=RunStatus.QUEUED, trigger=trigger, output_images=outputs, **fields)
         run.unsent_since = run.created_at if run.released else None

@@ -46,10 +46,10 @@ GRAPH_ATTEMPTS = 10
 
 class TaskService:
     def __init__(self, store: TaskRepository, index: DependencyIndex, registry: Registry, sources: Sources,
-                 work_dir: str, local_roots: LocalContextRoots, default_registry: str | None = None,
+                 work_dir: str, local_roots: LocalContextRoots, default_registry_host: str | None = None,
                  secret_args_as_build_args: bool = False):
         # Where image names without a registry host go (to know which images a task pushes).
-        self.default_registry = default_registry
+        self.default_registry_host = default_registry_host
         self.store = store
         self.index = index
         self.registry = registry
@@ -165,7 +165,7 @@ class TaskService:
     def _refuse_cycles(self, task: Task, tasks: list[Task]) -> None:
         """A task built FROM what it (through other tasks) pushes would rebuild forever."""
         others = [t for t in tasks if t.name != task.name]
-        cycle = find_cycle(task, others, self.default_registry)
+        cycle = find_cycle(task, others, self.default_registry_host)
         if cycle:
             raise TaskError(f"the task would close a cycle: {spell_cycle(cycle)}")
 

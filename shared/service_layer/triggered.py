@@ -16,23 +16,24 @@ from shared.domain.decisions import Decision, TaskDecision
 from shared.domain.quarantine import Quarantined
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, Trigger
-from shared.service_layer.ports import DecisionLog
+from shared.service_layer.ports import DecisionLog, DispatchClaims
 from shared.service_layer.scheduling import Scheduler
 
 log = logging.getLogger(__name__)
 
 
 class TriggeredRuns:
-    def __init__(self, scheduler: Scheduler, decisions: DecisionLog):
+    def __init__(self, scheduler: Scheduler, decisions: DecisionLog, claims: DispatchClaims):
         self.scheduler = scheduler
         self.decisions = decisions
+        self.claims = claims
 
     def start(self, event_id: str, source: EventSource, task: Task, trigger: Trigger, reason: str,
               prepare: Callable[[], None] | None = None, **run_fields: Any) -> Decision:
         """The decision on `event_id`: a new run of `task`, or the decision taken before. EventBusy
         while another delivery decides the same event (the caller tries again later). `prepare`
         runs once, before the run is started (a commit's dependencies read)."""
-        previous = self.decisions.begin(event_id)
+        previous = self.claims.begin(event_id)
         if previous is not None:
             log.info("event %s already decided (%s); not started again", event_id, previous.outcome)
             return previous
@@ -54,7 +55,7 @@ class TriggeredRuns:
                                     tasks=[TaskDecision(task.name, Outcome.QUEUED, reason, run.run_id)])
             self.decisions.record(decision)
         except Exception:
-            self.decisions.abandon(event_id)
+            self.claims.abandon(event_id)
             raise
         return decision
 

@@ -80,7 +80,7 @@ class WaveCoordinator:
                 for ref, rows in zip(refs, found, strict=True)}
 
     def plan(self, first: list[DependencyRow]) -> Plan[DependencyRow]:
-        return plan(first, self.launcher.registry, self._dependents)
+        return plan(first, self.launcher.registry_host, self._dependents)
 
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
               released: Iterable[str] = ()) -> tuple[Wave, list[Run]]:

@@ -3,7 +3,7 @@ to be delivered again: 503 with Retry-After on every HTTP ingress (never a 500),
 DispatchIncomplete on the Event Grid trigger (its failure is what makes Event Grid retry).
 
 The app's own functions are called as the host calls them, on real Azurite; the push is held as a
-concurrent delivery holds it (DecisionLog.hold_push), and the wait is shortened for the test.
+concurrent delivery holds it (DispatchClaims.hold_push), and the wait is shortened for the test.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 import pytest
 
-from functions import wave_api, webhook_common, webhook_ingress
+from functions import wave_api, webhook_common, webhooks_distribution
 from shared.bootstrap import Services
 from shared.service_layer import dispatch
 from shared.service_layer.dispatch import DispatchIncomplete
@@ -30,11 +30,11 @@ MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 def held(monkeypatch):
     """The app's services, and the push `registry/busy/base:1@DIGEST` held by another delivery."""
     services = Services(unique_settings())
-    for module in (webhook_ingress, webhook_common, wave_api):
+    for module in (webhooks_distribution, webhook_common, wave_api):
         monkeypatch.setattr(module, "services", lambda: services)
     monkeypatch.setattr(dispatch, "BUSY_WAIT_SECONDS", 0.5)
-    registry = services.settings.registry
-    services.decisions.hold_push(f"{registry}/busy/base:1@{DIGEST}")
+    registry = services.settings.registry_host
+    services.claims.hold_push(f"{registry}/busy/base:1@{DIGEST}")
     yield services
     services.storage.drop_all()
 
@@ -43,7 +43,7 @@ def test_the_distribution_webhook_answers_503_with_retry_after_for_a_push_being_
     envelope = {"events": [{
         "id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "action": "push",
         "target": {"mediaType": MANIFEST, "digest": DIGEST, "repository": "busy/base", "tag": "1"},
-        "request": {"host": held.settings.registry}}]}
+        "request": {"host": held.settings.registry_host}}]}
     request = func.HttpRequest("POST", "/api/hooks/distribution", body=json.dumps(envelope).encode())
     answer = by_name()["distribution_webhook"].user_function(request)
     assert answer.status_code == 503, answer.get_body()
@@ -52,7 +52,7 @@ def test_the_distribution_webhook_answers_503_with_retry_after_for_a_push_being_
 
 
 def test_base_rebuild_answers_503_with_retry_after_for_a_push_being_dispatched(held):
-    body = {"image": f"{held.settings.registry}/busy/base:1", "digest": DIGEST}
+    body = {"image": f"{held.settings.registry_host}/busy/base:1", "digest": DIGEST}
     request = func.HttpRequest("POST", "/api/bases/rebuild", body=json.dumps(body).encode())
     answer = by_name()["api_base_rebuild"].user_function(request)
     assert answer.status_code == 503, answer.get_body()
@@ -66,7 +66,7 @@ def test_the_event_grid_trigger_fails_deliberately_for_a_push_being_dispatched(h
     event = func.EventGridEvent(
         id=str(uuid.uuid4()), data={"id": "x", "action": "push", "target": {
             "mediaType": MANIFEST, "digest": DIGEST, "repository": "busy/base", "tag": "1"},
-            "request": {"host": held.settings.registry}},
+            "request": {"host": held.settings.registry_host}},
         topic="", subject="busy/base:1", event_type="Microsoft.ContainerRegistry.ImagePushed",
         event_time=datetime.now(UTC), data_version="1.0")
     # A failed invocation is Event Grid's "deliver again"; it is this one, not an unhandled error.

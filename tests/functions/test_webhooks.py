@@ -76,6 +76,17 @@ def test_dockerhub_needs_the_function_key_and_records_what_it_could_not_read(hos
     assert post(host, "hooks/dockerhub", b"{\"push_data\": {}}", {}, key=True).status_code == 400
 
 
+def test_a_dockerhub_push_no_table_can_key_is_refused_before_docker_hub_is_asked(host):
+    # 120 path components: a valid repository name (239 characters), but each `/` takes three
+    # characters in a table key, so no task can be indexed under it. Refused when read (400, a
+    # rejected decision), not dispatched after a registry request for its digest.
+    body = json.loads((SAMPLES / "dockerhub-push.json").read_bytes())
+    body["repository"]["repo_name"] = "/".join(["a"] * 120)
+    answer = post(host, "hooks/dockerhub", json.dumps(body).encode(), {}, key=True)
+    assert answer.status_code == 400, answer.text
+    assert "table key" in answer.json()["error"]["message"]
+
+
 # Python refuses to turn more than 4,300 digits into an int (a ValueError, not a JSONDecodeError).
 BIG_NUMBER = b'{"n": ' + b"7" * 5000 + b"}"
 # Every route that reads a JSON body (functions/http.py json_body or parse_json).

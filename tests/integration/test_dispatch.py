@@ -49,7 +49,7 @@ def test_a_push_queues_one_run_per_dependent_with_a_decision(services):
     run, _ = services.runs.get(decision.runs[0])
     assert (run.status, run.trigger) == (RunStatus.QUEUED, Trigger.IMAGE_UPDATE)
     assert run.cause == f"{BASE}@{NEW}"
-    assert run.output_images == [f"{services.settings.registry}/{run.task}:{run.run_id}"]
+    assert run.output_images == [f"{services.settings.registry_host}/{run.task}:{run.run_id}"]
     assert services.decisions.seen(decision.event_id).runs == decision.runs
 
 

@@ -18,7 +18,7 @@ TRIES = 8
 
 
 def test_two_tasks_closing_a_cycle_created_at_once_are_never_both_accepted(services, tmp_path):
-    registry = services.settings.registry
+    registry = services.settings.registry_host
     accepted_both = 0
     for n in range(TRIES):
         a, b = f"cyc{n}a", f"cyc{n}b"
@@ -47,7 +47,7 @@ def test_two_tasks_closing_a_cycle_created_at_once_are_never_both_accepted(servi
 
 
 def test_identical_base_rebuilds_at_once_make_one_run_per_task_and_burn_no_run_id(services, tmp_path):
-    registry = services.settings.registry
+    registry = services.settings.registry_host
     base = f"{registry}/rebuildrace{uuid.uuid4().hex[:6]}/base:1"
     names = []
     for n in range(3):

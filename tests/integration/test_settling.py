@@ -64,7 +64,7 @@ def test_a_digest_moved_three_times_within_the_window_starts_one_wave_on_the_las
     digests = []
     for n in (1, 2, 3):
         digests.append(build_base(tmp_path, base, {"/etc/os-release": DEBIAN_12}, env=f"N={n}"))
-        decision = services.ingest.handle_all([notified(base, digests[-1])])[0]
+        decision = services.ingest.receive([notified(base, digests[-1])])[0]
         assert decision.outcome == Outcome.SETTLING, decision.reason
         assert decision.reason.startswith("settling until ") and decision.runs == []
     assert len(set(digests)) == 3
@@ -100,7 +100,7 @@ def test_a_two_platform_base_whose_arm64_manifest_alone_changed_triggers_only_th
 
         build_base(tmp_path, arm64, {**files, "/var/lib/dpkg/status": DPKG_V2}, platform="linux/arm64")
         after = push_index(tmp_path, base, [amd64, arm64])
-        (decision,) = services.ingest.handle_all([notified(base, after, OCI_INDEX)])
+        (decision,) = services.ingest.receive([notified(base, after, OCI_INDEX)])
         outcomes = {t.task: (t.outcome, t.reason) for t in decision.tasks}
         assert outcomes[amd_task.name][0] == Outcome.PLATFORM_UNCHANGED, outcomes
         assert outcomes[amd_task.name][1].startswith("platform linux/amd64 unchanged")

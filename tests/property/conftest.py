@@ -57,7 +57,7 @@ class LocalRegistryOnly:
 class EdgeServices(Services):
     def __init__(self, **settings: str):
         super().__init__(unique_settings(**settings))
-        self.registry = LocalRegistryOnly(self.registry, self.settings.registry)  # type: ignore[assignment]
+        self.registry = LocalRegistryOnly(self.registry, self.settings.registry_host)  # type: ignore[assignment]
 
 
 def function_modules() -> list:

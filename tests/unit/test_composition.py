@@ -37,7 +37,7 @@ def test_a_push_through_ingest_on_the_fakes_queues_the_dependent(tmp_path: Path)
     app.task_store.create(task)
     app.index.sync_task(task, previous=[])
     push = ImagePushed("e1", REGISTRY, "base", "1", NEW, datetime.now(UTC), EventSource.DISTRIBUTION)
-    (decision,) = app.ingest.handle_all([push])
+    (decision,) = app.ingest.receive([push])
     assert decision.outcome == Outcome.QUEUED and app.queue.sent == decision.runs == ["da1"]
     # The staleness report reads the same fakes: the pushed digest, as the registry now serves it,
     # is not the one the task built on (its run is only queued).

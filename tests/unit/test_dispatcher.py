@@ -184,9 +184,10 @@ def test_a_batch_goes_on_past_an_event_that_fails(app):
 
     app.table.dependents = storage_fails_once
     from shared.service_layer.dispatch import DispatchIncomplete
+    from shared.service_layer.ingest import Ingest
 
     with pytest.raises(DispatchIncomplete, match="1 event"):
-        app.dispatcher.handle_all(events)
+        Ingest(app.registry, app.dispatcher, app.decisions).receive(events)
     assert [d.event_id for d in app.decisions.decisions] == ["good"]
 
 
@@ -196,7 +197,7 @@ def test_deliveries_waiting_for_a_busy_event_leave_the_dispatcher_free_for_other
     # waiting deliveries then get e1's decision (before, three of them took every reader for their
     # whole wait, and every dispatch behind them stalled until they gave up with EventBusy).
     add_task(app)
-    app.decisions.begin("e1")
+    app.claims.begin("e1")
     answers: list = []
     waiting = [threading.Thread(target=lambda: answers.append(app.dispatcher.handle(push(event_id="e1"))))
                for _ in range(3)]

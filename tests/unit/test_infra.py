@@ -475,7 +475,7 @@ def test_the_cloud_settings_load_as_an_acr_configuration():
     assert settings.storage.connection_string is None
     assert settings.storage.table_uri == AZURE_STAND_INS["storage.properties.primaryEndpoints.table"]
     assert settings.storage.client_id == AZURE_STAND_INS["identity.properties.clientId"]
-    assert settings.registry == AZURE_STAND_INS["registryLoginServer"]
+    assert settings.registry_host == AZURE_STAND_INS["registryLoginServer"]
     assert (settings.acr_subscription_id, settings.acr_resource_group, settings.acr_name) == (
         AZURE_STAND_INS["subscription().subscriptionId"],
         "rg-registry",

@@ -13,6 +13,7 @@ from shared.domain.manifests import Failure, ManifestInfo, RegistryError
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, TriggerType, Watch
 from shared.domain.watching import PollSettings, parse_watch, schedule_for
+from shared.service_layer.ingest import Ingest
 from shared.service_layer.polling import Poller
 from tests.fakes import FakeApp
 
@@ -78,7 +79,8 @@ def setup(tmp_path, digests, tasks=3, base="quay.io/team/base:1", credentials=()
         app.task_store.tasks[f"t{n}"] = Task(name=f"t{n}", images=[f"app{n}:v"], context="/x",
                                              credentials=list(credentials))
     registry, bases = Registry(digests), Bases()
-    poller = Poller(Index(app.table), app.task_store, bases, registry, app.dispatcher, app.decisions,
+    poller = Poller(Index(app.table), app.task_store, bases, registry,
+                    Ingest(registry, app.dispatcher, app.decisions), app.decisions,
                     PollSettings(interval_seconds=60, event_registries=("localhost:5000",)),
                     clock=lambda: NOW, rng=random.Random(1))
     return app, poller, registry, bases
@@ -187,3 +189,37 @@ def test_watch_rules_and_schedules():
     assert settings.mode("x.azurecr.io") == Watch.BOTH and settings.mode("quay.io") == Watch.EVENTS
     assert settings.mode("localhost:5000") == Watch.EVENTS and settings.mode("docker.io") == Watch.POLL
     assert schedule_for(300) == "0 */5 * * * *" and schedule_for(2) == "*/2 * * * * *"
+
+
+def test_an_error_for_one_image_says_nothing_about_its_registry(tmp_path):
+    # One definition of a registry-wide failure (RegistryError.registry_wide), which the poller
+    # acts on: an error answer for one manifest neither stops the registry's other bases this cycle
+    # nor backs the registry off (manifests.registry_wide once counted it; polling did not).
+    broken = RegistryError(Failure.ERROR, "quay.io answered 500 for team/base:1")
+    assert not broken.registry_wide
+    assert RegistryError(Failure.RATE_LIMITED, "429").registry_wide
+    assert RegistryError(Failure.UNREACHABLE, "connection refused").registry_wide
+    app, poller, registry, bases = setup(tmp_path, {"quay.io/team/base:1": broken})
+    app.table.put_task_fields(DependencyRow(base="quay.io/team/base:2", task="t0", runtime=True,
+                                            trigger_enabled=True, trigger_type=TriggerType.RUNTIME))
+    registry.digests["quay.io/team/base:2"] = OLD
+    report = poller.cycle()
+    assert (report.requests, report.checked, report.failed) == (2, 1, 1)
+    assert "quay.io" not in bases.backoff
+
+
+def test_a_change_that_cannot_be_dispatched_keeps_the_old_digest_and_says_why(tmp_path):
+    base = "quay.io/team/base:1"
+    app, poller, registry, bases = setup(tmp_path, {base: OLD})
+    poller.cycle()
+    registry.digests[base] = NEW
+
+    def storage_down(reference):
+        raise OSError("storage down")
+
+    app.index.dependents = storage_down
+    report = poller.cycle()
+    assert (report.changed, report.failed) == (0, 1)
+    state = bases.states[base]
+    assert state.digest == OLD  # the next cycle sees the change again
+    assert state.error == f"the change to {NEW} could not be dispatched: OSError; retried next cycle"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-
-from shared.domain.events import Ignored, MalformedEvent
-from shared.domain.source_events import from_azure_repos, from_github, from_gitlab, repository_key
+from shared.adapters.ingress.git_sources import from_azure_repos, from_github, from_gitlab
+from shared.domain.events import Ignored
+from shared.domain.source_events import repository_key
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import Trigger
 from shared.service_layer.source_triggers import SourceTriggers
 from tests.fakes import FakeApp
+from tests.rejections import rejection
 
 SHA = "a" * 40
 
@@ -31,9 +31,8 @@ def test_github_gitlab_and_azure_repos_payloads():
     assert not isinstance(pr, Ignored) and pr.trigger == Trigger.PULL_REQUEST
     assert isinstance(from_github("push", "d3", {"ref": "refs/tags/v1", "after": SHA, "repository": {
         "clone_url": "https://github.com/o/a.git"}}), Ignored)
-    with pytest.raises(MalformedEvent):
-        from_github("push", "d4", {"ref": "refs/heads/main", "after": "nope", "repository": {
-            "clone_url": "https://github.com/o/a.git"}})
+    rejection(from_github("push", "d4", {"ref": "refs/heads/main", "after": "nope", "repository": {
+                  "clone_url": "https://github.com/o/a.git"}}))
     lab = from_gitlab("Push Hook", {"object_kind": "push", "ref": "refs/heads/dev", "checkout_sha": SHA,
                                     "project": {"git_http_url": "https://gitlab.com/o/a.git"}})
     assert not isinstance(lab, Ignored) and lab.branch == "dev" and "gitlab.com/o/a" in lab.repositories

@@ -151,7 +151,7 @@ class AcrBuilder:
             credential = credential_for(settings)
         client = ContainerRegistryTasksMgmtClient(credential, subscription)
         # The Bicep sets BASETRIGGER_REGISTRY to the registry's login server (any cloud, any DNS form).
-        kwargs.setdefault("login_server", settings.registry)
+        kwargs.setdefault("login_server", settings.registry_host)
         return cls(client, group, name, **kwargs)
 
     # -- the Builder protocol ---------------------------------------------------------------------
