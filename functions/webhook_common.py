@@ -11,7 +11,14 @@ from typing import Any
 
 import azure.functions as func
 
-from functions.http import MAX_WEBHOOK_BYTES, RETRY_AFTER_SECONDS, BadRequest, error, json_response, parse_json
+from functions.http import (
+    MAX_WEBHOOK_BYTES,
+    RETRY_AFTER_SECONDS,
+    BadRequest,
+    error,
+    json_response,
+    parse_json,
+)
 from shared.bootstrap import services
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.events import Rejected
