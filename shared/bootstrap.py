@@ -134,6 +134,7 @@ class ServiceLayer:
         self.runs = adapters.runs
         self.task_store = adapters.task_store
         self.decisions = adapters.decisions
+        self.claims = adapters.claims
         self.queue = adapters.queue
         self.logs = adapters.logs
         self.sources = adapters.sources
@@ -178,7 +179,7 @@ class ServiceLayer:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.adapters.claims, self.launcher,
+        return Dispatcher(self.index, self.runs, self.decisions, self.claims, self.launcher,
                           self.waves, quarantine=self.quarantine, settling=self.settling)
 
     @cached_property
@@ -193,7 +194,7 @@ class ServiceLayer:
 
     @cached_property
     def triggered(self) -> TriggeredRuns:
-        return TriggeredRuns(self.scheduler, self.decisions, self.adapters.claims)
+        return TriggeredRuns(self.scheduler, self.decisions, self.claims)
 
     @cached_property
     def timers(self) -> TimerService:
