@@ -8,13 +8,13 @@ else is an `Ignored` (acknowledged and recorded) or raises `MalformedEvent` (the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 from shared.domain.platforms import pick
-from shared.domain.vocabulary import EventSource
+from shared.domain.vocabulary import EventSource, utc_now
 
 IMAGE_PUSHED = "Microsoft.ContainerRegistry.ImagePushed"
 # Microsoft's docs samples (and some forwarders) carry the short type name.
@@ -99,6 +99,9 @@ class ImagePushed:
     platforms: tuple[tuple[str, str], ...] = ()
     # The pushed manifest's media type, when the event says (an index's platforms can then be read).
     media_type: str | None = None
+    # When basetrigger read the event (its delivery, or the poll that saw the digest): with `time`,
+    # the start of a wave's patch latency (shared.domain.latency). Not compared: a redelivery is equal.
+    received_at: datetime = field(default_factory=utc_now, compare=False)
 
     def digest_for(self, platform: str | None) -> str:
         """The digest a task building `platform` compares with its own (the pushed digest unless
