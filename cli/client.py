@@ -247,6 +247,11 @@ class Client:
     def release(self, target: str) -> dict:
         return self._json("POST", "bases/release", body={"image": target})
 
+    def latency(self, since: str | None = None, slo: str | None = None) -> dict:
+        # It asks the registries for each base's digest (the dependents still on an old one).
+        return self._json("GET", "bases/latency", params={"since": since, "slo": slo},
+                          timeout=max(self.timeout, 120.0))
+
     def quarantined(self) -> list[dict]:
         return self._json("GET", "bases/quarantine")["quarantine"]
 

@@ -33,6 +33,7 @@ from shared.bootstrap import services
 from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.decisions import EventBusy
 from shared.domain.images import qualify
+from shared.domain.latency import InvalidDuration
 from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import (
@@ -76,6 +77,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (Quarantined, 409, "Quarantined"),
     (InvalidQuarantine, 400, "InvalidQuarantine"),
     (NotQuarantined, 404, "NotQuarantined"),
+    (InvalidDuration, 400, "InvalidDuration"),  # `since`/`slo` of the latency report
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),

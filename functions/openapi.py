@@ -594,6 +594,42 @@ PATHS["/bases/release"] = {"post": {
     "responses": {**_ok(_ref("Quarantine")), **_errors("400", "404", "413")}}}
 
 
+# ---- patch latency (functions/latency_api.py) -------------------------------------------------
+_SECONDS = {"type": "number", "nullable": True}
+_TIME = {"type": "string", "format": "date-time", "nullable": True}
+_FIGURES = {"events": {"type": "integer"}, "closed": {"type": "integer", "description": "events whose "
+            "dependents have all ended"}, "p50_seconds": _SECONDS, "p95_seconds": _SECONDS,
+            "worst_seconds": _SECONDS, "missed_slo": {"type": "integer"}}
+SCHEMAS["LatencyFigures"] = {"type": "object", "properties": _FIGURES}
+SCHEMAS["LatencyEvent"] = {"type": "object", "properties": {
+    "wave_id": {"type": "string"}, "base": {"type": "string"}, "digest": {"type": "string"},
+    "pushed": _TIME, "received": _TIME, "planned": _TIME, "last_pushed": _TIME, "open": {"type": "boolean"},
+    "latency_seconds": _SECONDS, "exposure_seconds": _SECONDS,
+    "dependents": {"type": "array", "items": {"type": "object", "properties": {
+        "task": {"type": "string"}, "run_id": {"type": "string"}, "status": {"type": "string"},
+        "queued": _TIME, "started": _TIME, "built": _TIME, "pushed": _TIME,
+        "images": {"type": "array", "items": {"type": "string"}}}}}}}
+SCHEMAS["LatencyMiss"] = {"type": "object", "properties": {
+    "task": {"type": "string"}, "base": {"type": "string"},
+    "why": {"type": "string", "enum": ["late", "not pushed", "open", "stale"]},
+    "exposure_seconds": _SECONDS, "wave_id": {"type": "string", "nullable": True},
+    "run_id": {"type": "string", "nullable": True}, "detail": {"type": "string"}}}
+SCHEMAS["LatencyReport"] = {"type": "object", "properties": {
+    "since_seconds": {"type": "number"}, "slo_seconds": {"type": "number"}, "now": _TIME,
+    "overall": _ref("LatencyFigures"),
+    "bases": {"type": "array", "items": {"allOf": [_ref("LatencyFigures"), {
+        "type": "object", "properties": {"base": {"type": "string"}}}]}},
+    "missed": {"type": "array", "items": _ref("LatencyMiss")},
+    "events": {"type": "array", "items": _ref("LatencyEvent")}}}
+_DURATION = "a number and a unit, s, m, h, d or w (90s, 30m, 12h, 7d, 1d12h)"
+PATHS["/bases/latency"] = {"get": {
+    "operationId": "baseLatency",
+    "summary": "Patch latency: base push to the last dependent pushed (p50, p95, worst; misses)",
+    "parameters": [_param("since", description=f"how far back, at most 90d (default 7d): {_DURATION}"),
+                   _param("slo", description=f"the objective (default 12h): {_DURATION}")],
+    "responses": {**_ok(_ref("LatencyReport")), **_errors("400")}}}
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",

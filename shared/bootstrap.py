@@ -36,6 +36,7 @@ from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
+from shared.service_layer.latency import PatchLatency
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, Rebaser, RunEvents
@@ -184,6 +185,10 @@ class Services:
     @cached_property
     def staleness(self) -> StalenessReport:
         return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
+
+    @cached_property
+    def latency(self) -> PatchLatency:
+        return PatchLatency(self.waves.waves, self.runs, self.staleness)
 
     @cached_property
     def quarantine(self) -> QuarantineList:
