@@ -105,6 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "breaker quarantines the digest its wave was on by itself. `base release` lifts it.")
     quarantine.add_argument("target", metavar="IMAGE@DIGEST", help="e.g. node:20@sha256:…")
     quarantine.add_argument("--reason", required=True, help="why (what blocked runs will say)")
+    quarantine.add_argument("--rollback", action="store_true",
+                            help="also move the tags rebuilt on the digest back to the images they had "
+                            "before, each move a run with trigger Rollback (a tag without an earlier "
+                            "image, or pushed again since, is left as it is; the decision says why)")
     quarantine.add_argument("--output", "-o", choices=("table", "json"), default="table")
     quarantine.set_defaults(func=base_quarantine)
 
@@ -250,9 +254,17 @@ def _target(text: str) -> str:
 
 @handles_errors
 def base_quarantine(args: argparse.Namespace) -> int:
-    entry = Client.from_args(args).quarantine(_target(args.target), args.reason)
-    print(to_json(entry) if args.output == "json" else
-          f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    entry = Client.from_args(args).quarantine(_target(args.target), args.reason, args.rollback)
+    if args.output == "json":
+        print(to_json(entry))
+        return EXIT_OK
+    print(f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    rollback = entry.get("rollback")
+    if rollback:
+        decision = rollback["decision"]
+        print(decision["reason"])
+        for task in decision["tasks"]:
+            print(f"  {task['task']}: {task['outcome']}: {task['reason']}")
     return EXIT_OK
 
 

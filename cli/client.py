@@ -241,8 +241,12 @@ class Client:
         return self._json("GET", "bases/changes", params={"image": image, "from": old, "to": new},
                           timeout=max(self.timeout, 150.0))
 
-    def quarantine(self, target: str, reason: str) -> dict:
-        return self._json("POST", "bases/quarantine", body={"image": target, "reason": reason})
+    def quarantine(self, target: str, reason: str, rollback: bool = False) -> dict:
+        body: dict = {"image": target, "reason": reason}
+        if rollback:  # it reads and writes the registry: it may take longer than other requests
+            body["rollback"] = True
+            return self._json("POST", "bases/quarantine", body=body, timeout=max(self.timeout, 120.0))
+        return self._json("POST", "bases/quarantine", body=body)
 
     def release(self, target: str) -> dict:
         return self._json("POST", "bases/release", body={"image": target})

@@ -42,6 +42,7 @@ from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, Rebaser, RunEvents
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.repo_polling import RepositoryPoller
+from shared.service_layer.rollback import Rollback
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
@@ -189,6 +190,11 @@ class Services:
     @cached_property
     def latency(self) -> PatchLatency:
         return PatchLatency(self.waves.waves, self.runs, self.staleness)
+
+    @cached_property
+    def rollback(self) -> Rollback:
+        return Rollback(self.waves.waves, self.runs, self.task_store, self.tasks.record_build, self.registry,
+                        self.registry, self.decisions)
 
     @cached_property
     def quarantine(self) -> QuarantineList:
