@@ -586,8 +586,14 @@ PATHS["/bases/quarantine"] = {
     "post": {"operationId": "quarantineBase",
              "summary": "Block every wave and manual run that would build on a digest",
              "requestBody": _json_body({"type": "object", "required": ["image", "reason"], "properties": {
-                 "image": _TARGET, "reason": {"type": "string"}}}),
-             "responses": {**_ok(_ref("Quarantine"), "201", "Quarantined"), **_errors("400", "413")}}}
+                 "image": _TARGET, "reason": {"type": "string"},
+                 "rollback": {"type": "boolean", "description": "also move the tags rebuilt on the digest "
+                              "back to their earlier images (runs with trigger Rollback)"}}}),
+             "responses": {**_ok({"allOf": [_ref("Quarantine"), {"type": "object", "properties": {
+                 "rollback": {"type": "object", "description": "with rollback: true", "properties": {
+                     "runs": {"type": "array", "items": {"type": "object"}},
+                     "decision": {"type": "object"}}}}}]}, "201", "Quarantined"),
+                 **_errors("400", "413")}}}
 PATHS["/bases/release"] = {"post": {
     "operationId": "releaseBase", "summary": "Lift the quarantine of a digest",
     "requestBody": _json_body({"type": "object", "required": ["image"], "properties": {"image": _TARGET}}),
@@ -628,6 +634,9 @@ PATHS["/bases/latency"] = {"get": {
     "parameters": [_param("since", description=f"how far back, at most 90d (default 7d): {_DURATION}"),
                    _param("slo", description=f"the objective (default 12h): {_DURATION}")],
     "responses": {**_ok(_ref("LatencyReport")), **_errors("400")}}}
+# The times the report is made of, on the records it reads them from.
+SCHEMAS["Wave"]["properties"].update({"pushed_at": _TIME, "received_at": _TIME})
+SCHEMAS["Run"]["properties"].update({"built_at": _TIME, "pushed_at": _TIME})
 
 
 def openapi_document() -> dict[str, Any]:
