@@ -133,7 +133,9 @@ class Rollback:
                             Outcome.ROLLED_BACK if moved else Outcome.NOT_ROLLED_BACK,
                             f"rollback of {target} ({entry.reason}): {moved} tag(s) moved back in "
                             f"{len(done)} run(s), {len(details) - moved} not, from {len(bad_waves)} wave(s)",
-                            image=entry.image, digest=entry.digest, runs=[r.run_id for r in done],
+                            # No digest: it is no push of the base (staleness reads those), the
+                            # reason names it.
+                            image=entry.image, runs=[r.run_id for r in done],
                             tasks=details)
         self.decisions.record(decision, mark_seen=False)
         return RollbackResult(done, decision)
