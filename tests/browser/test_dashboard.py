@@ -6,7 +6,8 @@ appear and end; a broken base trips a wave's circuit breaker, and the tab's Canc
 (each asked first) decide.
 
 With BASETRIGGER_SCREENSHOTS=DIR (`make screenshots`), the wave's base change is saved as
-DIR/wave-change.png and the Latency tab as DIR/latency.png; the README's other pictures are tests/browser/test_screenshots.py's story.
+DIR/wave-change.png and the Latency tab as DIR/latency.png; the README's other pictures are
+tests/browser/test_screenshots.py's story.
 """
 
 from __future__ import annotations
