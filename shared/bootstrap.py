@@ -193,8 +193,7 @@ class Services:
 
     @cached_property
     def rollback(self) -> Rollback:
-        return Rollback(self.waves.waves, self.runs, self.task_store, self.tasks.record_build, self.registry,
-                        self.registry, self.decisions)
+        return Rollback(self.waves.waves, self.runs, self.tasks, self.registry, self.registry, self.decisions)
 
     @cached_property
     def quarantine(self) -> QuarantineList:

@@ -28,7 +28,7 @@ again finds it moved and says so.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
@@ -42,7 +42,8 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, utc_now
 from shared.domain.waves import Wave
-from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository, WaveRepository
+from shared.service_layer.ports import DecisionLog, Registry, RunRepository, WaveRepository
+from shared.service_layer.tasks import TaskService
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +85,12 @@ class RollbackResult:
 
 
 class Rollback:
-    def __init__(self, waves: WaveRepository, runs: RunRepository, tasks: TaskRepository,
-                 record_build: Callable[[Task, list[Dependency]], bool], registry: Registry,
+    def __init__(self, waves: WaveRepository, runs: RunRepository, tasks: TaskService, registry: Registry,
                  images: ImageStores, decisions: DecisionLog):
         self.waves = waves
         self.runs = runs
+        # Its dependencies and index rows are set back (TaskService.record_build, DependencyIndex).
         self.tasks = tasks
-        # TaskService.record_build: the task's dependencies and its index rows, set back.
-        self.record_build = record_build
         self.registry = registry
         self.images = images
         self.decisions = decisions
@@ -191,8 +190,13 @@ class Rollback:
         except TaskNotFound:
             return
         back = move.earlier.base_digests
-        self.record_build(task, [Dependency(d.image, back.get(d.image, d.digest), d.runtime)
-                                 for d in task.dependencies])
+        self.tasks.record_build(task, [Dependency(d.image, back.get(d.image, d.digest), d.runtime)
+                                       for d in task.dependencies])
+        # The push that started the bad wave marked its digest as handled for the task: the task
+        # is back on its earlier bases now, so the next push of that digest (once released)
+        # rebuilds it instead of being taken for one already handled.
+        for base, digest in move.bad.base_digests.items():
+            self.tasks.index.untrigger(base, task.name, digest)
 
     def _move(self, move: _Move, entry: QuarantineEntry) -> Run:
         """PUT the earlier image's manifest under each tag; the Rollback run that did it, recorded."""
