@@ -10,6 +10,7 @@ from functions import (
     eventgrid_ingress,
     housekeeping,
     insight_api,
+    latency_api,
     poll_timer,
     quarantine_api,
     registry_api,
@@ -46,3 +47,5 @@ app.register_functions(trigger_api.bp)
 app.register_functions(source_hooks.bp)
 # Know what a base change is: quarantined digests (base changes is in registry_api).
 app.register_functions(quarantine_api.bp)
+# Patch latency: from a base push to the last dependent pushed.
+app.register_functions(latency_api.bp)

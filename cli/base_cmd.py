@@ -1,7 +1,8 @@
-"""`basetrigger base impact|list|rebuild|changes`: questions about base images.
+"""`basetrigger base impact|list|rebuild|changes|latency|quarantine|…`: questions about base images.
 
 `base impact IMAGE`: every task that would rebuild, transitively, if IMAGE changed.
 `base changes IMAGE [--from DIGEST] [--to DIGEST]`: what changed between two digests of a base.
+`base latency [--since 7d] [--slo 12h]`: how long base pushes took to reach every dependent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ CHANGES_EPILOG = """\
 examples:
   basetrigger base changes localhost:5000/baseimages/node:9-alpine
   basetrigger base changes node:20 --from sha256:1f2e… --to sha256:9a8b… --output json
+"""
+
+LATENCY_EPILOG = """\
+examples:
+  basetrigger base latency
+  basetrigger base latency --since 30d --slo 12h
+  basetrigger base latency --since 24h --output json
 """
 
 FORMATS = {"tree": impact_tree, "json": to_json, "dot": impact_dot, "mermaid": impact_mermaid}
@@ -98,6 +106,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "breaker quarantines the digest its wave was on by itself. `base release` lifts it.")
     quarantine.add_argument("target", metavar="IMAGE@DIGEST", help="e.g. node:20@sha256:…")
     quarantine.add_argument("--reason", required=True, help="why (what blocked runs will say)")
+    quarantine.add_argument("--rollback", action="store_true",
+                            help="also move the tags rebuilt on the digest back to the images they had "
+                            "before, each move a run with trigger Rollback (a tag without an earlier "
+                            "image, or pushed again since, is left as it is; the decision says why)")
     quarantine.add_argument("--output", "-o", choices=("table", "json"), default="table")
     quarantine.set_defaults(func=base_quarantine)
 
@@ -108,6 +120,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     release.add_argument("target", metavar="IMAGE@DIGEST")
     release.add_argument("--output", "-o", choices=("table", "json"), default="table")
     release.set_defaults(func=base_release)
+
+    latency = commands.add_parser(
+        "latency", parents=[connection_options()], epilog=LATENCY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="patch latency: base push to the last dependent pushed (p50, p95, worst)",
+        description="How long each base push took to reach every image built on it: from the push "
+        "(the registry's event time, or when a poll first saw the digest) to the last dependent "
+        "pushed, as p50, p95 and the worst case, per base and overall; then the dependents that "
+        "missed the SLO (pushed late, ended without pushing, still building past it) or are still "
+        "on an old digest.")
+    latency.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d (default 7d, at most 90d)")
+    latency.add_argument("--slo", default="12h", help="the objective, e.g. 12h (default 12h)")
+    latency.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    latency.set_defaults(func=base_latency)
 
     quarantined = commands.add_parser(
         "quarantined", parents=[connection_options()], help="every quarantined base digest",
@@ -241,9 +267,17 @@ def _target(text: str) -> str:
 
 @handles_errors
 def base_quarantine(args: argparse.Namespace) -> int:
-    entry = Client.from_args(args).quarantine(_target(args.target), args.reason)
-    print(to_json(entry) if args.output == "json" else
-          f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    entry = Client.from_args(args).quarantine(_target(args.target), args.reason, args.rollback)
+    if args.output == "json":
+        print(to_json(entry))
+        return EXIT_OK
+    print(f"quarantined {entry['image']}@{entry['digest']}: {entry['reason']}")
+    rollback = entry.get("rollback")
+    if rollback:
+        decision = rollback["decision"]
+        print(decision["reason"])
+        for task in decision["tasks"]:
+            print(f"  {task['task']}: {task['outcome']}: {task['reason']}")
     return EXIT_OK
 
 
@@ -279,4 +313,38 @@ def base_settling(args: argparse.Namespace) -> int:
 def base_quarantined(args: argparse.Namespace) -> int:
     entries = Client.from_args(args).quarantined()
     print(to_json(entries) if args.output == "json" else quarantine_table(entries))
+    return EXIT_OK
+
+
+LATENCY_COLUMNS = ("BASE", "EVENTS", "CLOSED", "P50", "P95", "WORST", "MISSED SLO")
+MISSED_COLUMNS = ("TASK", "BASE", "WHY", "EXPOSED", "WAVE", "RUN", "DETAIL")
+
+
+def latency_text(report: dict[str, Any]) -> str:
+    from cli.output import format_duration, table
+
+    def row(name: str, f: dict[str, Any]) -> list[Any]:
+        return [name, f["events"], f["closed"], format_duration(f["p50_seconds"]) or "-",
+                format_duration(f["p95_seconds"]) or "-", format_duration(f["worst_seconds"]) or "-",
+                f["missed_slo"]]
+
+    lines = [f"patch latency over the last {format_duration(report['since_seconds'])} "
+             f"(SLO {format_duration(report['slo_seconds'])}), base push to the last dependent pushed:",
+             table(LATENCY_COLUMNS, [*(row(b["base"], b) for b in report["bases"]),
+                                     row("overall", report["overall"])])]
+    missed = report.get("missed") or []
+    if missed:
+        lines += ["", "missed the SLO or still on an old digest:",
+                  table(MISSED_COLUMNS, ([m["task"], m["base"], m["why"],
+                                          format_duration(m.get("exposure_seconds")) or "-",
+                                          m.get("wave_id") or "", m.get("run_id") or "",
+                                          m.get("detail") or ""]
+                                         for m in missed))]
+    return "\n".join(lines)
+
+
+@handles_errors
+def base_latency(args: argparse.Namespace) -> int:
+    report = Client.from_args(args).latency(args.since, args.slo)
+    print(to_json(report) if args.output == "json" else latency_text(report))
     return EXIT_OK

@@ -256,11 +256,20 @@ class Client:
         return self._object("GET", "bases/changes", params={"image": image, "from": old, "to": new},
                           timeout=max(self.timeout, 150.0))
 
-    def quarantine(self, target: str, reason: str) -> dict[str, Any]:
-        return self._object("POST", "bases/quarantine", body={"image": target, "reason": reason})
+    def quarantine(self, target: str, reason: str, rollback: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"image": target, "reason": reason}
+        if rollback:  # it reads and writes the registry: it may take longer than other requests
+            body["rollback"] = True
+            return self._object("POST", "bases/quarantine", body=body, timeout=max(self.timeout, 120.0))
+        return self._object("POST", "bases/quarantine", body=body)
 
     def release(self, target: str) -> dict[str, Any]:
         return self._object("POST", "bases/release", body={"image": target})
+
+    def latency(self, since: str | None = None, slo: str | None = None) -> dict[str, Any]:
+        # It asks the registries for each base's digest (the dependents still on an old one).
+        return self._object("GET", "bases/latency", params={"since": since, "slo": slo},
+                            timeout=max(self.timeout, 120.0))
 
     def quarantined(self) -> list[dict[str, Any]]:
         return self._items("quarantine", "GET", "bases/quarantine")

@@ -753,6 +753,83 @@ const waveDetail = {
   },
 };
 
+// ---- patch latency (GET /api/bases/latency) -----------------------------------------------------
+const LAT_W = 920, LAT_LEFT = 360, LAT_RIGHT = 110, LAT_BAR = 18, LAT_GAP = 6, LAT_TOP = 30;
+
+const latency = {
+  asked: 0, // the newest request: an older answer arriving after it is not drawn over it
+  enter() { this.load(); },
+  params() {
+    const form = new FormData($("#latency-form"));
+    return { since: form.get("since"), slo: form.get("slo").trim() };
+  },
+  async load() {
+    const asked = ++this.asked;
+    $("#latency-summary").textContent = "Reading the waves of the period…";
+    try {
+      const report = await getJson("bases/latency", this.params());
+      if (asked === this.asked) this.render(report);
+    } catch (error) {
+      if (asked !== this.asked) return;
+      $("#latency-summary").textContent = "";
+      reportError(error);
+    }
+  },
+  render(report) {
+    const o = report.overall;
+    $("#latency-summary").textContent = `${o.events} base push(es) in the last ${formatDuration(report.since_seconds)}: ` +
+      `p50 ${formatDuration(o.p50_seconds)}, p95 ${formatDuration(o.p95_seconds)}, worst ${formatDuration(o.worst_seconds)}; ` +
+      `${o.missed_slo} missed the SLO of ${formatDuration(report.slo_seconds)}.`;
+    const figures = (name, f) => el("tr", { "data-base": name },
+      el("td", { class: "mono wrap", text: name }), el("td", { text: String(f.events) }),
+      el("td", { text: String(f.closed) }), el("td", { class: "p50", text: formatDuration(f.p50_seconds) }),
+      el("td", { class: "p95", text: formatDuration(f.p95_seconds) }),
+      el("td", { class: "worst", text: formatDuration(f.worst_seconds) }),
+      el("td", { class: "missed", text: String(f.missed_slo) }));
+    $("#latency-figures tbody").replaceChildren(...report.bases.map((b) => figures(b.base, b)), figures("overall", o));
+    $("#latency-chart").replaceChildren(this.chart(report));
+    $("#latency-missed tbody").replaceChildren(...report.missed.map((m) => el("tr", { "data-task": m.task },
+      el("td", { text: m.task }), el("td", { class: "mono wrap", text: m.base }),
+      el("td", {}, el("span", { class: `badge ${m.why === "open" ? "s-Running" : "s-Failed"}`, text: m.why })),
+      el("td", { text: formatDuration(m.exposure_seconds) }), el("td", { text: m.wave_id || "" }),
+      el("td", { text: m.run_id || "" }), el("td", { class: "wrap", text: m.detail }))));
+  },
+  // One bar per base push, oldest first: from the push to its last dependent pushed (an open one:
+  // until now), on one scale with the SLO drawn across.
+  chart(report) {
+    const events = report.events;
+    const height = LAT_TOP + Math.max(1, events.length) * (LAT_BAR + LAT_GAP) + 10;
+    const longest = Math.max(report.slo_seconds, ...events.map((e) => e.exposure_seconds || 0));
+    const scale = (seconds) => (seconds / longest) * (LAT_W - LAT_LEFT - LAT_RIGHT);
+    const chart = svg("svg", { width: LAT_W, height, viewBox: `0 0 ${LAT_W} ${height}`, role: "img",
+                               "aria-label": `Patch latency of ${events.length} base push(es) against the SLO` });
+    if (!events.length) {
+      chart.append(svg("text", { x: 12, y: LAT_TOP + 12, class: "axis" }, "No base push in this period."));
+    }
+    events.forEach((e, i) => {
+      const y = LAT_TOP + i * (LAT_BAR + LAT_GAP);
+      const seconds = e.exposure_seconds;
+      const unpushed = e.dependents.some((d) => TERMINAL.has(d.status) && !d.pushed);
+      const state = e.open ? "Running" : (seconds > report.slo_seconds || unpushed ? "Failed" : "Succeeded");
+      const root = `${e.base}@${e.digest}`;
+      chart.append(
+        svg("text", { x: LAT_LEFT - 8, y: y + LAT_BAR - 5, "text-anchor": "end" }, fit(shortRoot(root), 46)),
+        svg("rect", { class: `latency s-${state}`, x: LAT_LEFT, y, width: Math.max(2, scale(seconds)), height: LAT_BAR,
+                      "data-root": root, "data-wave-id": e.wave_id, "data-seconds": String(seconds), "data-state": state },
+            svg("title", {}, `${root} (wave ${e.wave_id}): pushed ${e.pushed}, last dependent pushed ` +
+                `${e.last_pushed || "—"}; ${e.dependents.length} dependent(s)`)),
+        svg("text", { x: LAT_LEFT + scale(seconds) + 6, y: y + LAT_BAR - 5, class: "axis" },
+            formatDuration(seconds) + (e.open ? " so far" : "")));
+    });
+    const x = LAT_LEFT + scale(report.slo_seconds);
+    chart.append(svg("line", { class: "slo", x1: x, x2: x, y1: LAT_TOP - 6, y2: height - 4 }),
+                 svg("text", { x, y: LAT_TOP - 12, "text-anchor": "middle", class: "slo-label" },
+                     `SLO ${formatDuration(report.slo_seconds)}`));
+    return chart;
+  },
+};
+views.latency = latency;
+
 // ---- start ---------------------------------------------------------------------------------------
 async function loadWords() {
   const response = await fetch(new URL("vocabulary.json", location.href), { cache: "no-store" });
@@ -798,6 +875,7 @@ async function start() {
   });
   $("#graph-all").addEventListener("click", () => { graph.focusImage = ""; $("#graph-form [name=image]").value = ""; graph.load(); });
   $("#stale-refresh").addEventListener("click", () => stale.load());
+  $("#latency-form").addEventListener("submit", (event) => { event.preventDefault(); latency.load(); });
   $("#decision-filters").addEventListener("submit", (event) => { event.preventDefault(); decisions.load(); });
   $("#wave-filters").addEventListener("submit", (event) => { event.preventDefault(); waves.known = new Set(); waves.poll(); });
   $("#wave-close").addEventListener("click", () => waveDetail.close());

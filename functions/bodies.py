@@ -173,6 +173,9 @@ class QuarantineRequest(RequestBody):
 
     image: StrictStr = Field(description=_TARGET)
     reason: StrictStr
+    rollback: StrictBool = Field(
+        default=False, description="also move the tags rebuilt on the digest back to the images they "
+        "had before, recorded as runs with trigger `Rollback` (the answer's `rollback`)")
 
 
 class ReleaseRequest(RequestBody):
@@ -295,6 +298,9 @@ class Run(Answer):
     commit: str | None = Field(description="the commit a source trigger built")
     branch: str | None
     builder_run_id: str | None = Field(description="the builder's own id of the build (an ACR run id)")
+    built_at: datetime | None = Field(description="when the image was built (before its push); null "
+                                      "where the builder cannot tell (ACR)")
+    pushed_at: datetime | None = Field(description="when the image was pushed")
     unsent_since: datetime | None = Field(description="released, and its queue message not sent since "
                                           "then (null: sent, or not released)")
 
@@ -346,6 +352,9 @@ class Wave(Answer):
     base_change: str | None = Field(description="what the base push changed, one line starting with its "
                                     "classification; null until the wave's first worker noted it, and "
                                     "for a manual run's wave")
+    pushed_at: datetime | None = Field(description="when the base was pushed (the registry's event time, "
+                                       "or when a poll first saw the digest)")
+    received_at: datetime | None = Field(description="when basetrigger read the base's event")
 
 
 class WaveMember(Answer):
@@ -422,6 +431,75 @@ class Quarantine(Answer):
     reason: str
     by: str = Field(description="manual, or the circuit breaker of a wave")
     since: datetime
+
+
+class RollbackReport(Answer):
+    runs: list[Run] = Field(description="one Rollback run per tag moved back")
+    decision: Decision
+
+
+class Quarantined(Quarantine):
+    """The answer to POST /bases/quarantine."""
+
+    rollback: RollbackReport | None = Field(description="with `rollback: true`: what was moved back")
+
+
+class LatencyFigures(Answer):
+    events: int
+    closed: int = Field(description="events whose dependents have all ended")
+    p50_seconds: float | None
+    p95_seconds: float | None
+    worst_seconds: float | None
+    missed_slo: int
+
+
+class LatencyBase(LatencyFigures):
+    base: str
+
+
+class LatencyDependent(Answer):
+    task: str
+    run_id: str
+    status: RunStatus
+    queued: datetime | None
+    started: datetime | None
+    built: datetime | None
+    pushed: datetime | None
+    images: list[str]
+
+
+class LatencyEvent(Answer):
+    wave_id: str
+    base: str
+    digest: str
+    pushed: datetime | None
+    received: datetime | None
+    planned: datetime | None
+    last_pushed: datetime | None
+    open: bool
+    latency_seconds: float | None
+    exposure_seconds: float | None
+    dependents: list[LatencyDependent]
+
+
+class LatencyMiss(Answer):
+    task: str
+    base: str
+    why: Literal["late", "not pushed", "open", "stale"]
+    exposure_seconds: float | None
+    wave_id: str | None
+    run_id: str | None
+    detail: str
+
+
+class LatencyReport(Answer):
+    since_seconds: float
+    slo_seconds: float
+    now: datetime | None
+    overall: LatencyFigures
+    bases: list[LatencyBase]
+    missed: list[LatencyMiss]
+    events: list[LatencyEvent]
 
 
 class ImpactTask(Answer):

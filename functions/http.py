@@ -22,6 +22,7 @@ from shared.adapters.secret_box import SecretsUnavailable
 from shared.domain.builds import ContextError, ContextTooLarge
 from shared.domain.credentials import CredentialError
 from shared.domain.decisions import EventBusy
+from shared.domain.latency import InvalidDuration
 from shared.domain.quarantine import InvalidQuarantine, NotQuarantined, Quarantined
 from shared.domain.runs import RunConflict, RunNotCancelable, RunNotFound
 from shared.domain.tasks import (
@@ -149,6 +150,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (Quarantined, 409, "Quarantined"),
     (InvalidQuarantine, 400, "InvalidQuarantine"),
     (NotQuarantined, 404, "NotQuarantined"),
+    (InvalidDuration, 400, "InvalidDuration"),  # `since`/`slo` of the latency report
     (WaveConflict, 409, "WaveConflict"),
     # Another delivery of the same push is being dispatched right now: try again in a moment.
     (EventBusy, 503, "Busy"),

@@ -21,7 +21,7 @@ ANSWERS: tuple[type[BaseModel], ...] = (
     b.Error, b.Task, b.TaskList, b.Run, b.RunList, b.Decision, b.DecisionList, b.WebhookDecisions,
     b.Credential, b.CredentialList, b.Base, b.BaseList, b.Wave, b.WaveList, b.WaveDetail, b.Timer,
     b.TimerList, b.BaseChange, b.Quarantine, b.QuarantineList, b.SettlingList, b.SettledList,
-    b.Impact, b.Graph, b.StaleReport,
+    b.Quarantined, b.LatencyReport, b.Impact, b.Graph, b.StaleReport,
     b.TaskDecisions, b.ResealReport, b.MigrationReport, b.AnyObject,
 )
 # Request bodies the API reads without a model of its own: a vendor's payload, parsed by its
@@ -95,6 +95,8 @@ _PAYLOAD = _json_body(b.AnyObject)
 _DECISIONS = _ok(b.WebhookDecisions)
 _CREDENTIALS = _ok(b.CredentialList)
 _TASK_ANSWER = _ok(b.Task)
+
+_DURATION = "a number and a unit, s, m, h, d or w (90s, 30m, 12h, 7d, 1d12h)"
 
 PATHS: dict[str, Any] = {
     "/hooks/distribution": {"post": {
@@ -311,11 +313,17 @@ PATHS: dict[str, Any] = {
         "post": {"operationId": "quarantineBase",
                  "summary": "Block every wave and manual run that would build on a digest",
                  "requestBody": _json_body(b.QuarantineRequest),
-                 "responses": {**_ok(b.Quarantine, "201", "Quarantined"), **_errors("400", "413")}}},
+                 "responses": {**_ok(b.Quarantined, "201", "Quarantined"), **_errors("400", "413")}}},
     "/bases/release": {"post": {
         "operationId": "releaseBase", "summary": "Lift the quarantine of a digest",
         "requestBody": _json_body(b.ReleaseRequest),
         "responses": {**_ok(b.Quarantine), **_errors("400", "404", "413")}}},
+    "/bases/latency": {"get": {
+        "operationId": "baseLatency",
+        "summary": "Patch latency: base push to the last dependent pushed (p50, p95, worst; misses)",
+        "parameters": [_param("since", description=f"how far back, at most 90d (default 7d): {_DURATION}"),
+                       _param("slo", description=f"the objective (default 12h): {_DURATION}")],
+        "responses": {**_ok(b.LatencyReport), **_errors("400")}}},
 }
 
 

@@ -1,7 +1,9 @@
 """HTTP API for quarantined base digests (see docs/api.md; shared.domain.quarantine):
 
     GET  /api/bases/quarantine     every quarantined digest, newest first
-    POST /api/bases/quarantine     {"image": "IMAGE@DIGEST", "reason"}: nothing builds on it any more
+    POST /api/bases/quarantine     {"image": "IMAGE@DIGEST", "reason", "rollback"?}: nothing builds on
+                                   it any more; with "rollback": true, the tags rebuilt on it go back
+                                   to their earlier images (shared.service_layer.rollback)
     POST /api/bases/release        {"image": "IMAGE@DIGEST"}: lift it
 """
 
@@ -24,7 +26,11 @@ def api_quarantine(req: func.HttpRequest) -> func.HttpResponse:
     if req.method == "GET":
         return json_response({"quarantine": [e.to_dict() for e in quarantine.entries()]})
     body = read_body(req, QuarantineRequest, MAX_JSON_BYTES)
-    return json_response(quarantine.add(body.image, body.reason).to_dict(), 201)
+    entry = quarantine.add(body.image, body.reason)
+    answer = entry.to_dict()
+    if body.rollback:  # after the quarantine: nothing new is built on the digest while tags move back
+        answer["rollback"] = services().rollback.roll_back(entry).to_dict()
+    return json_response(answer, 201)
 
 
 @bp.function_name("api_quarantine_release")

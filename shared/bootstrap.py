@@ -45,6 +45,7 @@ from shared.service_layer.dispatch import Dispatcher
 from shared.service_layer.history import TaskHistory
 from shared.service_layer.impact import ImpactAnalysis
 from shared.service_layer.ingest import Ingest
+from shared.service_layer.latency import PatchLatency
 from shared.service_layer.notifications import FanOut, RunNotifier
 from shared.service_layer.polling import Poller
 from shared.service_layer.ports import (
@@ -74,6 +75,7 @@ from shared.service_layer.ports import (
 )
 from shared.service_layer.quarantine import QuarantineList, QuarantineStore
 from shared.service_layer.repo_polling import RepositoryPoller
+from shared.service_layer.rollback import ImageStores, Rollback
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
@@ -105,6 +107,7 @@ class Adapters:
     sources: Sources
     registry: Registry
     images: ImageReader  # the registry's manifests and blobs, for base changes
+    image_stores: ImageStores  # manifests read and written as a task signs in, for --rollback
     wave_store: WaveRepository
     slots: Slots
     timer_slots: TimerSlots
@@ -233,6 +236,15 @@ class ServiceLayer:
         return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
 
     @cached_property
+    def latency(self) -> PatchLatency:
+        return PatchLatency(self.waves.waves, self.runs, self.staleness)
+
+    @cached_property
+    def rollback(self) -> Rollback:
+        return Rollback(self.waves.waves, self.runs, self.tasks, self.registry, self.adapters.image_stores,
+                        self.decisions)
+
+    @cached_property
     def quarantine(self) -> QuarantineList:
         return QuarantineList(self.adapters.quarantine_store, self.registry, self.decisions)
 
@@ -308,7 +320,7 @@ class Services(ServiceLayer):
             queue=StorageBuildQueue(self.storage, settings.build_queue),
             logs=BlobRunLogs(self.storage),
             sources=BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots),
-            registry=registry, images=registry,
+            registry=registry, images=registry, image_stores=registry,
             wave_store=TableWaveRepository(self.storage, runs.ids),
             slots=TableSlots(self.storage),
             timer_slots=TableTimerSlots(self.storage),

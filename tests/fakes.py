@@ -38,7 +38,7 @@ from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.git_polling import GitRemoteError, RemoteHead
 from shared.domain.links import TaskLinks
-from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
 from shared.domain.notifications import Notification
 from shared.domain.quarantine import QuarantineEntry
 from shared.domain.rebase import RebasePlan, RebaseRefused
@@ -391,6 +391,20 @@ class FakeRegistry:
         yield io.BytesIO()  # never reached: makes this a generator, as contextmanager wants
 
 
+class FakeImageStores:
+    """What `--rollback` reads and writes (ImageStores): no manifests are kept here, so nothing moves
+    (tests/unit/test_rollback.py has a store that keeps them)."""
+
+    def images(self, reference: str, credentials: Sequence[RegistryCredential] = ()) -> FakeImageStores:
+        return self
+
+    def manifest(self, reference: str) -> RawManifest:
+        raise RegistryError(Failure.NOT_FOUND, f"no manifest of {reference} is kept here (404)")
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str:
+        raise RegistryError(Failure.NOT_FOUND, f"{reference} cannot be written here")
+
+
 class FakeBuilder:
     """Answers every build with `result` (or raises `crash`), logging one line."""
 
@@ -738,7 +752,8 @@ class FakeApp(ServiceLayer):
             runs=runs, task_store=FakeTaskRepository(), dependencies=self.table, index_rows=self.table,
             decisions=decisions, claims=self.claims, queue=FakeBuildQueue(), logs=FakeRunLogs(),
             sources=FakeSources(),
-            registry=fake_registry, images=fake_registry, wave_store=self.wave_store, slots=self.slots,
+            registry=fake_registry, images=fake_registry, image_stores=FakeImageStores(),
+            wave_store=self.wave_store, slots=self.slots,
             timer_slots=self.timer_slots, quarantine_store=FakeQuarantineStore(),
             settling_store=self.settling_store,
             base_states=FakeBaseRepository(), outbox=self.outbox, sender=self.sender,

@@ -12,6 +12,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,10 @@ class BuildResult:
     reason: str | None = None
     # Each base's layer digests, when the builder knows them (the rebase builder read them).
     base_layers: dict[str, list[str]] = field(default_factory=dict)
+    # When the image was built, and when its last tag was pushed, when the builder tells them apart
+    # (the patch latency's steps; the worker takes its own end time for a push it was not told of).
+    built_at: datetime | None = None
+    pushed_at: datetime | None = None
 
 
 LogSink = Callable[[str], None]

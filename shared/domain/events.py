@@ -12,13 +12,13 @@ The checks every ingress applies to ids and digests are here too; payload format
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from shared.domain.image_ref import ImageRef, InvalidReference, fits_a_key
 from shared.domain.platforms import pick
-from shared.domain.vocabulary import EventSource
+from shared.domain.vocabulary import EventSource, utc_now
 
 # Limits of what an event may carry. Ids are GUIDs or UUIDs in practice: at most 256 characters,
 # and what keys are made of (the id, the pushed reference) must fit a table key once escaped (`%`,
@@ -76,6 +76,9 @@ class ImagePushed:
     platforms: tuple[tuple[str, str], ...] = ()
     # The pushed manifest's media type, when the event says (an index's platforms can then be read).
     media_type: str | None = None
+    # When basetrigger read the event (its delivery, or the poll that saw the digest): with `time`,
+    # the start of a wave's patch latency (shared.domain.latency). Not compared: a redelivery is equal.
+    received_at: datetime = field(default_factory=utc_now, compare=False)
 
     def digest_for(self, platform: str | None) -> str:
         """The digest a task building `platform` compares with its own (the pushed digest unless

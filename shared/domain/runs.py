@@ -13,7 +13,7 @@ from shared.domain.vocabulary import RunStatus, Trigger, format_time, utc_now
 # 3: the same record, its rows spread over bucket partitions (shared.adapters.run_table).
 SCHEMA_VERSION = 3
 _COUNTER_SPAN = 10**12  # counters stay below this; inverted keys are fixed-width
-_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at", "unsent_since")
+_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at", "unsent_since", "built_at", "pushed_at")
 
 
 class RunNotFound(LookupError):
@@ -77,6 +77,11 @@ class Run:
     # final stage`). A rebased image keeps those of the image it was made from. None: not known.
     final_base: str | None = None
     final_stage: str | None = None
+    # When the image was built and when it was pushed (a successful run's; built_at only when the
+    # builder tells the two apart): with created_at (queued) and started_at, the steps of the patch
+    # latency (shared.domain.latency). None in older rows and for runs that pushed nothing.
+    built_at: datetime | None = None
+    pushed_at: datetime | None = None
 
     @property
     def finished(self) -> bool:

@@ -53,6 +53,8 @@ class Trigger(StrEnum):
     TIMER = "Timer"  # a task timer's slot came (`task timer add`, `--schedule`)
     COMMIT = "Commit"  # a push to the context's repository and branch
     PULL_REQUEST = "Pull Request"  # a pull request opened or updated against that branch
+    # A tag moved back to its earlier image after its base digest was quarantined (no build).
+    ROLLBACK = "Rollback"
 
 
 class UpdatePolicy(StrEnum):
@@ -116,6 +118,10 @@ class Outcome(StrEnum):
     # the error first appears or changes, so "why didn't it rebuild?" has an answer here too.
     REGISTRY_ERROR = "registry-error"
     NOTIFICATION_FAILED = "notification-failed"  # the endpoint never took it, after every retry
+    # `base quarantine --rollback` (shared.service_layer.rollback): a tag moved back to its earlier
+    # image, or why not (no earlier image, moved since, there already, the registry refused).
+    ROLLED_BACK = "rolled-back"
+    NOT_ROLLED_BACK = "not-rolled-back"
 
 
 class EventSource(StrEnum):
@@ -135,6 +141,7 @@ class EventSource(StrEnum):
     AZURE_REPOS = "azure-repos"
     GIT_POLL = "git-poll"  # a polled repository's branch moved (BASETRIGGER_GIT_POLL)
     NOTIFICATION = "notification"  # a run's notification to its task's endpoint (--update-trigger-endpoint)
+    ROLLBACK = "rollback"  # `base quarantine --rollback`: tags moved back (shared.service_layer.rollback)
 
 
 class Watch(StrEnum):

@@ -61,12 +61,18 @@ class Wave:
     # noted by the wave's first worker. None until then, for a manual run's wave, and on rows
     # stored before this field.
     base_change: str | None = None
+    # For a wave a base push started: when the registry says the base was pushed (or the poll first
+    # saw the digest), and when basetrigger received it; created_at is when it was planned. The
+    # start of its patch latency (shared.domain.latency). None for other waves and older rows.
+    pushed_at: datetime | None = None
+    received_at: datetime | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {"wave_id": self.wave_id, "root": self.root, "event_id": self.event_id,
                 "state": str(self.state), "levels": self.levels, "counts": self.counts,
                 "reason": self.reason, "breaker_base": list(self.breaker_base),
-                "created_at": self.created_at.isoformat(), "base_change": self.base_change}
+                "created_at": self.created_at.isoformat(), "base_change": self.base_change,
+                "pushed_at": _iso(self.pushed_at), "received_at": _iso(self.received_at)}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Wave:
@@ -74,12 +80,19 @@ class Wave:
         values["state"] = WaveState(values["state"])
         values["breaker_base"] = tuple(values.get("breaker_base") or (0, 0))
         values["created_at"] = datetime.fromisoformat(values["created_at"])
+        for key in ("pushed_at", "received_at"):
+            values[key] = datetime.fromisoformat(values[key]) if values.get(key) else None
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         data = self.to_record()
-        data["created_at"] = format_time(self.created_at)
+        for key in ("created_at", "pushed_at", "received_at"):
+            data[key] = format_time(getattr(self, key))
         return data
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 @dataclass

@@ -64,6 +64,17 @@ class DependencyIndex:
         for image in known - current:
             self.table.remove(image, task.name)
 
+    def untrigger(self, base: str, task: str, digest: str) -> None:
+        """The task's image is no longer built on `digest` (a rollback moved it back): a later push
+        of that digest must trigger it again, not be taken for the one already handled."""
+        for _ in range(5):
+            row = self.table.get(base, task)
+            if row is None or row.triggered_digest != digest:
+                return
+            row.triggered_digest = None
+            if self.table.update_if_unchanged(row):
+                return
+
     # ---- what dispatch claims --------------------------------------------------------------
     def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
         """Set each row's pending run and triggered digest where nobody changed it since it was read."""

@@ -327,7 +327,8 @@ class Dispatcher:
         wave_note = ""
         if runs:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
-                                                {run.task: run for run in runs if run.task}, won)
+                                                {run.task: run for run in runs if run.task}, won,
+                                                pushed_at=event.time, received_at=event.received_at)
             wave_note = f"; wave {wave.wave_id}: {len(everything)} run(s) in {wave.levels} level(s)"
             runs = everything
         runs = recovered + runs

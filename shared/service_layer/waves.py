@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
@@ -83,10 +83,12 @@ class WaveCoordinator:
         return plan(first, self.launcher.registry_host, self._dependents)
 
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
-              released: Iterable[str] = ()) -> tuple[Wave, list[Run]]:
+              released: Iterable[str] = (), pushed_at: datetime | None = None,
+              received_at: datetime | None = None) -> tuple[Wave, list[Run]]:
         """A wave whose first members are the runs in `first` (task -> run, not yet recorded):
         deeper members get runs of their own; all are recorded, then the ready ones released.
-        `released` names runs that start at once, outside the caps (a manual run)."""
+        `released` names runs that start at once, outside the caps (a manual run). `pushed_at` and
+        `received_at`: the base push's times, kept on the wave (its patch latency)."""
         wave_plan = self.plan(rows)
         # Named after its first run (unique: a run belongs to one wave), so no counter is written.
         wave_id = "w" + str(min(self.runs.ids.counter(run.run_id) for run in first.values()))
@@ -111,7 +113,8 @@ class WaveCoordinator:
             members.append(Member(wave_id, task, run.run_id, planned.level, sorted(planned.waits_for),
                                   sorted(planned.needed_by), released=run.released))
         counts = Counter(_standing(m) for m in members)
-        wave = Wave(wave_id, root, event_id, levels=wave_plan.levels, counts=dict(counts))
+        wave = Wave(wave_id, root, event_id, levels=wave_plan.levels, counts=dict(counts),
+                    pushed_at=pushed_at, received_at=received_at)
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
         # The wave's rows and the runs go to different tables: written side by side. The wave is

@@ -485,7 +485,12 @@ class Worker:
                 return None  # canceled meanwhile: the cancel stands
             if current.attempt != run.attempt:
                 return None  # another worker took the run over; its outcome is the one recorded
-            return replace(current, status=result.status, finished_at=utc_now(),
+            now = utc_now()
+            # A builder that cannot tell when it pushed (ACR) pushed before it reported success.
+            pushed_at = (result.pushed_at or now) if result.output_digest and \
+                result.status == RunStatus.SUCCEEDED else None
+            return replace(current, status=result.status, finished_at=now,
+                           built_at=result.built_at, pushed_at=pushed_at,
                            **{k: v for k, v in fields.items() if v is not None})
 
         return transition(self.runs, run.run_id, finish)

@@ -47,7 +47,7 @@ from shared.domain.builds import BuildRequest, BuildResult, LogSink
 from shared.domain.platforms import normalized_or_given
 from shared.domain.rebase import BASE_DIGEST, BASE_NAME
 from shared.domain.runs import Run
-from shared.domain.vocabulary import BuilderKind, RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus, utc_now
 from shared.service_layer.ports import Registry
 
 logger = logging.getLogger(__name__)
@@ -376,6 +376,7 @@ class BuildahBuilder:
             return BuildResult(RunStatus.FAILED, base_digests=base_digests,
                                reason=f"buildah bud exited with {code}")
 
+        built_at = utc_now()
         output_digest = None
         with tempfile.TemporaryDirectory() as tmp:
             digest_file = Path(tmp) / "digest"
@@ -396,4 +397,5 @@ class BuildahBuilder:
                     return BuildResult(RunStatus.FAILED, base_digests=base_digests,
                                        reason=f"buildah push of {image} exited with {code}")
                 output_digest = output_digest or digest_file.read_text().strip()
-        return BuildResult(RunStatus.SUCCEEDED, output_digest=output_digest, base_digests=base_digests)
+        return BuildResult(RunStatus.SUCCEEDED, output_digest=output_digest, base_digests=base_digests,
+                           built_at=built_at, pushed_at=utc_now())

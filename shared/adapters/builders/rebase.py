@@ -45,7 +45,7 @@ from shared.domain.rebase import (
     layer_digests,
     rebase_image,
 )
-from shared.domain.vocabulary import BuilderKind, RunStatus
+from shared.domain.vocabulary import BuilderKind, RunStatus, utc_now
 
 
 class ImageCheck(Protocol):
@@ -125,6 +125,7 @@ class RebaseBuilder:
                                 _dumps(part.rebased), part.manifest.media_type)
                                for part in (done.values() if top.is_index else ())])
             self._put(store, f"{repo.name}@{output}", body, media_type)
+        built_at = utc_now()  # the rebased image is in the registry by digest; the tags follow
         if plan.check:
             self._check(f"{ImageRef.parse(request.images[0]).name}@{output}", plan, request, log)
         if request.cancel.is_set():
@@ -140,7 +141,7 @@ class RebaseBuilder:
         first = done.get(key(request.platform)) or next(iter(done.values()))
         return BuildResult(RunStatus.SUCCEEDED, output_digest=output,
                            base_digests={plan.base: first.new_base.digest},
-                           base_layers={plan.base: first.base_layers})
+                           base_layers={plan.base: first.base_layers}, built_at=built_at, pushed_at=utc_now())
 
     def _check(self, image: str, plan: RebasePlan, request: BuildRequest, log: LogSink) -> None:
         """The task's rebase check in the rebased image; RebaseRefused (the run rebuilds) unless it
