@@ -33,7 +33,8 @@ def _store_as_schema_1(log: TableDecisionLog, decision: Decision) -> None:
     """What schema 1 wrote for a handled event: the decision and its marker in the partition
     `decision`, in one transaction (written raw, as that version did)."""
     row = dict(to_entity(decision), PartitionKey=LEGACY, SchemaVersion=1)
-    marker = {"PartitionKey": LEGACY, "RowKey": f"e|{encode_key(decision.event_id)}", "DecisionKey": row["RowKey"]}
+    marker = {"PartitionKey": LEGACY, "RowKey": f"e|{encode_key(decision.event_id)}",
+              "DecisionKey": row["RowKey"]}
     log.table.submit_transaction([("upsert", row), ("upsert", marker, {"mode": UpdateMode.MERGE})])
 
 
