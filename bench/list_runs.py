@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import requests
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,30 +57,39 @@ def free_port() -> int:
 
 
 def stored_runs(store: TableRunRepository) -> int:
-    """How many runs the table holds: the counter (ids are handed out only to seed them)."""
+    """How many runs the table holds: the counter, which `seed` moves on after each batch is in."""
     try:
         return int(store.counters.get_entity("counter", "runs")["Value"])
-    except Exception:  # no counter yet: an empty table
+    except ResourceNotFoundError:
         return 0
 
 
 def seed(store: TableRunRepository, start: int, count: int) -> None:
     """Runs da<start+1>..da<start+count>, spread over 100 tasks: each run's rows in the schema-3
     layout (its own row in its block, a copy in its task's bucket and its image's), batch-inserted
-    by the repository in transactions of 100 rows of one partition, 10,000 runs at a time."""
-    ids = store.allocate(count)
-    assert ids[0] == f"da{start + 1}", ids[0]
+    by the repository in transactions of 100 rows of one partition, 10,000 runs at a time. The
+    counter follows each batch, so a seed that stopped (Azurite busy for too long) goes on from
+    the last whole batch when run again; a batch is tried 3 times (its writes are upserts)."""
     began = utc_now() - timedelta(days=30)
-    for first in range(0, count, SEED_BATCH):
+    for first in range(start, start + count, SEED_BATCH):
         batch = []
-        for n, run_id in enumerate(ids[first:first + SEED_BATCH], start=start + first):
-            started = began + timedelta(seconds=n)
+        for n in range(first, min(first + SEED_BATCH, start + count)):
+            run_id, started = store.ids.format(n + 1), began + timedelta(seconds=n)
             batch.append(Run(run_id=run_id, status=RunStatus.SUCCEEDED, trigger=Trigger.MANUAL,
                              task=f"task{n % TASKS:03d}", created_at=started, started_at=started,
                              finished_at=started + timedelta(seconds=30),
                              output_images=[f"localhost:5000/app{n % TASKS:03d}:{run_id}"]))
-        store.create_many(batch)
-        print(f"  stored {start + first + len(batch):,}", flush=True)
+        for attempt in range(3):
+            try:
+                store.create_many(batch)
+                break
+            except AzureError:
+                if attempt == 2:
+                    raise
+                time.sleep(5)
+        store.counters.upsert_entity({"PartitionKey": "counter", "RowKey": "runs",
+                                      "Value": first + len(batch)})
+        print(f"  stored {first + len(batch):,}", flush=True)
 
 
 def timed(call: Callable[[], int], calls: int, expect: int) -> list[float]:
@@ -120,6 +131,8 @@ def main() -> int:
         parser.error("AzureWebJobsStorage is not set: run `make up`, then "
                      "`eval \"$(python scripts/stack.py env)\"`")
 
+    # A SIGTERM (timeout, kill) ends the run through `finally`: the host is stopped with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     prefix = args.prefix or f"lr{uuid.uuid4().hex[:8]}"
     key, port = secrets.token_urlsafe(16), free_port()
     env = dict(os.environ, BASETRIGGER_TABLE_PREFIX=prefix, BASETRIGGER_BUILD_QUEUE=f"{prefix}-runs",

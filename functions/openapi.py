@@ -373,7 +373,15 @@ SCHEMAS["MigrationReport"] = {
     "type": "object",
     "properties": {"runs": {"type": "object", "properties": {
         "runs": {"type": "integer", "description": "runs moved from the schema-2 partition"},
-        "rows_removed": {"type": "integer", "description": "old rows removed with them"}}}},
+        "rows_removed": {"type": "integer", "description": "old rows removed with them"}}},
+        "decisions": {"type": "object", "properties": {
+            "decisions": {"type": "integer", "description": "decisions moved from the schema-1 partition"},
+            "markers": {"type": "integer", "description": "event markers moved with them"},
+            "holds": {"type": "integer", "description": "stale push holds removed"}}},
+        "waves": {"type": "object", "properties": {
+            "waves": {"type": "integer", "description": "waves whose members were in one partition"},
+            "members": {"type": "integer", "description": "members moved into the wave's buckets"},
+            "ready_rows": {"type": "integer", "description": "ready rows moved with them"}}}},
 }
 PATHS["/admin/migrate"] = {
     "post": {"operationId": "migrate",
