@@ -220,14 +220,14 @@ class TableWaveRepository:
             return rows
 
         partitions = [f"{wave_id}|{n}" for n in range(MEMBER_BUCKETS)]
-        merged = heapq.merge(*self._bucket_readers.map(first_rows, partitions))
+        candidates = list(heapq.merge(*self._bucket_readers.map(first_rows, partitions)))
         found: list[Member] = []
-        for _, partition, task in merged:
-            member = self._member_at(partition, task)
-            if member is not None:
-                found.append(member)
-            if len(found) == limit:
-                break
+        # The members themselves, `limit` point reads side by side (more only where a ready row
+        # outlived its member).
+        while candidates and len(found) < limit:
+            chunk, candidates = candidates[:limit - len(found)], candidates[limit - len(found):]
+            read = self._bucket_readers.map(lambda row: self._member_at(row[1], row[2]), chunk)
+            found += [member for member in read if member is not None]
         return found
 
     # ---- schema 1 ----------------------------------------------------------------------------
