@@ -5,8 +5,10 @@ Azurite, so the stack's own run history is untouched. For each size it times, ov
 `GET /api/runs?top=15` (what `basetrigger task list-runs` sends) and the same filtered by a task
 name, and next to each the floor: the same key-range query sent raw with azure-data-tables from
 this process, in the same run (what Azurite itself costs, without the host, the SDK pipeline of
-the app or the decoding of runs). Each API read is one key-range read of one partition, or of the
-first of the newest-first blocks in key order (shared/adapters/run_table.py).
+the app or the decoding of runs), and a query that matches nothing (on Azurite every query reads
+every entity of its table, so that is what any query costs it). Each API read is one key-range
+read of one partition, or of the first of the newest-first blocks in key order
+(shared/adapters/run_table.py).
 
 Runs are seeded straight into the schema-3 layout (the repository's own rows, batch-inserted 100
 to a transaction over their partitions, a few transactions at a time; not timed). 100,000 runs are
@@ -116,6 +118,9 @@ def floor_queries(raw: TableClient, store: TableRunRepository) -> dict[str, Call
         "task": lambda: first_page(
             "PartitionKey eq @pk and RowKey ge @lower and RowKey lt @upper",
             {"pk": store._task_partition(TASK), "lower": f"task|{TASK}|", "upper": f"task|{TASK}}}"}),
+        # A partition that does not exist: in Azure a lookup of nothing; on Azurite the scan every
+        # query makes of the whole table (LokiTableMetadataStore.queryTableEntities).
+        "scan": lambda: first_page("PartitionKey eq @pk", {"pk": "none"}),
     }
 
 
@@ -183,6 +188,9 @@ def main() -> int:
                       f"  p95 {p95:6.1f} ms  floor (same query, raw)"
                       f" p50 {statistics.median(floor_times):6.1f} ms"
                       "  (target < 50 ms)", flush=True)
+            scan = timed(floors["scan"], args.calls, 0)
+            print(f"  {size:>7,} runs  {'a query matching nothing':<26} p50 {statistics.median(scan):6.1f} ms"
+                  "  (Azurite reads every entity of the table for any query)", flush=True)
     finally:
         host.terminate()
         host.wait(timeout=40)
