@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared import config  # noqa: E402
-from shared.adapters.run_table import TableRunRepository  # noqa: E402
+from shared.adapters.run_table import LIST_WINDOW, TableRunRepository  # noqa: E402
 from shared.adapters.storage import Storage  # noqa: E402
 from shared.domain.runs import Run  # noqa: E402
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now  # noqa: E402
@@ -104,17 +104,19 @@ def timed(call: Callable[[], int], calls: int, expect: int) -> list[float]:
     return sorted(times)
 
 
-def floor_queries(raw: TableClient, store: TableRunRepository) -> dict[str, Callable[[], int]]:
-    """The two reads the API makes, sent raw: the first page of the newest-first blocks, and of
-    one task's key range in its bucket (shared/adapters/run_table.py `newest`)."""
+def floor_queries(raw: TableClient, store: TableRunRepository, stored: int) -> dict[str, Callable[[], int]]:
+    """The two reads the API makes, sent raw: the first page of the newest-first blocks (down to
+    the window below the newest run), and of one task's key range in its bucket
+    (shared/adapters/run_table.py `newest`)."""
     def first_page(query: str, parameters: dict[str, str]) -> int:
         pages = raw.query_entities(query, parameters=parameters, results_per_page=15).by_page()
         return len(list(next(pages, [])))
 
     return {
         "top": lambda: first_page(
-            "PartitionKey ge @pklo and PartitionKey lt @pkhi and RowKey ge @lower and RowKey lt @upper",
-            {"pklo": "run|", "pkhi": "run}", "lower": "id|", "upper": "id}"}),
+            "PartitionKey ge @pklo and PartitionKey le @pkhi and RowKey ge @lower and RowKey lt @upper",
+            {"pklo": "run|", "pkhi": store._block_of(max(stored - 15 - LIST_WINDOW, 0)),
+             "lower": "id|", "upper": "id}"}),
         "task": lambda: first_page(
             "PartitionKey eq @pk and RowKey ge @lower and RowKey lt @upper",
             {"pk": store._task_partition(TASK), "lower": f"task|{TASK}|", "upper": f"task|{TASK}}}"}),
@@ -144,7 +146,6 @@ def main() -> int:
                BASETRIGGER_RUN_ID_PREFIX="da", DEVHOST_KEY=key)
     store = TableRunRepository(Storage(config.load(env)), "da")
     raw = TableClient.from_connection_string(os.environ["AzureWebJobsStorage"], f"{prefix}runs")
-    floors = floor_queries(raw, store)
     host = subprocess.Popen([sys.executable, "-m", "devhost", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -175,7 +176,8 @@ def main() -> int:
             elif stored > size:
                 print(f"  the table holds {stored:,} runs, more than {size:,}: skipped")
                 continue
-            api({"top": 15})()  # warm the host's clients
+            api({"top": 15})()  # warm the host's clients (and show it where the newest run is)
+            floors = floor_queries(raw, store, size)
             for label, params, floor, expect in (
                 ("list-runs --top 15", {"top": 15}, floors["top"], 15),
                 (f"list-runs --name {TASK}", {"top": 15, "task": TASK}, floors["task"],
