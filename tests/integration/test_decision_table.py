@@ -17,8 +17,9 @@ BASES = ("localhost:5000/base/node:20", "localhost:5000/base/python:3.12")
 
 
 def _decisions(count: int, start: int = 0) -> list[Decision]:
-    """Decisions a minute apart, oldest first, alternating between two images."""
-    first = utc_now() - timedelta(hours=3)
+    """Decisions a minute apart from the start of an hour three hours ago, oldest first,
+    alternating between two images."""
+    first = (utc_now() - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
     return [Decision(event_id=f"event-{n}", source=EventSource.DISTRIBUTION, outcome=Outcome.QUEUED,
                      reason=f"decision {n}", image=BASES[n % 2], digest=f"sha256:{n:064x}",
                      runs=[f"da{n}"], time=first + timedelta(minutes=n))
@@ -45,7 +46,7 @@ def test_decisions_spread_over_partitions_and_list_newest_first(services):
         log.record(decision)
     partitions = _partitions(log)
     assert len({p for p in partitions if p.startswith("event|")}) > 10  # 70 events over 32 buckets
-    assert len({p for p in partitions if p.startswith("time|")}) == 2  # 70 minutes: two or three hours
+    assert len({p for p in partitions if p.startswith("time|")}) == 2  # 70 minutes from hh:00
     assert len({p for p in partitions if p.startswith("image|")}) in (1, 2)
     assert LEGACY not in partitions
     newest = list(reversed(stored))
