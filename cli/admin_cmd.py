@@ -48,9 +48,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     migrate = commands.add_parser(
         "migrate", parents=[connection_options()],
         help="move rows stored by an older schema into today's layout (idempotent)",
-        description="Move the runs stored by schema 2 (one table partition) into the bucket "
-        "partitions of schema 3. Old rows read without it; it makes every list one partition read "
-        "again. Safe to run again, and while the app runs.",
+        description="Move the rows an older version kept in one table partition into the "
+        "partitions of today's layout: runs (schema 2 -> 3), decisions and wave members (schema 1 -> 2). "
+        "Old rows read without it; it makes every list one partition read again. Safe to run again, "
+        "and while the app runs.",
     )
     migrate.add_argument("--output", "-o", choices=("text", "json"), default="text",
                          help="output format (default: text)")
@@ -83,6 +84,10 @@ def migrate_rows(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(to_json(report))
     else:
-        runs = report.get("runs") or {}
+        runs, decisions, waves = (report.get(name) or {} for name in ("runs", "decisions", "waves"))
         print(f"runs moved: {runs.get('runs', 0)} (old rows removed: {runs.get('rows_removed', 0)})")
+        print(f"decisions moved: {decisions.get('decisions', 0)} (event markers: "
+              f"{decisions.get('markers', 0)}, stale push holds removed: {decisions.get('holds', 0)})")
+        print(f"waves whose members moved: {waves.get('waves', 0)} (members: {waves.get('members', 0)},"
+              f" ready rows: {waves.get('ready_rows', 0)})")
     return EXIT_OK

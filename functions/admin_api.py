@@ -1,7 +1,8 @@
 """HTTP API for operating the deployment (see docs/api.md):
 
     POST /api/secrets/rotate   re-encrypt every stored secret with the first BASETRIGGER_SECRET_KEY key
-    POST /api/admin/migrate    move rows stored by an older schema into today's layout (runs)
+    POST /api/admin/migrate    move rows stored by an older schema into today's layout (runs,
+                               decisions, wave members)
 
 Key rotation runs here, in the app, because only the app has both the keys (a Key Vault reference
 in the cloud) and the storage rights (its managed identity); docs/deploy.md gives the steps.
@@ -35,7 +36,11 @@ def api_secrets_rotate(req: func.HttpRequest) -> func.HttpResponse:
 @api_handler
 def api_admin_migrate(req: func.HttpRequest) -> func.HttpResponse:
     """One-shot, idempotent: run it again after a failure, or any time (it then finds nothing)."""
-    report = services().runs.migrate_legacy()
-    logging.info("migrate: %d run(s) moved into the bucket partitions, %d old row(s) removed",
-                 report.runs, report.rows_removed)
-    return json_response({"runs": report.to_dict()})
+    app = services()
+    runs = app.runs.migrate_legacy()
+    decisions = app.decisions.migrate_legacy()
+    waves = app.wave_store.migrate_legacy()
+    logging.info("migrate: %d run(s), %d decision(s), %d event marker(s) and the members of %d wave(s) "
+                 "moved into their partitions", runs.runs, decisions.decisions, decisions.markers,
+                 waves.waves)
+    return json_response({"runs": runs.to_dict(), "decisions": decisions.to_dict(), "waves": waves.to_dict()})

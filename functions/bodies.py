@@ -597,8 +597,22 @@ class RunMigration(Answer):
     rows_removed: int = Field(description="old rows removed with them")
 
 
+class DecisionMigration(Answer):
+    decisions: int = Field(description="decisions moved from the schema-1 partition")
+    markers: int = Field(description="event markers moved with them")
+    holds: int = Field(description="stale push holds removed")
+
+
+class WaveMigration(Answer):
+    waves: int = Field(description="waves whose members were in one partition")
+    members: int = Field(description="members moved into the wave's buckets")
+    ready_rows: int = Field(description="ready rows moved with them")
+
+
 class MigrationReport(Answer):
     runs: RunMigration
+    decisions: DecisionMigration
+    waves: WaveMigration
 
 
 # Lists and other envelopes.

@@ -283,7 +283,9 @@ class Services(ServiceLayer):
     # The adapters' own types: admin tasks use what only they have (migrations, resealing).
     runs: TableRunRepository
     task_store: TableTaskRepository
+    decisions: TableDecisionLog
     registry: RegistryClient
+    wave_store: TableWaveRepository
 
     def __init__(self, settings: config.Settings):
         self.storage = Storage(settings)
@@ -292,6 +294,7 @@ class Services(ServiceLayer):
         dependencies = TableDependencyTable(self.storage)
         runs = TableRunRepository(self.storage, settings.run_id_prefix)
         decisions = TableDecisionLog(self.storage)
+        self.wave_store = wave_store = TableWaveRepository(self.storage, runs.ids)
 
         @cache
         def builder() -> Builder:
@@ -321,7 +324,7 @@ class Services(ServiceLayer):
             logs=BlobRunLogs(self.storage),
             sources=BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots),
             registry=registry, images=registry, image_stores=registry,
-            wave_store=TableWaveRepository(self.storage, runs.ids),
+            wave_store=wave_store,
             slots=TableSlots(self.storage),
             timer_slots=TableTimerSlots(self.storage),
             quarantine_store=TableQuarantine(self.storage),

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.domain.vocabulary import EventSource, Outcome, format_time, utc_now
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows spread over event, hour and image partitions (1: one partition)
 # A delivery that claimed an event and has not decided within this time is presumed dead: another
 # delivery takes the event over (dispatch takes well under a second; a 10,000-task fan-out seconds).
 DISPATCH_STALE_AFTER = timedelta(seconds=60)

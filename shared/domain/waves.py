@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.domain.vocabulary import RunStatus, WaveState, format_time, utc_now
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: a wave's members in 8 bucket partitions (1: one partition, the wave id)
 
 
 class WaveNotFound(LookupError):

@@ -91,3 +91,36 @@ def test_runs_stored_by_schema_2_still_read_and_move_when_changed_or_migrated(se
     listed, _ = store.newest(top=40)
     assert [r.run_id for r in listed] == [r.run_id for r in reversed(old + new)]
     assert len(store.in_status(RunStatus.SUCCEEDED)) == 35
+
+
+def test_lists_of_every_run_read_a_window_of_the_newest_blocks(services, monkeypatch):
+    store = services.runs
+    older = _runs(store, 10)
+    store.allocate(1000)  # ids handed out whose runs were never written
+    runs = older + _runs(store, 700)
+    store.create_many(runs)
+    newest = [r.run_id for r in reversed(runs)]
+    assert [r.run_id for r in store.newest(top=15)[0]] == newest[:15]  # where the window starts
+    sent: list[dict] = []
+    query = store.table.query_entities
+
+    def recorded(query_filter, **kwargs):
+        sent.append(kwargs.get("parameters") or {})
+        return query(query_filter, **kwargs)
+
+    monkeypatch.setattr(store.table, "query_entities", recorded)
+    # Runs made since the last list are in the window (it is open above), and a page needs only the
+    # blocks down to a few hundred runs below where it starts.
+    later = _runs(store, 250)
+    store.create_many(later)
+    newest = [r.run_id for r in reversed(runs + later)]
+    page, continuation = store.newest(top=15)
+    assert [r.run_id for r in page] == newest[:15]
+    assert sent[0]["pkhi"] != "run}" and len(sent) == 1
+    page, _ = store.newest(top=15, after=continuation)
+    assert [r.run_id for r in page] == newest[15:30]
+    assert sent[1]["pkhi"] != "run}"
+    # Where the window holds too few (the ids never written), the whole range answers.
+    tail, _ = store.newest(top=15, after=newest[-12])
+    assert [r.run_id for r in tail] == newest[-11:]
+    assert sent[-1]["pkhi"] == "run}"
