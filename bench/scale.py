@@ -151,14 +151,14 @@ def main() -> int:
             seed(plain, size)
 
             first_send: list[float] = []
-            send = services.launcher.send
+            send = services.lifecycle.send
 
             def noting_send(run_ids: list[str], send=send, first_send=first_send) -> None:
                 if run_ids and not first_send:
                     first_send.append(time.perf_counter())
                 send(run_ids)
 
-            services.launcher.send = noting_send  # type: ignore[method-assign]
+            services.lifecycle.send = noting_send  # type: ignore[method-assign]
             (event,) = from_distribution_envelope(push_envelope())
             started = time.perf_counter()
             decision = services.dispatcher.handle(event)

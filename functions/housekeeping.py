@@ -15,7 +15,7 @@ bp = func.Blueprint()
 # Every minute: a run left without its message, or whose worker died, is picked up within one.
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
 def housekeeping(timer: func.TimerRequest) -> None:
-    failed = services().worker.sweep()
+    failed = services().lifecycle.sweep()
     if failed:
         logging.warning("failed abandoned runs: %s", ", ".join(failed))
     # Notifications a process that ended left unsent go out again (in the background).

@@ -41,8 +41,8 @@ from shared.service_layer.polling import Poller
 from shared.service_layer.ports import Builder, Rebaser, RunEvents
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.repo_polling import RepositoryPoller
+from shared.service_layer.run_life import RunLifecycle
 from shared.service_layer.run_topic import TopicRunEvents
-from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.source_triggers import SourceTriggers
 from shared.service_layer.staleness import StalenessReport
@@ -95,10 +95,6 @@ class Services:
         return TableDecisionLog(self.storage)
 
     @cached_property
-    def queue(self) -> StorageBuildQueue:
-        return StorageBuildQueue(self.storage, self.settings.build_queue)
-
-    @cached_property
     def logs(self) -> BlobRunLogs:
         return BlobRunLogs(self.storage)
 
@@ -120,8 +116,13 @@ class Services:
         return DependencyIndex(TableDependencyTable(self.storage))
 
     @cached_property
-    def launcher(self) -> RunLauncher:
-        return RunLauncher(self.runs, self.queue, self.settings.registry)
+    def lifecycle(self) -> RunLifecycle:
+        """The one owner of a run's life (the build queue is its alone) and of its waves."""
+        return RunLifecycle(self.runs, StorageBuildQueue(self.storage, self.settings.build_queue),
+                            TableSlots(self.storage), TableWaveRepository(self.storage, self.runs.ids),
+                            self.index, self.decisions, self.sources, self.settings.brakes,
+                            self.settings.registry, lambda: self.builder, events=self.run_events,
+                            on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
 
     @cached_property
     def task_store(self) -> TableTaskRepository:
@@ -136,13 +137,13 @@ class Services:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+        return Dispatcher(self.index, self.runs, self.decisions, self.lifecycle,
                           quarantine=self.quarantine)
 
     @cached_property
     def scheduler(self) -> Scheduler:
-        return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits, self.waves, lambda: self.builder,
+        return Scheduler(self.tasks.store, self.runs, self.lifecycle, self.sources,
+                         self.settings.unpack_limits, lambda: self.builder,
                          quarantine=self.quarantine)
 
     @cached_property
@@ -168,10 +169,7 @@ class Services:
 
     @cached_property
     def waves(self) -> WaveCoordinator:
-        return WaveCoordinator(TableWaveRepository(self.storage, self.runs.ids), TableSlots(self.storage),
-                               self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder, events=self.run_events,
-                               on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
+        return self.lifecycle.waves
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -196,7 +194,7 @@ class Services:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      self.lifecycle, self.settings.work_dir, self.settings.build_timeout_seconds,
                       events=self.run_events,
                       changes=WaveChanges(self.base_changes, self.waves.waves),
                       registry=self.registry, rebaser=self.rebaser)

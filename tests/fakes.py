@@ -590,10 +590,9 @@ class FakeApp:
         from shared.service_layer.dependencies import DependencyIndex
         from shared.service_layer.dispatch import Dispatcher
         from shared.service_layer.quarantine import QuarantineList
-        from shared.service_layer.runs import RunLauncher
+        from shared.service_layer.run_life import RunLifecycle
         from shared.service_layer.scheduling import Scheduler
         from shared.service_layer.tasks import TaskService
-        from shared.service_layer.waves import WaveCoordinator
         from shared.service_layer.worker import Worker
 
         self.runs = FakeRunRepository()
@@ -607,7 +606,6 @@ class FakeApp:
         self.builder = FakeBuilder()
         self.rebaser = FakeRebaser()
         self.index = DependencyIndex(self.table)
-        self.launcher = RunLauncher(self.runs, self.queue, registry)
         # Directory contexts are read in place under the test's own folder, as the local stack does
         # under its examples.
         self.tasks = TaskService(self.task_store, self.index, self.registry, self.sources, str(work_dir),
@@ -615,13 +613,16 @@ class FakeApp:
         self.wave_store = FakeWaveRepository(self.runs.ids)
         self.slots = FakeSlots()
         self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
-        self.waves = WaveCoordinator(self.wave_store, self.slots, self.runs, self.launcher, self.index,
-                                     self.decisions, brakes or Brakes(), lambda: self.builder,
-                                     on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
-        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.launcher, self.waves,
+        # The runs' owner; `self.queue` is its private queue, seen here only to watch what is sent.
+        self.lifecycle = RunLifecycle(self.runs, self.queue, self.slots, self.wave_store, self.index,
+                                      self.decisions, self.sources, brakes or Brakes(), registry,
+                                      lambda: self.builder, on_hold=self.quarantine.on_hold,
+                                      on_resume=self.quarantine.on_resume)
+        self.waves = self.lifecycle.waves
+        self.dispatcher = Dispatcher(self.index, self.runs, self.decisions, self.lifecycle,
                                      quarantine=self.quarantine)
-        self.scheduler = Scheduler(self.task_store, self.runs, self.launcher, self.sources, UnpackLimits(),
-                                   self.waves, lambda: self.builder, quarantine=self.quarantine)
+        self.scheduler = Scheduler(self.task_store, self.runs, self.lifecycle, self.sources, UnpackLimits(),
+                                   lambda: self.builder, quarantine=self.quarantine)
         from shared.service_layer.timers import TimerService
         from shared.service_layer.triggered import TriggeredRuns
 
@@ -637,6 +638,6 @@ class FakeApp:
                                     wait=lambda seconds: None)
         self.waves.events = self.notifier
         self.worker = Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder,
-                             self.sources, self.launcher, self.waves, str(work_dir), timeout_seconds=60,
+                             self.sources, self.lifecycle, str(work_dir), timeout_seconds=60,
                              heartbeat_seconds=0.01, events=self.notifier, registry=self.registry,
                              rebaser=self.rebaser)
