@@ -304,7 +304,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
             services().runs.ids.counter(after)
         except RunNotFound as exc:
             raise BadRequest(f"continuation {after!r} is not a run id from a previous page") from exc
-    runs, continuation = services().runs.newest(
+    runs, continuation = services().lifecycle.reads.newest(
         top=int_param(req, "top", 15, 1, 1000), task=check_name(task) if task else None,
         status=status, image=image, after=after,
     )
@@ -315,7 +315,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_run(req: func.HttpRequest) -> func.HttpResponse:
-    run, _ = services().runs.get(req.route_params["run_id"])
+    run, _ = services().lifecycle.reads.get(req.route_params["run_id"])
     return json_response(run.to_dict())
 
 

@@ -137,6 +137,7 @@ var queueNames = [
 var containerNames = [
   '${tablePrefix}-run-logs'
   '${tablePrefix}-build-contexts'
+  '${tablePrefix}-run-backlog'
   deadLetterContainerName
   deploymentContainerName
 ]

@@ -21,6 +21,7 @@ from shared.adapters.notification_table import TableNotificationOutbox
 from shared.adapters.quarantine_table import TableQuarantine
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
+from shared.adapters.run_backlog import BlobRunBacklog
 from shared.adapters.run_logs import BlobRunLogs
 from shared.adapters.run_table import TableRunRepository
 from shared.adapters.secret_box import SecretBox
@@ -120,8 +121,9 @@ class Services:
         """The one owner of a run's life (the build queue is its alone) and of its waves."""
         return RunLifecycle(self.runs, StorageBuildQueue(self.storage, self.settings.build_queue),
                             TableSlots(self.storage), TableWaveRepository(self.storage, self.runs.ids),
-                            self.index, self.decisions, self.sources, self.settings.brakes,
-                            self.settings.registry, lambda: self.builder, events=self.run_events,
+                            BlobRunBacklog(self.storage), self.index, self.decisions, self.sources,
+                            self.settings.brakes, self.settings.registry, lambda: self.builder,
+                            events=self.run_events,
                             on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
 
     @cached_property
@@ -177,11 +179,12 @@ class Services:
 
     @cached_property
     def history(self) -> TaskHistory:
-        return TaskHistory(self.tasks.store, self.decisions, self.runs)
+        return TaskHistory(self.tasks.store, self.decisions, self.lifecycle.reads)
 
     @cached_property
     def staleness(self) -> StalenessReport:
-        return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
+        return StalenessReport(self.tasks.store, self.lifecycle.reads, self.decisions, self.registry,
+                               self.waves.waves)
 
     @cached_property
     def quarantine(self) -> QuarantineList:

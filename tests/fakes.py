@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from shared.domain.builds import (
     BuildRequest,
@@ -36,6 +37,23 @@ from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
+class FakeRunBacklog:
+    def __init__(self) -> None:
+        self.backlogs: dict[str, list[dict[str, Any]]] = {}
+
+    def put(self, wave_id: str, runs: list[Run]) -> None:
+        self.backlogs[wave_id] = [run.to_record() for run in runs]
+
+    def get(self, wave_id: str) -> list[Run]:
+        return [Run.from_record(record) for record in self.backlogs.get(wave_id, [])]
+
+    def waves(self) -> list[str]:
+        return sorted(self.backlogs)
+
+    def remove(self, wave_id: str) -> None:
+        self.backlogs.pop(wave_id, None)
+
+
 class FakeRunRepository:
     def __init__(self, prefix: str = "da"):
         self.ids = RunIds(prefix)
@@ -53,6 +71,12 @@ class FakeRunRepository:
     def create_many(self, runs: list[Run]) -> None:
         for run in runs:
             self._runs[run.run_id] = (copy.deepcopy(run), self._runs.get(run.run_id, (run, 0))[1] + 1)
+
+    def create_absent(self, runs: list[Run]) -> None:
+        with self._lock:
+            for run in runs:
+                if run.run_id not in self._runs:
+                    self._runs[run.run_id] = (copy.deepcopy(run), 1)
 
     def get(self, run_id: str) -> tuple[Run, str]:
         if run_id not in self._runs:
@@ -614,8 +638,9 @@ class FakeApp:
         self.slots = FakeSlots()
         self.quarantine = QuarantineList(FakeQuarantineStore(), self.registry, self.decisions)
         # The runs' owner; `self.queue` is its private queue, seen here only to watch what is sent.
-        self.lifecycle = RunLifecycle(self.runs, self.queue, self.slots, self.wave_store, self.index,
-                                      self.decisions, self.sources, brakes or Brakes(), registry,
+        self.backlog = FakeRunBacklog()
+        self.lifecycle = RunLifecycle(self.runs, self.queue, self.slots, self.wave_store, self.backlog,
+                                      self.index, self.decisions, self.sources, brakes or Brakes(), registry,
                                       lambda: self.builder, on_hold=self.quarantine.on_hold,
                                       on_resume=self.quarantine.on_resume)
         self.waves = self.lifecycle.waves

@@ -231,7 +231,7 @@ class Dispatcher:
         if not run_id:
             return Pending.NONE, None
         try:
-            run, _ = self.runs.get(run_id)
+            run, _ = self.life.reads.get(run_id)  # a run in its wave's backlog is pending too
         except RunNotFound:
             return Pending.MISSING, None
         return (Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED), run

@@ -13,6 +13,13 @@ this service for run ids, records, places and releases, and this service tells i
 Every step is idempotent, because each may run again (a redelivered message, housekeeping after a
 crash): a place is taken once per run, a run is released by an etag-guarded Queued -> released
 transition, and a sent message is noted on its run (`Run.unsent_since`), so none is sent twice.
+
+A push answers before all of its wave's runs are recorded: the runs released at once are recorded
+first; the others are written as one backlog record (RunBacklog, one blob per wave) and recorded
+from it in the background, insert-or-skip (a run recorded and changed since keeps its change), so
+redoing it is harmless. Whatever needs a run from the backlog before that finishes records the
+backlog first (a release, a cancel, a hold, housekeeping's sweep), and `RunReads` shows the
+backlog's runs to readers meanwhile (lists, `task why`, staleness, dispatch's pending check).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from shared.service_layer.ports import (
     BuilderFactory,
     BuildQueue,
     DecisionLog,
+    RunBacklog,
     RunEvents,
     RunRepository,
     Slots,
@@ -50,6 +58,8 @@ RUNS_PER_BATCH = 50
 BATCHES_IN_FLIGHT = 4
 # Runs noted as sent at once after their messages went out.
 NOTES_IN_FLIGHT = 8
+# A wave with more waiting runs than this records them from a backlog, after the push answered.
+BACKLOG_ABOVE = 2 * RUNS_PER_BATCH
 # How long a place may be held by a run not recorded or released yet before reconcile takes it back.
 SLOT_SETTLE_TIME = timedelta(seconds=60)
 
@@ -74,11 +84,15 @@ def heartbeat_is_fresh(run: Run) -> bool:
 
 class RunLifecycle:
     def __init__(self, runs: RunRepository, queue: BuildQueue, slots: Slots, wave_store: WaveRepository,
-                 index: DependencyIndex, decisions: DecisionLog, sources: Sources, brakes: Brakes,
-                 registry: str | None, builder: BuilderFactory, events: RunEvents | None = None,
+                 backlog: RunBacklog, index: DependencyIndex, decisions: DecisionLog, sources: Sources,
+                 brakes: Brakes, registry: str | None, builder: BuilderFactory,
+                 events: RunEvents | None = None,
                  on_hold: Callable[[Wave], None] | None = None,
                  on_resume: Callable[[Wave], None] | None = None):
         self.runs = runs
+        self._backlog = backlog
+        # What readers use: recorded runs, and the backlog's runs not recorded yet.
+        self.reads = RunReads(runs, backlog)
         self._queue = queue  # private: every message goes out through this service
         self._slots = slots
         self._sources = sources
@@ -92,6 +106,8 @@ class RunLifecycle:
         self._pool = ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT, thread_name_prefix="launch")
         # Its own pool: a batch in `_pool` waits for these notes (one shared pool could deadlock).
         self._notes = ThreadPoolExecutor(max_workers=NOTES_IN_FLIGHT, thread_name_prefix="sent")
+        # Backlogs recorded after their push answered, one at a time (each uses `_pool`).
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
 
     # ---- recording -------------------------------------------------------------------------
     def check_templates(self, templates: list[str]) -> None:
@@ -118,6 +134,42 @@ class RunLifecycle:
     def record(self, runs: list[Run]) -> None:
         """Record runs without sending anything (a wave's runs are released afterwards)."""
         list(self._pool.map(self.runs.create_many, self._batches(runs)))
+
+    def defer(self, wave_id: str, runs: list[Run]) -> bool:
+        """Put these runs of a wave in its backlog (one write), to be recorded after the push
+        answers (`record_in_background`; housekeeping finishes it if this process stops first).
+        False, and nothing written, for a few runs: the caller records them at once."""
+        if len(runs) <= BACKLOG_ABOVE:
+            return False
+        self._backlog.put(wave_id, runs)
+        return True
+
+    def record_in_background(self, wave_id: str) -> None:
+        self._background.submit(self._record_backlog_quietly, wave_id)
+
+    def record_backlog(self, wave_id: str) -> int:
+        """Record the wave's backlog, insert-or-skip, then drop it. Returns the runs it held."""
+        runs = self._backlog.get(wave_id)
+        if runs:
+            list(self._pool.map(self.runs.create_absent, self._batches(runs)))
+            self._backlog.remove(wave_id)
+        return len(runs)
+
+    def _record_backlog_quietly(self, wave_id: str) -> None:
+        try:
+            self.record_backlog(wave_id)
+        except Exception:  # noqa: BLE001 - housekeeping's sweep records it (the backlog stays)
+            log.warning("wave %s: could not record its backlog yet; housekeeping will", wave_id,
+                        exc_info=True)
+
+    def change(self, run_id: str, wave_id: str | None, change: Callable[[Run], Run | None]) -> Run:
+        """`transition`, for a run that may still be in its wave's backlog: recorded first."""
+        try:
+            return transition(self.runs, run_id, change)
+        except RunNotFound:
+            if wave_id is None or not self.record_backlog(wave_id):
+                raise
+        return transition(self.runs, run_id, change)
 
     @staticmethod
     def _batches(runs: list[Run]) -> list[list[Run]]:
@@ -213,7 +265,7 @@ class RunLifecycle:
             return replace(run, released=True, unsent_since=utc_now()) if mine else None
 
         try:
-            run: Run | None = transition(self.runs, member.run_id, release)
+            run: Run | None = self.change(member.run_id, member.wave_id, release)
         except RunNotFound:
             run = None
         store = self.waves.waves
@@ -274,6 +326,8 @@ class RunLifecycle:
         """Housekeeping: fail runs whose worker went silent, take over runs whose worker died, send
         the messages sends that failed left unsent, re-send runs that wait too long, cancel runs
         that no wave will release, reconcile the waves. Returns the runs failed."""
+        for wave_id in self._backlog.waves():  # left by a process that stopped before recording it
+            self.record_backlog(wave_id)
         now = utc_now()
         failed, silent = [], []
         for run in self.runs.in_status(RunStatus.RUNNING):
@@ -350,3 +404,45 @@ class RunLifecycle:
                 if run.finished or (not run.released and settled):
                     self._slots.give_back(scope, run_id)
         return self.release()
+
+
+class RunReads:
+    """Runs as readers see them: the recorded ones, and the runs of waves' backlogs not recorded
+    yet (Queued, waiting for their release), so a push's every dependent shows a pending run at
+    once. A backlog exists only for the few seconds after a big push: with none, this costs one
+    listing more than the run table's read."""
+
+    def __init__(self, runs: RunRepository, backlog: RunBacklog):
+        self.runs = runs
+        self._backlog = backlog
+
+    def _planned(self) -> list[Run]:
+        return [run for wave_id in self._backlog.waves() for run in self._backlog.get(wave_id)]
+
+    def get(self, run_id: str) -> tuple[Run, str]:
+        """The run and its etag ("" for a run of a backlog); RunNotFound if there is none."""
+        try:
+            return self.runs.get(run_id)
+        except RunNotFound:
+            for run in self._planned():
+                if run.run_id == run_id:
+                    return run, ""
+            raise
+
+    def newest(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+               image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]:
+        found, continuation = self.runs.newest(top=top, task=task, status=status, image=image, after=after)
+        if image is not None or status not in (None, RunStatus.QUEUED):
+            return found, continuation  # a backlog's runs are Queued, listed under no image yet
+        counter = self.runs.ids.counter
+        planned = [run for run in self._planned() if (task is None or run.task == task)
+                   and (after is None or counter(run.run_id) < counter(after))]
+        if not planned:
+            return found, continuation
+        recorded = {run.run_id for run in found}
+        merged = found + [run for run in planned if run.run_id not in recorded]
+        if continuation is not None:  # runs older than the table's page come on the next page
+            merged = [run for run in merged if counter(run.run_id) >= counter(continuation)]
+        merged.sort(key=lambda run: counter(run.run_id), reverse=True)
+        page = merged[:top]
+        return page, page[-1].run_id if len(page) == top else None

@@ -123,12 +123,17 @@ class WaveCoordinator:
         wave = Wave(wave_id, root, event_id, levels=wave_plan.levels, counts=dict(counts))
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
-        # The wave's rows and the runs go to different tables: written side by side. The wave is
-        # complete before any released run can finish (a worker must find its member to report to).
+        # The runs that wait go to the wave's backlog before its rows are written, so every member
+        # names a run recorded or in the backlog (a big wave's, recorded after the push answers).
+        # The wave's rows and the released runs go to different tables: written side by side. The
+        # wave is complete before any released run can finish (a worker must find its member).
+        deferred = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once])
         writing = self._readers.submit(self.waves.create, wave, members)
-        self.life.record(list(runs.values()))
+        self.life.record([run for run in runs.values() if run.run_id in at_once or not deferred])
         writing.result()
         self.life.send([run.run_id for run in runs.values() if run.run_id in at_once])
+        if deferred:
+            self.life.record_in_background(wave_id)
         return wave, list(runs.values())
 
     def _without_tasks_waiting_elsewhere(self, wave_plan: Plan[DependencyRow],
@@ -162,7 +167,7 @@ class WaveCoordinator:
             return {}  # the common case: one read, whatever the wave's size
 
         def waiting(task: str) -> Run | None:
-            queued, _ = self.runs.newest(task=task, status=RunStatus.QUEUED, top=1)
+            queued, _ = self.life.reads.newest(task=task, status=RunStatus.QUEUED, top=1)
             run = queued[0] if queued else None
             if run is None or run.wave_id not in others:
                 return None
@@ -307,7 +312,7 @@ class WaveCoordinator:
             return replace(run, status=status, finished_at=utc_now(), reason=reason)
 
         try:
-            run = transition(self.runs, member.run_id, cancel)
+            run = self.life.change(member.run_id, member.wave_id, cancel)
         except RunNotFound:
             return
         if stopped_here:  # once, by the call that canceled it (a redo finds it finished)
@@ -402,7 +407,7 @@ class WaveCoordinator:
         # and resuming again finishes it (each step is idempotent).
         for member in members:
             if member.outcome is None and not member.released:
-                transition(self.runs, member.run_id, unhold)
+                self.life.change(member.run_id, wave_id, unhold)
                 if member.ready:
                     self.waves.mark_ready(member)
         self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",

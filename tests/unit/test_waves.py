@@ -16,7 +16,7 @@ from shared.domain.events import ImagePushed
 from shared.domain.tasks import Dependency, Task, TaskError
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
 from shared.domain.waves import Brakes
-from shared.service_layer import waves as waves_mod
+from shared.service_layer import run_life as life_mod
 from tests.fakes import FakeApp
 
 REGISTRY = "localhost:5000"
@@ -336,15 +336,15 @@ def test_a_resume_that_fails_part_way_is_finished_by_resuming_again(tmp_path):
     push(app, "base")
     play(app, fail=set(names))
     assert app.wave_store.get("w1")[0].state == WaveState.HELD
-    real = waves_mod.transition
+    real = life_mod.transition
     def crash(*a, **k):
         raise Boom()
-    waves_mod.transition = crash
+    life_mod.transition = crash
     try:
         with pytest.raises(Boom):
             app.waves.resume("w1")
     finally:
-        waves_mod.transition = real
+        life_mod.transition = real
     app.lifecycle.sweep()
     assert app.wave_store.get("w1")[0].state == WaveState.HELD  # the resume did not take
     app.waves.resume("w1")  # the operator retries
