@@ -490,23 +490,27 @@ class FakeSlots:
         # Every run that held a place of "global" while another did: the cap's witness.
         self.most_at_once: dict[str, int] = {}
         self.since: dict[tuple[str, str], datetime] = {}
+        # A take is atomic in the store (insert-if-absent); takes may come side by side.
+        self._lock = threading.Lock()
 
     def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
-        places = self.places.setdefault(scope, {})
-        if run_id in places.values():
+        with self._lock:
+            places = self.places.setdefault(scope, {})
+            if run_id in places.values():
+                return True
+            free = [n for n in range(cap) if n not in places]
+            if not free:
+                return False
+            places[free[0]] = run_id
+            self.since[(scope, run_id)] = utc_now()
+            self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
             return True
-        free = [n for n in range(cap) if n not in places]
-        if not free:
-            return False
-        places[free[0]] = run_id
-        self.since[(scope, run_id)] = utc_now()
-        self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
-        return True
 
     def give_back(self, scope: str, run_id: str) -> None:
-        places = self.places.get(scope, {})
-        for slot in [n for n, r in places.items() if r == run_id]:
-            del places[slot]
+        with self._lock:
+            places = self.places.get(scope, {})
+            for slot in [n for n, r in places.items() if r == run_id]:
+                del places[slot]
 
     def holders(self, scope: str) -> list[str]:
         return list(self.places.get(scope, {}).values())

@@ -106,6 +106,8 @@ class RunLifecycle:
         self._pool = ThreadPoolExecutor(max_workers=BATCHES_IN_FLIGHT, thread_name_prefix="launch")
         # Its own pool: a batch in `_pool` waits for these notes (one shared pool could deadlock).
         self._notes = ThreadPoolExecutor(max_workers=NOTES_IN_FLIGHT, thread_name_prefix="sent")
+        # Places of a new wave's first runs, taken side by side.
+        self._places = ThreadPoolExecutor(max_workers=8, thread_name_prefix="places")
         # Backlogs recorded after their push answered, one at a time (each uses `_pool`).
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
 
@@ -204,16 +206,22 @@ class RunLifecycle:
 
     # ---- places under the caps ---------------------------------------------------------------
     def take_first_places(self, wave_id: str, run_ids: list[str]) -> set[str]:
-        """Places for the first runs of a new wave, as many as both caps allow."""
-        taken: set[str] = set()
-        for place, run_id in enumerate(run_ids[: self.brakes.wave_max_running]):
-            if not self._slots.take(GLOBAL, self.brakes.max_running, run_id):
-                break
-            if not self._slots.take(wave_id, self.brakes.wave_max_running, run_id, first=place):
-                self._slots.give_back(GLOBAL, run_id)
-                break
-            taken.add(run_id)
-        return taken
+        """Places for the first runs of a new wave, as many as both caps allow. The takes go side
+        by side (a take is a read and an insert-if-absent: concurrent ones never share a place), so
+        a push waits for a few round trips, not a few per run."""
+        candidates = run_ids[: self.brakes.wave_max_running]
+        global_taken = list(self._places.map(
+            lambda run_id: self._slots.take(GLOBAL, self.brakes.max_running, run_id), candidates))
+        holding = [run_id for run_id, took in zip(candidates, global_taken, strict=True) if took]
+
+        def take_in_wave(place: int, run_id: str) -> bool:
+            if self._slots.take(wave_id, self.brakes.wave_max_running, run_id, first=place):
+                return True
+            self._slots.give_back(GLOBAL, run_id)
+            return False
+
+        in_wave = list(self._places.map(take_in_wave, range(len(holding)), holding))
+        return {run_id for run_id, took in zip(holding, in_wave, strict=True) if took}
 
     def give_back(self, wave_id: str, run_id: str) -> None:
         self._slots.give_back(GLOBAL, run_id)

@@ -162,8 +162,10 @@ class WaveCoordinator:
     def waiting_elsewhere(self, tasks: list[str], but: str | None = None) -> dict[str, Run]:
         """The tasks that have a run not started yet in an active wave (other than `but`), as a
         member of it (a run a crash left outside its wave never builds): task -> that run."""
+        if not tasks:
+            return {}  # a wave of first members only (one push's direct dependents): no read
         others = {w.wave_id for w in self.waves.active() if w.wave_id != but}
-        if not others or not tasks:
+        if not others:
             return {}  # the common case: one read, whatever the wave's size
 
         def waiting(task: str) -> Run | None:
