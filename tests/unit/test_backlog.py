@@ -19,7 +19,8 @@ N = 150  # above run_life.BACKLOG_ABOVE
 
 
 def push_event(name: str, digest: str, event_id: str) -> ImagePushed:
-    return ImagePushed(event_id, REGISTRY, name, "latest", digest, datetime.now(UTC), EventSource.DISTRIBUTION)
+    return ImagePushed(event_id, REGISTRY, name, "latest", digest, datetime.now(UTC),
+                       EventSource.DISTRIBUTION)
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def count_writes(app: FakeApp) -> list[str]:
     for name in ("create_many", "create_absent"):
         real = getattr(app.runs, name, None)
         if real is not None:
-            setattr(app.runs, name, lambda runs, real=real: written.extend(r.run_id for r in runs) or real(runs))
+            setattr(app.runs, name,
+                    lambda runs, real=real: written.extend(r.run_id for r in runs) or real(runs))
     return written
 
 
