@@ -165,10 +165,13 @@ class RunLifecycle:
                         exc_info=True)
 
     def change(self, run_id: str, wave_id: str | None, change: Callable[[Run], Run | None]) -> Run:
-        """`transition`, for a run that may still be in its wave's backlog: recorded first."""
+        """`transition`, for a run that may still be in its wave's backlog (of `wave_id`, or of
+        the wave the backlog names when None): the backlog is recorded first."""
         try:
             return transition(self.runs, run_id, change)
         except RunNotFound:
+            if wave_id is None:
+                wave_id = self.reads.get(run_id)[0].wave_id  # RunNotFound: in no backlog either
             if wave_id is None or not self.record_backlog(wave_id):
                 raise
         return transition(self.runs, run_id, change)

@@ -16,7 +16,7 @@ from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
 from shared.service_layer.quarantine import QuarantineList
 from shared.service_layer.run_life import RunLifecycle
-from shared.service_layer.runs import cancel_builder_run, transition
+from shared.service_layer.runs import cancel_builder_run
 
 # Uploaded contexts larger than this are refused (the API's body limit is a little above it).
 MAX_CONTEXT_BYTES = 50 * 1024 * 1024
@@ -95,6 +95,6 @@ class Scheduler:
             return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), started_at=started,
                            reason="canceled by request")
 
-        canceled = cancel_builder_run(self.runs, self.builder, transition(self.runs, run_id, cancel))
+        canceled = cancel_builder_run(self.runs, self.builder, self.life.change(run_id, None, cancel))
         self.waves.run_finished(canceled)  # what was to be built on it in its wave is not built
         return canceled

@@ -104,3 +104,11 @@ def test_a_wave_canceled_before_its_backlog_is_recorded_leaves_no_queued_run(app
     assert not stuck and app.wave_store.get("w1")[0].state == WaveState.CANCELED
     app.lifecycle.sweep()
     assert not [r for r in app.runs.all() if r.status == RunStatus.QUEUED and not r.released]
+
+
+def test_a_run_still_in_the_backlog_can_be_canceled_by_request(app):
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    last = decision.runs[-1]
+    assert app.scheduler.cancel(last).status == RunStatus.CANCELED
+    assert app.runs.get(last)[0].status == RunStatus.CANCELED
+    assert app.wave_store.member("w1", app.runs.get(last)[0].task or "").outcome == RunStatus.CANCELED
