@@ -25,6 +25,7 @@ backlog's runs to readers meanwhile (lists, `task why`, staleness, dispatch's pe
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -426,9 +427,23 @@ class RunReads:
     def __init__(self, runs: RunRepository, backlog: RunBacklog):
         self.runs = runs
         self._backlog = backlog
+        # A backlog is written once and only ever removed, so its runs are read once per process
+        # (a dispatch checking N pending runs would otherwise read it N times); a wave whose
+        # backlog is gone is forgotten at the next listing.
+        self._known: dict[str, list[Run]] = {}
+        self._lock = threading.Lock()
 
     def _planned(self) -> list[Run]:
-        return [run for wave_id in self._backlog.waves() for run in self._backlog.get(wave_id)]
+        waves = self._backlog.waves()
+        with self._lock:
+            self._known = {w: runs for w, runs in self._known.items() if w in waves}
+            missing = [w for w in waves if w not in self._known]
+        for wave_id in missing:
+            runs = self._backlog.get(wave_id)
+            with self._lock:
+                self._known[wave_id] = runs
+        with self._lock:
+            return [replace(run) for wave_id in waves for run in self._known.get(wave_id, [])]
 
     def get(self, run_id: str) -> tuple[Run, str]:
         """The run and its etag ("" for a run of a backlog); RunNotFound if there is none."""

@@ -112,3 +112,13 @@ def test_a_run_still_in_the_backlog_can_be_canceled_by_request(app):
     assert app.scheduler.cancel(last).status == RunStatus.CANCELED
     assert app.runs.get(last)[0].status == RunStatus.CANCELED
     assert app.wave_store.member("w1", app.runs.get(last)[0].task or "").outcome == RunStatus.CANCELED
+
+
+def test_a_newer_push_reads_the_backlog_once_not_once_per_pending_run(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    reads = []
+    real = app.backlog.get
+    app.backlog.get = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    newer = app.dispatcher.handle(push_event("base", "sha256:" + "2" * 64, "push-2"))
+    assert {t.outcome for t in newer.tasks} == {Outcome.COALESCED}
+    assert len(reads) <= 1, f"the backlog was read {len(reads)} times for one push"
