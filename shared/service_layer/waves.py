@@ -94,8 +94,10 @@ class WaveCoordinator:
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
               released: Iterable[str] = ()) -> tuple[Wave, list[Run]]:
         """A wave whose first members are the runs in `first` (task -> run, not yet recorded):
-        deeper members get runs of their own; all are recorded, then the ready ones released.
-        `released` names runs that start at once, outside the caps (a manual run)."""
+        deeper members get runs of their own; the ready ones within the caps are recorded and
+        released, the others recorded too, or, in a big wave, after the push answered (from the
+        wave's backlog, RunLifecycle.defer). `released` names runs that start at once, outside the
+        caps (a manual run)."""
         wave_plan = self._without_tasks_waiting_elsewhere(self.plan(rows), first)
         # Named after its first run (unique: a run belongs to one wave), so no counter is written.
         wave_id = "w" + str(min(self.runs.ids.counter(run.run_id) for run in first.values()))
@@ -104,7 +106,7 @@ class WaveCoordinator:
         for task, run_id in zip(deeper, self.life.allocate(len(deeper)), strict=True):
             row = wave_plan.members[task].row
             runs[task] = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=task,
-                                               cause=f"{root} (wave {wave_id})")
+                                           cause=f"{root} (wave {wave_id})")
         at_once = set(released)
         # The first members released now, within the caps: their runs are recorded released and
         # their messages go out with them (no transition, no ready mark for them).
@@ -271,13 +273,13 @@ class WaveCoordinator:
             built = run.task
             for task in member.needed_by:
                 arrived = self.update_member(wave_id, task, lambda m: m if built in m.arrived
-                                              else replace(m, arrived=[*m.arrived, built]))
+                                             else replace(m, arrived=[*m.arrived, built]))
                 if arrived is not None and arrived.ready and not arrived.released and arrived.outcome is None:
                     self.waves.mark_ready(arrived)
         else:
             self._cancel_dependents(wave_id, member, f"{run.task} ({run.run_id}) ended {run.status}")
         self.update_member(wave_id, run.task,
-                            lambda m: m if m.outcome else replace(m, outcome=status, released=True))
+                           lambda m: m if m.outcome else replace(m, outcome=status, released=True))
         self.life.give_back(wave_id, run.run_id)
         self.life.release()
 
@@ -324,7 +326,7 @@ class WaveCoordinator:
         self.waves.unmark_ready(member)
         if run.finished:
             self.update_member(member.wave_id, member.task,
-                                lambda m: m if m.outcome else replace(m, outcome=run.status))
+                               lambda m: m if m.outcome else replace(m, outcome=run.status))
             # A build that is still going keeps its places until its worker sees the cancel and
             # stops (run_finished gives them back then): the caps count what really runs.
             if not was_building:
