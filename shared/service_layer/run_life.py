@@ -35,7 +35,7 @@ from typing import Any
 from shared.domain import images
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import RunStatus, Trigger, WaveState, utc_now
-from shared.domain.waves import Brakes, Member, Wave
+from shared.domain.waves import Brakes, Member, Wave, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import (
     BuilderFactory,
@@ -49,7 +49,7 @@ from shared.service_layer.ports import (
     WaveRepository,
 )
 from shared.service_layer.runs import cancel_builder_run, transition
-from shared.service_layer.waves import GLOBAL, WaveCoordinator
+from shared.service_layer.waves import GLOBAL, WAITING, WaveCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +372,24 @@ class RunLifecycle:
         was never recorded (a dispatch failed while starting it) is released on its own; one that
         is no member of its recorded wave (a join that crashed before adding it, and whose push was
         not delivered again to adopt it) is canceled."""
-        missing = {w for w in {run.wave_id for run in waiting} if w and not self.waves.recorded(w)}
-        self.send([run.run_id for run in waiting if run.wave_id in missing and self._release_orphan(run)])
-        # One read of each such wave's members (the queued runs were one read as well).
-        for wave_id in {run.wave_id for run in waiting if run.wave_id and run.wave_id not in missing}:
-            members = {member.run_id for member in self.waves.waves.members(wave_id)}
-            for run in waiting:
-                if run.wave_id == wave_id and run.run_id not in members:
+        by_wave: dict[str, list[Run]] = {}
+        for run in waiting:
+            if run.wave_id:
+                by_wave.setdefault(run.wave_id, []).append(run)
+        store = self.waves.waves
+        for wave_id, runs in by_wave.items():
+            try:
+                wave, _ = store.get(wave_id)
+            except WaveNotFound:
+                self.send([run.run_id for run in runs if self._release_orphan(run)])
+                continue
+            # Its members are read only when it has more waiting runs than waiting members, as a
+            # stray makes it (a big wave waits for its places with thousands, every minute).
+            if len(runs) <= wave.counts.get(WAITING, 0):
+                continue
+            members = {member.run_id for member in store.members(wave_id)}
+            for run in runs:
+                if run.run_id not in members:
                     self.waves.drop(run, f"no member of wave {wave_id}: the join that recorded it "
                                          "stopped short, and it would never be released")
 

@@ -526,3 +526,20 @@ def test_housekeeping_recounts_a_wave_whose_count_a_crash_left_short(tmp_path):
     assert app.wave_store.get("w1")[0].counts == {"Succeeded": 1, "Queued": 1, "Waiting": 1}
     play(app)
     assert app.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_housekeeping_reads_no_members_of_a_wave_whose_runs_wait_for_their_places(tmp_path, monkeypatch):
+    # A big wave's runs wait for places for hours; housekeeping looks for strays among them every
+    # minute, and reads the wave's members only when it has more waiting runs than waiting members.
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2))
+    for n in range(30):
+        add_task(app, f"app{n:02d}", ["base"], output=f"app{n:02d}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    monkeypatch.setattr(life_mod, "UNSENT_AFTER", timedelta(0))
+    reads = []
+    real = app.wave_store.members
+    app.wave_store.members = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    monkeypatch.setattr(app.waves, "catch_up", lambda: None)  # its recount is a read of its own
+    app.lifecycle.sweep()
+    assert reads == [], "housekeeping read every member of a waiting wave"
+    assert not [r for r in app.runs.all() if r.status == RunStatus.CANCELED]
