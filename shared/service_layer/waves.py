@@ -350,11 +350,12 @@ class WaveCoordinator:
         for _ in range(10):
             wave, etag = self.waves.get(wave_id)
             members = self.waves.members(wave_id)
-            if self._settle(wave, etag, dict(Counter(_standing(m) for m in members))):
+            if self._settle(wave, etag, dict(Counter(_standing(m) for m in members)), members):
                 return
         raise WaveConflict(f"wave {wave_id} kept changing")
 
-    def _settle(self, wave: Wave, etag: str, counts: dict[str, int]) -> bool:
+    def _settle(self, wave: Wave, etag: str, counts: dict[str, int],
+                members: list[Member] | None = None) -> bool:
         """Write the wave with these counts, Held if the breaker trips, Done if no member is
         pending. False: the wave changed since `etag` was read (read it again)."""
         built = sum(n for standing, n in counts.items() if standing in BUILT)
@@ -374,22 +375,25 @@ class WaveCoordinator:
             updated.state = WaveState.ACTIVE  # a member joined a wave settled Done meanwhile
         if updated == wave:
             return True
+        # Read before the wave says Held (the breaker trips once a wave): its runs are held a
+        # moment after it, not a read later.
+        members = (members if members is not None else self.waves.members(wave.wave_id)) if held_now else []
         try:
             self.waves.save(updated, etag)
         except WaveConflict:
             return False
         if held_now:
-            self._hold(updated)
+            self._hold(updated, members)
         return True
 
-    def _hold(self, wave: Wave) -> None:
+    def _hold(self, wave: Wave, members: list[Member]) -> None:
         # The decision first: whoever sees the wave Held finds why (the runs follow in a moment).
         self.decisions.record(Decision(f"{wave.wave_id}:held:{utc_now().isoformat()}", EventSource.WAVE,
                                        Outcome.HELD, f"wave {wave.wave_id} held: {wave.reason}"),
                               mark_seen=False)
         if self.on_hold is not None:
             self.on_hold(wave)
-        for member in self.waves.members(wave.wave_id):
+        for member in members:
             if member.outcome is None and not member.released:
                 self._cancel_run(member, wave.reason or "held", RunStatus.HELD)
         log.warning("wave %s held: %s", wave.wave_id, wave.reason)
