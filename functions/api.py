@@ -171,7 +171,7 @@ def api_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @api_handler
 def api_run(req: func.HttpRequest) -> func.HttpResponse:
-    run, _ = services().runs.get(req.route_params["run_id"])
+    run, _ = services().lifecycle.reads.get(req.route_params["run_id"])
     return json_response(run.to_dict())
 
 

@@ -28,7 +28,7 @@ def build_poison(msg: func.QueueMessage) -> None:
     except MalformedMessage as exc:
         logging.error("poison message is not a build-run message, dropped: %s", exc)
         return
-    run = services().worker.fail_abandoned(
+    run = services().lifecycle.fail_abandoned(
         run_id, "the build worker failed on every delivery of this run; see the host log"
     )
     logging.warning("run %s %s after repeated worker failures", run_id,

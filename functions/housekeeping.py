@@ -16,7 +16,7 @@ bp = func.Blueprint()
 # Every minute: a run left without its message, or whose worker died, is picked up within one.
 @bp.timer_trigger(arg_name="timer", schedule="0 * * * * *", run_on_startup=False)
 def housekeeping(timer: func.TimerRequest) -> None:
-    failed = services().worker.sweep()
+    failed = services().lifecycle.sweep()
     if failed:
         logging.warning("failed abandoned runs: %s", ", ".join(failed))
     # Bases still for their settle window start their one wave (a minute's resolution at most).

@@ -140,6 +140,7 @@ var queueNames = [
 var containerNames = [
   '${tablePrefix}-run-logs'
   '${tablePrefix}-build-contexts'
+  '${tablePrefix}-run-backlog'
   deadLetterContainerName
   deploymentContainerName
 ]

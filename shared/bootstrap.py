@@ -28,6 +28,7 @@ from shared.adapters.notification_table import TableNotificationOutbox
 from shared.adapters.quarantine_table import TableQuarantine
 from shared.adapters.registry import RegistryClient
 from shared.adapters.registry_acr import AcrClient
+from shared.adapters.run_backlog import BlobRunBacklog
 from shared.adapters.run_logs import BlobRunLogs
 from shared.adapters.run_table import TableRunRepository
 from shared.adapters.secret_box import SecretBox
@@ -63,6 +64,7 @@ from shared.service_layer.ports import (
     Rebaser,
     Registry,
     RepositoryHeads,
+    RunBacklog,
     RunEventPublisher,
     RunEvents,
     RunLogs,
@@ -76,8 +78,8 @@ from shared.service_layer.ports import (
 from shared.service_layer.quarantine import QuarantineList, QuarantineStore
 from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.rollback import ImageStores, Rollback
+from shared.service_layer.run_life import RunLifecycle
 from shared.service_layer.run_topic import TopicRunEvents
-from shared.service_layer.runs import RunLauncher
 from shared.service_layer.scheduling import Scheduler
 from shared.service_layer.settling import SettleWindows, SettlingStore
 from shared.service_layer.source_triggers import SourceTriggers
@@ -102,7 +104,8 @@ class Adapters:
     # Event claims and push holds: the decision table again (a claim's marker is decided when its
     # decision is stored, in one transaction).
     claims: DispatchClaims
-    queue: BuildQueue
+    queue: BuildQueue  # the run lifecycle's alone
+    backlog: RunBacklog  # a big wave's runs until they are recorded
     logs: RunLogs
     sources: Sources
     registry: Registry
@@ -138,7 +141,6 @@ class ServiceLayer:
         self.task_store = adapters.task_store
         self.decisions = adapters.decisions
         self.claims = adapters.claims
-        self.queue = adapters.queue
         self.logs = adapters.logs
         self.sources = adapters.sources
         self.registry = adapters.registry
@@ -170,8 +172,13 @@ class ServiceLayer:
         return DependencyIndex(self.adapters.dependencies)
 
     @cached_property
-    def launcher(self) -> RunLauncher:
-        return RunLauncher(self.runs, self.queue, self.settings.registry_host)
+    def lifecycle(self) -> RunLifecycle:
+        """The one owner of a run's life (the build queue is its alone) and of its waves."""
+        return RunLifecycle(self.runs, self.adapters.queue, self.adapters.slots, self.adapters.wave_store,
+                            self.adapters.backlog, self.index, self.decisions, self.sources,
+                            self.settings.brakes, self.settings.registry_host, lambda: self.builder,
+                            events=self.run_events,
+                            on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
 
     @cached_property
     def tasks(self) -> TaskService:
@@ -182,8 +189,8 @@ class ServiceLayer:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.index, self.runs, self.decisions, self.claims, self.launcher,
-                          self.waves, quarantine=self.quarantine, settling=self.settling)
+        return Dispatcher(self.index, self.runs, self.decisions, self.claims, self.lifecycle,
+                          quarantine=self.quarantine, settling=self.settling)
 
     @cached_property
     def settling(self) -> SettleWindows:
@@ -191,8 +198,8 @@ class ServiceLayer:
 
     @cached_property
     def scheduler(self) -> Scheduler:
-        return Scheduler(self.tasks.store, self.runs, self.launcher, self.sources,
-                         self.settings.unpack_limits, self.waves, lambda: self.builder,
+        return Scheduler(self.tasks.store, self.runs, self.lifecycle, self.sources,
+                         self.settings.unpack_limits, lambda: self.builder,
                          quarantine=self.quarantine)
 
     @cached_property
@@ -218,10 +225,7 @@ class ServiceLayer:
 
     @cached_property
     def waves(self) -> WaveCoordinator:
-        return WaveCoordinator(self.adapters.wave_store, self.adapters.slots,
-                               self.runs, self.launcher, self.index, self.decisions, self.settings.brakes,
-                               lambda: self.builder, events=self.run_events,
-                               on_hold=self.quarantine.on_hold, on_resume=self.quarantine.on_resume)
+        return self.lifecycle.waves
 
     @cached_property
     def impact(self) -> ImpactAnalysis:
@@ -229,11 +233,12 @@ class ServiceLayer:
 
     @cached_property
     def history(self) -> TaskHistory:
-        return TaskHistory(self.tasks.store, self.decisions, self.runs)
+        return TaskHistory(self.tasks.store, self.decisions, self.lifecycle.reads)
 
     @cached_property
     def staleness(self) -> StalenessReport:
-        return StalenessReport(self.tasks.store, self.runs, self.decisions, self.registry, self.waves.waves)
+        return StalenessReport(self.tasks.store, self.lifecycle.reads, self.decisions, self.registry,
+                               self.waves.waves)
 
     @cached_property
     def latency(self) -> PatchLatency:
@@ -255,7 +260,7 @@ class ServiceLayer:
     @cached_property
     def worker(self) -> Worker:
         return Worker(self.runs, self.tasks, self.index, self.logs, lambda: self.builder, self.sources,
-                      self.launcher, self.waves, self.settings.work_dir, self.settings.build_timeout_seconds,
+                      self.lifecycle, self.settings.work_dir, self.settings.build_timeout_seconds,
                       events=self.run_events,
                       changes=WaveChanges(self.base_changes, self.waves.waves),
                       policies=ChangePolicies(self.runs, self.waves, self.decisions),
@@ -321,6 +326,7 @@ class Services(ServiceLayer):
             dependencies=dependencies, index_rows=dependencies,
             decisions=decisions, claims=decisions,
             queue=StorageBuildQueue(self.storage, settings.build_queue),
+            backlog=BlobRunBacklog(self.storage),
             logs=BlobRunLogs(self.storage),
             sources=BuildSources(self.storage, settings.unpack_limits, settings.local_context_roots),
             registry=registry, images=registry, image_stores=registry,

@@ -50,6 +50,23 @@ from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
+class FakeRunBacklog:
+    def __init__(self) -> None:
+        self.backlogs: dict[str, list[dict[str, Any]]] = {}
+
+    def put(self, wave_id: str, runs: list[Run]) -> None:
+        self.backlogs[wave_id] = [run.to_record() for run in runs]
+
+    def get(self, wave_id: str) -> list[Run]:
+        return [Run.from_record(record) for record in self.backlogs.get(wave_id, [])]
+
+    def waves(self) -> list[str]:
+        return sorted(self.backlogs)
+
+    def remove(self, wave_id: str) -> None:
+        self.backlogs.pop(wave_id, None)
+
+
 class FakeRunRepository:
     def __init__(self, prefix: str = "da"):
         self.ids = RunIds(prefix)
@@ -67,6 +84,12 @@ class FakeRunRepository:
     def create_many(self, runs: list[Run]) -> None:
         for run in runs:
             self._runs[run.run_id] = (copy.deepcopy(run), self._runs.get(run.run_id, (run, 0))[1] + 1)
+
+    def create_absent(self, runs: list[Run]) -> None:
+        with self._lock:
+            for run in runs:
+                if run.run_id not in self._runs:
+                    self._runs[run.run_id] = (copy.deepcopy(run), 1)
 
     def get(self, run_id: str) -> tuple[Run, str]:
         if run_id not in self._runs:
@@ -519,23 +542,27 @@ class FakeSlots:
         # Every run that held a place of "global" while another did: the cap's witness.
         self.most_at_once: dict[str, int] = {}
         self.since: dict[tuple[str, str], datetime] = {}
+        # A take is atomic in the store (insert-if-absent); takes may come side by side.
+        self._lock = threading.Lock()
 
     def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
-        places = self.places.setdefault(scope, {})
-        if run_id in places.values():
+        with self._lock:
+            places = self.places.setdefault(scope, {})
+            if run_id in places.values():
+                return True
+            free = [n for n in range(cap) if n not in places]
+            if not free:
+                return False
+            places[free[0]] = run_id
+            self.since[(scope, run_id)] = utc_now()
+            self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
             return True
-        free = [n for n in range(cap) if n not in places]
-        if not free:
-            return False
-        places[free[0]] = run_id
-        self.since[(scope, run_id)] = utc_now()
-        self.most_at_once[scope] = max(self.most_at_once.get(scope, 0), len(places))
-        return True
 
     def give_back(self, scope: str, run_id: str) -> None:
-        places = self.places.get(scope, {})
-        for slot in [n for n, r in places.items() if r == run_id]:
-            del places[slot]
+        with self._lock:
+            places = self.places.get(scope, {})
+            for slot in [n for n, r in places.items() if r == run_id]:
+                del places[slot]
 
     def holders(self, scope: str) -> list[str]:
         return list(self.places.get(scope, {}).values())
@@ -746,11 +773,15 @@ class FakeApp(ServiceLayer):
         self.settling_store = FakeSettlingStore()
         decisions = FakeDecisionLog()
         self.claims = FakeDispatchClaims(decisions)
+        # The lifecycle's private queue and a big wave's backlog, seen here only to watch them.
+        self.queue = FakeBuildQueue()
+        self.backlog = FakeRunBacklog()
         fake_builder, fake_rebaser = FakeBuilder(), FakeRebaser()
         fake_registry = FakeRegistry()
         super().__init__(Adapters(
             runs=runs, task_store=FakeTaskRepository(), dependencies=self.table, index_rows=self.table,
-            decisions=decisions, claims=self.claims, queue=FakeBuildQueue(), logs=FakeRunLogs(),
+            decisions=decisions, claims=self.claims, queue=self.queue, backlog=self.backlog,
+            logs=FakeRunLogs(),
             sources=FakeSources(),
             registry=fake_registry, images=fake_registry, image_stores=FakeImageStores(),
             wave_store=self.wave_store, slots=self.slots,

@@ -35,7 +35,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks
 from shared.domain.image_ref import encode_key
@@ -215,6 +215,32 @@ class TableRunRepository:
         """Insert runs, their own rows and copies side by side (a list that finds a copy before
         its run's row answers the copy). Idempotent: every write is an upsert."""
         self._submit([row for run in runs for row in self._rows(run)])
+
+    def create_absent(self, runs: list[Run]) -> None:
+        """Insert-or-skip: the own rows first, then the copies, each in transactions of one
+        partition; a transaction that meets a row already there is redone row by row, skipping
+        the rows that exist (a run changed since keeps its change)."""
+        rows = [self._rows(run) for run in runs]
+        self._insert_absent([own for own, *_ in rows])
+        self._insert_absent([copy for _, *copies in rows for copy in copies])
+
+    def _insert_absent(self, rows: list[dict[str, Any]]) -> None:
+        by_partition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_partition[row["PartitionKey"]].append(row)
+        batches = [batch for partition in sorted(by_partition) for batch in chunks(by_partition[partition])]
+
+        def insert(batch: list[dict[str, Any]]) -> None:
+            try:
+                self.table.submit_transaction([("create", row) for row in batch])
+            except TableTransactionError:
+                for row in batch:
+                    try:
+                        self.table.create_entity(row)
+                    except ResourceExistsError:
+                        continue
+
+        list(self._writers.map(insert, batches))
 
     def get(self, run_id: str) -> tuple[Run, str]:
         partition, row_key = self._home(run_id)

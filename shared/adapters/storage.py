@@ -35,7 +35,7 @@ TRANSACTIONS_IN_FLIGHT = 4
 # Every table and blob container the app uses (names before the prefix).
 TABLES = ("tasks", "dependencies", "runs", "decisions", "counters", "bases", "waves", "slots", "timers",
           "notifications", "githeads")
-CONTAINERS = ("run-logs", "build-contexts")
+CONTAINERS = ("run-logs", "build-contexts", "run-backlog")
 
 T = TypeVar("T")
 

@@ -26,10 +26,10 @@ from shared.domain.decisions import Decision, TaskDecision
 from shared.domain.runs import Run
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState
-from shared.domain.waves import Wave, WaveConflict, WaveNotFound
+from shared.domain.waves import Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.ports import DecisionLog, RunRepository
 from shared.service_layer.runs import transition
-from shared.service_layer.waves import GLOBAL, WaveCoordinator
+from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class ChangePolicies:
         if held.status == RunStatus.HELD:
             self._unrelease_member(wave_id, held)
             # Its places: a held run is not running (the caps count what really runs).
-            self.waves.slots.give_back(GLOBAL, run.run_id)
-            self.waves.slots.give_back(wave_id, run.run_id)
+            self.waves.life.give_back(wave_id, run.run_id)
         log.warning("wave %s held by the base change policy of %s: %s", wave_id, task.name, change)
         return held
 
@@ -121,10 +120,11 @@ class ChangePolicies:
     def _unrelease_member(self, wave_id: str, run: Run) -> None:
         """The member waits to be released again (`wave resume` marks it ready and releases it)."""
         assert run.task
-        for _ in range(SAVE_ROUNDS):
-            member = self.waves.waves.member(wave_id, run.task)
-            if member is None or not member.released or member.outcome is not None:
-                return
-            if self.waves.waves.save_member(replace(member, released=False)):
-                return
-        raise WaveConflict(f"member {run.task} of wave {wave_id} kept changing")
+
+        def unrelease(member: Member) -> Member | None:
+            if not member.released or member.outcome is not None:
+                return None
+            return replace(member, released=False)
+
+        # Through the coordinator: the write that moves the member moves the wave's counts too.
+        self.waves.update_member(wave_id, run.task, unrelease)

@@ -17,6 +17,8 @@ Before the rules, a dependent whose digest (the pushed one, or its platform's in
 quarantined is decided `quarantined` and its row left unclaimed (shared.service_layer.quarantine).
 Before all of it, a push of a base whose registry has a settle window is decided `settling until
 <time>` and dispatched later, once, on the base's newest digest (shared.service_layer.settling).
+Dispatch only decides: the runs it decides on are recorded, released and sent by their owner,
+shared.service_layer.run_life's RunLifecycle (and its wave coordinator).
 """
 
 from __future__ import annotations
@@ -40,9 +42,8 @@ from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, DispatchClaims, RunRepository
 from shared.service_layer.quarantine import QuarantineList
-from shared.service_layer.runs import RunLauncher
+from shared.service_layer.run_life import RunLifecycle
 from shared.service_layer.settling import SettleWindows
-from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,11 @@ def classify(row: DependencyRow, digest: str, pushed: str, registry: str | None,
 
 class Dispatcher:
     def __init__(self, index: DependencyIndex, runs: RunRepository, decisions: DecisionLog,
-                 claims: DispatchClaims, launcher: RunLauncher, waves: WaveCoordinator,
-                 quarantine: QuarantineList | None = None, settling: SettleWindows | None = None):
-        self.waves = waves
+                 claims: DispatchClaims, life: RunLifecycle, quarantine: QuarantineList | None = None,
+                 settling: SettleWindows | None = None):
+        # The runs' owner: records, releases and sends the runs dispatch decides on.
+        self.life = life
+        self.waves = life.waves
         # Settle windows per registry (None: every push is dispatched at once).
         self.settling = settling
         self.quarantine = quarantine
@@ -125,7 +128,6 @@ class Dispatcher:
         self.runs = runs
         self.decisions = decisions
         self.claims = claims
-        self.launcher = launcher
         self._readers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dispatch")
 
     def rebuild(self, event: ImagePushed) -> Decision:
@@ -252,7 +254,7 @@ class Dispatcher:
         if not run_id:
             return Pending.NONE, None
         try:
-            run, _ = self.runs.get(run_id)
+            run, _ = self.life.reads.get(run_id)  # a run in its wave's backlog is pending too
         except RunNotFound:
             return Pending.MISSING, None
         return (Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED), run
@@ -292,7 +294,7 @@ class Dispatcher:
                 # manifest digest, not the index's (ImagePushed.digest_for).
                 digest = event.digest_for(row.platform)
                 platform = normalized_or_given(row.platform) if digest != event.digest else None
-                outcome, reason = classify(row, digest, pushed, self.launcher.registry_host,
+                outcome, reason = classify(row, digest, pushed, self.life.registry_host,
                                            pending == Pending.QUEUED, producer_task, rebuild, platform)
                 if outcome == Outcome.QUEUED:
                     fresh.append(row)
@@ -322,8 +324,8 @@ class Dispatcher:
             details.append(TaskDecision(row.task, Outcome.ALREADY_TRIGGERED,
                                         "concurrent dispatch kept winning"))
 
-        self.launcher.launch(recovered)
-        self.launcher.send(unsent)
+        self.life.launch(recovered)
+        self.life.send(unsent)
         wave_note = ""
         if runs:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
@@ -371,13 +373,21 @@ class Dispatcher:
         details: list[TaskDecision] = []
         runs: list[str] = []
         for row in rows:
-            outcome, reason = classify(row, event.digest, pushed, self.launcher.registry_host, False,
+            outcome, reason = classify(row, event.digest, pushed, self.life.registry_host, False,
                                        producer.task)
             if outcome not in (Outcome.QUEUED, Outcome.ALREADY_TRIGGERED, Outcome.COALESCED):
                 details.append(TaskDecision(row.task, outcome, reason))
                 continue
             member = self.waves.waves.member(wave_id, row.task)
             if member is None:
+                # Left out of this wave while it waited in another: if it has not started yet, it
+                # builds on this push there (coalesced); if it has, it joins this wave now.
+                waiting = self.waves.waiting_elsewhere([row.task], but=wave_id).get(row.task)
+                if waiting is not None:
+                    details.append(TaskDecision(row.task, Outcome.COALESCED,
+                                                f"run {waiting.run_id} waits in wave {waiting.wave_id} "
+                                                "and will build on this push", waiting.run_id))
+                    continue
                 run = self.waves.join(wave_id, source, row, f"{pushed}@{event.digest} (wave {wave_id})")
                 if run is not None:
                     runs.append(run.run_id)
@@ -407,7 +417,7 @@ class Dispatcher:
                         f"task(s): {summary}", image=pushed, digest=event.digest, runs=runs, tasks=details)
 
     def _new_run(self, event: ImagePushed, pushed: str, row: DependencyRow, run_id: str) -> Run:
-        return self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
+        return self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
                                      cause=f"{pushed}@{event.digest}", event_id=event.event_id)
 
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
@@ -419,7 +429,7 @@ class Dispatcher:
             return []
         reused, spare[:] = spare[: len(rows)], spare[len(rows):]
         planned: dict[str, Run] = {}
-        for row, run_id in zip(rows, reused + self.launcher.allocate(len(rows) - len(reused)), strict=True):
+        for row, run_id in zip(rows, reused + self.life.allocate(len(rows) - len(reused)), strict=True):
             try:
                 planned[row.task] = self._new_run(event, pushed, row, run_id)
             except ValueError as exc:  # an image template that no longer renders: skip only this task

@@ -24,7 +24,7 @@ from typing import Any
 from shared.domain.decisions import Decision
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import Outcome, RunStatus, format_time
-from shared.service_layer.ports import DecisionLog, RunRepository, TaskRepository
+from shared.service_layer.ports import DecisionLog, RunReader, TaskRepository
 
 # How many of the task's newest runs are searched for the run an event queued (a fallback).
 RUNS_SEARCHED = 50
@@ -57,7 +57,7 @@ class TaskVerdict:
 
 
 class TaskHistory:
-    def __init__(self, tasks: TaskRepository, decisions: DecisionLog, runs: RunRepository):
+    def __init__(self, tasks: TaskRepository, decisions: DecisionLog, runs: RunReader):
         self.tasks = tasks
         self.decisions = decisions
         self.runs = runs

@@ -35,6 +35,10 @@ class RunRepository(Protocol):
 
     def create_many(self, runs: list[Run]) -> None: ...
 
+    def create_absent(self, runs: list[Run]) -> None:
+        """Insert the runs that are not stored yet; a run (or copy) already there is left as it is,
+        however it changed since: a late or repeated insert never turns a run back."""
+
     def get(self, run_id: str) -> tuple[Run, str]:
         """The run and its etag; RunNotFound if there is none."""
 
@@ -49,6 +53,32 @@ class RunRepository(Protocol):
         """The newest run that names `image` among its outputs."""
 
     def in_status(self, status: RunStatus) -> list[Run]: ...
+
+
+class RunReader(Protocol):
+    """What readers of runs need: RunRepository's reads, or shared.service_layer.run_life's
+    RunReads, which also shows the runs of a wave planned but not recorded yet."""
+
+    def get(self, run_id: str) -> tuple[Run, str]: ...
+
+    def newest(self, *, top: int = 15, task: str | None = None, status: RunStatus | None = None,
+               image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]: ...
+
+
+class RunBacklog(Protocol):
+    """A wave's runs planned but not recorded yet: one record per wave, written once, removed when
+    every run of it is recorded (shared.service_layer.run_life)."""
+
+    def put(self, wave_id: str, runs: list[Run]) -> None: ...
+
+    def get(self, wave_id: str) -> list[Run]:
+        """[] when the wave has no backlog (never had one, or it was recorded)."""
+
+    def waves(self) -> list[str]:
+        """The waves that have a backlog now (one listing)."""
+
+    def remove(self, wave_id: str) -> None:
+        """No error when it is gone already."""
 
 
 class TaskRepository(Protocol):

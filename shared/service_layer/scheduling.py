@@ -15,8 +15,8 @@ from shared.domain.tasks import Task, TaskError
 from shared.domain.vocabulary import RunStatus, Trigger, utc_now
 from shared.service_layer.ports import BuilderFactory, RunRepository, Sources, TaskRepository
 from shared.service_layer.quarantine import QuarantineList
-from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
-from shared.service_layer.waves import WaveCoordinator
+from shared.service_layer.run_life import RunLifecycle
+from shared.service_layer.runs import cancel_builder_run
 
 # Uploaded contexts larger than this are refused (the API's body limit is a little above it).
 MAX_CONTEXT_BYTES = 50 * 1024 * 1024
@@ -27,16 +27,17 @@ class InvalidContinuation(ValueError):
 
 
 class Scheduler:
-    def __init__(self, tasks: TaskRepository, runs: RunRepository, launcher: RunLauncher, sources: Sources,
-                 unpack_limits: UnpackLimits, waves: WaveCoordinator, builder: BuilderFactory,
+    def __init__(self, tasks: TaskRepository, runs: RunRepository, life: RunLifecycle, sources: Sources,
+                 unpack_limits: UnpackLimits, builder: BuilderFactory,
                  quarantine: QuarantineList | None = None):
-        self.waves = waves
+        # The runs' owner: records, releases and sends the runs decided on here.
+        self.life = life
+        self.waves = life.waves
         self.quarantine = quarantine
         self.builder = builder
         self.unpack_limits = unpack_limits
         self.tasks = tasks
         self.runs = runs
-        self.launcher = launcher
         self.sources = sources
 
     def run_task(self, name: str, force: bool = False) -> Run:
@@ -56,8 +57,8 @@ class Scheduler:
         return self._start(task, trigger, root, **fields)
 
     def _start(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
-        (run_id,) = self.launcher.allocate(1)
-        run = self.launcher.new_run(run_id, trigger, task.images, task=task.name, **fields)
+        (run_id,) = self.life.allocate(1)
+        run = self.life.new_run(run_id, trigger, task.images, task=task.name, **fields)
         # A wave of its own: it starts at once (no cap), and what is built on its output follows
         # in order, once, within the caps.
         as_root = DependencyRow(base="", task=task.name, runtime=True, trigger_enabled=True,
@@ -78,20 +79,20 @@ class Scheduler:
         if len(archive) > MAX_CONTEXT_BYTES:
             raise TaskError(f"the context archive exceeds {MAX_CONTEXT_BYTES // (1024 * 1024)} MiB")
         try:
-            self.launcher.check_templates(image_templates)  # before a run id is spent
+            self.life.check_templates(image_templates)  # before a run id is spent
         except ValueError as exc:
             raise TaskError(str(exc)) from exc
         check_archive(archive, self.unpack_limits)  # ContextTooLarge: refused before anything is kept
         # The same rules as a task's, before a run id is spent: readable names, a known platform.
         Task(name="build", images=list(image_templates), context="build", dockerfile=dockerfile,
              build_args=dict(build_args or {}), platform=platform).validate()
-        (run_id,) = self.launcher.allocate(1)
+        (run_id,) = self.life.allocate(1)
         upload = f"{run_id}-{uuid.uuid4().hex[:8]}.tar.gz"
         self.sources.upload(upload, archive)
         spec = BuildSpec(source=Source(upload=upload), dockerfile=dockerfile,
                          build_args=dict(build_args or {}), platform=platform)
-        run = self.launcher.new_run(run_id, Trigger.MANUAL, image_templates, spec=spec)
-        self.launcher.launch([run])
+        run = self.life.new_run(run_id, Trigger.MANUAL, image_templates, spec=spec)
+        self.life.launch([run])
         return run
 
     def cancel(self, run_id: str) -> Run:
@@ -105,7 +106,7 @@ class Scheduler:
             return replace(run, status=RunStatus.CANCELED, finished_at=utc_now(), started_at=started,
                            reason="canceled by request")
 
-        canceled = cancel_builder_run(self.runs, self.builder, transition(self.runs, run_id, cancel))
+        canceled = cancel_builder_run(self.runs, self.builder, self.life.change(run_id, None, cancel))
         self.waves.run_finished(canceled)  # what was to be built on it in its wave is not built
         return canceled
 
@@ -119,4 +120,5 @@ class Scheduler:
             except RunNotFound as exc:
                 raise InvalidContinuation(f"continuation {after!r} is not a run id from a previous page") \
                     from exc
-        return self.runs.newest(top=top, task=task, status=status, image=image, after=after)
+        # Through the lifecycle's reads: a big wave's runs not recorded yet are listed too.
+        return self.life.reads.newest(top=top, task=task, status=status, image=image, after=after)

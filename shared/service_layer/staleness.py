@@ -46,7 +46,7 @@ from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TERMINAL, Outcome, RunStatus, WaveState, format_time
 from shared.domain.waves import Wave, WaveNotFound
-from shared.service_layer.ports import DecisionLog, Registry, RunRepository, TaskRepository, WaveRepository
+from shared.service_layer.ports import DecisionLog, Registry, RunReader, TaskRepository, WaveRepository
 
 # Registry HEADs and table reads in flight at once.
 LOOKUPS_IN_FLIGHT = 8
@@ -112,7 +112,7 @@ class StaleEntry:
 
 
 class StalenessReport:
-    def __init__(self, tasks: TaskRepository, runs: RunRepository, decisions: DecisionLog,
+    def __init__(self, tasks: TaskRepository, runs: RunReader, decisions: DecisionLog,
                  registry: Registry, waves: WaveRepository | None = None):
         self.tasks = tasks
         self.runs = runs

@@ -1,19 +1,27 @@
-"""Waves: planning what one base change rebuilds, releasing it in order within the caps, and the
-circuit breaker. See shared.domain.waves for the model.
+"""Waves: planning what one base change rebuilds, its members and their readiness, its counts, and
+the circuit breaker. See shared.domain.waves for the model.
+
+The wave coordinator belongs to the runs' owner, shared.service_layer.run_life's RunLifecycle
+(`lifecycle.waves`): it asks the lifecycle for run ids, records, places under the caps and
+releases, and the lifecycle tells it how runs ended.
 
 Every step is idempotent, because each may run again (a redelivered message, housekeeping's
-`reconcile` after a crash): readiness is a set of arrived bases, places are slots taken once per
-run, and a run is released by an etag-guarded Queued -> released transition.
+`reconcile` after a crash): readiness is a set of arrived bases, and a member's standing (Waiting,
+Queued, its outcome) changes by an etag-guarded write. The wave's counts follow those writes: the
+call whose write changed a member's standing moves the counts on the wave row (etag-guarded), so a
+run's end reads one member row and one wave row, whatever the wave's size. A crash between the two
+writes leaves the counts short; housekeeping's `catch_up` recounts from the members.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
@@ -28,10 +36,12 @@ from shared.service_layer.ports import (
     DecisionLog,
     RunEvents,
     RunRepository,
-    Slots,
     WaveRepository,
 )
-from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
+from shared.service_layer.runs import cancel_builder_run, transition
+
+if TYPE_CHECKING:
+    from shared.service_layer.run_life import RunLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +49,9 @@ GLOBAL = "global"
 WAITING = "Waiting"  # the count of members whose runs are not released yet
 BUILT = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
 FAILED = frozenset({RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
-# How long a place may be held by a run not recorded or released yet before reconcile takes it back.
-SLOT_SETTLE_TIME = timedelta(seconds=60)
+PENDING = frozenset({WAITING, str(RunStatus.QUEUED)})  # standings of members that have not ended
+# Attempts at moving a wave's counts before the move is left to housekeeping's recount.
+COUNT_ATTEMPTS = 30
 
 
 def _standing(member: Member) -> str:
@@ -50,7 +61,7 @@ def _standing(member: Member) -> str:
 
 
 class WaveCoordinator:
-    def __init__(self, waves: WaveRepository, slots: Slots, runs: RunRepository, launcher: RunLauncher,
+    def __init__(self, waves: WaveRepository, runs: RunRepository, life: RunLifecycle,
                  index: DependencyIndex, decisions: DecisionLog, brakes: Brakes, builder: BuilderFactory,
                  events: RunEvents | None = None,
                  on_hold: Callable[[Wave], None] | None = None,
@@ -64,9 +75,8 @@ class WaveCoordinator:
         self.on_resume = on_resume
         # Only to cancel the build of a run canceled while it runs (its worker may be gone).
         self.builder = builder
-        self.slots = slots
         self.runs = runs
-        self.launcher = launcher
+        self.life = life  # the runs' owner: ids, records, places, releases and messages
         self.index = index
         self.decisions = decisions
         self.brakes = brakes
@@ -80,31 +90,33 @@ class WaveCoordinator:
                 for ref, rows in zip(refs, found, strict=True)}
 
     def plan(self, first: list[DependencyRow]) -> Plan[DependencyRow]:
-        return plan(first, self.launcher.registry_host, self._dependents)
+        return plan(first, self.life.registry_host, self._dependents)
 
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
               released: Iterable[str] = (), pushed_at: datetime | None = None,
               received_at: datetime | None = None) -> tuple[Wave, list[Run]]:
         """A wave whose first members are the runs in `first` (task -> run, not yet recorded):
-        deeper members get runs of their own; all are recorded, then the ready ones released.
-        `released` names runs that start at once, outside the caps (a manual run). `pushed_at` and
-        `received_at`: the base push's times, kept on the wave (its patch latency)."""
-        wave_plan = self.plan(rows)
+        deeper members get runs of their own; the ready ones within the caps are recorded and
+        released, the others recorded too, or, in a big wave, after the push answered (from the
+        wave's backlog, RunLifecycle.defer). `released` names runs that start at once, outside the
+        caps (a manual run). `pushed_at` and `received_at`: the base push's times, kept on the
+        wave (its patch latency)."""
+        wave_plan = self._without_tasks_waiting_elsewhere(self.plan(rows), first)
         # Named after its first run (unique: a run belongs to one wave), so no counter is written.
         wave_id = "w" + str(min(self.runs.ids.counter(run.run_id) for run in first.values()))
         deeper = [task for task in wave_plan.members if task not in first]
         runs = dict(first)
-        for task, run_id in zip(deeper, self.launcher.allocate(len(deeper)), strict=True):
+        for task, run_id in zip(deeper, self.life.allocate(len(deeper)), strict=True):
             row = wave_plan.members[task].row
-            runs[task] = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=task,
-                                               cause=f"{root} (wave {wave_id})")
+            runs[task] = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=task,
+                                           cause=f"{root} (wave {wave_id})")
         at_once = set(released)
         # The first members released now, within the caps: their runs are recorded released and
         # their messages go out with them (no transition, no ready mark for them).
         first_ready = sorted(
             (t for t, p in wave_plan.members.items() if not p.waits_for and runs[t].run_id not in at_once),
             key=lambda t: (wave_plan.members[t].level, self.runs.ids.counter(runs[t].run_id)))
-        at_once |= self._take_slots(wave_id, [runs[t].run_id for t in first_ready])
+        at_once |= self.life.take_first_places(wave_id, [runs[t].run_id for t in first_ready])
         members = []
         for task, planned in wave_plan.members.items():
             run = runs[task]
@@ -117,25 +129,61 @@ class WaveCoordinator:
                     pushed_at=pushed_at, received_at=received_at)
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
-        # The wave's rows and the runs go to different tables: written side by side. The wave is
-        # complete before any released run can finish (a worker must find its member to report to).
+        # The runs that wait go to the wave's backlog before its rows are written, so every member
+        # names a run recorded or in the backlog (a big wave's, recorded after the push answers).
+        # The wave's rows and the released runs go to different tables: written side by side. The
+        # wave is complete before any released run can finish (a worker must find its member).
+        deferred = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once])
         writing = self._readers.submit(self.waves.create, wave, members)
-        self.launcher.record(list(runs.values()))
+        self.life.record([run for run in runs.values() if run.run_id in at_once or not deferred])
         writing.result()
-        self.launcher.send([run.run_id for run in runs.values() if run.run_id in at_once])
+        self.life.send([run.run_id for run in runs.values() if run.run_id in at_once])
+        if deferred:
+            self.life.record_in_background(wave_id)
         return wave, list(runs.values())
 
-    def _take_slots(self, wave_id: str, run_ids: list[str]) -> set[str]:
-        """Places for the first runs of a new wave, as many as both caps allow."""
-        taken: set[str] = set()
-        for place, run_id in enumerate(run_ids[: self.brakes.wave_max_running]):
-            if not self.slots.take(GLOBAL, self.brakes.max_running, run_id):
-                break
-            if not self.slots.take(wave_id, self.brakes.wave_max_running, run_id, first=place):
-                self.slots.give_back(GLOBAL, run_id)
-                break
-            taken.add(run_id)
-        return taken
+    def _without_tasks_waiting_elsewhere(self, wave_plan: Plan[DependencyRow],
+                                         first: dict[str, Run]) -> Plan[DependencyRow]:
+        """The plan without the deeper tasks that have a run waiting in another wave, nor what
+        they lead to here (first members stay: their runs are claimed). Such a run has not started:
+        it builds on this wave's change as well, so the task coalesces into it. Should it start
+        before its base here is built, that base's push joins the task to this wave then
+        (dispatch's `_in_wave`), so nothing is built on an old base."""
+        waiting = self.waiting_elsewhere([t for t in wave_plan.members if t not in first])
+        if not waiting:
+            return wave_plan
+        left_out: set[str] = set()
+        todo = list(waiting)
+        while todo:
+            task = todo.pop()
+            if task in left_out or task in first:
+                continue
+            left_out.add(task)
+            todo.extend(wave_plan.members[task].needed_by)
+        members = {task: replace(planned, waits_for=planned.waits_for - left_out,
+                                 needed_by=planned.needed_by - left_out)
+                   for task, planned in wave_plan.members.items() if task not in left_out}
+        return replace(wave_plan, members=members)
+
+    def waiting_elsewhere(self, tasks: list[str], but: str | None = None) -> dict[str, Run]:
+        """The tasks that have a run not started yet in an active wave (other than `but`), as a
+        member of it (a run a crash left outside its wave never builds): task -> that run."""
+        if not tasks:
+            return {}  # a wave of first members only (one push's direct dependents): no read
+        others = {w.wave_id for w in self.waves.active() if w.wave_id != but}
+        if not others:
+            return {}  # the common case: one read, whatever the wave's size
+
+        def waiting(task: str) -> Run | None:
+            queued, _ = self.life.reads.newest(task=task, status=RunStatus.QUEUED, top=1)
+            run = queued[0] if queued else None
+            if run is None or run.wave_id not in others:
+                return None
+            member = self.waves.member(run.wave_id, task)
+            return run if member is not None and member.run_id == run.run_id else None
+
+        found = self._readers.map(waiting, tasks)
+        return {task: run for task, run in zip(tasks, found, strict=True) if run is not None}
 
     def recorded(self, wave_id: str) -> bool:
         """Is the wave's row there? (A dispatch that failed while starting a wave leaves runs that
@@ -152,23 +200,36 @@ class WaveCoordinator:
         wave, _ = self.waves.get(wave_id)
         if wave.state == WaveState.CANCELED:
             return None
-        (run_id,) = self.launcher.allocate(1)
-        run = self.launcher.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
-        run.wave_id, run.released, run.unsent_since = wave_id, False, None
-        member = Member(wave_id, row.task, run_id, (producer.level + 1) if producer else 1)
-        # The run before its member: a member always names a recorded run. A crash in between
-        # leaves a Queued run that is no member and never builds; the push's redelivery joins the
-        # task again with a run of its own.
-        self.launcher.launch([run])
+        run = self._stray(wave_id, row.task)
+        if run is None:
+            (run_id,) = self.life.allocate(1)
+            run = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
+            run.wave_id, run.released, run.unsent_since = wave_id, False, None
+            # The run before its member: a member always names a recorded run. A crash in between
+            # leaves a Queued run outside the wave: the push's redelivery adopts it (`_stray`), and
+            # housekeeping cancels it if none comes (RunLifecycle.sweep).
+            self.life.record([run])
+        member = Member(wave_id, row.task, run.run_id, (producer.level + 1) if producer else 1)
         if not self.waves.add_member(member):
-            self._drop(run, f"{row.task} is a member of wave {wave_id} already")
+            joined = self.waves.member(wave_id, row.task)
+            if joined is None or joined.run_id != run.run_id:  # not a concurrent adoption of it
+                self.drop(run, f"{row.task} is a member of wave {wave_id} already")
             return None
         self.waves.mark_ready(member)
-        self._reopen(wave_id)
-        self.release(wave_id)
+        # Counted by the call that added it; a wave settled Done meanwhile is active again until
+        # the newcomer ends.
+        self._count(wave_id, {_standing(member): 1})
+        self.life.release(wave_id)
         return run
 
-    def _drop(self, run: Run, reason: str) -> None:
+    def _stray(self, wave_id: str, task: str) -> Run | None:
+        """The run a join of `task` recorded for this wave before it crashed short of adding the
+        member (`join` is asked only for a task that is no member)."""
+        queued, _ = self.runs.newest(task=task, status=RunStatus.QUEUED, top=1)
+        run = queued[0] if queued else None
+        return run if run is not None and run.wave_id == wave_id and not run.released else None
+
+    def drop(self, run: Run, reason: str) -> None:
         """A recorded run that is not a member of its wave after all: canceled, never built."""
         def cancel(current: Run) -> Run | None:
             if current.status != RunStatus.QUEUED or current.released:
@@ -177,83 +238,10 @@ class WaveCoordinator:
 
         transition(self.runs, run.run_id, cancel)
 
-    def _reopen(self, wave_id: str) -> None:
-        """A member joined a wave that was finishing: if it was settled Done meanwhile (every member
-        it knew had ended), it is active again until the newcomer ends."""
-        for _ in range(10):
-            wave, etag = self.waves.get(wave_id)
-            if wave.state != WaveState.DONE:
-                return
-            try:
-                self.waves.save(replace(wave, state=WaveState.ACTIVE), etag)
-                return
-            except WaveConflict:
-                continue
-
-    # ---- releasing -------------------------------------------------------------------------
-    def release(self, wave_id: str | None = None) -> list[str]:
-        """Give ready runs their queue message while the caps allow: the named wave's, or every
-        active wave's, oldest wave first. Returns the runs released."""
-        released: list[str] = []
-        if wave_id is not None:
-            wave, _ = self.waves.get(wave_id)
-            waves = [wave]
-        else:
-            waves = sorted(self.waves.active(), key=lambda w: w.created_at)
-        for wave in waves:
-            if wave.state != WaveState.ACTIVE:
-                continue
-            for member in self.waves.ready(wave.wave_id, self.brakes.wave_max_running):
-                outcome = self._release_one(member)
-                if outcome is None:
-                    return released  # the service is full
-                if outcome:
-                    released.append(member.run_id)
-                elif outcome is False and not self._wave_room(wave.wave_id):
-                    break
-        return released
-
-    def _wave_room(self, wave_id: str) -> bool:
-        return len(self.slots.holders(wave_id)) < self.brakes.wave_max_running
-
-    def _release_one(self, member: Member) -> bool | None:
-        """True: released. False: not this one (the wave is full, or the run needs no release).
-        None: the service is full."""
-        if not self.slots.take(GLOBAL, self.brakes.max_running, member.run_id):
-            return None
-        if not self.slots.take(member.wave_id, self.brakes.wave_max_running, member.run_id):
-            self.slots.give_back(GLOBAL, member.run_id)
-            return False
-
-        # Whether this call made the release (the last change applied is the one written): a run
-        # another releaser got to first is theirs to send, and its places are the run's, not ours.
-        mine = False
-
-        def release(run: Run) -> Run | None:
-            nonlocal mine
-            mine = run.status == RunStatus.QUEUED and not run.released
-            return replace(run, released=True, unsent_since=utc_now()) if mine else None
-
-        try:
-            run: Run | None = transition(self.runs, member.run_id, release)
-        except RunNotFound:
-            run = None
-        if not mine:
-            if run is None or not run.released or run.finished:
-                self._give_back(member.wave_id, member.run_id)
-            self.waves.unmark_ready(member)
-            return False
-        self._update_member(member.wave_id, member.task, lambda m: replace(m, released=True))
-        self.waves.unmark_ready(member)
-        self.launcher.send([member.run_id])
-        return True
-
-    def _give_back(self, wave_id: str, run_id: str) -> None:
-        self.slots.give_back(GLOBAL, run_id)
-        self.slots.give_back(wave_id, run_id)
-
-    def _update_member(self, wave_id: str, task: str,
-                       change: Callable[[Member], Member | None]) -> Member | None:
+    def update_member(self, wave_id: str, task: str,
+                      change: Callable[[Member], Member | None]) -> Member | None:
+        """Apply `change` to a member (etag-guarded, retried); the call whose write changed the
+        member's standing moves the wave's counts."""
         for _ in range(10):
             member = self.waves.member(wave_id, task)
             if member is None:
@@ -263,6 +251,9 @@ class WaveCoordinator:
                 return member
             updated.etag = member.etag
             if self.waves.save_member(updated):
+                before, after = _standing(member), _standing(updated)
+                if before != after:
+                    self._count(wave_id, {before: -1, after: 1})
                 return updated
         raise WaveConflict(f"member {task} of wave {wave_id} kept changing")
 
@@ -277,7 +268,7 @@ class WaveCoordinator:
         status = run.status
         member = self.waves.member(wave_id, run.task)
         if member is None:
-            self._give_back(wave_id, run.run_id)
+            self.life.give_back(wave_id, run.run_id)
             return
         # What follows from the run's end first, its outcome last: every step is idempotent, and
         # until the outcome is written housekeeping's reconcile sees a released member whose run
@@ -285,17 +276,16 @@ class WaveCoordinator:
         if run.status == RunStatus.SUCCEEDED:
             built = run.task
             for task in member.needed_by:
-                arrived = self._update_member(wave_id, task, lambda m: m if built in m.arrived
-                                              else replace(m, arrived=[*m.arrived, built]))
+                arrived = self.update_member(wave_id, task, lambda m: m if built in m.arrived
+                                             else replace(m, arrived=[*m.arrived, built]))
                 if arrived is not None and arrived.ready and not arrived.released and arrived.outcome is None:
                     self.waves.mark_ready(arrived)
         else:
             self._cancel_dependents(wave_id, member, f"{run.task} ({run.run_id}) ended {run.status}")
-        self._update_member(wave_id, run.task,
-                            lambda m: m if m.outcome else replace(m, outcome=status, released=True))
-        self._give_back(wave_id, run.run_id)
-        self._settle(wave_id)
-        self.release()
+        self.update_member(wave_id, run.task,
+                           lambda m: m if m.outcome else replace(m, outcome=status, released=True))
+        self.life.give_back(wave_id, run.run_id)
+        self.life.release()
 
     def _cancel_dependents(self, wave_id: str, member: Member, why: str) -> None:
         todo = list(member.needed_by)
@@ -330,7 +320,7 @@ class WaveCoordinator:
             return replace(run, status=status, finished_at=utc_now(), reason=reason)
 
         try:
-            run = transition(self.runs, member.run_id, cancel)
+            run = self.life.change(member.run_id, member.wave_id, cancel)
         except RunNotFound:
             return
         if stopped_here:  # once, by the call that canceled it (a redo finds it finished)
@@ -339,41 +329,66 @@ class WaveCoordinator:
             self.events.run_changed(run)  # held by the breaker: its task's endpoint hears of it
         self.waves.unmark_ready(member)
         if run.finished:
-            self._update_member(member.wave_id, member.task,
-                                lambda m: m if m.outcome else replace(m, outcome=run.status))
+            self.update_member(member.wave_id, member.task,
+                               lambda m: m if m.outcome else replace(m, outcome=run.status))
             # A build that is still going keeps its places until its worker sees the cancel and
             # stops (run_finished gives them back then): the caps count what really runs.
             if not was_building:
-                self._give_back(member.wave_id, member.run_id)
+                self.life.give_back(member.wave_id, member.run_id)
 
-    def _settle(self, wave_id: str) -> Wave:
-        """Counts from the members; the breaker; Done when every member has ended."""
+    def _count(self, wave_id: str, moves: Mapping[str, int]) -> None:
+        """Move the wave's counts by `moves` (standing -> change), then check the breaker and
+        whether the wave is Done: one etag-guarded write of the wave row, by the call whose member
+        write made the move. Left to housekeeping's recount (catch_up) if the row keeps changing."""
+        for _ in range(COUNT_ATTEMPTS):
+            wave, etag = self.waves.get(wave_id)
+            counts = Counter(wave.counts)
+            counts.update(moves)
+            if self._settle(wave, etag, {k: n for k, n in counts.items() if n > 0}):
+                return
+        log.warning("wave %s: its counts kept changing; housekeeping recounts them", wave_id)
+
+    def _recount(self, wave_id: str) -> None:
+        """Counts from every member (housekeeping, after a crash between a member's write and its
+        count); the breaker; Done when every member has ended."""
         for _ in range(10):
             wave, etag = self.waves.get(wave_id)
             members = self.waves.members(wave_id)
-            counts = Counter(_standing(m) for m in members)
-            built = sum(1 for m in members if m.outcome in BUILT)
-            failed = sum(1 for m in members if m.outcome in FAILED)
-            updated = replace(wave, counts=dict(counts))
-            held_now = False
-            if wave.state == WaveState.ACTIVE and self.brakes.trips(built - wave.breaker_base[0],
-                                                                    failed - wave.breaker_base[1]):
-                updated.state = WaveState.HELD
-                updated.reason = (f"circuit breaker: {failed} of the {built} builds that finished failed; "
-                                  "`basetrigger wave resume` or `wave cancel` decides")
-                held_now = True
-            if all(m.outcome for m in members) and wave.state in (WaveState.ACTIVE, WaveState.HELD):
-                updated.state = WaveState.DONE
-            if updated == wave:
-                return wave
-            try:
-                self.waves.save(updated, etag)
-            except WaveConflict:
-                continue
-            if held_now:
-                self._hold(updated, members)
-            return updated
+            if self._settle(wave, etag, dict(Counter(_standing(m) for m in members)), members):
+                return
         raise WaveConflict(f"wave {wave_id} kept changing")
+
+    def _settle(self, wave: Wave, etag: str, counts: dict[str, int],
+                members: list[Member] | None = None) -> bool:
+        """Write the wave with these counts, Held if the breaker trips, Done if no member is
+        pending. False: the wave changed since `etag` was read (read it again)."""
+        built = sum(n for standing, n in counts.items() if standing in BUILT)
+        failed = sum(n for standing, n in counts.items() if standing in FAILED)
+        updated = replace(wave, counts=counts)
+        held_now = False
+        if wave.state == WaveState.ACTIVE and self.brakes.trips(built - wave.breaker_base[0],
+                                                                failed - wave.breaker_base[1]):
+            updated.state = WaveState.HELD
+            updated.reason = (f"circuit breaker: {failed} of the {built} builds that finished failed; "
+                              "`basetrigger wave resume` or `wave cancel` decides")
+            held_now = True
+        pending = any(standing in PENDING for standing in counts)
+        if not pending and wave.state in (WaveState.ACTIVE, WaveState.HELD):
+            updated.state = WaveState.DONE
+        elif pending and wave.state == WaveState.DONE:
+            updated.state = WaveState.ACTIVE  # a member joined a wave settled Done meanwhile
+        if updated == wave:
+            return True
+        # Read before the wave says Held (the breaker trips once a wave): its runs are held a
+        # moment after it, not a read later.
+        members = (members if members is not None else self.waves.members(wave.wave_id)) if held_now else []
+        try:
+            self.waves.save(updated, etag)
+        except WaveConflict:
+            return False
+        if held_now:
+            self._hold(updated, members)
+        return True
 
     def _hold(self, wave: Wave, members: list[Member]) -> None:
         # The decision first: whoever sees the wave Held finds why (the runs follow in a moment).
@@ -404,14 +419,14 @@ class WaveCoordinator:
         # and resuming again finishes it (each step is idempotent).
         for member in members:
             if member.outcome is None and not member.released:
-                transition(self.runs, member.run_id, unhold)
+                self.life.change(member.run_id, wave_id, unhold)
                 if member.ready:
                     self.waves.mark_ready(member)
         self.waves.save(replace(wave, state=WaveState.ACTIVE, reason=f"resumed after: {wave.reason}",
                                 breaker_base=(built, failed)), etag)
         if self.on_resume is not None:
             self.on_resume(wave)
-        self.release(wave_id)
+        self.life.release(wave_id)
         return self.waves.get(wave_id)[0]
 
     def cancel(self, wave_id: str) -> Wave:
@@ -423,16 +438,23 @@ class WaveCoordinator:
         for member in self.waves.members(wave_id):
             if member.outcome is None:
                 self._cancel_run(member, f"wave {wave_id} canceled by request")
-        current, etag = self.waves.get(wave_id)  # its counts moved as its runs were canceled
-        self.waves.save(replace(current, state=WaveState.CANCELED, reason="canceled by request"), etag)
-        self._settle(wave_id)
-        self.release()
+        for _ in range(COUNT_ATTEMPTS):  # its counts move while builds that were going stop
+            current, etag = self.waves.get(wave_id)
+            try:
+                self.waves.save(replace(current, state=WaveState.CANCELED, reason="canceled by request"),
+                                etag)
+                break
+            except WaveConflict:
+                continue
+        else:
+            raise WaveConflict(f"wave {wave_id} kept changing")
+        self.life.release()
         return self.waves.get(wave_id)[0]
 
     # ---- housekeeping ----------------------------------------------------------------------
-    def reconcile(self) -> list[str]:
-        """After crashes: note runs that ended unnoticed, give back places of runs that hold none
-        legitimately, release what can start. Returns the runs released."""
+    def catch_up(self) -> None:
+        """After crashes: note runs of active (and recently held) waves that ended unnoticed, and
+        recount each wave from its members (RunLifecycle.reconcile calls it first)."""
         recent_held = [w for w in self.waves.newest(top=50)[0] if w.state == WaveState.HELD]
         for wave in self.waves.active() + recent_held:
             for member in self.waves.members(wave.wave_id):
@@ -443,18 +465,4 @@ class WaveCoordinator:
                         continue
                     if run.finished:
                         self.run_finished(run)
-            self._settle(wave.wave_id)
-        for scope in [GLOBAL] + [w.wave_id for w in self.waves.active()]:
-            for run_id, since in self.slots.taken_at(scope).items():
-                # A place taken a moment ago may be on its way to a run being recorded or released
-                # (start, _release_one): only one held that long for nothing is reclaimed.
-                settled = utc_now() - since > SLOT_SETTLE_TIME
-                try:
-                    run, _ = self.runs.get(run_id)
-                except RunNotFound:
-                    if settled:
-                        self.slots.give_back(scope, run_id)
-                    continue
-                if run.finished or (not run.released and settled):
-                    self.slots.give_back(scope, run_id)
-        return self.release()
+            self._recount(wave.wave_id)

@@ -6,7 +6,9 @@ either a finished run (nothing to do), a run with a fresh heartbeat (someone is 
 later), or a run whose heartbeat went stale (its worker died: take it over). After the queue's
 last attempt the poison handler fails the run with a reason, so no run stays Running forever.
 A heartbeat never outlives its attempt: it is stopped and joined before the attempt's end is written.
-Housekeeping (`sweep`, every minute) sends the messages of released runs whose send failed, and has a
+The worker only builds and reports: how a run ended goes to the run's owner
+(shared.service_layer.run_life's RunLifecycle), which also fails abandoned runs, and whose
+housekeeping (`sweep`, every minute) sends the messages of released runs whose send failed and has a
 run whose heartbeat went stale taken over when no message of it is left in the queue.
 """
 
@@ -17,7 +19,6 @@ import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +66,15 @@ from shared.service_layer.ports import (
     RunRepository,
     Sources,
 )
-from shared.service_layer.runs import RunLauncher, cancel_builder_run, transition
+from shared.service_layer.run_life import RunLifecycle, heartbeat_is_fresh
+from shared.service_layer.runs import transition
 from shared.service_layer.tasks import TaskService
-from shared.service_layer.waves import WaveCoordinator
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 10
-STALE_AFTER = timedelta(seconds=35)
+HEARTBEAT_SECONDS = 10  # well under run_life.STALE_AFTER: a live worker's run never looks abandoned
 # How long a build's end waits for a heartbeat write in flight.
 HEARTBEAT_JOIN_SECONDS = 30
-# Runs whose worker stopped reporting for this long are failed by housekeeping.
-ABANDONED_AFTER = timedelta(minutes=10)
-# Housekeeping runs every minute (functions/housekeeping.py). It sends the message of a run released
-# this long ago whose send never succeeded (a sender still at it is done or has failed by then), and
-# it has a Running run whose heartbeat is this old taken over (a new message) when the queue holds
-# no message that could still bring it back (one in flight, visible or not).
-UNSENT_AFTER = timedelta(seconds=60)
-RESCUE_AFTER = timedelta(seconds=60)
-# A run taken over this many times (its builds keep killing their worker) is failed instead.
-MAX_ATTEMPTS = 5
 
 
 class RetryLater(RuntimeError):
@@ -99,13 +89,9 @@ class _TaskChanged(Exception):
     """The archive a task run read from its task was deleted: the task was changed since."""
 
 
-def heartbeat_is_fresh(run: Run) -> bool:
-    return run.heartbeat_at is not None and utc_now() - run.heartbeat_at < STALE_AFTER
-
-
 class Worker:
     def __init__(self, runs: RunRepository, tasks: TaskService, index: DependencyIndex, logs: RunLogs,
-                 builder: BuilderFactory, sources: Sources, launcher: RunLauncher, waves: WaveCoordinator,
+                 builder: BuilderFactory, sources: Sources, life: RunLifecycle,
                  work_dir: str, timeout_seconds: int, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  events: RunEvents | None = None,
                  changes: WaveChanges | None = None,
@@ -115,8 +101,8 @@ class Worker:
         self.registry = registry
         # Rebases runs whose task's update policy asks for it; None: every run builds.
         self.rebaser = rebaser
-        self.waves = waves
-        # Who hears of a run that starts (its end reaches them through waves.run_finished).
+        self.life = life  # the runs' owner: told how each run ended
+        # Who hears of a run that starts (its end reaches them through the owner's `ended`).
         self.events: RunEvents = events or NoRunEvents()
         # What the base push of a run's wave changed, for the log header (best effort, bounded).
         self.changes = changes
@@ -130,7 +116,6 @@ class Worker:
         # builder's configuration is broken.
         self._builder = builder
         self.sources = sources
-        self.launcher = launcher
         self.work_dir = Path(work_dir)
         self.timeout_seconds = timeout_seconds
         self.heartbeat_seconds = heartbeat_seconds
@@ -185,7 +170,7 @@ class Worker:
         if run is None:
             log.info("run %s already finished; redelivery ignored", run_id)
             for done in seen:  # a quick build canceled before it started is only ever seen here
-                self._remove_quick_upload(done)
+                self.life.remove_quick_upload(done)
             return None
         self.events.run_changed(run)  # its task's endpoint hears of the start (never raises or waits)
 
@@ -205,10 +190,9 @@ class Worker:
             raise  # the queue redelivers; after its last attempt the poison handler fails the run
         finally:
             self._stop_heartbeat(stop, beating)
-        self._remove_quick_upload(finished)
-        # Its wave learns how it ended: what waited on it may start (housekeeping redoes this
-        # after a crash here).
-        self.waves.run_finished(finished)
+        # Its owner learns how it ended: what waited on it in its wave may start (housekeeping
+        # redoes this after a crash here).
+        self.life.ended(finished)
         return finished
 
     def _stop_heartbeat(self, stop: threading.Event, beating: threading.Thread) -> None:
@@ -441,17 +425,6 @@ class Worker:
                 log.info("cannot read the layers of %s: %s", base, exc)
         return found
 
-    def _remove_quick_upload(self, run: Run) -> None:
-        """A finished quick build's upload is needed no more (a task run's belongs to its task, and
-        a run not finished may be delivered again and build from it)."""
-        if not run.finished or run.task is not None or run.spec is None or not run.spec.source.upload:
-            return
-        try:
-            self.sources.remove(run.spec.source.upload)  # again on a redelivery: no error
-        except Exception:
-            log.warning("could not delete the upload of run %s; it stays as an orphan", run.run_id,
-                        exc_info=True)
-
     def _still_ours(self, run: Run) -> bool:
         """Is this attempt still the one the run record names (not canceled, not taken over)?"""
         current, _ = self.runs.get(run.run_id)
@@ -494,79 +467,3 @@ class Worker:
                            **{k: v for k, v in fields.items() if v is not None})
 
         return transition(self.runs, run.run_id, finish)
-
-    # ---- failure paths ---------------------------------------------------------------------
-    def fail_abandoned(self, run_id: str, reason: str) -> Run | None:
-        """The queue gave up on this run's message (or housekeeping on its silent worker): fail it
-        unless a worker is still on it, and cancel the build an attempt left in the builder."""
-        failed_here = False
-
-        def fail(run: Run) -> Run | None:
-            nonlocal failed_here
-            failed_here = False
-            if run.finished or (run.status == RunStatus.RUNNING and heartbeat_is_fresh(run)):
-                return None
-            failed_here = True
-            return replace(run, status=RunStatus.FAILED, finished_at=utc_now(), reason=reason)
-
-        try:
-            run = transition(self.runs, run_id, fail)
-        except RunNotFound:
-            return None
-        if run.status == RunStatus.FAILED and run.reason == reason:
-            if failed_here:  # no worker will stop the ACR run an attempt may have left behind
-                run = cancel_builder_run(self.runs, self._builder, run)
-            self._remove_quick_upload(run)
-            self.waves.run_finished(run)
-            return run
-        return None
-
-    def _release_orphan(self, run: Run) -> bool:
-        """Released by this call (another sweep that got there first sends its message)?"""
-        mine = False
-
-        def release(current: Run) -> Run | None:
-            nonlocal mine
-            mine = current.status == RunStatus.QUEUED and not current.released
-            if not mine:
-                return None
-            return replace(current, released=True, wave_id=None, unsent_since=utc_now(),
-                           reason=f"its wave {run.wave_id} was never recorded; released on its own")
-
-        transition(self.runs, run.run_id, release)
-        return mine
-
-    def sweep(self) -> list[str]:
-        """Housekeeping: fail runs whose worker went silent, take over runs whose worker died, send
-        the messages sends that failed left unsent, re-send runs that wait too long."""
-        now = utc_now()
-        failed, silent = [], []
-        for run in self.runs.in_status(RunStatus.RUNNING):
-            last_sign = run.heartbeat_at or run.started_at or run.created_at
-            if now - last_sign > ABANDONED_AFTER or (now - last_sign > RESCUE_AFTER
-                                                      and run.attempt >= MAX_ATTEMPTS):
-                if self.fail_abandoned(run.run_id, "the worker stopped reporting") is not None:
-                    failed.append(run.run_id)
-            elif now - last_sign > RESCUE_AFTER:
-                silent.append(run.run_id)
-        queued = self.runs.in_status(RunStatus.QUEUED)
-        # Released, and their send failed (Run.unsent_since): they have no message at all.
-        self.launcher.send([run.run_id for run in queued
-                            if run.released and run.unsent_since and now - run.unsent_since > UNSENT_AFTER])
-        if self.launcher.queue.is_empty():
-            # No message is on its way to a silent Running run: a new one lets a worker take it
-            # over (its heartbeat is stale), so the task is still rebuilt.
-            self.launcher.requeue(silent)
-            # Released Queued runs noted as sent have lost their message only if the queue is empty
-            # for this long. (A wave's unreleased runs have no message on purpose.)
-            self.launcher.requeue([run.run_id for run in queued if run.released and not run.unsent_since
-                                   and now - run.created_at > ABANDONED_AFTER])
-        # A wave's run waits unreleased for its wave to release it; one whose wave was never
-        # recorded (a dispatch failed while starting it) is released on its own instead.
-        waiting = [run for run in queued if not run.released and run.wave_id
-                   and now - run.created_at > UNSENT_AFTER]
-        missing = {w for w in {run.wave_id for run in waiting} if w and not self.waves.recorded(w)}
-        orphans = [run for run in waiting if run.wave_id in missing]
-        self.launcher.send([run.run_id for run in orphans if self._release_orphan(run)])
-        self.waves.reconcile()
-        return failed

@@ -37,7 +37,7 @@ def test_a_run_that_crashes_every_attempt_ends_failed_with_a_reason(stack):
     # A quick build whose upload is not in blob storage: the worker raises on every delivery.
     spec = BuildSpec(Source(upload=f"{run_id}-missing.tar.gz"))
     stack.runs.create_many([Run(run_id=run_id, status=RunStatus.QUEUED, trigger=Trigger.MANUAL, spec=spec)])
-    stack.queue.send([run_id])
+    stack.lifecycle.send([run_id])
     run = wait_terminal(stack, run_id, timeout=180)
     assert run.status == RunStatus.FAILED
     assert "failed on every delivery" in run.reason
@@ -69,7 +69,7 @@ def test_housekeeping_fails_runs_whose_worker_went_silent(stack):
     silent = utc_now() - timedelta(minutes=30)
     stack.runs.create_many([Run(run_id=run_id, status=RunStatus.RUNNING, trigger=Trigger.MANUAL,
                                 started_at=silent, heartbeat_at=silent, attempt=1)])
-    assert run_id in stack.worker.sweep()
+    assert run_id in stack.lifecycle.sweep()
     run, _ = stack.runs.get(run_id)
     assert run.status == RunStatus.FAILED and run.reason == "the worker stopped reporting"
 
@@ -91,7 +91,7 @@ def test_a_run_held_by_a_live_worker_is_retried_later_not_built_twice(stack):
                                 started_at=utc_now(), heartbeat_at=utc_now())])
     with pytest.raises(RetryLater):
         stack.worker.execute(run_id)
-    assert stack.worker.fail_abandoned(run_id, "poison") is None  # a live worker is not failed
+    assert stack.lifecycle.fail_abandoned(run_id, "poison") is None  # a live worker is not failed
     assert stack.runs.get(run_id)[0].status == RunStatus.RUNNING
     stack.scheduler.cancel(run_id)  # leave no Running run behind in the stack's tables
 
@@ -101,7 +101,7 @@ def test_housekeeping_resends_a_queued_run_that_lost_its_message(services):
     long_ago = utc_now() - timedelta(minutes=30)
     services.runs.create_many([Run(run_id=run_id, status=RunStatus.QUEUED, trigger=Trigger.MANUAL,
                                    created_at=long_ago)])
-    assert services.worker.sweep() == []
+    assert services.lifecycle.sweep() == []
     queue = services.storage.queue(services.settings.build_queue)
     assert [decode(m.content) for m in queue.receive_messages()] == [run_id]
 
@@ -111,7 +111,7 @@ def test_housekeeping_fails_a_released_run_nobody_took_over(services):
     long_ago = utc_now() - timedelta(minutes=30)
     services.runs.create_many([Run(run_id=run_id, status=RunStatus.RUNNING, trigger=Trigger.MANUAL, attempt=1,
                                    created_at=long_ago, started_at=long_ago, heartbeat_at=None)])
-    assert services.worker.sweep() == [run_id]
+    assert services.lifecycle.sweep() == [run_id]
 
 
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7" + uuid.uuid4().hex

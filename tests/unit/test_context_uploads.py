@@ -205,7 +205,7 @@ def test_a_quick_build_canceled_before_it_started_deletes_its_upload_when_its_me
 
 def test_a_quick_build_failed_by_the_poison_handler_deletes_its_upload(app):
     run_id, _ = quick_build(app)
-    assert app.worker.fail_abandoned(run_id, "every delivery failed") is not None
+    assert app.lifecycle.fail_abandoned(run_id, "every delivery failed") is not None
     assert app.sources.uploads == {}
 
 

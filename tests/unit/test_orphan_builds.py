@@ -51,33 +51,33 @@ def test_housekeeping_cancels_the_acr_run_of_a_run_whose_worker_went_silent(app)
     long_ago = utc_now() - timedelta(minutes=30)
     run_id = running(app, heartbeat=long_ago)
 
-    assert app.worker.sweep() == [run_id]
+    assert app.lifecycle.sweep() == [run_id]
     assert app.builder.canceled == ["cb7"]
     run = app.runs.get(run_id)[0]
     assert (run.status, run.reason) == (RunStatus.FAILED, "the worker stopped reporting")
 
-    app.worker.sweep()  # the next sweep finds it finished: no second cancel
+    app.lifecycle.sweep()  # the next sweep finds it finished: no second cancel
     assert app.builder.canceled == ["cb7"]
 
 
 def test_the_poison_handler_cancels_the_acr_run_once(app):
     run_id = running(app, heartbeat=None)  # released by the attempt that crashed
 
-    run = app.worker.fail_abandoned(run_id, "every delivery failed")
+    run = app.lifecycle.fail_abandoned(run_id, "every delivery failed")
     assert run.status == RunStatus.FAILED and app.builder.canceled == ["cb7"]
-    app.worker.fail_abandoned(run_id, "every delivery failed")  # the poison message redelivered
+    app.lifecycle.fail_abandoned(run_id, "every delivery failed")  # the poison message redelivered
     assert app.builder.canceled == ["cb7"]
 
 
 def test_a_run_a_worker_still_follows_is_left_to_it(app):
     run_id = running(app, heartbeat=utc_now())
-    assert app.worker.fail_abandoned(run_id, "every delivery failed") is None
+    assert app.lifecycle.fail_abandoned(run_id, "every delivery failed") is None
     assert app.builder.canceled == []
 
 
 def test_a_run_without_an_acr_run_asks_the_builder_nothing(app):
     run_id = running(app, heartbeat=None, builder_run_id=None)
-    assert app.worker.fail_abandoned(run_id, "every delivery failed").status == RunStatus.FAILED
+    assert app.lifecycle.fail_abandoned(run_id, "every delivery failed").status == RunStatus.FAILED
     queued = app.scheduler.run_task("app").run_id
     assert app.scheduler.cancel(queued).status == RunStatus.CANCELED
     assert app.builder.canceled == []
@@ -108,7 +108,7 @@ def test_a_builder_that_crashes_while_canceling_never_fails_the_caller(app):
     run_id = running(app, heartbeat=None)
     assert app.scheduler.cancel(run_id).status == RunStatus.CANCELED
     other = running(app, heartbeat=None)
-    assert app.worker.fail_abandoned(other, "every delivery failed").status == RunStatus.FAILED
+    assert app.lifecycle.fail_abandoned(other, "every delivery failed").status == RunStatus.FAILED
     assert app.builder.canceled == ["cb7", "cb7"]
 
 
@@ -117,7 +117,7 @@ def test_a_wave_cancel_cancels_the_acr_run_of_its_running_member_once(app):
     wave_id = app.runs.get(run_id)[0].wave_id
 
     app.waves.cancel(wave_id)
-    app.waves.reconcile()  # housekeeping's redo finds the run finished: nothing canceled twice
+    app.lifecycle.reconcile()  # housekeeping's redo finds the run finished: nothing canceled twice
 
     assert app.runs.get(run_id)[0].status == RunStatus.CANCELED
     assert app.builder.canceled == ["cb7"]

@@ -16,7 +16,7 @@ from shared.domain.events import ImagePushed
 from shared.domain.tasks import Dependency, Task, TaskError
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
 from shared.domain.waves import Brakes
-from shared.service_layer import waves as waves_mod
+from shared.service_layer import run_life as life_mod
 from tests.fakes import FakeApp
 
 REGISTRY = "localhost:5000"
@@ -200,7 +200,7 @@ def test_housekeeping_notices_a_run_that_ended_unnoticed(app):
     app.worker.execute(mid_run.run_id)
     app.waves.run_finished = finished
     assert len(app.queue.sent) == 1
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert len(app.queue.sent) == 2  # app was released by reconcile
 
 
@@ -259,7 +259,7 @@ def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
     app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
     app.worker.execute(first)  # its end releases the waiting member
     assert app.queue.sent == [first, waiting.run_id]
-    assert app.waves._release_one(waiting) is False  # the same member again, as a late releaser
+    assert app.lifecycle._release_one(waiting) is False  # the same member again, as a late releaser
     assert app.queue.sent == [first, waiting.run_id]
     assert waiting.run_id in app.slots.holders("w1") and waiting.run_id in app.slots.holders("global")
 
@@ -284,7 +284,7 @@ def test_a_crash_while_a_finished_run_releases_its_dependents_is_repaired_by_hou
         app.worker.execute(mid_id)
     app.wave_store.mark_ready = real
     assert app.worker.execute(mid_id) is None      # the queue's redelivery: finished, nothing done
-    app.worker.sweep()                              # housekeeping's reconcile
+    app.lifecycle.sweep()                              # housekeeping's reconcile
     app_run = app.runs.newest(task="app")[0][0]
     assert app_run.run_id in app.queue.sent, "app never released: waits forever"
 
@@ -320,7 +320,7 @@ def test_a_cancel_that_fails_part_way_is_finished_by_canceling_again(tmp_path):
     with pytest.raises(Boom):
         app.waves.cancel("w1")
     app.waves._cancel_run = real
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert app.wave_store.get("w1")[0].state == WaveState.ACTIVE  # the cancel did not take
     app.waves.cancel("w1")  # the operator retries
     assert app.wave_store.get("w1")[0].state == WaveState.CANCELED
@@ -336,16 +336,16 @@ def test_a_resume_that_fails_part_way_is_finished_by_resuming_again(tmp_path):
     push(app, "base")
     play(app, fail=set(names))
     assert app.wave_store.get("w1")[0].state == WaveState.HELD
-    real = waves_mod.transition
+    real = life_mod.transition
     def crash(*a, **k):
         raise Boom()
-    waves_mod.transition = crash
+    life_mod.transition = crash
     try:
         with pytest.raises(Boom):
             app.waves.resume("w1")
     finally:
-        waves_mod.transition = real
-    app.worker.sweep()
+        life_mod.transition = real
+    app.lifecycle.sweep()
     assert app.wave_store.get("w1")[0].state == WaveState.HELD  # the resume did not take
     app.waves.resume("w1")  # the operator retries
     held = [r.run_id for r in app.runs.all() if r.status == RunStatus.HELD]
@@ -359,7 +359,7 @@ def test_housekeeping_leaves_alone_the_places_of_runs_being_released(tmp_path):
         add_task(app, f"b{n}", ["base-b"], output=f"b{n}:{{{{.Run.ID}}}}")
     real = app.wave_store.create
     def create(wave, members):  # housekeeping runs while the first wave is being written
-        app.waves.reconcile()
+        app.lifecycle.reconcile()
         real(wave, members)
     app.wave_store.create = create
     push(app, "base-a")
@@ -385,7 +385,7 @@ def test_a_canceled_build_keeps_its_places_until_it_stops(tmp_path):
 
 def test_runs_of_a_wave_that_was_never_recorded_are_released_by_housekeeping(tmp_path, monkeypatch):
     # The dispatch that started the wave recorded its runs, then failed before the wave's row.
-    from shared.service_layer import worker as worker_mod
+    from shared.service_layer import run_life as life_mod
 
     app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
     for n in range(3):
@@ -397,9 +397,149 @@ def test_runs_of_a_wave_that_was_never_recorded_are_released_by_housekeeping(tmp
     app.wave_store.create = real
     waiting = [r.run_id for r in app.runs.all() if not r.released]
     assert len(waiting) == 2 and not app.waves.recorded("w1")
-    monkeypatch.setattr(worker_mod, "UNSENT_AFTER", timedelta(0))
-    app.worker.sweep()
+    monkeypatch.setattr(life_mod, "UNSENT_AFTER", timedelta(0))
+    app.lifecycle.sweep()
     assert set(waiting) <= set(app.queue.sent)
     assert all(app.runs.get(r)[0].wave_id is None for r in waiting)
-    app.worker.sweep()  # again: nothing is sent twice
+    app.lifecycle.sweep()  # again: nothing is sent twice
     assert len(app.queue.sent) == len(set(app.queue.sent))
+
+
+# ---- a task in two waves; a join that stops short ----------------------------------------------
+def test_a_task_waiting_in_one_wave_coalesces_when_another_wave_reaches_it(app):
+    # app is built FROM two mids, each FROM a base of its own. The first base's wave plans app (and
+    # top, built FROM app) waiting for mid1; the second base's wave reaches app deeper down while
+    # it still waits there: app is not given a second run, its waiting run builds on both mids.
+    add_task(app, "mid1", ["base1"])
+    add_task(app, "mid2", ["base2"])
+    add_task(app, "app", ["mid1", "mid2"])
+    add_task(app, "top", ["app"])
+    push(app, "base1")
+    push(app, "base2")
+    assert sorted(r.task or "" for r in app.runs.all()) == ["app", "mid1", "mid2", "top"]
+    order = play(app)
+    assert sorted(order) == ["app", "mid1", "mid2", "top"]
+    assert order.index("app") > max(order.index("mid1"), order.index("mid2"))
+    assert order.index("top") > order.index("app")
+    coalesced = [t for d in app.decisions.decisions for t in d.tasks if t.outcome == Outcome.COALESCED]
+    assert [t.task for t in coalesced] == ["app"] and "waits in wave w1" in coalesced[0].reason
+    assert {w.state for w in app.wave_store.newest()[0]} == {WaveState.DONE}
+
+
+def test_a_task_whose_waiting_run_started_already_is_rebuilt_by_the_other_wave(app):
+    # The same graph, but app's run in the first wave is built before mid2's push arrives: that
+    # build could not see the new mid2, so app builds again, in the second wave.
+    add_task(app, "mid1", ["base1"])
+    add_task(app, "mid2", ["base2"])
+    add_task(app, "app", ["mid1", "mid2"])
+    push(app, "base1")
+    push(app, "base2")
+    (mid1_run, mid2_run) = app.queue.sent
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "a" * 64)
+    app.worker.execute(mid1_run)
+    push(app, "mid1", "sha256:" + "a" * 64)
+    (app_run,) = app.queue.sent[2:]
+    app.worker.execute(app_run)  # app builds in the first wave, on the old mid2
+    app.worker.execute(mid2_run)
+    push(app, "mid2", "sha256:" + "a" * 64)
+    app_runs, _ = app.runs.newest(task="app")
+    assert len(app_runs) == 2 and app_runs[0].run_id in app.queue.sent and app_runs[0].wave_id != "w1"
+
+
+def _join_that_crashes_before_its_member(app) -> ImagePushed:
+    """mid's wave; `late`, built FROM mid, is created after the wave was planned, so it joins when
+    mid's push arrives. That dispatch records late's run and crashes before adding its member."""
+    add_task(app, "mid", ["base"])
+    push(app, "base")
+    add_task(app, "late", ["mid"])
+    (mid_run,) = app.queue.sent
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "b" * 64)
+    app.worker.execute(mid_run)
+    real = app.wave_store.add_member
+    app.wave_store.add_member = lambda member: (_ for _ in ()).throw(Boom())
+    event = ImagePushed("push-mid", REGISTRY, "mid", "latest", "sha256:" + "b" * 64, datetime.now(UTC),
+                        EventSource.DISTRIBUTION)
+    with pytest.raises(Boom):
+        app.dispatcher.handle(event)
+    app.wave_store.add_member = real
+    return event
+
+
+def test_a_join_that_crashed_before_its_member_is_finished_by_the_redelivery(app):
+    event = _join_that_crashes_before_its_member(app)
+    decision = app.dispatcher.handle(event)  # the sender delivers again
+    late_runs = [r for r in app.runs.all() if r.task == "late"]
+    assert len(late_runs) == 1, "the redelivery recorded a second run; the first stays Queued forever"
+    assert decision.runs == [late_runs[0].run_id]
+    assert app.wave_store.member("w1", "late").run_id == late_runs[0].run_id
+    assert late_runs[0].run_id in app.queue.sent
+
+
+def test_a_join_that_crashed_before_its_member_leaves_no_stray_after_housekeeping(app, monkeypatch):
+    from shared.service_layer import run_life as life_mod
+
+    _join_that_crashes_before_its_member(app)  # and no redelivery comes
+    monkeypatch.setattr(life_mod, "UNSENT_AFTER", timedelta(0))
+    app.lifecycle.sweep()
+    (late,) = [r for r in app.runs.all() if r.task == "late"]
+    assert late.status == RunStatus.CANCELED and "no member of wave w1" in (late.reason or "")
+    assert late.run_id not in app.queue.sent
+
+
+# ---- the wave's counts move with each member, never by rereading all of them --------------------
+def test_a_run_s_end_moves_the_wave_s_counts_without_reading_every_member(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
+    for n in range(12):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    assert app.wave_store.get("w1")[0].counts == {"Queued": 3, "Waiting": 9}
+    reads = []
+    real = app.wave_store.members
+    app.wave_store.members = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    (first, *_) = app.queue.sent
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
+    app.worker.execute(first)
+    assert reads == [], "a run's end reread every member of its wave"
+    assert app.wave_store.get("w1")[0].counts == {"Queued": 3, "Waiting": 8, "Succeeded": 1}
+    play(app)
+    wave = app.wave_store.get("w1")[0]
+    assert wave.counts == {"Succeeded": 12} and wave.state == WaveState.DONE
+    assert reads == [], f"every run's end reread the wave's members ({len(reads)} reads)"
+
+
+def test_housekeeping_recounts_a_wave_whose_count_a_crash_left_short(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=1, wave_max_running=1))
+    for n in range(3):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    (first,) = app.queue.sent
+    real = app.wave_store.save
+    def crash(wave, etag):  # the instance dies after the member's outcome, before its count
+        raise Boom()
+    app.wave_store.save = crash
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
+    with pytest.raises(Boom):
+        app.worker.execute(first)
+    app.wave_store.save = real
+    assert app.wave_store.get("w1")[0].counts == {"Queued": 1, "Waiting": 2}  # short of the end
+    app.lifecycle.sweep()
+    assert app.wave_store.get("w1")[0].counts == {"Succeeded": 1, "Queued": 1, "Waiting": 1}
+    play(app)
+    assert app.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_housekeeping_reads_no_members_of_a_wave_whose_runs_wait_for_their_places(tmp_path, monkeypatch):
+    # A big wave's runs wait for places for hours; housekeeping looks for strays among them every
+    # minute, and reads the wave's members only when it has more waiting runs than waiting members.
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=2, wave_max_running=2))
+    for n in range(30):
+        add_task(app, f"app{n:02d}", ["base"], output=f"app{n:02d}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    monkeypatch.setattr(life_mod, "UNSENT_AFTER", timedelta(0))
+    reads = []
+    real = app.wave_store.members
+    app.wave_store.members = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    monkeypatch.setattr(app.waves, "catch_up", lambda: None)  # its recount is a read of its own
+    app.lifecycle.sweep()
+    assert reads == [], "housekeeping read every member of a waiting wave"
+    assert not [r for r in app.runs.all() if r.status == RunStatus.CANCELED]

@@ -171,19 +171,19 @@ def test_a_message_for_an_unknown_run_is_dropped(app):
 
 def test_the_poison_handler_fails_a_run_no_worker_holds(app):
     run_id = queue_manual_run(app)
-    run = app.worker.fail_abandoned(run_id, "every delivery failed")
+    run = app.lifecycle.fail_abandoned(run_id, "every delivery failed")
     assert run.status == RunStatus.FAILED and run.reason == "every delivery failed"
-    assert app.worker.fail_abandoned(run_id, "again") is None
+    assert app.lifecycle.fail_abandoned(run_id, "again") is None
 
 
 def test_housekeeping_fails_silent_runs_and_resends_lost_messages(app):
     long_ago = utc_now() - timedelta(minutes=30)
-    silent, lost = app.launcher.allocate(2)
+    silent, lost = app.lifecycle.allocate(2)
     app.runs.create_many([
         Run(silent, RunStatus.RUNNING, Trigger.MANUAL, started_at=long_ago, heartbeat_at=long_ago, attempt=1),
         Run(lost, RunStatus.QUEUED, Trigger.MANUAL, created_at=long_ago),
     ])
-    assert app.worker.sweep() == [silent]
+    assert app.lifecycle.sweep() == [silent]
     assert app.runs.get(silent)[0].status == RunStatus.FAILED
     assert app.queue.sent == [lost]
 
@@ -271,10 +271,10 @@ def test_housekeeping_sends_a_message_a_failed_send_left_unsent_within_a_minute_
     # The send of one failed (storage down) a minute ago; the other's message waits in the queue.
     transition(app.runs, unsent_run, lambda r: replace(r, unsent_since=utc_now() - timedelta(seconds=61)))
     app.queue.is_empty = lambda: False
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert app.queue.sent == [unsent_run]
     assert app.runs.get(unsent_run)[0].unsent_since is None
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert app.queue.sent == [unsent_run]  # sent once
 
 
@@ -285,10 +285,10 @@ def test_housekeeping_has_a_run_whose_worker_died_taken_over_within_a_minute(app
     transition(app.runs, run_id, lambda r: replace(r, status=RunStatus.RUNNING, attempt=1,
                                                    started_at=silent, heartbeat_at=silent))
     app.queue.is_empty = lambda: False  # its message may still come back (in flight): no second one
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert app.queue.sent == []
     app.queue.is_empty = lambda: True  # none will: a new one, and a worker takes the run over
-    app.worker.sweep()
+    app.lifecycle.sweep()
     assert app.queue.sent == [run_id]
     run = app.worker.execute(run_id)
     assert run.status == RunStatus.SUCCEEDED and run.attempt == 2

@@ -1,0 +1,124 @@
+"""A big wave answers its push before its waiting runs are recorded (shared.service_layer.run_life):
+they go to the wave's backlog, one record, and are recorded from it afterwards. Meanwhile every
+reader still sees a pending run per dependent, deliveries again make nothing twice, and whatever
+needs a run of the backlog (a release, a cancel, housekeeping) records it first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.domain.events import ImagePushed
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, WaveState
+from shared.domain.waves import Brakes
+from tests.fakes import FakeApp
+from tests.unit.test_waves import REGISTRY, add_task, play
+
+N = 150  # above run_life.BACKLOG_ABOVE
+
+
+def push_event(name: str, digest: str, event_id: str) -> ImagePushed:
+    return ImagePushed(event_id, REGISTRY, name, "latest", digest, datetime.now(UTC),
+                       EventSource.DISTRIBUTION)
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """N tasks FROM one base, caps of 3; the background recording never comes (the process
+    stopped right after the push answered) unless a test runs it."""
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
+    for n in range(N):
+        add_task(app, f"app{n:03d}", ["base"], output=f"app{n:03d}:{{{{.Run.ID}}}}")
+    monkeypatch.setattr(app.lifecycle, "record_in_background", lambda wave_id: None, raising=False)
+    return app
+
+
+def count_writes(app: FakeApp) -> list[str]:
+    written: list[str] = []
+    for name in ("create_many", "create_absent"):
+        real = getattr(app.runs, name, None)
+        if real is not None:
+            setattr(app.runs, name,
+                    lambda runs, real=real: written.extend(r.run_id for r in runs) or real(runs))
+    return written
+
+
+def test_a_big_push_records_only_the_released_runs_before_it_answers(app):
+    written = count_writes(app)
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    assert len(decision.runs) == N
+    assert len(written) == 3, f"the push recorded {len(written)} runs before answering, not the cap's 3"
+    assert sorted(written) == sorted(app.queue.sent)
+    # Every dependent shows a pending run at once: the newest-first list, by task, by id.
+    listed, _ = app.lifecycle.reads.newest(top=1000)
+    assert sorted(r.run_id for r in listed) == sorted(decision.runs)
+    assert {r.status for r in listed} == {RunStatus.QUEUED}
+    (one,) = app.lifecycle.reads.newest(task="app149")[0]
+    assert app.lifecycle.reads.get(one.run_id)[0].task == "app149"
+    page, after = app.lifecycle.reads.newest(top=100)
+    rest, _ = app.lifecycle.reads.newest(top=100, after=after)
+    assert len(page) == 100 and len({r.run_id for r in page + rest}) == N
+
+
+def test_deliveries_again_make_nothing_twice_while_the_backlog_waits(app):
+    first = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    ids_before = app.runs.allocate(1)[0]
+    again = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1-again"))
+    assert again.runs == [] and {t.outcome for t in again.tasks} == {Outcome.ALREADY_TRIGGERED}
+    newer = app.dispatcher.handle(push_event("base", "sha256:" + "2" * 64, "push-2"))
+    assert newer.runs == [] and {t.outcome for t in newer.tasks} == {Outcome.COALESCED}
+    assert app.runs.allocate(1)[0] == app.runs.ids.format(app.runs.ids.counter(ids_before) + 1), \
+        "a delivery burnt run ids"
+    assert len(app.queue.sent) == 3 and len(first.runs) == N
+
+
+def test_releases_record_what_they_release_and_every_run_builds_once(app):
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    order = play(app)
+    assert sorted(order) == sorted(f"app{n:03d}" for n in range(N))
+    assert len(app.queue.sent) == len(set(app.queue.sent)) == N
+    assert {r.status for r in app.runs.all()} == {RunStatus.SUCCEEDED}
+    assert sorted(r.run_id for r in app.runs.all()) == sorted(decision.runs)
+    assert app.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_housekeeping_records_a_backlog_the_background_never_did_and_changes_no_run(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    (first, *_) = app.queue.sent
+    backlog = app.backlog.backlogs["w1"]
+    app.lifecycle.sweep()
+    assert app.backlog.waves() == [] and len(app.runs.all()) == N
+    # A recording that comes late (again) leaves the runs as they are since: insert-or-skip.
+    app.worker.execute(first)
+    app.backlog.backlogs["w1"] = backlog
+    app.lifecycle.record_backlog("w1")
+    assert app.runs.get(first)[0].status == RunStatus.SUCCEEDED
+    assert len(app.runs.all()) == N
+
+
+def test_a_wave_canceled_before_its_backlog_is_recorded_leaves_no_queued_run(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    app.waves.cancel("w1")
+    stuck = [r.run_id for r in app.runs.all() if r.status == RunStatus.QUEUED and not r.released]
+    assert not stuck and app.wave_store.get("w1")[0].state == WaveState.CANCELED
+    app.lifecycle.sweep()
+    assert not [r for r in app.runs.all() if r.status == RunStatus.QUEUED and not r.released]
+
+
+def test_a_run_still_in_the_backlog_can_be_canceled_by_request(app):
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    last = decision.runs[-1]
+    assert app.scheduler.cancel(last).status == RunStatus.CANCELED
+    assert app.runs.get(last)[0].status == RunStatus.CANCELED
+    assert app.wave_store.member("w1", app.runs.get(last)[0].task or "").outcome == RunStatus.CANCELED
+
+
+def test_a_newer_push_reads_the_backlog_once_not_once_per_pending_run(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    reads = []
+    real = app.backlog.get
+    app.backlog.get = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    newer = app.dispatcher.handle(push_event("base", "sha256:" + "2" * 64, "push-2"))
+    assert {t.outcome for t in newer.tasks} == {Outcome.COALESCED}
+    assert len(reads) <= 1, f"the backlog was read {len(reads)} times for one push"
