@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 import pytest
 
-from functions import api, webhook_common, webhook_ingress
+from functions import api, webhook_common, webhooks_distribution
 from shared.bootstrap import Services
 from tests.conftest import unique_settings
 from tests.functions.test_app import by_name
@@ -24,7 +24,7 @@ MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 @pytest.fixture
 def app(monkeypatch):
     services = Services(unique_settings())
-    for module in (webhook_ingress, webhook_common, api):
+    for module in (webhooks_distribution, webhook_common, api):
         monkeypatch.setattr(module, "services", lambda: services)
     # The process "stops" right after the push answered: the backlog is not recorded.
     monkeypatch.setattr(services.lifecycle, "record_in_background", lambda wave_id: None)
