@@ -261,10 +261,12 @@ class Worker:
                 if verdict.action == Action.SKIP:
                     self.policies.skip(run, task, verdict)
                     write(f"run {run.run_id} {RunStatus.CANCELED}: {verdict.reason}")
+                    write.close()  # the whole log is stored before the run says it ended
                     return self._finish(run, BuildResult(RunStatus.CANCELED, reason=verdict.reason),
                                         update_decision=verdict.reason)
                 if verdict.action == Action.HOLD and change:
                     write(f"run {run.run_id} {RunStatus.HELD}: its wave waits for `wave resume`")
+                    write.close()
                     return self.policies.hold(run, task, verdict, change)
             # A rebase needs no sources: it is decided and done before any checkout or clone.
             rebased, decision = self._update_by_policy(run, task, spec, cancel, write)
