@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from shared.domain.builds import LOCAL_CONTEXT_ROOTS_SETTING, LocalContextRoots, UnpackLimits
 from shared.domain.git_polling import GitPollError, parse_hosts
 from shared.domain.settling import SettleError, SettleSettings
-from shared.domain.watching import PollSettings, WatchError, parse_watch, schedule_for
+from shared.domain.watch_settings import PollSettings, WatchError, parse_watch, schedule_for
 from shared.domain.waves import Brakes
 
 # Azurite's well-known development account; its key is public and only valid against the emulator.

@@ -22,7 +22,6 @@ from typing import IO, Any
 
 from shared.bootstrap import Adapters, ServiceLayer
 from shared.config import Settings, StorageSettings
-from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import (
     BuildRequest,
     BuildResult,
@@ -37,14 +36,15 @@ from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision, EventBusy
 from shared.domain.dependencies import DependencyRow
 from shared.domain.git_polling import GitRemoteError, RemoteHead
-from shared.domain.links import TaskLinks
 from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
 from shared.domain.notifications import Notification
+from shared.domain.poll_state import BaseState, RegistryBackoff
 from shared.domain.quarantine import QuarantineEntry
 from shared.domain.rebase import RebasePlan, RebaseRefused
 from shared.domain.runs import Run, RunConflict, RunIds, RunNotFound
 from shared.domain.secrets import SecretMask
 from shared.domain.settling import Settling, SettlingConflict
+from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound

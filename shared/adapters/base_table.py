@@ -9,7 +9,7 @@
   took 35 s in one partition and 78 s on a rewrite, 12 s in 64 buckets), and a change that moves
   many bases at once (the first cycle, a mass retag) writes as many rows.
 - PartitionKey `sweep`, RowKey = the encoded registry host: when a cycle last checked that
-  registry's bases. A base without an error was answered then (shared.domain.bases.BaseState.swept),
+  registry's bases. A base without an error was answered then (shared.domain.poll_state.BaseState.swept),
   so a steady cycle writes one row per registry, not one per base.
 - PartitionKey `registry`, RowKey = the encoded registry host: the back-off of a registry that
   asked to slow down or did not answer.
@@ -30,8 +30,8 @@ from typing import Any
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks
-from shared.domain.bases import SCHEMA_VERSION, BaseState, RegistryBackoff
 from shared.domain.image_ref import encode_key
+from shared.domain.poll_state import SCHEMA_VERSION, BaseState, RegistryBackoff
 
 log = logging.getLogger(__name__)
 

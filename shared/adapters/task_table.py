@@ -19,7 +19,7 @@ from shared.adapters.secret_box import SecretBox, SecretsUnavailable
 from shared.adapters.storage import Storage
 from shared.domain.credentials import RegistryCredential
 from shared.domain.key_rotation import ResealReport
-from shared.domain.links import TaskLinks
+from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import (
     SCHEMA_VERSION,
     Dependency,

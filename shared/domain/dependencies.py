@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.domain.platforms import DEFAULT_OS
 from shared.domain.rebuild_graph import TriggerVerdict, trigger_verdict
 from shared.domain.vocabulary import TriggerType
 
@@ -32,6 +33,11 @@ class DependencyRow:
     platform: str | None = None
     # The stored version this row was read at (optimistic concurrency); None for a new row.
     etag: str | None = None
+
+    @property
+    def run_platform(self) -> str:
+        """The platform a run of the task builds (Run.platform): the task's, `linux` by default."""
+        return self.platform or DEFAULT_OS
 
     def verdict(self) -> TriggerVerdict:
         """Does a change of this base rebuild the task? (shared.domain.rebuild_graph decides.)"""

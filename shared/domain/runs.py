@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.builds import BuildSpec
+from shared.domain.platforms import DEFAULT_OS
 from shared.domain.vocabulary import RunStatus, Trigger, format_time, utc_now
 
 # 1: one table property per field; 2: the run is one JSON record (what `to_record` returns);
@@ -34,7 +35,9 @@ class Run:
     status: RunStatus
     trigger: Trigger
     task: str | None = None
-    platform: str = "Linux"
+    # The platform the run builds (its task's: `linux`, `linux/arm64`), as `az acr task list-runs`
+    # shows it. Rows stored before it was kept say "Linux".
+    platform: str = DEFAULT_OS
     cause: str | None = None
     event_id: str | None = None
     created_at: datetime = field(default_factory=utc_now)

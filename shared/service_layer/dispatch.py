@@ -418,7 +418,8 @@ class Dispatcher:
 
     def _new_run(self, event: ImagePushed, pushed: str, row: DependencyRow, run_id: str) -> Run:
         return self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
-                                     cause=f"{pushed}@{event.digest}", event_id=event.event_id)
+                                 cause=f"{pushed}@{event.digest}", event_id=event.event_id,
+                                 platform=row.run_platform)
 
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
                         won_rows: list[DependencyRow], details: list[TaskDecision],

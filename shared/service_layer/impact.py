@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain.image_ref import ImageRef
-from shared.domain.links import TaskLinks
 from shared.domain.rebuild_graph import fixed_outputs, layer, per_run_outputs, plan, trigger_verdict
+from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TriggerType
 from shared.service_layer.ports import TaskRepository

@@ -2,13 +2,13 @@
 
 One cycle (the timer function `poll_bases` runs one per BASETRIGGER_POLL_INTERVAL):
 1. The distinct bases of the dependency index (one scan), less those pinned by digest and those
-   whose registry is watched by its events only (BASETRIGGER_WATCH, shared.domain.watching).
+   whose registry is watched by its events only (BASETRIGGER_WATCH, shared.domain.watch_settings).
 2. One manifest request per base, however many tasks share it: a HEAD through the registry port,
    with the credentials of a task that has some for that registry (the next task's when a
    registry refuses them), at most `concurrency` in flight. A manifest list is read (one GET) only
    when its digest changed, to learn its platforms' digests.
 3. A changed digest becomes the same domain event a push makes (source `poll`, an id derived from
-   base, previous and new digest: shared.domain.bases.poll_event_id) and goes through the same
+   base, previous and new digest: shared.domain.poll_state.poll_event_id) and goes through the same
    receive (shared.service_layer.ingest) and decision log. A base seen for the first time is an
    event only where a task's recorded digest differs from it (a change between the task's creation
    and the first poll).
@@ -39,16 +39,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from shared.domain.bases import BaseOverview, BaseState, RegistryBackoff, error_event_id, poll_event_id
 from shared.domain.credentials import RegistryCredential, for_registry
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import ImagePushed
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.poll_state import BaseOverview, BaseState, RegistryBackoff, error_event_id, poll_event_id
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, Watch, utc_now
-from shared.domain.watching import PollSettings
+from shared.domain.watch_settings import PollSettings
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.ports import BaseRepository, DecisionLog, IndexScan, Registry, TaskRepository
 

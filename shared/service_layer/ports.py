@@ -11,17 +11,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared.domain.bases import BaseState, RegistryBackoff
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.git_polling import RemoteHead
-from shared.domain.links import TaskLinks
 from shared.domain.manifests import ManifestInfo
 from shared.domain.notifications import Notification
+from shared.domain.poll_state import BaseState, RegistryBackoff
 from shared.domain.rebase import RebasePlan
 from shared.domain.runs import Run, RunIds
+from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import BuilderKind, RunStatus
 from shared.domain.waves import Member, Wave

@@ -34,7 +34,7 @@ from typing import Any
 
 from shared.domain import images
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.vocabulary import RunStatus, Trigger, WaveState, utc_now
+from shared.domain.vocabulary import WAITING, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import (
@@ -49,7 +49,7 @@ from shared.service_layer.ports import (
     WaveRepository,
 )
 from shared.service_layer.runs import cancel_builder_run, transition
-from shared.service_layer.waves import GLOBAL, WAITING, WaveCoordinator
+from shared.service_layer.waves import GLOBAL, WaveCoordinator
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,8 @@ class Scheduler:
 
     def _start(self, task: Task, trigger: Trigger, root: str, **fields: Any) -> Run:
         (run_id,) = self.life.allocate(1)
-        run = self.life.new_run(run_id, trigger, task.images, task=task.name, **fields)
+        run = self.life.new_run(run_id, trigger, task.images, task=task.name, platform=task.platform,
+                                **fields)
         # A wave of its own: it starts at once (no cap), and what is built on its output follows
         # in order, once, within the caps.
         as_root = DependencyRow(base="", task=task.name, runtime=True, trigger_enabled=True,
@@ -91,7 +92,7 @@ class Scheduler:
         self.sources.upload(upload, archive)
         spec = BuildSpec(source=Source(upload=upload), dockerfile=dockerfile,
                          build_args=dict(build_args or {}), platform=platform)
-        run = self.life.new_run(run_id, Trigger.MANUAL, image_templates, spec=spec)
+        run = self.life.new_run(run_id, Trigger.MANUAL, image_templates, spec=spec, platform=spec.platform)
         self.life.launch([run])
         return run
 

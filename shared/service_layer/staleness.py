@@ -40,9 +40,9 @@ from enum import StrEnum
 from typing import Any
 
 from shared.domain.decisions import Decision
-from shared.domain.links import TaskLinks
 from shared.domain.rebuild_graph import trigger_verdict
 from shared.domain.runs import Run, RunNotFound
+from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import Dependency
 from shared.domain.vocabulary import TERMINAL, Outcome, RunStatus, WaveState, format_time
 from shared.domain.waves import Wave, WaveNotFound

@@ -27,7 +27,7 @@ from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.rebuild_graph import Plan, plan
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
+from shared.domain.vocabulary import WAITING, EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.notifications import NoRunEvents
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GLOBAL = "global"
-WAITING = "Waiting"  # the count of members whose runs are not released yet
 BUILT = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
 FAILED = frozenset({RunStatus.FAILED, RunStatus.ERROR, RunStatus.TIMEOUT})
 PENDING = frozenset({WAITING, str(RunStatus.QUEUED)})  # standings of members that have not ended
@@ -109,7 +108,7 @@ class WaveCoordinator:
         for task, run_id in zip(deeper, self.life.allocate(len(deeper)), strict=True):
             row = wave_plan.members[task].row
             runs[task] = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=task,
-                                           cause=f"{root} (wave {wave_id})")
+                                           cause=f"{root} (wave {wave_id})", platform=row.run_platform)
         at_once = set(released)
         # The first members released now, within the caps: their runs are recorded released and
         # their messages go out with them (no transition, no ready mark for them).
@@ -203,7 +202,8 @@ class WaveCoordinator:
         run = self._stray(wave_id, row.task)
         if run is None:
             (run_id,) = self.life.allocate(1)
-            run = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause)
+            run = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause,
+                                    platform=row.run_platform)
             run.wave_id, run.released, run.unsent_since = wave_id, False, None
             # The run before its member: a member always names a recorded run. A crash in between
             # leaves a Queued run outside the wave: the push's redelivery adopts it (`_stray`), and

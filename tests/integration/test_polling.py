@@ -19,9 +19,9 @@ import pytest
 from shared.adapters.base_table import LEGACY_BASES, partition_of, to_entity
 from shared.adapters.builders.registry_auth import auth_file_args
 from shared.bootstrap import Services
-from shared.domain.bases import BaseState
 from shared.domain.credentials import RegistryCredential
 from shared.domain.image_ref import encode_key
+from shared.domain.poll_state import BaseState
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import TERMINAL, EventSource, Outcome, RunStatus, Trigger
 from tests.conftest import unique_settings

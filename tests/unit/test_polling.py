@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from shared.domain.bases import poll_event_id
 from shared.domain.credentials import RegistryCredential
 from shared.domain.dependencies import DependencyRow
 from shared.domain.manifests import Failure, ManifestInfo, RegistryError
+from shared.domain.poll_state import poll_event_id
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, TriggerType, Watch
-from shared.domain.watching import PollSettings, parse_watch, schedule_for
+from shared.domain.watch_settings import PollSettings, parse_watch, schedule_for
 from shared.service_layer.ingest import Ingest
 from shared.service_layer.polling import Poller
 from tests.fakes import FakeApp

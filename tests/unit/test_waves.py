@@ -545,3 +545,16 @@ def test_housekeeping_reads_no_members_of_a_wave_whose_runs_wait_for_their_place
     app.lifecycle.sweep()
     assert reads == [], "housekeeping read every member of a waiting wave"
     assert not [r for r in app.runs.all() if r.status == RunStatus.CANCELED]
+
+
+def test_a_run_says_the_platform_its_task_builds(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY)
+    arm = add_task(app, "arm", ["base"])
+    arm.platform = "linux/arm64"
+    app.task_store.save(arm)
+    app.index.sync_task(arm, previous=arm.dependencies)
+    add_task(app, "amd", ["base"])
+    decision = push(app, "base")
+    platforms = {app.runs.get(run_id)[0].task: app.runs.get(run_id)[0].platform for run_id in decision.runs}
+    assert platforms == {"arm": "linux/arm64", "amd": "linux"}
+    assert app.scheduler.run_task("arm").platform == "linux/arm64"  # a manual run too
