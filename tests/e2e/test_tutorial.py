@@ -184,7 +184,7 @@ def test_list_runs_table_has_az_columns_newest_first(flow):
     assert [row[0] for row in rows[:2]] == [flow.auto_run["run_id"], flow.manual_run["run_id"]]
     for row, trigger in zip(rows[:2], ("Image Update", "Manual"), strict=True):
         run_id, task, platform, status, trig, started, duration = row
-        assert (task, platform, status, trig) == (flow.task, "linux", "Succeeded", trigger)
+        assert (task, platform, status, trig) == (flow.task, "Linux", "Succeeded", trigger)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", started), started
         assert re.fullmatch(r"\d\d:\d\d:\d\d", duration), duration
 
