@@ -43,7 +43,7 @@ from shared.domain.base_changes import (
 from shared.domain.credentials import RegistryCredential
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.manifests import Failure, RegistryError
-from shared.domain.waves import WaveConflict, WaveNotFound
+from shared.domain.waves import PlatformNote, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, TaskRepository, WaveRepository
 
@@ -276,10 +276,15 @@ class WaveChanges:
         image, sep, digest = wave.root.partition("@")
         if not sep or not digest.startswith("sha256:") or " " in image:
             return None
+        notes: dict[str, PlatformNote] = {}
         try:
             old = self.changes.previous_digest(image, digest)
-            line = ("unknown (no earlier digest is known)" if old is None
-                    else self.changes.compare(image, old, digest, self.note_seconds).summary())
+            if old is None:
+                line = "unknown (no earlier digest is known)"
+            else:
+                change = self.changes.compare(image, old, digest, self.note_seconds)
+                line = change.summary()
+                notes = {p.platform: PlatformNote(str(p.kind), p.new_digest) for p in change.platforms}
         except (ChangesUnavailable, ImageNotFound) as exc:  # our own words, safe to keep
             log.warning("the change of %s could not be computed: %s", wave.root, exc)
             line = f"unknown ({exc})"
@@ -288,7 +293,7 @@ class WaveChanges:
             line = f"unknown ({exc.__class__.__name__})"
         for _attempt in (1, 2):
             try:
-                self.waves.save(replace(wave, base_change=line), etag)
+                self.waves.save(replace(wave, base_change=line, platform_changes=notes), etag)
             except WaveConflict:
                 # Another worker noted it (theirs stands), or the wave's counts moved: again.
                 wave, etag = self.waves.get(wave_id)

@@ -23,6 +23,7 @@ from dataclasses import replace
 
 from shared.domain.change_policy import Action, PolicyVerdict, judge
 from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.platforms import normalized_or_given
 from shared.domain.runs import Run
 from shared.domain.tasks import Task
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState
@@ -61,7 +62,12 @@ class ChangePolicies:
         # Approved: this wave was held by a policy, and a person resumed it since.
         approved = (wave.state == WaveState.ACTIVE
                     and self.decisions.seen(hold_decision_id(wave.wave_id)) is not None)
-        return judge(task.base_change_policy, change, approved)
+        # The run's own platform's change, not the whole base's (the most significant platform's).
+        note = wave.platform_note(run.platform)
+        if note is None:
+            return judge(task.base_change_policy, change, approved)
+        named = normalized_or_given(run.platform) if len(wave.platform_changes) > 1 else None
+        return judge(task.base_change_policy, note.classification, approved, named)
 
     def skip(self, run: Run, task: Task, verdict: PolicyVerdict) -> None:
         """Record why the run is not built (the caller ends it Canceled with the same reason)."""

@@ -4,12 +4,15 @@ change line is what the worker judges (shared.domain.change_policy)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shared.domain.base_changes import ChangeKind
 from shared.domain.change_policy import Action, classification, judge
 from shared.domain.tasks import TaskError
 from shared.domain.vocabulary import BaseChangePolicy, Outcome, RunStatus, WaveState
+from shared.domain.waves import PlatformNote
 from tests.fakes import FakeApp
 from tests.unit.test_waves import REGISTRY, add_task, play, push
 
@@ -109,3 +112,43 @@ def test_classification_reads_the_line_and_judge_never_acts_on_a_guess():
     assert judge(BaseChangePolicy.HOLD_OS_RELEASE, None).action == Action.BUILD
     assert judge(BaseChangePolicy.ANY, "identical content").action == Action.BUILD
     assert judge(BaseChangePolicy.HOLD_OS_RELEASE, "os release changed", approved=True).action == Action.BUILD
+
+
+class NotedPerPlatform(NotedChange):
+    """WaveChanges.note on a two-platform base: the line, and each platform's change on the wave."""
+
+    def __init__(self, app: FakeApp, line: str, notes: dict[str, PlatformNote]):
+        super().__init__(line)
+        self.app, self.notes = app, notes
+
+    def note(self, wave_id: str) -> str | None:
+        wave, etag = self.app.wave_store.get(wave_id)
+        if not wave.platform_changes:
+            self.app.wave_store.save(replace(wave, base_change=self.line, platform_changes=self.notes), etag)
+        return self.line
+
+
+def test_hold_os_release_judges_the_tasks_own_platform_not_the_whole_base(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY)
+    app.worker.changes = NotedPerPlatform(  # type: ignore[assignment]
+        app, "os release changed (linux/amd64: identical content; "
+             "linux/arm64: os release changed (os Debian 12 -> Debian 13))",
+        {"linux/amd64": PlatformNote("identical content", "sha256:" + "a" * 64),
+         "linux/arm64": PlatformNote("os release changed", "sha256:" + "b" * 64)})
+    for name, platform in (("amd", "linux/amd64"), ("arm", "linux/arm64")):
+        add_task(app, name, ["base"], output=f"{name}:latest")
+        task = app.task_store.get(name)
+        task.base_change_policy, task.platform = BaseChangePolicy.HOLD_OS_RELEASE, platform
+        app.task_store.save(task)
+        app.index.sync_task(task, previous=task.dependencies)  # its runs build its platform
+    decision = push(app, "base")
+    play(app)
+    runs = {run.task: run for run in (app.runs.get(r)[0] for r in decision.runs)}
+    # Only arm64's OS release changed: the amd64 task builds, the arm64 one waits for approval.
+    assert [r.run_id for r in app.builder.requests] == [runs["amd"].run_id]
+    assert runs["amd"].status == RunStatus.SUCCEEDED
+    assert runs["arm"].status == RunStatus.HELD
+    assert ("built: identical content (base change policy hold-os-release, platform linux/amd64)"
+            in app.logs.read(runs["amd"].run_id).decode())
+    (held,) = [d for d in app.decisions.decisions if d.outcome == Outcome.HELD]
+    assert held.tasks[0].task == "arm" and "platform linux/arm64" in held.reason
