@@ -5,16 +5,19 @@ change line is what the worker judges (shared.domain.change_policy)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from shared.domain.base_changes import ChangeKind
 from shared.domain.change_policy import Action, classification, judge
+from shared.domain.events import ImagePushed
 from shared.domain.tasks import TaskError
-from shared.domain.vocabulary import BaseChangePolicy, Outcome, RunStatus, WaveState
+from shared.domain.vocabulary import BaseChangePolicy, EventSource, Outcome, RunStatus, WaveState
 from shared.domain.waves import PlatformNote
+from shared.service_layer.staleness import StalenessReport
 from tests.fakes import FakeApp
-from tests.unit.test_waves import REGISTRY, add_task, play, push
+from tests.unit.test_waves import DIGEST, REGISTRY, add_task, play, push, ref
 
 
 class NotedChange:
@@ -152,3 +155,23 @@ def test_hold_os_release_judges_the_tasks_own_platform_not_the_whole_base(tmp_pa
             in app.logs.read(runs["amd"].run_id).decode())
     (held,) = [d for d in app.decisions.decisions if d.outcome == Outcome.HELD]
     assert held.tasks[0].task == "arm" and "platform linux/arm64" in held.reason
+
+
+def test_a_task_skipped_for_identical_content_is_on_the_new_digest_not_stale(tmp_path):
+    app = app_with(tmp_path, "identical content (linux/amd64)", BaseChangePolicy.SKIP_IDENTICAL)
+    decision = push(app, "base")
+    play(app)
+    (run,) = [app.runs.get(r)[0] for r in decision.runs if app.runs.get(r)[0].task == "app"]
+    assert run.status == RunStatus.CANCELED
+    # The task is on what was pushed: its dependency, its index row and staleness agree.
+    assert [d.digest for d in app.task_store.get("app").dependencies] == [DIGEST]
+    (row,) = [r for r in app.index.dependents(ref("base")) if r.task == "app"]
+    assert row.built_digest == DIGEST
+    app.registry.digests = {ref("base"): DIGEST}
+    entries, _ = StalenessReport(app.task_store, app.runs, app.decisions, app.registry,
+                                 app.wave_store).report()
+    assert [(e.task, e.base) for e in entries if e.task == "app"] == []
+    # A later delivery of the same push (another event id) finds nothing to do for it.
+    again = app.dispatcher.handle(ImagePushed("push-again", REGISTRY, "base", "latest", DIGEST,
+                                              datetime.now(UTC), EventSource.DISTRIBUTION))
+    assert [t.outcome for t in again.tasks if t.task == "app"] == [Outcome.DIGEST_UNCHANGED]
