@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from shared.domain.change_policy import Action, PolicyVerdict, judge
 from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.events import pushed_content
 from shared.domain.platforms import normalized_or_given
 from shared.domain.runs import Run
 from shared.domain.tasks import Dependency, Task
@@ -59,8 +60,10 @@ class ChangePolicies:
             wave, _ = self.waves.waves.get(run.wave_id)
         except WaveNotFound:
             return None
-        if run.cause != wave.root:
-            return None  # built on another task's output, not on the pushed base
+        if pushed_content(run.cause) is None or pushed_content(run.cause) != pushed_content(wave.root):
+            # Built on another task's output, not on the pushed base (the base under any of the
+            # tags its push came under: a delivery of another tag joins the wave).
+            return None
         # Approved: this wave was held by a policy, and a person resumed it since.
         approved = (wave.state == WaveState.ACTIVE
                     and self.decisions.seen(hold_decision_id(wave.wave_id)) is not None)

@@ -175,3 +175,22 @@ def test_a_task_skipped_for_identical_content_is_on_the_new_digest_not_stale(tmp
     again = app.dispatcher.handle(ImagePushed("push-again", REGISTRY, "base", "latest", DIGEST,
                                               datetime.now(UTC), EventSource.DISTRIBUTION))
     assert [t.outcome for t in again.tasks if t.task == "app"] == [Outcome.DIGEST_UNCHANGED]
+
+
+def test_a_run_that_joined_from_another_tag_of_the_push_is_judged_too(tmp_path):
+    from tests.unit.test_waves import add_on_tags, push_tag
+
+    app = FakeApp(tmp_path, REGISTRY)
+    app.worker.changes = NotedChange("identical content (linux/amd64)")  # type: ignore[assignment]
+    add_on_tags(app, "on-12", ["1.2"])
+    add_on_tags(app, "on-latest", ["latest"])
+    task = app.task_store.get("on-latest")
+    task.base_change_policy = BaseChangePolicy.SKIP_IDENTICAL
+    app.task_store.save(task)
+    push_tag(app, "1.2", "push-1.2")
+    second = push_tag(app, "latest", "push-latest")  # joins the 1.2 push's wave
+    play(app)
+    (run_id,) = second.runs
+    run, _ = app.runs.get(run_id)
+    assert run.status == RunStatus.CANCELED and "identical content" in (run.reason or "")
+    assert [r.task for r in (app.runs.get(x.run_id)[0] for x in app.builder.requests)] == ["on-12"]
