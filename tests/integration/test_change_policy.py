@@ -39,6 +39,10 @@ def test_skip_identical_content_ends_the_run_unbuilt_and_decides_why(stack, tmp_
         decisions = [d for d in stack.decisions.recent(top=50, image=base) if d.runs == [run.run_id]]
         assert [d.outcome for d in decisions if d.outcome == Outcome.IDENTICAL_CONTENT] == [
             Outcome.IDENTICAL_CONTENT], decisions
+        # The task is on what was pushed (its image would be the same): not stale.
+        assert [d.digest for d in stack.tasks.get(task.name).dependencies] == [recommitted]
+        entries, _ = stack.staleness.report()
+        assert [(e.task, e.cause) for e in entries if e.task == task.name] == []
     finally:
         buildah("rmi", "-f", base)
 
