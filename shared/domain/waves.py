@@ -84,11 +84,9 @@ class Wave:
     received_at: datetime | None = None
 
     def platform_note(self, platform: str | None) -> PlatformNote | None:
-        """The change of the platform a task builds (`linux` is linux/amd64); a base of one
-        manifest has one platform, the one every task built FROM it builds on. None when the
-        change is not noted per platform (not yet, or a row stored before this field)."""
-        if len(self.platform_changes) == 1:
-            return next(iter(self.platform_changes.values()))
+        """The change of the platform a task builds (`linux` is linux/amd64). None when that
+        platform's change is not noted (not yet, a row stored before this field, or a platform the
+        comparison did not cover): then the whole base's line is what there is."""
         try:
             wanted = platforms.key(platform)
         except platforms.InvalidPlatform:
