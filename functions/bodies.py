@@ -339,6 +339,11 @@ class Base(Answer):
     tasks: list[str]
 
 
+class PlatformChangeNote(Answer):
+    classification: str
+    digest: str | None
+
+
 class Wave(Answer):
     wave_id: str
     root: str = Field(description="what started it")
@@ -352,6 +357,9 @@ class Wave(Answer):
     base_change: str | None = Field(description="what the base push changed, one line starting with its "
                                     "classification; null until the wave's first worker noted it, and "
                                     "for a manual run's wave")
+    platform_changes: dict[str, PlatformChangeNote] = Field(
+        description="the same change per platform of the base (platform -> its classification and "
+                    "its new manifest digest); a task's base change policy judges its own platform's")
     pushed_at: datetime | None = Field(description="when the base was pushed (the registry's event time, "
                                        "or when a poll first saw the digest)")
     received_at: datetime | None = Field(description="when basetrigger read the base's event")

@@ -7,6 +7,9 @@ means for a run that change started.
 - `hold-os-release`: a change classified `os release changed` holds the wave until a person runs
   `wave resume` (that is the approval); then the run builds.
 
+A multi-platform base is judged per platform: a task is judged by the change of the platform it
+builds (Wave.platform_changes), so an amd64 task is not held because arm64's OS release changed.
+
 Only the runs of tasks built FROM the pushed base are judged (a wave's first members, whose cause is
 the wave's root): a deeper member is built on another task's new output, whose change is not the
 base's. A change that is not known (`unknown (...)`: the registry could not be read in time) is
@@ -46,11 +49,14 @@ def classification(change: str | None) -> ChangeKind | None:
     return None
 
 
-def judge(policy: BaseChangePolicy, change: str | None, approved: bool = False) -> PolicyVerdict:
-    """What `policy` makes of a run whose base change is `change` (the wave's line). `approved`: a
-    person resumed the wave this policy held (the change is to be built)."""
+def judge(policy: BaseChangePolicy, change: str | None, approved: bool = False,
+          platform: str | None = None) -> PolicyVerdict:
+    """What `policy` makes of a run whose base change is `change`: the change of the platform the
+    run builds, else the wave's line (a multi-platform base's line classifies its most significant
+    platform, which may not be the run's). `approved`: a person resumed the wave this policy held
+    (the change is to be built). `platform`: named in the reason, when the change is its own."""
     kind = classification(change)
-    named = f"base change policy {policy}"
+    named = f"base change policy {policy}" + (f", platform {platform}" if platform else "")
     if kind is None:
         return PolicyVerdict(Action.BUILD, f"built: the change is not known ({named} needs it)"
                              if policy != BaseChangePolicy.ANY else f"built: {named}")

@@ -86,6 +86,13 @@ class ImagePushed:
         return (pick(self.platforms, platform) if self.platforms else None) or self.digest
 
     @property
+    def content(self) -> str:
+        """`registry/repository@digest`: what was pushed, whatever tag named it. The deliveries of
+        one push under several tags (`1.2` and `latest`) share it: dispatch holds it one delivery at
+        a time, and folds them into one wave."""
+        return f"{ImageRef.parse(self.reference).name}@{self.digest}"
+
+    @property
     def reference(self) -> str:
         """The normalized `registry/repository:tag` that dependents are indexed by; InvalidReference
         when it is none, or one too long to be a table key once escaped (no task can index it)."""
@@ -93,6 +100,21 @@ class ImagePushed:
         if not fits_a_key(reference):
             raise InvalidReference(reference, "too long for a table key once escaped")
         return reference
+
+
+def pushed_content(cause: str | None) -> str | None:
+    """The `registry/repository@digest` of a run's cause or a wave's root that names a base push
+    (`registry/repository:tag@digest`); None for any other (a manual run's, a deeper member's
+    `... (wave w7)`)."""
+    if not cause or " " in cause:
+        return None
+    image, at, digest = cause.rpartition("@")
+    if not at or not digest:
+        return None
+    try:
+        return f"{ImageRef.parse(image).name}@{digest}"
+    except InvalidReference:
+        return None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.domain import platforms
 from shared.domain.vocabulary import RunStatus, WaveState, format_time, utc_now
 
 SCHEMA_VERSION = 2  # 2: a wave's members in 8 bucket partitions (1: one partition, the wave id)
@@ -43,6 +44,17 @@ class Brakes:
         return finished >= self.breaker_first_failures and failed / finished > self.breaker_failure_share
 
 
+@dataclass(frozen=True)
+class PlatformNote:
+    """One platform's part of a wave's base change (shared.domain.base_changes.PlatformChange)."""
+
+    classification: str
+    digest: str | None  # the platform's manifest digest after the change (None: it was removed)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"classification": self.classification, "digest": self.digest}
+
+
 @dataclass
 class Wave:
     wave_id: str
@@ -61,22 +73,39 @@ class Wave:
     # noted by the wave's first worker. None until then, for a manual run's wave, and on rows
     # stored before this field.
     base_change: str | None = None
+    # The same change per platform of the base (platform key -> its classification and its new
+    # manifest digest), noted with base_change: a task is judged, and recorded as built on, by its
+    # own platform's change. Empty until then, and on rows stored before this field.
+    platform_changes: dict[str, PlatformNote] = field(default_factory=dict)
     # For a wave a base push started: when the registry says the base was pushed (or the poll first
     # saw the digest), and when basetrigger received it; created_at is when it was planned. The
     # start of its patch latency (shared.domain.latency). None for other waves and older rows.
     pushed_at: datetime | None = None
     received_at: datetime | None = None
 
+    def platform_note(self, platform: str | None) -> PlatformNote | None:
+        """The change of the platform a task builds (`linux` is linux/amd64). None when that
+        platform's change is not noted (not yet, a row stored before this field, or a platform the
+        comparison did not cover): then the whole base's line is what there is."""
+        try:
+            wanted = platforms.key(platform)
+        except platforms.InvalidPlatform:
+            return None
+        return self.platform_changes.get(wanted)
+
     def to_record(self) -> dict[str, Any]:
         return {"wave_id": self.wave_id, "root": self.root, "event_id": self.event_id,
                 "state": str(self.state), "levels": self.levels, "counts": self.counts,
                 "reason": self.reason, "breaker_base": list(self.breaker_base),
                 "created_at": self.created_at.isoformat(), "base_change": self.base_change,
-                "pushed_at": _iso(self.pushed_at), "received_at": _iso(self.received_at)}
+                "pushed_at": _iso(self.pushed_at), "received_at": _iso(self.received_at),
+                "platform_changes": {k: note.to_record() for k, note in self.platform_changes.items()}}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Wave:
         values = dict(record)
+        values["platform_changes"] = {k: PlatformNote(**v)
+                                      for k, v in (values.get("platform_changes") or {}).items()}
         values["state"] = WaveState(values["state"])
         values["breaker_base"] = tuple(values.get("breaker_base") or (0, 0))
         values["created_at"] = datetime.fromisoformat(values["created_at"])

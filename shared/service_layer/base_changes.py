@@ -9,7 +9,9 @@ old digest to the new one is not read again. Every read stops at a deadline, and
 MAX_LAYER_BYTES: a slow or hostile registry costs bounded time.
 
 Defaults: the new digest is what the tag points at now; the old one is the digest the dependents
-last built on (the dependency index), else the previous digest pushed (the decisions).
+last built on (the dependency index) when they agree on one, else the previous digest pushed (the
+decisions); a multi-platform base's dependents building different platforms built on different
+manifests, and the previous push compares every platform.
 
 On a wave (`WaveChanges.note`): computed once per wave, by the first worker of the wave, before its
 build, within NOTE_SECONDS. Dispatch is never delayed (it happens after the wave is planned), and a
@@ -43,7 +45,7 @@ from shared.domain.base_changes import (
 from shared.domain.credentials import RegistryCredential
 from shared.domain.image_ref import ImageRef, InvalidReference
 from shared.domain.manifests import Failure, RegistryError
-from shared.domain.waves import WaveConflict, WaveNotFound
+from shared.domain.waves import PlatformNote, WaveConflict, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, TaskRepository, WaveRepository
 
@@ -121,16 +123,18 @@ class BaseChanges:
         return []
 
     def previous_digest(self, base: str, current: str) -> str | None:
-        """The digest the dependents last built on (the most common one), else the newest other
-        digest a push of `base` was decided on."""
+        """The digest the dependents last built on when they agree on one, else the newest other
+        digest a push of `base` was decided on, else the one most of them built on. (Tasks building
+        different platforms of a multi-platform base each built on their platform's manifest:
+        compared with one of those, only that platform would be; the previous push has them all.)"""
         built = Counter(row.built_digest for row in self.index.dependents(base)
                         if row.built_digest and row.built_digest != current)
-        if built:
-            return built.most_common(1)[0][0]
+        if len(built) == 1:
+            return next(iter(built))
         for decision in self.decisions.recent(top=50, image=base):
             if decision.digest and decision.digest != current and not decision.digest.endswith("0" * 64):
                 return decision.digest
-        return None
+        return built.most_common(1)[0][0] if built else None
 
     def compare(self, image: str, old: str | None = None, new: str | None = None,
                 deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> BaseChange:
@@ -276,10 +280,15 @@ class WaveChanges:
         image, sep, digest = wave.root.partition("@")
         if not sep or not digest.startswith("sha256:") or " " in image:
             return None
+        notes: dict[str, PlatformNote] = {}
         try:
             old = self.changes.previous_digest(image, digest)
-            line = ("unknown (no earlier digest is known)" if old is None
-                    else self.changes.compare(image, old, digest, self.note_seconds).summary())
+            if old is None:
+                line = "unknown (no earlier digest is known)"
+            else:
+                change = self.changes.compare(image, old, digest, self.note_seconds)
+                line = change.summary()
+                notes = {p.platform: PlatformNote(str(p.kind), p.new_digest) for p in change.platforms}
         except (ChangesUnavailable, ImageNotFound) as exc:  # our own words, safe to keep
             log.warning("the change of %s could not be computed: %s", wave.root, exc)
             line = f"unknown ({exc})"
@@ -288,7 +297,7 @@ class WaveChanges:
             line = f"unknown ({exc.__class__.__name__})"
         for _attempt in (1, 2):
             try:
-                self.waves.save(replace(wave, base_change=line), etag)
+                self.waves.save(replace(wave, base_change=line, platform_changes=notes), etag)
             except WaveConflict:
                 # Another worker noted it (theirs stands), or the wave's counts moved: again.
                 wave, etag = self.waves.get(wave_id)

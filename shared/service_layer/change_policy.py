@@ -5,7 +5,9 @@ Where: the classification of a base change is computed by the wave's first worke
 policy is applied there too, right after the change is known and before anything is built:
 
 - skip: the run ends Canceled, its reason and a decision (`identical-content`, source `wave`) say
-  why; what the wave would have built on its output is not built either (its base did not change).
+  why; the task is recorded as built on the new digest (its dependencies and index rows, as a build
+  records them), so it is not reported stale; what the wave would have built on its output is not
+  built either (its base did not change).
 - hold: the wave is Held (the decision `held` says which task asked and how to approve), the run
   goes back to Held and unreleased, and its places are given back. `wave resume` is the approval:
   it queues the run again (WaveCoordinator.resume), and the worker that gets it finds the hold
@@ -23,8 +25,10 @@ from dataclasses import replace
 
 from shared.domain.change_policy import Action, PolicyVerdict, judge
 from shared.domain.decisions import Decision, TaskDecision
+from shared.domain.events import pushed_content
+from shared.domain.platforms import normalized_or_given
 from shared.domain.runs import Run
-from shared.domain.tasks import Task
+from shared.domain.tasks import Dependency, Task
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, WaveState
 from shared.domain.waves import Member, Wave, WaveConflict, WaveNotFound
 from shared.service_layer.ports import DecisionLog, RunRepository
@@ -56,12 +60,19 @@ class ChangePolicies:
             wave, _ = self.waves.waves.get(run.wave_id)
         except WaveNotFound:
             return None
-        if run.cause != wave.root:
-            return None  # built on another task's output, not on the pushed base
+        if pushed_content(run.cause) is None or pushed_content(run.cause) != pushed_content(wave.root):
+            # Built on another task's output, not on the pushed base (the base under any of the
+            # tags its push came under: a delivery of another tag joins the wave).
+            return None
         # Approved: this wave was held by a policy, and a person resumed it since.
         approved = (wave.state == WaveState.ACTIVE
                     and self.decisions.seen(hold_decision_id(wave.wave_id)) is not None)
-        return judge(task.base_change_policy, change, approved)
+        # The run's own platform's change, not the whole base's (the most significant platform's).
+        note = wave.platform_note(run.platform)
+        if note is None:
+            return judge(task.base_change_policy, change, approved)
+        named = normalized_or_given(run.platform) if len(wave.platform_changes) > 1 else None
+        return judge(task.base_change_policy, note.classification, approved, named)
 
     def skip(self, run: Run, task: Task, verdict: PolicyVerdict) -> None:
         """Record why the run is not built (the caller ends it Canceled with the same reason)."""
@@ -75,6 +86,20 @@ class ChangePolicies:
                                        image=base or None, digest=digest or None, runs=[run.run_id],
                                        tasks=[TaskDecision(task.name, Outcome.IDENTICAL_CONTENT,
                                                            verdict.reason, run.run_id)]))
+
+    def skipped_onto(self, run: Run, task: Task) -> list[Dependency]:
+        """The task's bases with the skipped change's base at its new digest (its platform's
+        manifest in a multi-platform base, as a build records it): the task is on what was pushed
+        (its image would be the same), so the staleness report and a later delivery of the push
+        find it current, not stale nor to be built again."""
+        base, _, digest = (run.cause or "").rpartition("@")
+        try:
+            wave, _ = self.waves.waves.get(run.wave_id or "")
+        except WaveNotFound:
+            wave = None
+        note = wave.platform_note(run.platform) if wave is not None else None
+        onto = (note.digest if note is not None else None) or digest
+        return [replace(d, digest=onto) if d.image == base and onto else d for d in task.dependencies]
 
     def hold(self, run: Run, task: Task, verdict: PolicyVerdict, change: str) -> Run:
         """Hold the run's wave for approval, and the run with it (see the module docstring)."""

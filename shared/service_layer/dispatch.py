@@ -13,6 +13,10 @@ reference:
 6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
 7. otherwise                                            -> queued: a new run
 Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
+One push under several tags (`1.2` and `latest`, each delivered) is one wave: deliveries are held
+by `registry/repository@digest`, one at a time, and a delivery whose digest already has an active
+wave (started by another tag's delivery) joins its new runs to that wave, decided `queued` with
+`joins wave wN of the same digest`; a task already in that wave (built FROM both tags) is `in-wave`.
 Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
 quarantined is decided `quarantined` and its row left unclaimed (shared.service_layer.quarantine).
 Before all of it, a push of a base whose registry has a settle window is decided `settling until
@@ -28,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
@@ -39,6 +44,7 @@ from shared.domain.platforms import normalized_or_given
 from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
+from shared.domain.waves import Wave
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, DispatchClaims, RunRepository
 from shared.service_layer.quarantine import QuarantineList
@@ -133,7 +139,7 @@ class Dispatcher:
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
         self.claims.begin(event.event_id)
-        push = f"{event.reference}@{event.digest}"
+        push = event.content
         token, _ = self._hold(push, None)  # as a push of that digest would (it claims the same rows)
         try:
             rows = self.index.dependents(event.reference)
@@ -162,7 +168,9 @@ class Dispatcher:
         # Only the first try of a claim goes to the pool: a delivery that waits for another's
         # decision waits in its own thread, never in a pool worker the other delivery's reads need.
         pushed = event.reference
-        push = f"{pushed}@{event.digest}"
+        # Held by content, not by tag: deliveries of one push under several tags go one at a time,
+        # so the second finds the first's wave and joins it (`_fold`).
+        push = event.content
         claim = self._readers.submit(self.claims.begin, event.event_id)
         hold: Future[str] | None = self._readers.submit(self.claims.hold_push, push)
         rows = self._readers.submit(self.index.dependents, pushed)
@@ -280,6 +288,15 @@ class Dispatcher:
             return Decision(event.event_id, event.source, Outcome.QUARANTINED, details[0].reason,
                             image=pushed, digest=event.digest, tasks=details)
 
+        # The active wave of this very push under another tag (`1.2` then `latest`), looked up once,
+        # when a task is to be queued: its runs join it rather than start a wave of their own.
+        folding: list[Wave | None] = []
+
+        def same_push_wave() -> Wave | None:
+            if not folding:
+                folding.append(None if rebuild else self.waves.wave_of(event.content))
+            return folding[0]
+
         runs: list[Run] = []
         won: list[DependencyRow] = []
         recovered: list[Run] = []
@@ -297,7 +314,15 @@ class Dispatcher:
                 outcome, reason = classify(row, digest, pushed, self.life.registry_host,
                                            pending == Pending.QUEUED, producer_task, rebuild, platform)
                 if outcome == Outcome.QUEUED:
-                    fresh.append(row)
+                    wave = same_push_wave()
+                    member = self.waves.waves.member(wave.wave_id, row.task) if wave else None
+                    if wave is None or member is None or not self.index.coalesce(row, digest):
+                        fresh.append(row)
+                        continue
+                    # Built FROM both tags (or deeper in that wave): it builds once, there.
+                    details.append(TaskDecision(row.task, Outcome.IN_WAVE,
+                                                f"builds once in wave {wave.wave_id} of the same digest "
+                                                f"({wave.root}) as run {member.run_id}", member.run_id))
                     continue
                 # A run released whose message was never sent (the dispatch that recorded it failed
                 # on the send) gets it now: deliveries of one push hold it one at a time, and a sent
@@ -327,7 +352,10 @@ class Dispatcher:
         self.life.launch(recovered)
         self.life.send(unsent)
         wave_note = ""
-        if runs:
+        target = same_push_wave() if runs else None
+        if target is not None:
+            runs, wave_note = self._fold(target, runs, won, details)
+        if runs and target is None:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
                                                 {run.task: run for run in runs if run.task}, won,
                                                 pushed_at=event.time, received_at=event.received_at)
@@ -344,6 +372,31 @@ class Dispatcher:
                         f"{len(details)} dependent task(s) of {pushed}: {summary}{wave_note}",
                         image=pushed, digest=event.digest,
                         runs=[run.run_id for run in runs], tasks=details)
+
+    def _fold(self, wave: Wave, runs: list[Run], won: list[DependencyRow],
+              details: list[TaskDecision]) -> tuple[list[Run], str]:
+        """This push's new runs (claimed, not recorded) join `wave`, which a delivery of the same
+        digest under another tag started: one wave per pushed digest. Their tasks' dependents
+        join it when their outputs are pushed (`_in_wave`). Returns the runs that joined, and
+        what the decision says of it."""
+        rows = {row.task: row for row in won}
+        joined: list[Run] = []
+        for run in runs:
+            assert run.task
+            if self.waves.join(wave.wave_id, None, rows[run.task], run.cause or "", planned=run) is None:
+                # Canceled meanwhile (never recorded: a later push's dispatch recovers the claimed
+                # run), or a member already (its planned run is dropped): it builds no more here.
+                reason = f"wave {wave.wave_id} of the same digest ({wave.root}) takes no more runs"
+                outcome = Outcome.WAVE_CANCELED
+            else:
+                joined.append(run)
+                reason = (f"base {run.cause} changed; joins wave {wave.wave_id} of the same digest "
+                          f"({wave.root})")
+                outcome = Outcome.QUEUED
+            details[:] = [replace(d, outcome=outcome, reason=reason) if d.run_id == run.run_id else d
+                          for d in details]
+        return joined, (f"; joined wave {wave.wave_id} of the same digest ({wave.root}): "
+                        f"{len(joined)} run(s)")
 
     def _outside_quarantine(self, event: ImagePushed, rows: list[DependencyRow]) \
             -> tuple[list[DependencyRow], list[TaskDecision]]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
+from shared.domain.events import pushed_content
 from shared.domain.rebuild_graph import Plan, plan
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import WAITING, EventSource, Outcome, RunStatus, Trigger, WaveState, utc_now
@@ -193,17 +194,28 @@ class WaveCoordinator:
             return False
         return True
 
-    def join(self, wave_id: str, producer: Member | None, row: DependencyRow, cause: str) -> Run | None:
-        """A task the plan did not foresee, built FROM a member's push: it joins, ready at once (the
-        image it is built FROM has just been pushed). None if it is a member already."""
+    def wave_of(self, content: str) -> Wave | None:
+        """The active wave a push of `content` (`registry/repository@digest`) started, under any
+        of its tags (the oldest, should there be several); None if there is none."""
+        found = [w for w in self.waves.active() if pushed_content(w.root) == content]
+        return min(found, key=lambda w: w.created_at) if found else None
+
+    def join(self, wave_id: str, producer: Member | None, row: DependencyRow, cause: str,
+             planned: Run | None = None) -> Run | None:
+        """A task the plan did not foresee, built FROM a member's push (or FROM another tag of the
+        wave's own push): it joins, ready at once (the image it is built FROM has been pushed).
+        `planned`: its run, claimed on its index row already and not yet recorded (else a run is
+        allocated here). None if it is a member already, or the wave was canceled."""
         wave, _ = self.waves.get(wave_id)
         if wave.state == WaveState.CANCELED:
             return None
-        run = self._stray(wave_id, row.task)
+        run = None if planned else self._stray(wave_id, row.task)
         if run is None:
-            (run_id,) = self.life.allocate(1)
-            run = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task, cause=cause,
-                                    platform=row.run_platform)
+            if planned is None:
+                (run_id,) = self.life.allocate(1)
+                planned = self.life.new_run(run_id, Trigger.IMAGE_UPDATE, row.images, task=row.task,
+                                            cause=cause, platform=row.run_platform)
+            run = planned
             run.wave_id, run.released, run.unsent_since = wave_id, False, None
             # The run before its member: a member always names a recorded run. A crash in between
             # leaves a Queued run outside the wave: the push's redelivery adopts it (`_stray`), and

@@ -260,6 +260,8 @@ class Worker:
                 write(f"base change policy {task.base_change_policy}: {verdict.reason}")
                 if verdict.action == Action.SKIP:
                     self.policies.skip(run, task, verdict)
+                    # On the new digest (before the run ends: a redelivery redoes both, idempotent).
+                    self.tasks.record_build(task, self.policies.skipped_onto(run, task))
                     write(f"run {run.run_id} {RunStatus.CANCELED}: {verdict.reason}")
                     write.close()  # the whole log is stored before the run says it ended
                     return self._finish(run, BuildResult(RunStatus.CANCELED, reason=verdict.reason),

@@ -243,3 +243,30 @@ def test_directory_contexts_are_refused_where_the_builder_is_not_local(tmp_path)
     cloud = Services(unique_settings(BASETRIGGER_BUILDER="acr"))
     with pytest.raises(TaskError, match="does not read the directory"):
         cloud.tasks.create(Task(name="local", images=["x:1"], context=str(tmp_path)))
+
+
+def test_one_digest_pushed_under_two_tags_at_once_is_one_wave_one_run_per_task(services):
+    # The registry delivers `9-alpine` and `latest` of one push together, each a few times: the
+    # deliveries hold the digest one at a time, and the second tag's tasks join the first's wave.
+    latest = "localhost:5000/baseimages/node:latest"
+    add_dependents(services, 3)
+    for n in range(3):
+        services.index.table.table.upsert_entity(to_entity(DependencyRow(
+            base=latest, task=f"web{n}", runtime=True, trigger_enabled=True,
+            trigger_type=TriggerType.RUNTIME, images=[f"web{n}:{{{{.Run.ID}}}}"], built_digest=OLD)))
+    (before,) = services.runs.allocate(1)
+    events = [push(event_id=f"{tag}-{n}", ref=("baseimages/node", tag))
+              for n in range(3) for tag in ("9-alpine", "latest")]
+    results, errors = burst(services, events)
+    assert errors == [] and len(results) == 6
+    runs = {run_id for r in results for run_id in r.runs}
+    assert len(runs) == 6  # one run per task, whichever tag's delivery queued it
+    waves = {services.runs.get(run_id)[0].wave_id for run_id in runs}
+    assert len(waves) == 1
+    (wave_id,) = waves
+    assert sorted(m.task for m in services.waves.waves.members(wave_id)) == [
+        "app0", "app1", "app2", "web0", "web1", "web2"]
+    joined = [r for r in results if f"joined wave {wave_id} of the same digest" in r.reason]
+    assert len(joined) == 1  # the first delivery of the other tag; the rest find its runs pending
+    (after,) = services.runs.allocate(1)
+    assert services.runs.ids.counter(after) - services.runs.ids.counter(before) == 7  # none burnt

@@ -558,3 +558,43 @@ def test_a_run_says_the_platform_its_task_builds(tmp_path):
     platforms = {app.runs.get(run_id)[0].task: app.runs.get(run_id)[0].platform for run_id in decision.runs}
     assert platforms == {"arm": "linux/arm64", "amd": "linux"}
     assert app.scheduler.run_task("arm").platform == "linux/arm64"  # a manual run too
+
+
+# ---- one push under two tags: one wave -------------------------------------------------------
+def push_tag(app: FakeApp, tag: str, event_id: str, digest: str = DIGEST):
+    return app.dispatcher.handle(ImagePushed(event_id, REGISTRY, "base", tag, digest, datetime.now(UTC),
+                                             EventSource.DISTRIBUTION))
+
+
+def add_on_tags(app: FakeApp, name: str, tags: list[str]) -> None:
+    task = Task(name=name, images=[f"{name}:latest"], context=f"/ctx/{name}",
+                dependencies=[Dependency(f"{REGISTRY}/base:{t}", "sha256:" + "0" * 64, True) for t in tags])
+    app.sources.dockerfiles[task.context] = "".join(f"FROM {REGISTRY}/base:{t}\n" for t in tags)
+    app.task_store.create(task)
+    app.index.sync_task(task, previous=[])
+
+
+def test_a_digest_pushed_under_two_tags_starts_one_wave_and_each_task_builds_once(app):
+    add_on_tags(app, "on-12", ["1.2"])
+    add_on_tags(app, "on-latest", ["latest"])
+    add_on_tags(app, "on-both", ["1.2", "latest"])
+    add_task(app, "deeper", ["on-latest"])  # built on a task the second tag's push queues
+    first = push_tag(app, "1.2", "push-1.2")
+    second = push_tag(app, "latest", "push-latest")
+    (wave,) = app.wave_store.newest()[0]
+    assert wave.root == f"{REGISTRY}/base:1.2@{DIGEST}"
+    assert f"joined wave {wave.wave_id} of the same digest" in second.reason
+    joined = {t.task: t for t in second.tasks}
+    assert joined["on-latest"].outcome == Outcome.QUEUED
+    assert f"joins wave {wave.wave_id} of the same digest" in joined["on-latest"].reason
+    assert joined["on-both"].outcome == Outcome.IN_WAVE  # queued by the first tag's push already
+    assert app.runs.get(joined["on-latest"].run_id or "")[0].wave_id == wave.wave_id
+    # A redelivery, and another delivery of the same tag, start nothing more.
+    assert push_tag(app, "latest", "push-latest") == second
+    assert {t.outcome for t in push_tag(app, "latest", "push-latest-again").tasks} <= {
+        Outcome.ALREADY_TRIGGERED, Outcome.IN_WAVE}
+    built = play(app)
+    assert sorted(built) == ["deeper", "on-12", "on-both", "on-latest"]  # each exactly once
+    assert len(app.wave_store.newest()[0]) == 1
+    assert app.wave_store.get(wave.wave_id)[0].state == WaveState.DONE
+    assert first.outcome == Outcome.QUEUED and len(app.builder.requests) == 4
