@@ -315,7 +315,7 @@ class TableSlots:
         # The store's own time of the write (every entity has one).
         return {str(e["RunId"]): e.metadata["timestamp"] or utc_now() for e in entities}
 
-    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None, sole: bool = False) -> bool:
         if first is not None and first < cap:
             try:
                 self.table.create_entity({"PartitionKey": scope, "RowKey": str(first), "RunId": run_id})
@@ -333,7 +333,8 @@ class TableSlots:
                 self.table.create_entity({"PartitionKey": scope, "RowKey": str(slot), "RunId": run_id})
             except ResourceExistsError:
                 continue  # someone took it between our read and our write: try the next
-            self._keep_one(scope, run_id)
+            if not sole:  # a take for this run may be going on beside ours
+                self._keep_one(scope, run_id)
             return True
         # Every place went to others between our read and our writes; a take for this same run
         # may be among them (then the run holds its place).
