@@ -73,7 +73,7 @@ class RoundTrips:
                     trips.calls.append((began - trips.started, ms, request.method, target,
                                         threading.current_thread().name))
 
-        RequestsTransport.send = send  # type: ignore[method-assign]
+        RequestsTransport.send = send
 
     def begin(self) -> None:
         with self._lock:
