@@ -38,7 +38,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks
+from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
 from shared.domain.runs import RunIds
 from shared.domain.vocabulary import WaveState, utc_now
 from shared.domain.waves import SCHEMA_VERSION, Member, Wave, WaveConflict, WaveNotFound
@@ -118,7 +118,7 @@ class TableWaveRepository:
                 by_partition[entity["PartitionKey"]].append(("upsert", self._ready_entity(member)))
         # Transactions of one big wave overlap, as a fan-out's run writes do.
         batches = [batch for partition in sorted(by_partition) for batch in chunks(by_partition[partition])]
-        list(self._pool.map(self.table.submit_transaction, batches))
+        list(self._pool.map(lambda batch: submit(self.table, batch), batches))
         self.table.upsert_entity(self._wave_entity(wave))  # last: a listed wave has its members
 
     def get(self, wave_id: str) -> tuple[Wave, str]:
