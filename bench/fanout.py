@@ -9,7 +9,11 @@ the same number of entities (the run's rows and its wave member row, in transact
 in flight as dispatch uses). Also the push -> queued latency for N = 1 over 50 pushes. Every run
 uses fresh tables and queue. The targets are issue 15's.
 
-    python bench/fanout.py [--sizes 1 100 1000 10000] [--pushes 50] [--repeat 3]
+    python bench/fanout.py [--sizes 1 100 1000 10000] [--pushes 50] [--repeat 3] [--trace 5]
+
+`--trace K` prints, for the last K of the N=1 pushes, every storage round trip the push made before
+it answered (HTTP method, table/queue/container, ms from the push's start, duration, thread): the
+breakdown in docs/scale.md ("push -> queued at N=1").
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,11 +47,55 @@ OLD = "sha256:" + "0" * 64
 _CREATED: list[Services] = []
 
 
-def fresh_services() -> Services:
+class RoundTrips:
+    """Every HTTP request the storage SDKs send, timed at the shared transport (one list per push)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, float, str, str, str]] = []  # start, ms, method, target, thread
+        self.started = 0.0
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        from azure.core.pipeline.transport import RequestsTransport
+
+        original = RequestsTransport.send
+        trips = self
+
+        def send(transport: Any, request: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(transport, request, **kwargs)
+            finally:
+                ms = (time.perf_counter() - began) * 1000
+                path = urlsplit(request.url).path.split("/")
+                target = "/".join(part for part in path[2:4] if part)[:60]  # skip the account name
+                with trips._lock:
+                    trips.calls.append((began - trips.started, ms, request.method, target,
+                                        threading.current_thread().name))
+
+        RequestsTransport.send = send
+
+    def begin(self) -> None:
+        with self._lock:
+            self.calls, self.started = [], time.perf_counter()
+
+    def print(self, answered_ms: float) -> None:
+        with self._lock:
+            calls = sorted(self.calls)
+        print(f"  one push, answered in {answered_ms:.1f} ms, {len(calls)} round trips:")
+        for start, ms, method, target, thread in calls:
+            after = "  (after the answer)" if start * 1000 > answered_ms else ""
+            print(f"    +{start * 1000:6.1f} ms {ms:6.1f} ms  {method:6} {target:<60} {thread}{after}")
+
+
+def fresh_services(max_running: int | None = None) -> Services:
+    """Services on fresh tables and queue; `max_running`: the global cap (None: the settings')."""
     suffix = uuid.uuid4().hex[:10]
     env = dict(os.environ)
     env.update(BASETRIGGER_TABLE_PREFIX=f"bench{suffix}", BASETRIGGER_BUILD_QUEUE=f"bench-{suffix}",
                BASETRIGGER_REGISTRY="localhost:5000")
+    if max_running is not None:
+        env["BASETRIGGER_MAX_RUNNING"] = str(max_running)
     services = Services(config.load(env))
     for name in TABLES:
         services.storage.table(name)  # create up front: table creation is not part of dispatch
@@ -133,6 +183,8 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000, 10000])
     parser.add_argument("--pushes", type=int, default=50, help="pushes for the N=1 latency figures")
+    parser.add_argument("--trace", type=int, default=0,
+                        help="print the storage round trips of the last TRACE N=1 pushes")
     parser.add_argument("--repeat", type=int, default=3,
                         help="fan-outs and floors measured per size; the median is printed "
                              "(shared machines are noisy)")
@@ -165,14 +217,23 @@ def main() -> int:
               f"({size * ENTITIES_PER_RUN} entities batch-inserted)  ratio {fanout[size] / base:.2f}x"
               f"  median of {len(times)}; {released} released{target}")
 
-    services = fresh_services()
+    # Room under the global cap for every push: each one's run is released and its message sent
+    # (with the default cap of 8, the 9th push on would only record a waiting run: not "queued").
+    services = fresh_services(max_running=args.pushes)
     for n in range(args.pushes):
         seed(services, f"localhost:5000/bench/latency{n}:1", 1, prefix=f"lat{n}-")
+    trips = RoundTrips()
+    if args.trace:
+        trips.install()
     latencies = []
     for n in range(args.pushes):
+        trips.begin()
         elapsed, runs = dispatch(services, envelope(f"bench/latency{n}", "1", "sha256:" + "2" * 64))
-        assert runs == 1
         latencies.append(elapsed * 1000)
+        if n >= args.pushes - args.trace:
+            time.sleep(0.2)  # let what runs after the answer show too
+            trips.print(elapsed * 1000)
+        assert runs == 1 and queue_depth(services) == n + 1, "the push's run was not sent"
     latencies.sort()
     p50 = statistics.median(latencies)
     p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]

@@ -545,7 +545,7 @@ class FakeSlots:
         # A take is atomic in the store (insert-if-absent); takes may come side by side.
         self._lock = threading.Lock()
 
-    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None, sole: bool = False) -> bool:
         with self._lock:
             places = self.places.setdefault(scope, {})
             if run_id in places.values():

@@ -129,6 +129,8 @@ class TableDependencyTable:
         return won, lost
 
     def _claim_batch(self, batch: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
+        if len(batch) == 1:  # the same etag-guarded write, without a transaction's multipart body
+            return (batch, []) if self.update_if_unchanged(batch[0]) else ([], batch)
         operations: list[Any] = [
             ("update", _dispatch_state(row),
              {"mode": UpdateMode.MERGE, "etag": row.etag, "match_condition": MatchConditions.IfNotModified})

@@ -37,7 +37,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks
+from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
 from shared.domain.image_ref import encode_key
 from shared.domain.runs import SCHEMA_VERSION, Run, RunConflict, RunIds, RunNotFound
 from shared.domain.vocabulary import RunStatus
@@ -207,9 +207,9 @@ class TableRunRepository:
             by_partition[row["PartitionKey"]].append(("upsert", row))
         batches = [batch for partition in sorted(by_partition) for batch in chunks(by_partition[partition])]
         if len(batches) == 1:
-            self.table.submit_transaction(batches[0])
+            submit(self.table, batches[0])
         else:
-            list(self._writers.map(self.table.submit_transaction, batches))
+            list(self._writers.map(lambda batch: submit(self.table, batch), batches))
 
     def create_many(self, runs: list[Run]) -> None:
         """Insert runs, their own rows and copies side by side (a list that finds a copy before

@@ -185,6 +185,18 @@ class Storage:
                 self._queue_client(name).delete_queue()
 
 
+def submit(table: TableClient, operations: list[Any]) -> None:
+    """`table.submit_transaction(operations)`, except that one upsert alone is sent as a plain
+    upsert: the same write (one entity is atomic by itself, and fails the same way), without the
+    SDK's multipart body built and parsed for it, which is most of a small write's client CPU
+    (docs/scale.md, "push -> queued at N=1")."""
+    if len(operations) == 1 and operations[0][0] == "upsert":
+        _, entity, *options = operations[0]
+        table.upsert_entity(entity, **(options[0] if options else {}))
+        return
+    table.submit_transaction(operations)
+
+
 def chunks(items: list[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -38,7 +38,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks
+from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
 from shared.domain.runs import RunIds
 from shared.domain.vocabulary import WaveState, utc_now
 from shared.domain.waves import SCHEMA_VERSION, Member, Wave, WaveConflict, WaveNotFound
@@ -118,7 +118,7 @@ class TableWaveRepository:
                 by_partition[entity["PartitionKey"]].append(("upsert", self._ready_entity(member)))
         # Transactions of one big wave overlap, as a fan-out's run writes do.
         batches = [batch for partition in sorted(by_partition) for batch in chunks(by_partition[partition])]
-        list(self._pool.map(self.table.submit_transaction, batches))
+        list(self._pool.map(lambda batch: submit(self.table, batch), batches))
         self.table.upsert_entity(self._wave_entity(wave))  # last: a listed wave has its members
 
     def get(self, wave_id: str) -> tuple[Wave, str]:
@@ -315,7 +315,7 @@ class TableSlots:
         # The store's own time of the write (every entity has one).
         return {str(e["RunId"]): e.metadata["timestamp"] or utc_now() for e in entities}
 
-    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None, sole: bool = False) -> bool:
         if first is not None and first < cap:
             try:
                 self.table.create_entity({"PartitionKey": scope, "RowKey": str(first), "RunId": run_id})
@@ -333,7 +333,8 @@ class TableSlots:
                 self.table.create_entity({"PartitionKey": scope, "RowKey": str(slot), "RunId": run_id})
             except ResourceExistsError:
                 continue  # someone took it between our read and our write: try the next
-            self._keep_one(scope, run_id)
+            if not sole:  # a take for this run may be going on beside ours
+                self._keep_one(scope, run_id)
             return True
         # Every place went to others between our read and our writes; a take for this same run
         # may be among them (then the run holds its place).

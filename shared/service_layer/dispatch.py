@@ -41,6 +41,7 @@ from shared.domain.decisions import Decision, EventBusy, TaskDecision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.events import Ignored, ImagePushed
 from shared.domain.platforms import normalized_or_given
+from shared.domain.quarantine import QuarantineEntry
 from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
@@ -134,7 +135,8 @@ class Dispatcher:
         self.runs = runs
         self.decisions = decisions
         self.claims = claims
-        self._readers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="dispatch")
+        # A delivery's first round: its claims and its reads (index, producer, quarantine list).
+        self._readers = ThreadPoolExecutor(max_workers=5, thread_name_prefix="dispatch")
 
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
@@ -175,6 +177,7 @@ class Dispatcher:
         hold: Future[str] | None = self._readers.submit(self.claims.hold_push, push)
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
+        quarantined = self._readers.submit(self._quarantined)
         try:
             previous = claim.result()
         except EventBusy:
@@ -199,8 +202,12 @@ class Dispatcher:
                 # the rows as it left them (its runs are pending there; nothing is allocated again).
                 rows = self._readers.submit(self.index.dependents, pushed)
                 producer = self._readers.submit(self.runs.producer_of, pushed)
-            decision = self._dispatch(event, pushed, rows.result(), producer.result())
-            self.decisions.record(decision)
+                quarantined = self._readers.submit(self._quarantined)
+            # The runs' sent notes are written while the decision is (both before the hold ends).
+            with self.life.notes_alongside():
+                decision = self._dispatch(event, pushed, rows.result(), producer.result(),
+                                          quarantined=quarantined.result())
+                self.decisions.record(decision)
         except Exception:
             self.claims.abandon(event.event_id)
             raise
@@ -268,7 +275,9 @@ class Dispatcher:
         return (Pending.QUEUED if run.status == RunStatus.QUEUED else Pending.STARTED), run
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
-                  producer: Run | None, rebuild: bool = False) -> Decision:
+                  producer: Run | None, rebuild: bool = False,
+                  quarantined: dict[str, QuarantineEntry] | None = None) -> Decision:
+        """`quarantined`: the quarantine list, read beside the rows (None: read here)."""
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
         if producer and producer.output_digest not in (None, event.digest):
@@ -283,7 +292,8 @@ class Dispatcher:
         if producer and producer.wave_id and producer.task and self.waves.recorded(producer.wave_id):
             return self._in_wave(event, pushed, rows, producer)
         producer_task = producer.task if producer else None
-        rows, details = self._outside_quarantine(event, rows)
+        rows, details = self._outside_quarantine(
+            event, rows, self._quarantined() if quarantined is None else quarantined)
         if not rows:
             return Decision(event.event_id, event.source, Outcome.QUARANTINED, details[0].reason,
                             image=pushed, digest=event.digest, tasks=details)
@@ -398,14 +408,20 @@ class Dispatcher:
         return joined, (f"; joined wave {wave.wave_id} of the same digest ({wave.root}): "
                         f"{len(joined)} run(s)")
 
-    def _outside_quarantine(self, event: ImagePushed, rows: list[DependencyRow]) \
+    def _quarantined(self) -> dict[str, QuarantineEntry]:
+        """The quarantine list by digest (read on every event: a quarantine set a moment ago by
+        another process blocks the next push)."""
+        if self.quarantine is None:
+            return {}
+        return {e.digest: e for e in self.quarantine.entries()}
+
+    @staticmethod
+    def _outside_quarantine(event: ImagePushed, rows: list[DependencyRow],
+                            entries: dict[str, QuarantineEntry]) \
             -> tuple[list[DependencyRow], list[TaskDecision]]:
         """The rows whose digest (the pushed one, or their platform's in an index) is not quarantined,
         and a `quarantined` detail for each of the others (their rows are not claimed: a release
         lets the next push through as if this one never came)."""
-        if self.quarantine is None:
-            return rows, []
-        entries = {e.digest: e for e in self.quarantine.entries()}
         if not entries:
             return rows, []
         kept: list[DependencyRow] = []

@@ -175,9 +175,11 @@ class WaveRepository(Protocol):
 class Slots(Protocol):
     """Places for running builds: taking one is atomic, so a cap holds under any concurrency."""
 
-    def take(self, scope: str, cap: int, run_id: str, first: int | None = None) -> bool:
+    def take(self, scope: str, cap: int, run_id: str, first: int | None = None, sole: bool = False) -> bool:
         """One of `cap` places of `scope` for `run_id` (idempotent per run); False when all are taken.
-        `first`: the place to try first without reading the scope (a new wave's places are free)."""
+        `first`: the place to try first without reading the scope (a new wave's places are free).
+        `sole`: no one else can take a place for this run now (a new wave's run, before its wave
+        is written), so two takes for it cannot race and none is looked for afterwards."""
 
     def give_back(self, scope: str, run_id: str) -> None: ...
 

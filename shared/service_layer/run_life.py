@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -109,6 +110,8 @@ class RunLifecycle:
         self._notes = ThreadPoolExecutor(max_workers=NOTES_IN_FLIGHT, thread_name_prefix="sent")
         # Places of a new wave's first runs, taken side by side.
         self._places = ThreadPoolExecutor(max_workers=8, thread_name_prefix="places")
+        # Per thread: the sent notes a `notes_alongside` block waits for (None outside one).
+        self._alongside = threading.local()
         # Backlogs recorded after their push answered, one at a time (each uses `_pool`).
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
 
@@ -188,11 +191,32 @@ class RunLifecycle:
     # ---- sending ---------------------------------------------------------------------------
     def send(self, run_ids: list[str]) -> None:
         """The runs' queue messages, then each run noted as sent (Run.unsent_since cleared). A send
-        that fails raises and leaves the runs unsent, for a redelivery or housekeeping to finish."""
+        that fails raises and leaves the runs unsent, for a redelivery or housekeeping to finish.
+        Within `notes_alongside`, the notes are written while the caller goes on."""
         if not run_ids:
             return
         self._queue.send(run_ids)
-        list(self._notes.map(self._mark_sent, run_ids))
+        alongside: list[Future[None]] | None = getattr(self._alongside, "notes", None)
+        if alongside is None:
+            list(self._notes.map(self._mark_sent, run_ids))
+        else:
+            alongside.extend(self._notes.submit(self._mark_sent, run_id) for run_id in run_ids)
+
+    @contextmanager
+    def notes_alongside(self) -> Iterator[None]:
+        """Sends in this block (on this thread) note their runs as sent side by side with what the
+        caller does next (dispatch: recording its decision); the block ends when every note is
+        written. Dispatch holds the push until then, so a redelivery of it never finds a run it
+        sent still unsent (and sends it again); a note that fails is logged as before."""
+        outer: list[Future[None]] | None = getattr(self._alongside, "notes", None)
+        notes: list[Future[None]] = []
+        self._alongside.notes = notes
+        try:
+            yield
+        finally:
+            self._alongside.notes = outer
+            for note in notes:
+                note.result()  # never raises: _mark_sent logs its failure
 
     def _mark_sent(self, run_id: str) -> None:
         def sent(run: Run) -> Run | None:
@@ -214,18 +238,26 @@ class RunLifecycle:
         by side (a take is a read and an insert-if-absent: concurrent ones never share a place), so
         a push waits for a few round trips, not a few per run."""
         candidates = run_ids[: self.brakes.wave_max_running]
-        global_taken = list(self._places.map(
-            lambda run_id: self._slots.take(GLOBAL, self.brakes.max_running, run_id), candidates))
-        holding = [run_id for run_id, took in zip(candidates, global_taken, strict=True) if took]
-
-        def take_in_wave(place: int, run_id: str) -> bool:
-            if self._slots.take(wave_id, self.brakes.wave_max_running, run_id, first=place):
-                return True
-            self._slots.give_back(GLOBAL, run_id)
-            return False
-
-        in_wave = list(self._places.map(take_in_wave, range(len(holding)), holding))
-        return {run_id for run_id, took in zip(holding, in_wave, strict=True) if took}
+        # A run's global place and its place in the wave are taken side by side too: a run that
+        # gets only one gives it back, so neither cap is ever exceeded (a process that dies
+        # before giving it back leaves it to reconcile, as a crash after any take does).
+        # The runs are new and their wave is not written yet: no one else takes places for them.
+        global_taken = [self._places.submit(self._slots.take, GLOBAL, self.brakes.max_running, run_id,
+                                            sole=True)
+                        for run_id in candidates]
+        wave_taken = [self._places.submit(self._slots.take, wave_id, self.brakes.wave_max_running, run_id,
+                                          first=place, sole=True)
+                      for place, run_id in enumerate(candidates)]
+        placed: set[str] = set()
+        for run_id, in_global, in_wave in zip(candidates, global_taken, wave_taken, strict=True):
+            took_global, took_wave = in_global.result(), in_wave.result()
+            if took_global and took_wave:
+                placed.add(run_id)
+            elif took_global:
+                self._slots.give_back(GLOBAL, run_id)
+            elif took_wave:
+                self._slots.give_back(wave_id, run_id)
+        return placed
 
     def give_back(self, wave_id: str, run_id: str) -> None:
         self._slots.give_back(GLOBAL, run_id)
