@@ -36,7 +36,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import MAX_BATCH, Storage
+from shared.adapters.storage import MAX_BATCH, Storage, partition_is_empty
 from shared.domain.decisions import DISPATCH_STALE_AFTER, SCHEMA_VERSION, Decision, EventBusy, TaskDecision
 from shared.domain.image_ref import encode_key
 from shared.domain.vocabulary import EventSource, Outcome, utc_now
@@ -338,9 +338,7 @@ class TableDecisionLog:
     # ---- schema 1 ----------------------------------------------------------------------------
     def _no_legacy(self) -> bool:
         if not self._legacy_gone:
-            probe = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": LEGACY},
-                                              select=["RowKey"], results_per_page=1).by_page()
-            self._legacy_gone = not next(iter(next(probe, [])), None)
+            self._legacy_gone = partition_is_empty(self.table, LEGACY)
         return self._legacy_gone
 
     def _adopt_legacy(self, event_id: str) -> bool:

@@ -37,7 +37,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
+from shared.adapters.storage import (
+    MAX_BATCH,
+    TRANSACTIONS_IN_FLIGHT,
+    Storage,
+    chunks,
+    partition_is_empty,
+    submit,
+)
 from shared.domain.image_ref import encode_key
 from shared.domain.runs import SCHEMA_VERSION, Run, RunConflict, RunIds, RunNotFound
 from shared.domain.vocabulary import RunStatus
@@ -323,9 +330,7 @@ class TableRunRepository:
 
     def _no_legacy(self) -> bool:
         if not self._legacy_gone:
-            probe = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": LEGACY},
-                                              select=["RowKey"], results_per_page=1).by_page()
-            self._legacy_gone = not next(iter(next(probe, [])), None)
+            self._legacy_gone = partition_is_empty(self.table, LEGACY)
         return self._legacy_gone
 
     def _page(self, partitions: tuple[str, dict[str, Any]], prefix: str, top: int,

@@ -197,6 +197,14 @@ def submit(table: TableClient, operations: list[Any]) -> None:
     table.submit_transaction(operations)
 
 
+def partition_is_empty(table: TableClient, partition: str) -> bool:
+    """Whether `partition` holds no entity: one page of at most one key (how a table learns that
+    the rows an older schema kept there are all migrated)."""
+    probe = table.query_entities("PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"],
+                                 results_per_page=1).by_page()
+    return not next(iter(next(probe, [])), None)
+
+
 def chunks(items: list[T], size: int = MAX_BATCH) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

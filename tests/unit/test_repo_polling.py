@@ -18,7 +18,7 @@ from shared.domain.tasks import Task
 from shared.domain.vocabulary import Trigger
 from shared.service_layer.repo_polling import RepositoryPoller
 from shared.service_layer.source_triggers import SourceTriggers
-from tests.fakes import FakeApp
+from tests.fakes import FakeApp, FakeRepositoryHeads
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 REPO = "https://git.example.com/o/app.git"
@@ -37,17 +37,6 @@ class FakeRemote:
         return RemoteHead(branch or "main", self.heads[branch])
 
 
-class FakeHeads:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], str] = {}
-
-    def last(self, repository: str, branch: str) -> str | None:
-        return self.rows.get((repository, branch))
-
-    def advance(self, repository: str, branch: str, commit: str) -> None:
-        self.rows[(repository, branch)] = commit
-
-
 @pytest.fixture
 def app(tmp_path):
     app = FakeApp(tmp_path)
@@ -56,7 +45,7 @@ def app(tmp_path):
         app.task_store.create(Task(name=name, images=[f"{name}:{{{{.Run.Commit}}}}"], context=REPO,
                                    branch=branch, commit_trigger_enabled=True))
     app.task_store.create(Task(name="off", images=["off:1"], context=REPO, branch="main"))
-    app.remote, app.heads = FakeRemote(), FakeHeads()
+    app.remote, app.heads = FakeRemote(), FakeRepositoryHeads()
     return app
 
 
