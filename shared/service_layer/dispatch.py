@@ -338,7 +338,7 @@ class Dispatcher:
                 # on the send) gets it now: deliveries of one push hold it one at a time, and a sent
                 # message is noted on its run (Run.unsent_since), so none is sent twice.
                 if (outcome == Outcome.ALREADY_TRIGGERED and pending_run is not None
-                        and pending == Pending.QUEUED and pending_run.released and pending_run.unsent_since):
+                        and pending == Pending.QUEUED and self.life.left_unsent(pending_run)):
                     unsent.append(pending_run.run_id)
                     reason += "; its message, never sent, is sent now"
                 if outcome == Outcome.ALREADY_TRIGGERED and row.pending_run_id and pending == Pending.MISSING:

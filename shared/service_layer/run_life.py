@@ -202,6 +202,17 @@ class RunLifecycle:
         else:
             alongside.extend(self._notes.submit(self._mark_sent, run_id) for run_id in run_ids)
 
+    @staticmethod
+    def left_unsent(run: Run) -> bool:
+        """For a delivery of the push that made `run`: was it released without its message being
+        sent, by nobody still sending it? A run released with its record was released by that
+        push's dispatch, which the delivery waited for (done or failed). A run released later (a
+        wave's waiting run, when another ended) is noted unsent until its releaser's send is done:
+        only one unsent for UNSENT_AFTER is left (housekeeping sends it as well)."""
+        if not run.released or run.unsent_since is None:
+            return False
+        return run.unsent_since == run.created_at or utc_now() - run.unsent_since > UNSENT_AFTER
+
     @contextmanager
     def notes_alongside(self) -> Iterator[None]:
         """Sends in this block (on this thread) note their runs as sent side by side with what the

@@ -264,6 +264,29 @@ def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
     assert waiting.run_id in app.slots.holders("w1") and waiting.run_id in app.slots.holders("global")
 
 
+def test_a_redelivery_while_a_release_sends_its_message_sends_it_no_second_time(tmp_path):
+    # `make chaos`'s burst: a run released after its wave started (another run ended) is noted
+    # unsent until its send is done; a delivery of the same push arriving just then took it for
+    # one its dispatch had failed to send, and sent it too (two messages for one run).
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
+    for n in range(2):
+        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
+    push(app, "base")
+    (first,) = app.queue.sent
+    waiting = next(m for m in app.wave_store.members("w1") if not m.released)
+    send = app.queue.send
+
+    def redelivered_meanwhile(run_ids: list[str]) -> None:
+        app.queue.send = send
+        assert push(app, "base", n=1).outcome == Outcome.ALREADY_TRIGGERED  # the same push again
+        send(run_ids)
+
+    app.queue.send = redelivered_meanwhile
+    app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
+    app.worker.execute(first)  # its end releases the waiting member
+    assert app.queue.sent == [first, waiting.run_id]
+
+
 # ---- crashes and races in the middle of a wave's steps ----------------------------------------
 class Boom(RuntimeError):
     pass
