@@ -15,7 +15,7 @@ from shared.domain.dependencies import DependencyRow
 from shared.domain.events import ImagePushed
 from shared.domain.tasks import Dependency, Task, TaskError
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType, WaveState
-from shared.domain.waves import Brakes
+from shared.domain.waves import Brakes, Member
 from shared.service_layer import run_life as life_mod
 from tests.fakes import FakeApp
 
@@ -246,16 +246,20 @@ def test_base_rebuild_starts_a_wave_even_where_the_digest_is_unchanged(app):
     assert play(app) == ["mid", "app"]
 
 
-def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
-    # Two releasers (a finished run's worker and housekeeping, say) reach the same ready member: the
-    # one that lost the release sends nothing and gives back nothing (the places are the run's).
+def one_running_one_waiting(tmp_path) -> tuple[FakeApp, str, Member]:
+    """A wave of two under a wave cap of one: the first run has its message, the other waits."""
     app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
     for n in range(2):
         add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
     push(app, "base")
     (first,) = app.queue.sent
-    waiting = next(m for m in app.wave_store.members("w1") if not m.released)
-    first_run, _ = app.runs.get(first)
+    return app, first, next(m for m in app.wave_store.members("w1") if not m.released)
+
+
+def test_a_run_released_twice_gets_one_message_and_keeps_its_places(tmp_path):
+    # Two releasers (a finished run's worker and housekeeping, say) reach the same ready member: the
+    # one that lost the release sends nothing and gives back nothing (the places are the run's).
+    app, first, waiting = one_running_one_waiting(tmp_path)
     app.builder.result = BuildResult(RunStatus.SUCCEEDED, output_digest=DIGEST)
     app.worker.execute(first)  # its end releases the waiting member
     assert app.queue.sent == [first, waiting.run_id]
@@ -268,12 +272,7 @@ def test_a_redelivery_while_a_release_sends_its_message_sends_it_no_second_time(
     # `make chaos`'s burst: a run released after its wave started (another run ended) is noted
     # unsent until its send is done; a delivery of the same push arriving just then took it for
     # one its dispatch had failed to send, and sent it too (two messages for one run).
-    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=5, wave_max_running=1))
-    for n in range(2):
-        add_task(app, f"app{n}", ["base"], output=f"app{n}:{{{{.Run.ID}}}}")
-    push(app, "base")
-    (first,) = app.queue.sent
-    waiting = next(m for m in app.wave_store.members("w1") if not m.released)
+    app, first, waiting = one_running_one_waiting(tmp_path)
     send = app.queue.send
 
     def redelivered_meanwhile(run_ids: list[str]) -> None:
