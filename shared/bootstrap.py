@@ -58,6 +58,7 @@ from shared.service_layer.ports import (
     DependencyTable,
     DispatchClaims,
     GitRemote,
+    ImageStores,
     IndexScan,
     NotificationOutbox,
     NotificationSender,
@@ -77,7 +78,7 @@ from shared.service_layer.ports import (
 )
 from shared.service_layer.quarantine import QuarantineList, QuarantineStore
 from shared.service_layer.repo_polling import RepositoryPoller
-from shared.service_layer.rollback import ImageStores, Rollback
+from shared.service_layer.rollback import Rollback
 from shared.service_layer.run_life import RunLifecycle
 from shared.service_layer.run_topic import TopicRunEvents
 from shared.service_layer.scheduling import Scheduler

@@ -16,7 +16,7 @@ from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
 from shared.domain.dependencies import DependencyRow
 from shared.domain.git_polling import RemoteHead
-from shared.domain.manifests import ManifestInfo
+from shared.domain.manifests import ManifestInfo, RawManifest
 from shared.domain.notifications import Notification
 from shared.domain.poll_state import BaseState, RegistryBackoff
 from shared.domain.rebase import RebasePlan
@@ -382,3 +382,17 @@ class RepositoryHeads(Protocol):
     def last(self, repository: str, branch: str) -> str | None: ...
 
     def advance(self, repository: str, branch: str, commit: str) -> None: ...
+
+
+class ImageStore(Protocol):
+    """One registry's manifests, read and written (`--rollback` puts an earlier one back)."""
+
+    def manifest(self, reference: str) -> RawManifest: ...
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str: ...
+
+
+class ImageStores(Protocol):
+    """Manifests of a registry, read and written as a task signs in (shared.adapters.registry)."""
+
+    def images(self, reference: str, credentials: Sequence[RegistryCredential] = ()) -> ImageStore: ...

@@ -28,21 +28,20 @@ again finds it moved and says so.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision, TaskDecision
 from shared.domain.image_ref import ImageRef
-from shared.domain.manifests import RawManifest, RegistryError
+from shared.domain.manifests import RegistryError
 from shared.domain.quarantine import QuarantineEntry
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.tasks import Dependency, Task, TaskNotFound
 from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, utc_now
 from shared.domain.waves import Wave
-from shared.service_layer.ports import DecisionLog, Registry, RunRepository, WaveRepository
+from shared.service_layer.ports import DecisionLog, ImageStores, Registry, RunRepository, WaveRepository
 from shared.service_layer.tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -52,18 +51,6 @@ WINDOW = timedelta(days=30)
 WAVES_PER_PAGE = 100
 # Runs of a tag read to find the one before the bad run.
 HISTORY_PER_TAG = 50
-
-
-class ImageStore(Protocol):
-    def manifest(self, reference: str) -> RawManifest: ...
-
-    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str: ...
-
-
-class ImageStores(Protocol):
-    """Manifests of a registry, read and written as a task signs in (shared.adapters.registry)."""
-
-    def images(self, reference: str, credentials: Sequence[RegistryCredential] = ()) -> ImageStore: ...
 
 
 @dataclass

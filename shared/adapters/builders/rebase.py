@@ -54,7 +54,9 @@ class ImageCheck(Protocol):
         """Run argv in `image`: its exit code, or None when stopped (deadline or cancel)."""
 
 
-class ImageStores(Protocol):
+class SignedInRegistry(Protocol):
+    """The registry module, as the rebase uses it: a store of blobs and manifests, signed in."""
+
     def images(self, reference: str, credentials: tuple[RegistryCredential, ...] = ()) -> ImageStore: ...
 
 
@@ -74,7 +76,7 @@ def _dumps(document: dict[str, Any]) -> bytes:
 class RebaseBuilder:
     kind = BuilderKind.REBASE
 
-    def __init__(self, registry: ImageStores, checker: ImageCheck | None = None):
+    def __init__(self, registry: SignedInRegistry, checker: ImageCheck | None = None):
         self.registry = registry
         # Runs a task's rebase check (buildah); None where nothing can run an image (ACR).
         self.checker = checker
