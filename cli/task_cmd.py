@@ -304,46 +304,42 @@ def _send(args: argparse.Namespace, request: Callable[[dict[str, Any]], dict[str
     return request({**spec, "context_archive": _context_archive(args)})
 
 
+# TaskCreate fields and the options that give them (argparse dest -> field), with what turns the
+# option's value into the field's: an empty value clears an optional field ("" -> None).
+def _as_given(value: Any) -> Any:
+    return value
+
+
+def _or_none(value: Any) -> Any:
+    return value or None
+
+
+_SPEC_OPTIONS: tuple[tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("images", "images", _as_given),
+    ("context", "context", lambda value: _context(value)),
+    ("file", "dockerfile", _as_given),
+    ("branch", "branch", _or_none),
+    ("build_args", "build_args", dict),
+    ("secret_args", "secret_args", dict),
+    ("git_access_token", "git_access_token", _or_none),
+    ("base_image_trigger_enabled", "base_image_trigger_enabled", _as_given),
+    ("base_image_trigger_type", "base_image_trigger_type", _as_given),
+    ("platform", "platform", _as_given),
+    ("schedule", "schedule", _as_given),
+    ("commit_trigger_enabled", "commit_trigger_enabled", _as_given),
+    ("pull_request_trigger_enabled", "pull_request_trigger_enabled", _as_given),
+    ("update_trigger_endpoint", "update_trigger_endpoint", _or_none),
+    ("update_trigger_secret_file", "update_trigger_secret", lambda path: _read_secret(path)),
+    ("update_policy", "update_policy", _as_given),
+    ("rebase_check", "rebase_check", _or_none),
+    ("base_change_policy", "base_change_policy", _as_given),
+)
+
+
 def _spec(args: argparse.Namespace) -> dict[str, Any]:
     """The TaskCreate fields the options give (only those given, so update changes nothing else)."""
-    spec: dict[str, Any] = {}
-    if args.images is not None:
-        spec["images"] = args.images
-    if args.context is not None:
-        spec["context"] = _context(args.context)
-    if args.file is not None:
-        spec["dockerfile"] = args.file
-    if args.branch is not None:
-        spec["branch"] = args.branch or None
-    if args.build_args is not None:
-        spec["build_args"] = dict(args.build_args)
-    if args.secret_args is not None:
-        spec["secret_args"] = dict(args.secret_args)
-    if args.git_access_token is not None:
-        spec["git_access_token"] = args.git_access_token or None
-    if args.base_image_trigger_enabled is not None:
-        spec["base_image_trigger_enabled"] = args.base_image_trigger_enabled
-    if args.base_image_trigger_type is not None:
-        spec["base_image_trigger_type"] = args.base_image_trigger_type
-    if args.platform is not None:
-        spec["platform"] = args.platform
-    if args.schedule is not None:
-        spec["schedule"] = args.schedule
-    if args.commit_trigger_enabled is not None:
-        spec["commit_trigger_enabled"] = args.commit_trigger_enabled
-    if args.pull_request_trigger_enabled is not None:
-        spec["pull_request_trigger_enabled"] = args.pull_request_trigger_enabled
-    if args.update_trigger_endpoint is not None:
-        spec["update_trigger_endpoint"] = args.update_trigger_endpoint or None
-    if args.update_trigger_secret_file is not None:
-        spec["update_trigger_secret"] = _read_secret(args.update_trigger_secret_file)
-    if args.update_policy is not None:
-        spec["update_policy"] = args.update_policy
-    if args.rebase_check is not None:
-        spec["rebase_check"] = args.rebase_check or None
-    if args.base_change_policy is not None:
-        spec["base_change_policy"] = args.base_change_policy
-    return spec
+    return {field: convert(getattr(args, dest)) for dest, field, convert in _SPEC_OPTIONS
+            if getattr(args, dest) is not None}
 
 
 def _read_secret(path: str) -> str:
