@@ -360,14 +360,18 @@ class WaveCoordinator:
                 return
         log.warning("wave %s: its counts kept changing; housekeeping recounts them", wave_id)
 
-    def _recount(self, wave_id: str) -> None:
+    def _recount(self, wave_id: str, members: list[Member] | None = None, read_at: str = "") -> None:
         """Counts from every member (housekeeping, after a crash between a member's write and its
-        count); the breaker; Done when every member has ended."""
+        count); the breaker; Done when every member has ended. `members`: as read just after the
+        wave's version `read_at` (a big wave's members are read once per pass, not twice), used
+        only if the wave is still at that version (no count moved since)."""
         for _ in range(10):
             wave, etag = self.waves.get(wave_id)
-            members = self.waves.members(wave_id)
+            if members is None or etag != read_at:
+                members = self.waves.members(wave_id)
             if self._settle(wave, etag, dict(Counter(_standing(m) for m in members)), members):
                 return
+            members = None
         raise WaveConflict(f"wave {wave_id} kept changing")
 
     def _settle(self, wave: Wave, etag: str, counts: dict[str, int],
@@ -469,7 +473,9 @@ class WaveCoordinator:
         recount each wave from its members (RunLifecycle.reconcile calls it first)."""
         recent_held = [w for w in self.waves.newest(top=50)[0] if w.state == WaveState.HELD]
         for wave in self.waves.active() + recent_held:
-            for member in self.waves.members(wave.wave_id):
+            _, read_at = self.waves.get(wave.wave_id)
+            members: list[Member] | None = self.waves.members(wave.wave_id)
+            for member in members or []:
                 if member.outcome is None and member.released:
                     try:
                         run, _ = self.runs.get(member.run_id)
@@ -477,4 +483,5 @@ class WaveCoordinator:
                         continue
                     if run.finished:
                         self.run_finished(run)
-            self._recount(wave.wave_id)
+                        members = None  # changed since they were read: the recount reads them again
+            self._recount(wave.wave_id, members, read_at)

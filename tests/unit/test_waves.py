@@ -620,3 +620,13 @@ def test_a_digest_pushed_under_two_tags_starts_one_wave_and_each_task_builds_onc
     assert len(app.wave_store.newest()[0]) == 1
     assert app.wave_store.get(wave.wave_id)[0].state == WaveState.DONE
     assert first.outcome == Outcome.QUEUED and len(app.builder.requests) == 4
+
+
+def test_housekeeping_reads_a_quiet_waves_members_once_per_pass(tmp_path):
+    # A big wave's members are thousands of rows: each minute's recount reads them once, not twice.
+    app, _, _ = one_running_one_waiting(tmp_path)
+    reads = []
+    members = app.wave_store.members
+    app.wave_store.members = lambda wave_id: reads.append(wave_id) or members(wave_id)
+    app.lifecycle.waves.catch_up()
+    assert reads == ["w1"]
