@@ -69,6 +69,10 @@ def unpack_filter(limits: UnpackLimits) -> Callable[[tarfile.TarInfo, str], tarf
 
     def accept(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
         budget.take(member.size)
+        if not member.isdir() and member.name.endswith("/"):
+            # A link named `dir/` is made at `dir`, but tarfile before 3.11.13 (CVE-2025-4138)
+            # judged where it points from inside `dir`: `dir/ -> ../outside` passed its filter.
+            member = member.replace(name=member.name.rstrip("/"), deep=False)
         return tarfile.data_filter(member, dest)
 
     return accept

@@ -182,6 +182,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile
     _member("a/../../escaped"),
     _member("out", tarfile.SYMTYPE, "/etc/passwd"),
     _member("out", tarfile.SYMTYPE, "../../../etc/passwd"),
+    _member("dir/", tarfile.SYMTYPE, "../outside"),  # tarfile's own filter judged it from inside dir
     _member("out", tarfile.LNKTYPE, "/etc/passwd"),
     _member("out", tarfile.LNKTYPE, "../outside"),
     _member("out", tarfile.LNKTYPE, "not-in-the-archive"),
