@@ -328,7 +328,7 @@ def test_the_host_killed_mid_build_leaves_one_build_one_run_and_its_log(second_s
     (task,) = create_tasks(
         api, tmp_path, ns, base, 1, step=f"echo started-{marker} && sleep 25 && echo finished-{marker}"
     )
-    context = tmp_path / task
+    context = Path(api("GET", f"/tasks/{task}").json()["context"])  # create_tasks places it
     run_id = api("POST", f"/tasks/{task}/runs", json={}).json()["run_id"]
 
     most, stop = [0], threading.Event()
