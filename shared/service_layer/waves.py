@@ -129,16 +129,21 @@ class WaveCoordinator:
                     pushed_at=pushed_at, received_at=received_at)
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
-        # The runs that wait go to the wave's backlog before its rows are written, so every member
-        # names a run recorded or in the backlog (a big wave's, recorded after the push answers).
-        # The wave's rows and the released runs go to different tables: written side by side. The
-        # wave is complete before any released run can finish (a worker must find its member).
-        deferred = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once])
-        writing = self._readers.submit(self.waves.create, wave, members)
-        self.life.record([run for run in runs.values() if run.run_id in at_once or not deferred])
+        # In a big wave, the runs that wait and their members (with their ready marks) go to the
+        # wave's backlog, one write before its rows, and are written after the push answers: every
+        # member names a run recorded or in the backlog, and the wave row says there is one, so
+        # whoever needs its members records it first (RunLifecycle.members_recorded). The wave's
+        # rows and the released runs go to different tables: written side by side. The released
+        # members are written before any of their runs can finish (a worker must find its member).
+        wave.backlog = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once],
+                                       [member for member in members if member.run_id not in at_once])
+        writing = self._readers.submit(
+            self.waves.create, wave,
+            [member for member in members if member.run_id in at_once] if wave.backlog else members)
+        self.life.record([run for run in runs.values() if run.run_id in at_once or not wave.backlog])
         writing.result()
         self.life.send([run.run_id for run in runs.values() if run.run_id in at_once])
-        if deferred:
+        if wave.backlog:
             self.life.record_in_background(wave_id)
         return wave, list(runs.values())
 
@@ -170,9 +175,12 @@ class WaveCoordinator:
         member of it (a run a crash left outside its wave never builds): task -> that run."""
         if not tasks:
             return {}  # a wave of first members only (one push's direct dependents): no read
-        others = {w.wave_id for w in self.waves.active() if w.wave_id != but}
-        if not others:
+        active = [w for w in self.waves.active() if w.wave_id != but]
+        if not active:
             return {}  # the common case: one read, whatever the wave's size
+        others = {w.wave_id for w in active}
+        for wave in active:
+            self.life.members_recorded(wave)  # a waiting member may be in its backlog still
 
         def waiting(task: str) -> Run | None:
             queued, _ = self.life.reads.newest(task=task, status=RunStatus.QUEUED, top=1)
@@ -194,6 +202,20 @@ class WaveCoordinator:
             return False
         return True
 
+    def member(self, wave_id: str, task: str) -> Member | None:
+        """A member, or None if the task is none: where it is not stored, the wave's backlog is
+        recorded first if it may still hold it (once per wave and process: a miss costs nothing
+        more once the backlog is known gone)."""
+        found = self.waves.member(wave_id, task)
+        if found is None and self.life.backlog_recorded(wave_id):
+            found = self.waves.member(wave_id, task)
+        return found
+
+    def members(self, wave: Wave) -> list[Member]:
+        """Every member of the wave, its backlog recorded first if it may still have one."""
+        self.life.members_recorded(wave)
+        return self.waves.members(wave.wave_id)
+
     def wave_of(self, content: str) -> Wave | None:
         """The active wave a push of `content` (`registry/repository@digest`) started, under any
         of its tags (the oldest, should there be several); None if there is none."""
@@ -209,6 +231,7 @@ class WaveCoordinator:
         wave, _ = self.waves.get(wave_id)
         if wave.state == WaveState.CANCELED:
             return None
+        self.life.members_recorded(wave)  # a task planned in its backlog is a member already
         run = None if planned else self._stray(wave_id, row.task)
         if run is None:
             if planned is None:
@@ -223,7 +246,7 @@ class WaveCoordinator:
             self.life.record([run])
         member = Member(wave_id, row.task, run.run_id, (producer.level + 1) if producer else 1)
         if not self.waves.add_member(member):
-            joined = self.waves.member(wave_id, row.task)
+            joined = self.member(wave_id, row.task)
             if joined is None or joined.run_id != run.run_id:  # not a concurrent adoption of it
                 self.drop(run, f"{row.task} is a member of wave {wave_id} already")
             return None
@@ -255,7 +278,7 @@ class WaveCoordinator:
         """Apply `change` to a member (etag-guarded, retried); the call whose write changed the
         member's standing moves the wave's counts."""
         for _ in range(10):
-            member = self.waves.member(wave_id, task)
+            member = self.member(wave_id, task)
             if member is None:
                 return None
             updated = change(member)
@@ -278,7 +301,7 @@ class WaveCoordinator:
             return
         wave_id = run.wave_id
         status = run.status
-        member = self.waves.member(wave_id, run.task)
+        member = self.member(wave_id, run.task)
         if member is None:
             self.life.give_back(wave_id, run.run_id)
             return
@@ -307,7 +330,7 @@ class WaveCoordinator:
             if task in seen:
                 continue
             seen.add(task)
-            dependent = self.waves.member(wave_id, task)
+            dependent = self.member(wave_id, task)
             if dependent is None:
                 continue
             self._cancel_run(dependent, f"not built: its base {why} in wave {wave_id}")
@@ -365,7 +388,7 @@ class WaveCoordinator:
         count); the breaker; Done when every member has ended."""
         for _ in range(10):
             wave, etag = self.waves.get(wave_id)
-            members = self.waves.members(wave_id)
+            members = self.members(wave)  # never a count from part of the members
             if self._settle(wave, etag, dict(Counter(_standing(m) for m in members)), members):
                 return
         raise WaveConflict(f"wave {wave_id} kept changing")
@@ -393,7 +416,7 @@ class WaveCoordinator:
             return True
         # Read before the wave says Held (the breaker trips once a wave): its runs are held a
         # moment after it, not a read later.
-        members = (members if members is not None else self.waves.members(wave.wave_id)) if held_now else []
+        members = (members if members is not None else self.members(wave)) if held_now else []
         try:
             self.waves.save(updated, etag)
         except WaveConflict:
@@ -419,7 +442,7 @@ class WaveCoordinator:
         wave, etag = self.waves.get(wave_id)
         if wave.state != WaveState.HELD:
             raise WaveConflict(f"wave {wave_id} is {wave.state}, not Held")
-        members = self.waves.members(wave_id)
+        members = self.members(wave)
         built = sum(1 for m in members if m.outcome in BUILT)
         failed = sum(1 for m in members if m.outcome in FAILED)
         def unhold(run: Run) -> Run | None:
@@ -447,7 +470,7 @@ class WaveCoordinator:
             raise WaveConflict(f"wave {wave_id} is already {wave.state}")
         # The runs first, the wave's state last: a cancel that fails part-way leaves the wave as it
         # was, and canceling again finishes it (a canceled run stays canceled).
-        for member in self.waves.members(wave_id):
+        for member in self.members(wave):
             if member.outcome is None:
                 self._cancel_run(member, f"wave {wave_id} canceled by request")
         for _ in range(COUNT_ATTEMPTS):  # its counts move while builds that were going stop
@@ -469,7 +492,7 @@ class WaveCoordinator:
         recount each wave from its members (RunLifecycle.reconcile calls it first)."""
         recent_held = [w for w in self.waves.newest(top=50)[0] if w.state == WaveState.HELD]
         for wave in self.waves.active() + recent_held:
-            for member in self.waves.members(wave.wave_id):
+            for member in self.members(wave):
                 if member.outcome is None and member.released:
                     try:
                         run, _ = self.runs.get(member.run_id)
