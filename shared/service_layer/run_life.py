@@ -524,19 +524,34 @@ class RunReads:
         # (a dispatch checking N pending runs would otherwise read it N times); a wave whose
         # backlog is gone is forgotten at the next listing.
         self._known: dict[str, list[Run]] = {}
+        self._known_ids: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def _planned(self) -> list[Run]:
+    def _waves(self) -> list[str]:
+        """The waves with a backlog now (one listing), each one's runs read once per process."""
         waves = self._backlog.waves()
         with self._lock:
             self._known = {w: runs for w, runs in self._known.items() if w in waves}
+            self._known_ids = {w: ids for w, ids in self._known_ids.items() if w in waves}
             missing = [w for w in waves if w not in self._known]
         for wave_id in missing:
             runs = self._backlog.get(wave_id)
             with self._lock:
                 self._known[wave_id] = runs
+                self._known_ids[wave_id] = {run.run_id for run in runs}
+        return waves
+
+    def _planned(self) -> list[Run]:
+        waves = self._waves()
         with self._lock:
             return [replace(run) for wave_id in waves for run in self._known.get(wave_id, [])]
+
+    def in_backlog(self, run_id: str) -> bool:
+        """Is the run planned in a wave's backlog, not recorded yet? Then its member is in that
+        backlog too (a backlog's runs and members are deferred together)."""
+        waves = self._waves()
+        with self._lock:
+            return any(run_id in self._known_ids.get(wave_id, ()) for wave_id in waves)
 
     def get(self, run_id: str) -> tuple[Run, str]:
         """The run and its etag ("" for a run of a backlog); RunNotFound if there is none."""

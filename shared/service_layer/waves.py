@@ -175,12 +175,9 @@ class WaveCoordinator:
         member of it (a run a crash left outside its wave never builds): task -> that run."""
         if not tasks:
             return {}  # a wave of first members only (one push's direct dependents): no read
-        active = [w for w in self.waves.active() if w.wave_id != but]
-        if not active:
+        others = {w.wave_id for w in self.waves.active() if w.wave_id != but}
+        if not others:
             return {}  # the common case: one read, whatever the wave's size
-        others = {w.wave_id for w in active}
-        for wave in active:
-            self.life.members_recorded(wave)  # a waiting member may be in its backlog still
 
         def waiting(task: str) -> Run | None:
             queued, _ = self.life.reads.newest(task=task, status=RunStatus.QUEUED, top=1)
@@ -188,7 +185,11 @@ class WaveCoordinator:
             if run is None or run.wave_id not in others:
                 return None
             member = self.waves.member(run.wave_id, task)
-            return run if member is not None and member.run_id == run.run_id else None
+            if member is None:
+                # Planned in its wave's backlog (that run's member is there too): it waits, and
+                # this push need not record another wave's backlog to know it.
+                return run if self.life.reads.in_backlog(run.run_id) else None
+            return run if member.run_id == run.run_id else None
 
         found = self._readers.map(waiting, tasks)
         return {task: run for task, run in zip(tasks, found, strict=True) if run is not None}

@@ -243,3 +243,11 @@ def test_a_backlog_of_the_first_format_still_reads(app):
     record = from_json(old)
     assert [r.run_id for r in record.runs] == [r.run_id for r in runs] and record.members == []
     assert set(r.run_id for r in runs) < set(decision.runs)
+
+
+def test_a_newer_push_finds_tasks_waiting_in_a_backlog_without_recording_it(deep):
+    deep.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    tasks = [f"deep{n:03d}" for n in range(N)]
+    waiting = deep.waves.waiting_elsewhere(tasks)
+    assert sorted(waiting) == tasks and {run.wave_id for run in waiting.values()} == {"w1"}
+    assert deep.backlog.waves() == ["w1"], "another push recorded the wave's backlog"
