@@ -35,7 +35,7 @@ def _wave_id(req: func.HttpRequest) -> str:
 def _wave_answer(wave_id: str) -> func.HttpResponse:
     coordinator = services().waves
     wave, _ = coordinator.waves.get(wave_id)
-    members = sorted(coordinator.waves.members(wave_id), key=lambda m: (m.level, m.task))
+    members = sorted(coordinator.members(wave), key=lambda m: (m.level, m.task))
     return json_response({**wave.to_dict(), "members": [
         {"task": m.task, "run_id": m.run_id, "level": m.level, "waits_for": m.waits_for,
          "released": m.released, "outcome": m.outcome} for m in members]})

@@ -243,7 +243,7 @@ class ServiceLayer:
 
     @cached_property
     def latency(self) -> PatchLatency:
-        return PatchLatency(self.waves.waves, self.runs, self.staleness)
+        return PatchLatency(self.waves.waves, self.runs, self.staleness, members=self.waves.members)
 
     @cached_property
     def rollback(self) -> Rollback:

@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from shared.adapters.run_backlog import from_json as backlog_from_json
+from shared.adapters.run_backlog import to_json as backlog_json
 from shared.bootstrap import Adapters, ServiceLayer
 from shared.config import Settings, StorageSettings
 from shared.domain.builds import (
@@ -48,17 +50,23 @@ from shared.domain.task_links import TaskLinks
 from shared.domain.tasks import Dependency, GraphChanged, Task, TaskChanged, TaskExists, TaskNotFound
 from shared.domain.vocabulary import BuilderKind, RunStatus, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
+from shared.service_layer.ports import BacklogRecord
 
 
 class FakeRunBacklog:
-    def __init__(self) -> None:
-        self.backlogs: dict[str, list[dict[str, Any]]] = {}
+    """Keeps each record as the blob's JSON (shared.adapters.run_backlog), so its format is used."""
 
-    def put(self, wave_id: str, runs: list[Run]) -> None:
-        self.backlogs[wave_id] = [run.to_record() for run in runs]
+    def __init__(self) -> None:
+        self.backlogs: dict[str, str] = {}
+
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None:
+        self.backlogs[wave_id] = backlog_json(runs, members)
 
     def get(self, wave_id: str) -> list[Run]:
-        return [Run.from_record(record) for record in self.backlogs.get(wave_id, [])]
+        return self.get_record(wave_id).runs
+
+    def get_record(self, wave_id: str) -> BacklogRecord:
+        return backlog_from_json(self.backlogs[wave_id]) if wave_id in self.backlogs else BacklogRecord()
 
     def waves(self) -> list[str]:
         return sorted(self.backlogs)
@@ -467,8 +475,11 @@ class FakeWaveRepository:
         self.waves: dict[str, tuple[Wave, int]] = {}
         self.member_rows: dict[tuple[str, str], tuple[Member, int]] = {}
         self.ready_marks: dict[str, set[str]] = {}
+        # Every member row written, by wave (a test counts what a push wrote before it answered).
+        self.member_writes: dict[str, int] = {}
 
     def create(self, wave: Wave, members: list[Member]) -> None:
+        self.member_writes[wave.wave_id] = self.member_writes.get(wave.wave_id, 0) + len(members)
         for member in members:
             self.member_rows[(member.wave_id, member.task)] = (copy.deepcopy(member), 1)
             if member.ready and not member.released:
@@ -509,6 +520,14 @@ class FakeWaveRepository:
         found = copy.deepcopy(member)
         found.etag = str(version)
         return found
+
+    def create_absent(self, members: list[Member]) -> None:
+        for member in members:
+            if self.add_member(member):
+                self.member_writes[member.wave_id] = self.member_writes.get(member.wave_id, 0) + 1
+            stored = self.member(member.wave_id, member.task)
+            if stored is not None and stored.ready and not stored.released and stored.outcome is None:
+                self.mark_ready(stored)
 
     def add_member(self, member: Member) -> bool:
         if (member.wave_id, member.task) in self.member_rows:

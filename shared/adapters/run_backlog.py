@@ -1,19 +1,40 @@
-"""A wave's runs planned but not recorded yet, as one JSON blob per wave in the container
-`run-backlog` of the app's storage account: written once when the wave starts, read when its runs
-are recorded in the background (or by a reader that must show them meanwhile), deleted once every
-run of it is recorded (shared.service_layer.run_life)."""
+"""A wave's runs and members planned but not recorded yet, as one JSON blob per wave in the
+container `run-backlog` of the app's storage account: written once when the wave starts (before
+its row), read when they are recorded in the background (or by a reader that must show the runs
+meanwhile), deleted once all of it is recorded (shared.service_layer.run_life).
+
+The blob is `{"version": 2, "runs": [...], "members": [...]}`; a blob of version 1 (a JSON list of
+runs, no members: that wave's members were written before its push answered) still reads."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from shared.adapters.storage import Storage
 from shared.domain.runs import Run
+from shared.domain.waves import Member
+from shared.service_layer.ports import BacklogRecord
 
 CONTAINER = "run-backlog"
+VERSION = 2
+
+
+def to_json(runs: list[Run], members: Sequence[Member] = ()) -> str:
+    return json.dumps({"version": VERSION, "runs": [run.to_record() for run in runs],
+                       "members": [member.to_record() for member in members]})
+
+
+def from_json(body: bytes | str) -> BacklogRecord:
+    data: Any = json.loads(body)
+    if isinstance(data, list):  # version 1: the runs alone
+        return BacklogRecord(runs=[Run.from_record(record) for record in data])
+    return BacklogRecord(runs=[Run.from_record(record) for record in data.get("runs", [])],
+                         members=[Member.from_record(record) for record in data.get("members", [])])
 
 
 class BlobRunBacklog:
@@ -24,16 +45,18 @@ class BlobRunBacklog:
     def container(self) -> ContainerClient:
         return self.storage.container(CONTAINER)
 
-    def put(self, wave_id: str, runs: list[Run]) -> None:
-        body = json.dumps([run.to_record() for run in runs])
-        self.container.upload_blob(f"{wave_id}.json", body.encode(), overwrite=True)
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None:
+        self.container.upload_blob(f"{wave_id}.json", to_json(runs, members).encode(), overwrite=True)
 
     def get(self, wave_id: str) -> list[Run]:
+        return self.get_record(wave_id).runs
+
+    def get_record(self, wave_id: str) -> BacklogRecord:
         try:
             body = self.container.download_blob(f"{wave_id}.json").readall()
         except ResourceNotFoundError:
-            return []
-        return [Run.from_record(record) for record in json.loads(body)]
+            return BacklogRecord()
+        return from_json(body)
 
     def waves(self) -> list[str]:
         return [blob.name.removesuffix(".json") for blob in self.container.list_blobs()]

@@ -38,7 +38,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
-from shared.adapters.storage import TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
+from shared.adapters.storage import MAX_BATCH, TRANSACTIONS_IN_FLIGHT, Storage, chunks, submit
 from shared.domain.runs import RunIds
 from shared.domain.vocabulary import WaveState, utc_now
 from shared.domain.waves import SCHEMA_VERSION, Member, Wave, WaveConflict, WaveNotFound
@@ -120,6 +120,44 @@ class TableWaveRepository:
         batches = [batch for partition in sorted(by_partition) for batch in chunks(by_partition[partition])]
         list(self._pool.map(lambda batch: submit(self.table, batch), batches))
         self.table.upsert_entity(self._wave_entity(wave))  # last: a listed wave has its members
+
+    def create_absent(self, members: list[Member]) -> None:
+        """A big wave's members from its backlog: each member created only if absent (a member
+        changed since, by a release or an end that recorded the backlog first, keeps its change),
+        with the ready mark of a ready, unreleased one, in transactions of one bucket; a
+        transaction that meets a member already there is redone row by row, and that member's
+        ready mark follows it as stored (a stray mark would only cost a release a no-op)."""
+        by_partition: dict[str, list[Member]] = defaultdict(list)
+        for member in members:
+            by_partition[member_partition(member.wave_id, member.task)].append(member)
+        with self._spread_lock:  # a wave with a backlog is of this schema: no schema-1 rows
+            self._spread_waves.update(member.wave_id for member in members)
+        # Half a transaction's size: a member and its ready mark go together.
+        batches = [batch for partition in sorted(by_partition)
+                   for batch in chunks(by_partition[partition], MAX_BATCH // 2)]
+
+        def operations(member: Member) -> list[tuple[str, dict[str, Any]]]:
+            ready = member.ready and not member.released and member.outcome is None
+            return [("create", self._member_entity(member))] + \
+                ([("upsert", self._ready_entity(member))] if ready else [])
+
+        def insert(batch: list[Member]) -> None:
+            try:
+                self.table.submit_transaction([op for member in batch for op in operations(member)])
+                return
+            except TableTransactionError:
+                pass
+            for member in batch:
+                if not self.add_member(member):
+                    stored = self.member(member.wave_id, member.task)
+                    if stored is None or not stored.ready or stored.released or stored.outcome:
+                        continue
+                    member = stored
+                elif not (member.ready and not member.released and member.outcome is None):
+                    continue
+                self.mark_ready(member)
+
+        list(self._pool.map(insert, batches))
 
     def get(self, wave_id: str) -> tuple[Wave, str]:
         try:

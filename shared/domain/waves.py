@@ -82,6 +82,12 @@ class Wave:
     # start of its patch latency (shared.domain.latency). None for other waves and older rows.
     pushed_at: datetime | None = None
     received_at: datetime | None = None
+    # A big wave's members not released at once were planned into its backlog (RunBacklog) and
+    # are written after its push answered: whoever reads or changes its members records the
+    # backlog first, if it is still there (RunLifecycle.members_recorded). Never cleared: the
+    # backlog is written before this row and only removed afterwards, so a process that found it
+    # gone once needs no look again.
+    backlog: bool = False
 
     def platform_note(self, platform: str | None) -> PlatformNote | None:
         """The change of the platform a task builds (`linux` is linux/amd64). None when that
@@ -99,7 +105,8 @@ class Wave:
                 "reason": self.reason, "breaker_base": list(self.breaker_base),
                 "created_at": self.created_at.isoformat(), "base_change": self.base_change,
                 "pushed_at": _iso(self.pushed_at), "received_at": _iso(self.received_at),
-                "platform_changes": {k: note.to_record() for k, note in self.platform_changes.items()}}
+                "platform_changes": {k: note.to_record() for k, note in self.platform_changes.items()},
+                "backlog": self.backlog}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Wave:
@@ -115,6 +122,7 @@ class Wave:
 
     def to_dict(self) -> dict[str, Any]:
         data = self.to_record()
+        del data["backlog"]  # bookkeeping, not part of the answer
         for key in ("created_at", "pushed_at", "received_at"):
             data[key] = format_time(getattr(self, key))
         return data

@@ -325,7 +325,7 @@ class Dispatcher:
                                            pending == Pending.QUEUED, producer_task, rebuild, platform)
                 if outcome == Outcome.QUEUED:
                     wave = same_push_wave()
-                    member = self.waves.waves.member(wave.wave_id, row.task) if wave else None
+                    member = self.waves.member(wave.wave_id, row.task) if wave else None
                     if wave is None or member is None or not self.index.coalesce(row, digest):
                         fresh.append(row)
                         continue
@@ -447,7 +447,7 @@ class Dispatcher:
             if outcome not in (Outcome.QUEUED, Outcome.ALREADY_TRIGGERED, Outcome.COALESCED):
                 details.append(TaskDecision(row.task, outcome, reason))
                 continue
-            member = self.waves.waves.member(wave_id, row.task)
+            member = self.waves.member(wave_id, row.task)
             if member is None:
                 # Left out of this wave while it waited in another: if it has not started yet, it
                 # builds on this push there (coalesced); if it has, it joins this wave now.
@@ -463,7 +463,7 @@ class Dispatcher:
                     details.append(TaskDecision(row.task, Outcome.QUEUED,
                                                 f"joins wave {wave_id} as run {run.run_id}", run.run_id))
                     continue
-                member = self.waves.waves.member(wave_id, row.task)
+                member = self.waves.member(wave_id, row.task)
                 if member is None:  # the wave was canceled: it takes no one in
                     details.append(TaskDecision(row.task, Outcome.WAVE_CANCELED,
                                                 f"wave {wave_id} was canceled; nothing more is built in it"))

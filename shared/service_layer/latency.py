@@ -8,13 +8,14 @@ times), each one's members, and their runs, several at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from shared.domain.latency import BaseEvent, LatencyReport, Miss, base_event
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import utc_now
-from shared.domain.waves import Wave
+from shared.domain.waves import Member, Wave
 from shared.service_layer.ports import RunRepository, WaveRepository
 from shared.service_layer.staleness import StalenessReport, State
 
@@ -23,9 +24,13 @@ READS_IN_FLIGHT = 8
 
 
 class PatchLatency:
-    def __init__(self, waves: WaveRepository, runs: RunRepository, staleness: StalenessReport | None = None):
+    def __init__(self, waves: WaveRepository, runs: RunRepository, staleness: StalenessReport | None = None,
+                 members: Callable[[Wave], list[Member]] | None = None):
         self.waves = waves
         self.runs = runs
+        # A wave's every member (WaveCoordinator.members: a big wave's backlog recorded first, so
+        # no event looks closed on the members written so far); else the stored ones.
+        self._members = members or (lambda wave: self.waves.members(wave.wave_id))
         # Without it, the report lists only what its waves show (no registry is asked).
         self.staleness = staleness
         self._pool = ThreadPoolExecutor(max_workers=READS_IN_FLIGHT, thread_name_prefix="latency")
@@ -50,7 +55,7 @@ class PatchLatency:
     def _event(self, wave: Wave) -> BaseEvent | None:
         if wave.pushed_at is None:
             return None
-        members = self.waves.members(wave.wave_id)
+        members = self._members(wave)
         runs = [(m.task, self._run(m.run_id)) for m in members]
         return base_event(wave, [(task, run) for task, run in runs if run is not None])
 

@@ -7,6 +7,7 @@ registry API, git and buildah/ACR; `tests/fakes.py` implements them in memory fo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,14 +66,26 @@ class RunReader(Protocol):
                image: str | None = None, after: str | None = None) -> tuple[list[Run], str | None]: ...
 
 
-class RunBacklog(Protocol):
-    """A wave's runs planned but not recorded yet: one record per wave, written once, removed when
-    every run of it is recorded (shared.service_layer.run_life)."""
+@dataclass
+class BacklogRecord:
+    """What a big wave planned and left to be written after its push answered: its waiting runs,
+    and its members (with their ready marks) that were not released at once."""
 
-    def put(self, wave_id: str, runs: list[Run]) -> None: ...
+    runs: list[Run] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+
+
+class RunBacklog(Protocol):
+    """A wave's runs (and members) planned but not recorded yet: one record per wave, written once
+    before the wave's row, removed when all of it is recorded (shared.service_layer.run_life)."""
+
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None: ...
 
     def get(self, wave_id: str) -> list[Run]:
         """[] when the wave has no backlog (never had one, or it was recorded)."""
+
+    def get_record(self, wave_id: str) -> BacklogRecord:
+        """Its runs and members; both empty when the wave has no backlog."""
 
     def waves(self) -> list[str]:
         """The waves that have a backlog now (one listing)."""
@@ -141,6 +154,10 @@ class DependencyTable(Protocol):
 class WaveRepository(Protocol):
     def create(self, wave: Wave, members: list[Member]) -> None:
         """The wave, its members, and the ready marks of members that wait for nothing."""
+
+    def create_absent(self, members: list[Member]) -> None:
+        """Members planned earlier (a big wave's backlog), each only if absent: a member written
+        since keeps its change. A ready mark goes with each one ready and unreleased as stored."""
 
     def get(self, wave_id: str) -> tuple[Wave, str]:
         """The wave and its etag; WaveNotFound if there is none."""

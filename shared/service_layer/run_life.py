@@ -14,12 +14,17 @@ Every step is idempotent, because each may run again (a redelivered message, hou
 crash): a place is taken once per run, a run is released by an etag-guarded Queued -> released
 transition, and a sent message is noted on its run (`Run.unsent_since`), so none is sent twice.
 
-A push answers before all of its wave's runs are recorded: the runs released at once are recorded
-first; the others are written as one backlog record (RunBacklog, one blob per wave) and recorded
-from it in the background, insert-or-skip (a run recorded and changed since keeps its change), so
-redoing it is harmless. Whatever needs a run from the backlog before that finishes records the
-backlog first (a release, a cancel, a hold, housekeeping's sweep), and `RunReads` shows the
-backlog's runs to readers meanwhile (lists, `task why`, staleness, dispatch's pending check).
+A push answers before all of its wave's runs and members are recorded: the runs released at once
+and their members are written first; the others are written as one backlog record (RunBacklog,
+one blob per wave, written before the wave's row, which says it has one: `Wave.backlog`) and
+recorded from it in the background: runs first, then members and their ready marks, each
+insert-or-skip (what was recorded and changed since keeps its change), so redoing it is harmless;
+the record goes last. Whatever needs a run or a member from the backlog before that finishes
+records the backlog first (a run's end, a release, a join, a cancel, a hold or resume, the recount,
+housekeeping's sweep, the wave's members read by the API), and `RunReads` shows the backlog's runs
+to readers meanwhile (lists, `task why`, staleness, dispatch's pending check). That check costs no
+round trip for a wave without a backlog (its row says so), nor once this process found the backlog
+gone (it is never written again).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from shared.domain.vocabulary import WAITING, RunStatus, Trigger, WaveState, utc
 from shared.domain.waves import Brakes, Member, Wave, WaveNotFound
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import (
+    BacklogRecord,
     BuilderFactory,
     BuildQueue,
     DecisionLog,
@@ -114,6 +120,12 @@ class RunLifecycle:
         self._alongside = threading.local()
         # Backlogs recorded after their push answered, one at a time (each uses `_pool`).
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
+        # Waves whose backlog this process saw gone (recorded, or never there): a backlog is
+        # written before anything else of its wave and only removed, so they need no look again.
+        self._without_backlog: set[str] = set()
+        # One recording of a wave's backlog at a time in this process (the others wait for it).
+        self._recording: dict[str, threading.Lock] = {}
+        self._recording_guard = threading.Lock()
 
     # ---- recording -------------------------------------------------------------------------
     def check_templates(self, templates: list[str]) -> None:
@@ -141,25 +153,51 @@ class RunLifecycle:
         """Record runs without sending anything (a wave's runs are released afterwards)."""
         list(self._pool.map(self.runs.create_many, self._batches(runs)))
 
-    def defer(self, wave_id: str, runs: list[Run]) -> bool:
-        """Put these runs of a wave in its backlog (one write), to be recorded after the push
-        answers (`record_in_background`; housekeeping finishes it if this process stops first).
-        False, and nothing written, for a few runs: the caller records them at once."""
+    def defer(self, wave_id: str, runs: list[Run], members: list[Member]) -> bool:
+        """Put these runs of a wave, and their members, in its backlog (one write), to be recorded
+        after the push answers (`record_in_background`; housekeeping finishes it if this process
+        stops first). False, and nothing written, for a few runs: the caller records them at once."""
         if len(runs) <= BACKLOG_ABOVE:
             return False
-        self._backlog.put(wave_id, runs)
+        self._backlog.put(wave_id, runs, members)
         return True
 
     def record_in_background(self, wave_id: str) -> None:
         self._background.submit(self._record_backlog_quietly, wave_id)
 
     def record_backlog(self, wave_id: str) -> int:
-        """Record the wave's backlog, insert-or-skip, then drop it. Returns the runs it held."""
-        runs = self._backlog.get(wave_id)
-        if runs:
-            list(self._pool.map(self.runs.create_absent, self._batches(runs)))
-            self._backlog.remove(wave_id)
-        return len(runs)
+        """Record the wave's backlog, insert-or-skip: its runs first (a member names a recorded
+        run), then its members and their ready marks; the record is dropped last, so a crash
+        anywhere leaves it to be recorded again. Returns the runs it held."""
+        with self._recording_lock(wave_id):
+            record: BacklogRecord = self._backlog.get_record(wave_id)
+            if record.runs or record.members:
+                list(self._pool.map(self.runs.create_absent, self._batches(record.runs)))
+                self.waves.waves.create_absent(record.members)
+                self._backlog.remove(wave_id)
+            with self._recording_guard:
+                self._without_backlog.add(wave_id)
+                self._recording.pop(wave_id, None)
+        return len(record.runs)
+
+    def backlog_recorded(self, wave_id: str) -> bool:
+        """Before what needs every member of a wave (or found one missing): record its backlog
+        if it still has one. True when this call looked (what was missing may be there now);
+        False, with no round trip, once this process has seen the wave without a backlog."""
+        with self._recording_guard:
+            if wave_id in self._without_backlog:
+                return False
+        self.record_backlog(wave_id)
+        return True
+
+    def members_recorded(self, wave: Wave) -> None:
+        """`backlog_recorded` for a wave whose row was read: free for a wave that never had one."""
+        if wave.backlog:
+            self.backlog_recorded(wave.wave_id)
+
+    def _recording_lock(self, wave_id: str) -> threading.Lock:
+        with self._recording_guard:
+            return self._recording.setdefault(wave_id, threading.Lock())
 
     def _record_backlog_quietly(self, wave_id: str) -> None:
         try:
@@ -291,6 +329,7 @@ class RunLifecycle:
         for wave in waves:
             if wave.state != WaveState.ACTIVE:
                 continue
+            self.members_recorded(wave)  # its ready marks may be in its backlog still
             for member in store.ready(wave.wave_id, self.brakes.wave_max_running):
                 outcome = self._release_one(member)
                 if outcome is None:
@@ -430,7 +469,7 @@ class RunLifecycle:
             # stray makes it (a big wave waits for its places with thousands, every minute).
             if len(runs) <= wave.counts.get(WAITING, 0):
                 continue
-            members = {member.run_id for member in store.members(wave_id)}
+            members = {member.run_id for member in self.waves.members(wave)}
             for run in runs:
                 if run.run_id not in members:
                     self.waves.drop(run, f"no member of wave {wave_id}: the join that recorded it "
@@ -485,19 +524,34 @@ class RunReads:
         # (a dispatch checking N pending runs would otherwise read it N times); a wave whose
         # backlog is gone is forgotten at the next listing.
         self._known: dict[str, list[Run]] = {}
+        self._known_ids: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
-    def _planned(self) -> list[Run]:
+    def _waves(self) -> list[str]:
+        """The waves with a backlog now (one listing), each one's runs read once per process."""
         waves = self._backlog.waves()
         with self._lock:
             self._known = {w: runs for w, runs in self._known.items() if w in waves}
+            self._known_ids = {w: ids for w, ids in self._known_ids.items() if w in waves}
             missing = [w for w in waves if w not in self._known]
         for wave_id in missing:
             runs = self._backlog.get(wave_id)
             with self._lock:
                 self._known[wave_id] = runs
+                self._known_ids[wave_id] = {run.run_id for run in runs}
+        return waves
+
+    def _planned(self) -> list[Run]:
+        waves = self._waves()
         with self._lock:
             return [replace(run) for wave_id in waves for run in self._known.get(wave_id, [])]
+
+    def in_backlog(self, run_id: str) -> bool:
+        """Is the run planned in a wave's backlog, not recorded yet? Then its member is in that
+        backlog too (a backlog's runs and members are deferred together)."""
+        waves = self._waves()
+        with self._lock:
+            return any(run_id in self._known_ids.get(wave_id, ()) for wave_id in waves)
 
     def get(self, run_id: str) -> tuple[Run, str]:
         """The run and its etag ("" for a run of a backlog); RunNotFound if there is none."""

@@ -129,16 +129,21 @@ class WaveCoordinator:
                     pushed_at=pushed_at, received_at=received_at)
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
-        # The runs that wait go to the wave's backlog before its rows are written, so every member
-        # names a run recorded or in the backlog (a big wave's, recorded after the push answers).
-        # The wave's rows and the released runs go to different tables: written side by side. The
-        # wave is complete before any released run can finish (a worker must find its member).
-        deferred = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once])
-        writing = self._readers.submit(self.waves.create, wave, members)
-        self.life.record([run for run in runs.values() if run.run_id in at_once or not deferred])
+        # In a big wave, the runs that wait and their members (with their ready marks) go to the
+        # wave's backlog, one write before its rows, and are written after the push answers: every
+        # member names a run recorded or in the backlog, and the wave row says there is one, so
+        # whoever needs its members records it first (RunLifecycle.members_recorded). The wave's
+        # rows and the released runs go to different tables: written side by side. The released
+        # members are written before any of their runs can finish (a worker must find its member).
+        wave.backlog = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once],
+                                       [member for member in members if member.run_id not in at_once])
+        writing = self._readers.submit(
+            self.waves.create, wave,
+            [member for member in members if member.run_id in at_once] if wave.backlog else members)
+        self.life.record([run for run in runs.values() if run.run_id in at_once or not wave.backlog])
         writing.result()
         self.life.send([run.run_id for run in runs.values() if run.run_id in at_once])
-        if deferred:
+        if wave.backlog:
             self.life.record_in_background(wave_id)
         return wave, list(runs.values())
 
@@ -180,7 +185,11 @@ class WaveCoordinator:
             if run is None or run.wave_id not in others:
                 return None
             member = self.waves.member(run.wave_id, task)
-            return run if member is not None and member.run_id == run.run_id else None
+            if member is None:
+                # Planned in its wave's backlog (that run's member is there too): it waits, and
+                # this push need not record another wave's backlog to know it.
+                return run if self.life.reads.in_backlog(run.run_id) else None
+            return run if member.run_id == run.run_id else None
 
         found = self._readers.map(waiting, tasks)
         return {task: run for task, run in zip(tasks, found, strict=True) if run is not None}
@@ -193,6 +202,20 @@ class WaveCoordinator:
         except WaveNotFound:
             return False
         return True
+
+    def member(self, wave_id: str, task: str) -> Member | None:
+        """A member, or None if the task is none: where it is not stored, the wave's backlog is
+        recorded first if it may still hold it (once per wave and process: a miss costs nothing
+        more once the backlog is known gone)."""
+        found = self.waves.member(wave_id, task)
+        if found is None and self.life.backlog_recorded(wave_id):
+            found = self.waves.member(wave_id, task)
+        return found
+
+    def members(self, wave: Wave) -> list[Member]:
+        """Every member of the wave, its backlog recorded first if it may still have one."""
+        self.life.members_recorded(wave)
+        return self.waves.members(wave.wave_id)
 
     def wave_of(self, content: str) -> Wave | None:
         """The active wave a push of `content` (`registry/repository@digest`) started, under any
@@ -209,6 +232,7 @@ class WaveCoordinator:
         wave, _ = self.waves.get(wave_id)
         if wave.state == WaveState.CANCELED:
             return None
+        self.life.members_recorded(wave)  # a task planned in its backlog is a member already
         run = None if planned else self._stray(wave_id, row.task)
         if run is None:
             if planned is None:
@@ -223,7 +247,7 @@ class WaveCoordinator:
             self.life.record([run])
         member = Member(wave_id, row.task, run.run_id, (producer.level + 1) if producer else 1)
         if not self.waves.add_member(member):
-            joined = self.waves.member(wave_id, row.task)
+            joined = self.member(wave_id, row.task)
             if joined is None or joined.run_id != run.run_id:  # not a concurrent adoption of it
                 self.drop(run, f"{row.task} is a member of wave {wave_id} already")
             return None
@@ -255,7 +279,7 @@ class WaveCoordinator:
         """Apply `change` to a member (etag-guarded, retried); the call whose write changed the
         member's standing moves the wave's counts."""
         for _ in range(10):
-            member = self.waves.member(wave_id, task)
+            member = self.member(wave_id, task)
             if member is None:
                 return None
             updated = change(member)
@@ -278,7 +302,7 @@ class WaveCoordinator:
             return
         wave_id = run.wave_id
         status = run.status
-        member = self.waves.member(wave_id, run.task)
+        member = self.member(wave_id, run.task)
         if member is None:
             self.life.give_back(wave_id, run.run_id)
             return
@@ -307,7 +331,7 @@ class WaveCoordinator:
             if task in seen:
                 continue
             seen.add(task)
-            dependent = self.waves.member(wave_id, task)
+            dependent = self.member(wave_id, task)
             if dependent is None:
                 continue
             self._cancel_run(dependent, f"not built: its base {why} in wave {wave_id}")
@@ -368,7 +392,7 @@ class WaveCoordinator:
         for _ in range(10):
             wave, etag = self.waves.get(wave_id)
             if members is None or etag != read_at:
-                members = self.waves.members(wave_id)
+                members = self.members(wave)  # never a count from part of the members
             if self._settle(wave, etag, dict(Counter(_standing(m) for m in members)), members):
                 return
             members = None
@@ -397,7 +421,7 @@ class WaveCoordinator:
             return True
         # Read before the wave says Held (the breaker trips once a wave): its runs are held a
         # moment after it, not a read later.
-        members = (members if members is not None else self.waves.members(wave.wave_id)) if held_now else []
+        members = (members if members is not None else self.members(wave)) if held_now else []
         try:
             self.waves.save(updated, etag)
         except WaveConflict:
@@ -423,7 +447,7 @@ class WaveCoordinator:
         wave, etag = self.waves.get(wave_id)
         if wave.state != WaveState.HELD:
             raise WaveConflict(f"wave {wave_id} is {wave.state}, not Held")
-        members = self.waves.members(wave_id)
+        members = self.members(wave)
         built = sum(1 for m in members if m.outcome in BUILT)
         failed = sum(1 for m in members if m.outcome in FAILED)
         def unhold(run: Run) -> Run | None:
@@ -451,7 +475,7 @@ class WaveCoordinator:
             raise WaveConflict(f"wave {wave_id} is already {wave.state}")
         # The runs first, the wave's state last: a cancel that fails part-way leaves the wave as it
         # was, and canceling again finishes it (a canceled run stays canceled).
-        for member in self.waves.members(wave_id):
+        for member in self.members(wave):
             if member.outcome is None:
                 self._cancel_run(member, f"wave {wave_id} canceled by request")
         for _ in range(COUNT_ATTEMPTS):  # its counts move while builds that were going stop
@@ -473,7 +497,8 @@ class WaveCoordinator:
         recount each wave from its members (RunLifecycle.reconcile calls it first)."""
         recent_held = [w for w in self.waves.newest(top=50)[0] if w.state == WaveState.HELD]
         for wave in self.waves.active() + recent_held:
-            _, read_at = self.waves.get(wave.wave_id)
+            self.life.members_recorded(wave)  # never a count from part of the members
+            _, read_at = self.waves.get(wave.wave_id)  # the version first, then what it counts
             members: list[Member] | None = self.waves.members(wave.wave_id)
             for member in members or []:
                 if member.outcome is None and member.released:

@@ -60,3 +60,20 @@ def test_every_dependent_is_listed_and_cancelable_before_the_backlog_is_recorded
     assert status == 200 and one["task"] == "app129"
     status, canceled = call("api_run_cancel", "POST", f"/api/runs/{run_id}/cancel", route={"run_id": run_id})
     assert status == 200 and canceled["status"] == "Canceled"
+
+
+def test_wave_show_lists_every_member_before_the_backlog_is_recorded(app, monkeypatch):
+    from functions import wave_api
+
+    monkeypatch.setattr(wave_api, "services", lambda: app)
+    add_dependents(app, N)
+    envelope = {"events": [{
+        "id": str(uuid.uuid4()), "timestamp": datetime.now(UTC).isoformat(), "action": "push",
+        "target": {"mediaType": MANIFEST, "digest": NEW, "repository": "baseimages/node", "tag": "9-alpine"},
+        "request": {"host": "localhost:5000"}}]}
+    assert call("distribution_webhook", "POST", "/api/hooks/distribution", body=envelope)[0] == 200
+    (wave,) = app.waves.waves.active()
+    assert len(app.waves.waves.members(wave.wave_id)) == app.settings.brakes.wave_max_running
+    status, shown = call("api_wave", "GET", f"/api/waves/{wave.wave_id}", route={"wave_id": wave.wave_id})
+    assert status == 200 and len(shown["members"]) == N
+    assert sum(shown["counts"].values()) == N and "backlog" not in shown

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from shared.bootstrap import Services
+from shared.domain.builds import BuildResult
+from shared.domain.messages import decode
 from shared.domain.runs import Run
-from shared.domain.vocabulary import Outcome, RunStatus, Trigger
+from shared.domain.vocabulary import Outcome, RunStatus, Trigger, WaveState
+from shared.domain.waves import Member
 from tests.integration.test_dispatch import NEW, NEWER, add_dependents, push, queued_run_ids
 
 N = 130  # above run_life.BACKLOG_ABOVE
@@ -24,6 +28,10 @@ def test_the_backlog_blob_round_trips_and_lists(services):
     backlog.remove("w7")
     backlog.remove("w7")  # gone already: no error
     assert backlog.waves() == []
+    member = Member("w7", "t1", "da1", 1, needed_by=["t2"])
+    backlog.put("w7", runs, [member])
+    assert backlog.get_record("w7").members == [member] and len(backlog.get("w7")) == 3
+    backlog.remove("w7")
 
 
 def test_create_absent_keeps_a_run_that_moved_on(services):
@@ -66,3 +74,38 @@ def test_a_big_push_lists_every_dependent_before_its_backlog_is_recorded(service
     assert sorted(r.run_id for r in recorded) == sorted(decision.runs)
     assert services.lifecycle._backlog.waves() == []
     assert NEW in (recorded[0].cause or "")
+
+
+def test_a_big_wave_answers_before_its_members_are_written_and_builds_every_run(services, monkeypatch):
+    """The push writes only the released members; another process (a worker, which never saw
+    the backlog) records it when its first run ends, and the wave builds each run once."""
+    monkeypatch.setattr(services.lifecycle, "record_in_background", lambda wave_id: None)
+    add_dependents(services, N)
+    decision = services.dispatcher.handle(push())
+    cap = services.settings.brakes.wave_max_running
+    wave_id = services.runs.get(decision.runs[0])[0].wave_id
+    assert wave_id is not None and len(decision.runs) == N
+    assert len(services.waves.waves.members(wave_id)) == cap, "members written before the answer"
+    listed, _ = services.lifecycle.reads.newest(top=1000)
+    assert sorted(r.run_id for r in listed) == sorted(decision.runs)
+    assert {r.status for r in listed} == {RunStatus.QUEUED}
+
+    worker_process = Services(services.settings)
+    worker = worker_process.worker
+    worker._build = lambda run, cancel: worker._finish(  # type: ignore[method-assign]
+        run, BuildResult(RunStatus.SUCCEEDED, output_digest="sha256:" + "2" * 64))
+    queue = services.storage.queue(services.settings.build_queue)
+    built: list[str] = []
+    for _ in range(4 * N):  # a bound, not a clock: every round takes at least one message
+        messages = list(queue.receive_messages(max_messages=32, visibility_timeout=120))
+        if not messages:
+            break
+        for message in messages:
+            if worker.execute(decode(message.content)) is not None:
+                built.append(decode(message.content))
+            queue.delete_message(message)
+    assert sorted(built) == sorted(decision.runs), "a run was built twice, or never"
+    assert services.lifecycle._backlog.waves() == []
+    assert len(services.waves.waves.members(wave_id)) == N
+    assert services.waves.waves.get(wave_id)[0].state == WaveState.DONE
+    assert {r.status for r in services.runs.newest(top=1000)[0]} == {RunStatus.SUCCEEDED}

@@ -91,3 +91,27 @@ def test_waves_stored_by_schema_1_still_read_and_move_when_touched_or_migrated(s
         {"waves": 0, "members": 0, "ready_rows": 0}
     assert store.member("w2001", "task0004").arrived == ["task0003"]
     assert len(store.members("w4001")) == 50
+
+
+def test_members_recorded_from_a_backlog_keep_what_changed_since(services):
+    """create_absent (a big wave's backlog): members inserted or skipped, with the ready marks of
+    those ready and unreleased as stored, even where a transaction meets a member already there."""
+    store = services.waves.waves
+    wave, members = _wave(store, "w700", 60)
+    released_at_once, planned = members[0], members[1:]
+    released_at_once.released = True
+    store.create(wave, [released_at_once])
+    # A member recorded and released meanwhile (a release that recorded the backlog first).
+    store.create_absent([planned[2]])  # task0003: level 0, ready
+    early = store.member("w700", planned[2].task)
+    assert early is not None and [m.task for m in store.ready("w700", 100)] == [early.task]
+    early.released = True
+    assert store.save_member(early)
+    store.unmark_ready(early)
+    store.create_absent(members)  # the whole plan, late, and again: nothing turns back
+    store.create_absent(planned)
+    stored = {m.task: m for m in store.members("w700")}
+    assert len(stored) == 60 and stored[released_at_once.task].released and stored[early.task].released
+    ready = sorted(m.task for m in store.ready("w700", 100))
+    assert ready == sorted(m.task for m in members if m.ready and m.task not in
+                           (released_at_once.task, early.task))

@@ -5,6 +5,7 @@ needs a run of the backlog (a release, a cancel, housekeeping) records it first.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -122,3 +123,131 @@ def test_a_newer_push_reads_the_backlog_once_not_once_per_pending_run(app):
     newer = app.dispatcher.handle(push_event("base", "sha256:" + "2" * 64, "push-2"))
     assert {t.outcome for t in newer.tasks} == {Outcome.COALESCED}
     assert len(reads) <= 1, f"the backlog was read {len(reads)} times for one push"
+
+
+# ---- a big wave's members and ready marks: written from the backlog too ----------------------
+
+def count_member_writes(app: FakeApp) -> list[str]:
+    """Member rows written (created, added, or recorded from a backlog), by task."""
+    written: list[str] = []
+    store = app.wave_store
+    create, add = store.create, store.add_member
+    store.create = lambda wave, members: written.extend(m.task for m in members) or create(wave, members)
+    store.add_member = lambda member: (written.append(member.task) or True) and add(member)
+    return written
+
+
+def test_a_big_push_writes_only_the_released_members_before_it_answers(app):
+    written = count_member_writes(app)
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    released = {app.runs.get(run_id)[0].task for run_id in app.queue.sent}
+    assert len(decision.runs) == N and len(released) == 3
+    assert sorted(written) == sorted(released), \
+        f"the push wrote {len(written)} member rows before answering, not the cap's 3"
+    assert not app.wave_store.ready_marks.get("w1"), "ready marks were written before the answer"
+    # The wave row counts every member of the plan, and says where the others are.
+    wave, _ = app.wave_store.get("w1")
+    assert wave.counts == {"Queued": 3, "Waiting": N - 3} and wave.backlog
+    assert len(app.backlog.get_record("w1").members) == N - 3
+    # Recorded afterwards: every member, a ready mark for each that waits, and the record is gone.
+    app.lifecycle.record_backlog("w1")
+    assert len(app.wave_store.members("w1")) == N
+    assert len(app.wave_store.ready_marks["w1"]) == N - 3
+    assert app.backlog.waves() == []
+
+
+@pytest.fixture
+def deep(tmp_path, monkeypatch):
+    """base -> mid -> N deep tasks: the push releases mid alone; its N dependents wait in the
+    backlog, which the background never records (the process stopped after answering)."""
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
+    add_task(app, "mid", ["base"])
+    for n in range(N):
+        add_task(app, f"deep{n:03d}", ["mid"], output=f"deep{n:03d}:{{{{.Run.ID}}}}")
+    monkeypatch.setattr(app.lifecycle, "record_in_background", lambda wave_id: None, raising=False)
+    return app
+
+
+def test_a_run_that_ends_before_the_backlog_is_recorded_still_releases_its_dependents(deep):
+    decision = deep.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    assert len(decision.runs) == N + 1 and len(deep.queue.sent) == 1
+    assert deep.wave_store.member("w1", "deep000") is None  # in the backlog still
+    # mid builds and ends: its dependents arrive, are ready, and the first three are released.
+    assert play(deep, limit=1) == ["mid"]
+    assert deep.backlog.waves() == []
+    assert all(m.arrived == ["mid"] for m in deep.wave_store.members("w1") if m.task != "mid")
+    assert len(deep.queue.sent) == 4
+    order = play(deep)  # (from the first message again: mid's is a no-op now)
+    assert sorted(order) == [f"deep{n:03d}" for n in range(N)]
+    assert len(deep.queue.sent) == len(set(deep.queue.sent)) == N + 1
+    assert deep.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_housekeeping_records_the_members_of_a_process_that_died_before_recording(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    assert len(app.wave_store.members("w1")) == 3
+    app.lifecycle.sweep()
+    assert app.backlog.waves() == [] and len(app.wave_store.members("w1")) == N
+    assert len(app.runs.all()) == N
+    order = play(app)
+    assert sorted(order) == sorted(f"app{n:03d}" for n in range(N))
+    assert len(app.queue.sent) == len(set(app.queue.sent)) == N
+    assert app.wave_store.get("w1")[0].state == WaveState.DONE
+
+
+def test_redeliveries_write_no_member_run_or_message_again(app):
+    written = count_member_writes(app)
+    runs_written = count_writes(app)
+    first = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    next_id = app.runs.ids.format(app.runs.ids.counter(max(first.runs, key=app.runs.ids.counter)) + 1)
+    again = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    other_id = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1-again"))
+    assert again.runs == first.runs and other_id.runs == []
+    assert len(written) == 3 and len(runs_written) == 3 and len(app.queue.sent) == 3
+    assert app.runs.allocate(1) == [next_id], "a delivery burnt run ids"
+
+
+def test_the_wave_is_never_recounted_held_or_done_from_part_of_its_members(app):
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    app.waves.catch_up()  # housekeeping's recount, before the backlog is recorded
+    wave, _ = app.wave_store.get("w1")
+    assert wave.state == WaveState.ACTIVE and sum(wave.counts.values()) == N
+    # The first three builds fail: the breaker holds the wave, and every waiting run with it.
+    play(app, fail={f"app{n:03d}" for n in range(N)}, limit=3)
+    wave, _ = app.wave_store.get("w1")
+    assert wave.state == WaveState.HELD
+    # (What was released before it tripped keeps its message and builds.)
+    statuses = [r.status for r in app.runs.all()]
+    assert len(statuses) == N and statuses.count(RunStatus.HELD) == N - len(app.queue.sent)
+
+
+def test_a_wave_without_a_backlog_costs_no_look_at_the_backlog(tmp_path):
+    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
+    add_task(app, "mid", ["base"])
+    add_task(app, "leaf", ["mid"], output="leaf:{{.Run.ID}}")
+    app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    looks: list[str] = []
+    for name in ("get", "get_record"):
+        real = getattr(app.backlog, name)
+        setattr(app.backlog, name, lambda wave_id, real=real, name=name: looks.append(name) or real(wave_id))
+    assert sorted(play(app)) == ["leaf", "mid"]
+    assert looks == [], f"a small wave's runs looked at the backlog: {looks}"
+
+
+def test_a_backlog_of_the_first_format_still_reads(app):
+    from shared.adapters.run_backlog import from_json
+
+    decision = app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    runs = app.backlog.get("w1")
+    old = json.dumps([run.to_record() for run in runs])
+    record = from_json(old)
+    assert [r.run_id for r in record.runs] == [r.run_id for r in runs] and record.members == []
+    assert set(r.run_id for r in runs) < set(decision.runs)
+
+
+def test_a_newer_push_finds_tasks_waiting_in_a_backlog_without_recording_it(deep):
+    deep.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
+    tasks = [f"deep{n:03d}" for n in range(N)]
+    waiting = deep.waves.waiting_elsewhere(tasks)
+    assert sorted(waiting) == tasks and {run.wave_id for run in waiting.values()} == {"w1"}
+    assert deep.backlog.waves() == ["w1"], "another push recorded the wave's backlog"
