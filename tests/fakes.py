@@ -15,7 +15,7 @@ import copy
 import io
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -34,7 +34,7 @@ from shared.domain.builds import (
 )
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision, EventBusy
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.git_polling import GitRemoteError, RemoteHead
 from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
 from shared.domain.notifications import Notification
@@ -51,14 +51,24 @@ from shared.domain.waves import Brakes, Member, Wave, WaveConflict, WaveNotFound
 
 
 class FakeRunBacklog:
-    def __init__(self) -> None:
-        self.backlogs: dict[str, list[dict[str, Any]]] = {}
+    """Each backlog kept as the record the blob adapter stores (shared.adapters.run_backlog)."""
 
-    def put(self, wave_id: str, runs: list[Run]) -> None:
-        self.backlogs[wave_id] = [run.to_record() for run in runs]
+    def __init__(self) -> None:
+        self.backlogs: dict[str, Any] = {}
+
+    def put(self, wave_id: str, runs: list[Run], claims: Sequence[DeferredClaim] = ()) -> None:
+        self.backlogs[wave_id] = {"version": 2, "runs": [run.to_record() for run in runs],
+                                  "claims": [asdict(claim) for claim in claims]}
 
     def get(self, wave_id: str) -> list[Run]:
-        return [Run.from_record(record) for record in self.backlogs.get(wave_id, [])]
+        return self.read(wave_id)[0]
+
+    def read(self, wave_id: str) -> tuple[list[Run], list[DeferredClaim]]:
+        record = self.backlogs.get(wave_id, [])
+        if isinstance(record, list):  # the old format: runs only
+            return [Run.from_record(run) for run in record], []
+        return ([Run.from_record(run) for run in record["runs"]],
+                [DeferredClaim(**claim) for claim in record["claims"]])
 
     def waves(self) -> list[str]:
         return sorted(self.backlogs)

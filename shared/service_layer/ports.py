@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.git_polling import RemoteHead
 from shared.domain.manifests import ManifestInfo
 from shared.domain.notifications import Notification
@@ -66,13 +66,17 @@ class RunReader(Protocol):
 
 
 class RunBacklog(Protocol):
-    """A wave's runs planned but not recorded yet: one record per wave, written once, removed when
-    every run of it is recorded (shared.service_layer.run_life)."""
+    """A wave's runs planned but not recorded yet, and its push's index-row claims not written yet:
+    one record per wave, written once, removed when every run and claim of it is written
+    (shared.service_layer.run_life)."""
 
-    def put(self, wave_id: str, runs: list[Run]) -> None: ...
+    def put(self, wave_id: str, runs: list[Run], claims: Sequence[DeferredClaim] = ()) -> None: ...
 
     def get(self, wave_id: str) -> list[Run]:
         """[] when the wave has no backlog (never had one, or it was recorded)."""
+
+    def read(self, wave_id: str) -> tuple[list[Run], list[DeferredClaim]]:
+        """The runs and the claims, in one read ([] and [] when there is no backlog)."""
 
     def waves(self) -> list[str]:
         """The waves that have a backlog now (one listing)."""

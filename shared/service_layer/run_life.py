@@ -20,6 +20,11 @@ from it in the background, insert-or-skip (a run recorded and changed since keep
 redoing it is harmless. Whatever needs a run from the backlog before that finishes records the
 backlog first (a release, a cancel, a hold, housekeeping's sweep), and `RunReads` shows the
 backlog's runs to readers meanwhile (lists, `task why`, staleness, dispatch's pending check).
+
+A push with more than BACKLOG_ABOVE new runs does not write its claims on their index rows before
+it answers either: they go in the same record (DeferredClaim) and are written after its runs, each
+only where it still stands (DependencyIndex.write_deferred), so that is harmless to redo as well.
+Meanwhile `RunReads.claims_on` gives them to dispatch, which shows them on the rows it reads.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.domain import images
+from shared.domain.dependencies import DeferredClaim
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import WAITING, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveNotFound
@@ -93,6 +99,7 @@ class RunLifecycle:
                  on_resume: Callable[[Wave], None] | None = None):
         self.runs = runs
         self._backlog = backlog
+        self._index = index  # only to write a big push's deferred claims
         # What readers use: recorded runs, and the backlog's runs not recorded yet.
         self.reads = RunReads(runs, backlog)
         self._queue = queue  # private: every message goes out through this service
@@ -141,23 +148,28 @@ class RunLifecycle:
         """Record runs without sending anything (a wave's runs are released afterwards)."""
         list(self._pool.map(self.runs.create_many, self._batches(runs)))
 
-    def defer(self, wave_id: str, runs: list[Run]) -> bool:
-        """Put these runs of a wave in its backlog (one write), to be recorded after the push
-        answers (`record_in_background`; housekeeping finishes it if this process stops first).
-        False, and nothing written, for a few runs: the caller records them at once."""
-        if len(runs) <= BACKLOG_ABOVE:
+    def defer(self, wave_id: str, runs: list[Run], claims: list[DeferredClaim] | None = None) -> bool:
+        """Put these runs of a wave, and the index-row claims its push deferred, in its backlog
+        (one write), to be written after the push answers (`record_in_background`; housekeeping
+        finishes it if this process stops first). False, and nothing written, for a few runs and
+        no claims: the caller records them at once."""
+        if len(runs) <= BACKLOG_ABOVE and not claims:
             return False
-        self._backlog.put(wave_id, runs)
+        self._backlog.put(wave_id, runs, claims or [])
         return True
 
     def record_in_background(self, wave_id: str) -> None:
         self._background.submit(self._record_backlog_quietly, wave_id)
 
     def record_backlog(self, wave_id: str) -> int:
-        """Record the wave's backlog, insert-or-skip, then drop it. Returns the runs it held."""
-        runs = self._backlog.get(wave_id)
-        if runs:
+        """Record the wave's backlog, insert-or-skip, and write its push's claims where they still
+        stand, then drop it. Returns the runs it held."""
+        runs, claims = self._backlog.read(wave_id)
+        if runs or claims:
             list(self._pool.map(self.runs.create_absent, self._batches(runs)))
+            # After the runs: a claim written names a recorded run (as a claim written at dispatch
+            # does once its run is recorded).
+            self._index.write_deferred(claims)
             self._backlog.remove(wave_id)
         return len(runs)
 
@@ -481,23 +493,33 @@ class RunReads:
     def __init__(self, runs: RunRepository, backlog: RunBacklog):
         self.runs = runs
         self._backlog = backlog
-        # A backlog is written once and only ever removed, so its runs are read once per process
-        # (a dispatch checking N pending runs would otherwise read it N times); a wave whose
-        # backlog is gone is forgotten at the next listing.
-        self._known: dict[str, list[Run]] = {}
+        # A backlog is written once and only ever removed, so it is read once per process (a
+        # dispatch checking N pending runs would otherwise read it N times); a wave whose backlog
+        # is gone is forgotten at the next listing.
+        self._known: dict[str, tuple[list[Run], list[DeferredClaim]]] = {}
         self._lock = threading.Lock()
 
-    def _planned(self) -> list[Run]:
+    def _backlogs(self) -> list[tuple[list[Run], list[DeferredClaim]]]:
+        """Every backlog there is now: one listing, and a read of each not read before."""
         waves = self._backlog.waves()
         with self._lock:
-            self._known = {w: runs for w, runs in self._known.items() if w in waves}
+            self._known = {w: held for w, held in self._known.items() if w in waves}
             missing = [w for w in waves if w not in self._known]
         for wave_id in missing:
-            runs = self._backlog.get(wave_id)
+            held = self._backlog.read(wave_id)
             with self._lock:
-                self._known[wave_id] = runs
+                self._known[wave_id] = held
         with self._lock:
-            return [replace(run) for wave_id in waves for run in self._known.get(wave_id, [])]
+            return [self._known[wave_id] for wave_id in waves if wave_id in self._known]
+
+    def _planned(self) -> list[Run]:
+        return [replace(run) for runs, _ in self._backlogs() for run in runs]
+
+    def claims_on(self, base: str) -> list[DeferredClaim]:
+        """The claims on `base`'s index rows that big pushes deferred and have not written yet
+        (some may be written already: DeferredClaim.stands_over tells). With no backlog, the
+        listing is the only request."""
+        return [claim for _, claims in self._backlogs() for claim in claims if claim.base == base]
 
     def get(self, run_id: str) -> tuple[Run, str]:
         """The run and its etag ("" for a run of a backlog); RunNotFound if there is none."""
