@@ -96,14 +96,19 @@ def _while_busy(attempt: Callable[[], Claimed]) -> Claimed:
 
 @dataclass
 class _Claiming:
-    """One dispatch's claims, as they go: may it defer them (it starts a wave of its own), were its
-    rows read while it held the base, the deferred claims of earlier pushes it knows of (shown on
-    the rows it reads), and the ones it defers itself (they go in its wave's backlog)."""
+    """One dispatch's claims, as they go: were its rows and its list of deferred claims read while
+    it held the base (else beside taking the hold), the deferred claims of earlier pushes it knows
+    of (shown on the rows it reads), and the ones it defers itself (they go in its wave's backlog)."""
 
-    may_defer: Callable[[], bool]
-    rows_under_hold: bool
+    base: str
+    under_hold: bool
     known: list[DeferredClaim]
     deferred: list[DeferredClaim] = field(default_factory=list)
+
+
+class _ListedTooSoon(Exception):
+    """The backlogs were listed beside taking the hold, just before the dispatch that held the
+    base last put its own: decide again on the rows and claims as they are now."""
 
 
 class DispatchIncomplete(RuntimeError):
@@ -309,9 +314,37 @@ class Dispatcher:
                   deferred: list[DeferredClaim] | None = None, rows_under_hold: bool = True) -> Decision:
         """`quarantined`: the quarantine list, read beside the rows (None: read here). `deferred`:
         the claims big pushes deferred, listed beside the rows (None: listed here).
-        `rows_under_hold`: were the rows read after this dispatch took its hold (else beside it)."""
-        known = self.life.reads.claims_on(pushed) if deferred is None else deferred
-        rows = with_deferred_claims(rows, known)
+        `rows_under_hold`: were the rows and `deferred` read after this dispatch took its hold
+        (else beside taking it: before it writes to the index, it lists the backlogs again)."""
+        claiming = _Claiming(pushed, rows_under_hold,
+                             self.life.reads.claims_on(pushed) if deferred is None else deferred)
+        spare: list[str] = []  # ids allocated for claims that were lost: the next round uses them
+        try:
+            return self._decide(event, pushed, rows, producer, rebuild, quarantined, claiming, spare)
+        except _ListedTooSoon:
+            # Rare: another dispatch of this base put its backlog just after the first listing.
+            # Everything is read again under the hold; nothing was written, and no id is lost.
+            rows = self.index.dependents(pushed)
+            return self._decide(event, pushed, rows, producer, rebuild, quarantined,
+                                _Claiming(pushed, True, claiming.known), spare)
+
+    def _confirm(self, claiming: _Claiming, listing: Future[list[DeferredClaim]] | None = None) -> None:
+        """Before a dispatch whose backlog listing went beside taking the hold writes to the index:
+        the listing again, now (or `listing`, taken beside the counter), which no other dispatch of
+        the base can change until this one ends. _ListedTooSoon if it shows a claim the first did
+        not."""
+        if claiming.under_hold:
+            return
+        now = listing.result() if listing is not None else self.life.reads.claims_on(claiming.base)
+        first = set(claiming.known)
+        claiming.known, claiming.under_hold = now, True
+        if any(claim not in first for claim in now):
+            raise _ListedTooSoon
+
+    def _decide(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], producer: Run | None,
+                rebuild: bool, quarantined: dict[str, QuarantineEntry] | None, claiming: _Claiming,
+                spare: list[str]) -> Decision:
+        rows = with_deferred_claims(rows, claiming.known)
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
         if producer and producer.output_digest not in (None, event.digest):
@@ -341,12 +374,10 @@ class Dispatcher:
                 folding.append(None if rebuild else self.waves.wave_of(event.content))
             return folding[0]
 
-        claiming = _Claiming(lambda: same_push_wave() is None, rows_under_hold, known)
         runs: list[Run] = []
         won: list[DependencyRow] = []
         recovered: list[Run] = []
         unsent: list[str] = []
-        spare: list[str] = []  # ids allocated for claims that were lost: the next round uses them
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
@@ -361,7 +392,7 @@ class Dispatcher:
                 if outcome == Outcome.QUEUED:
                     wave = same_push_wave()
                     member = self.waves.waves.member(wave.wave_id, row.task) if wave else None
-                    if wave is None or member is None or not self.index.coalesce(row, digest):
+                    if wave is None or member is None or not self._coalesce(claiming, row, digest):
                         fresh.append(row)
                         continue
                     # Built FROM both tags (or deeper in that wave): it builds once, there.
@@ -382,11 +413,12 @@ class Dispatcher:
                     # now, under its id.
                     recovered.append(self._new_run(event, pushed, row, row.pending_run_id))
                     reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
-                if outcome == Outcome.COALESCED and not self.index.coalesce(row, digest):
+                if outcome == Outcome.COALESCED and not self._coalesce(claiming, row, digest):
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
-            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details, spare, claiming)
+            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details, spare, claiming,
+                                        may_defer=bool(fresh) and same_push_wave() is None)
             if not todo:
                 break
             todo = with_deferred_claims(self.index.reread(todo), claiming.known)
@@ -526,9 +558,13 @@ class Dispatcher:
                                  cause=f"{pushed}@{event.digest}", event_id=event.event_id,
                                  platform=row.run_platform)
 
+    def _coalesce(self, claiming: _Claiming, row: DependencyRow, digest: str) -> bool:
+        self._confirm(claiming)
+        return self.index.coalesce(row, digest)
+
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
                         won_rows: list[DependencyRow], details: list[TaskDecision],
-                        spare: list[str], claiming: _Claiming) -> list[DependencyRow]:
+                        spare: list[str], claiming: _Claiming, may_defer: bool) -> list[DependencyRow]:
         """Allocate ids (the `spare` ones first), plan the runs, claim the rows. Returns the rows that
         lost a race; the ids planned for them go back to `spare`, so a lost claim burns no run id.
 
@@ -537,25 +573,26 @@ class Dispatcher:
         it answers. Rows shown with an earlier push's deferred claim are claimed at once."""
         if not rows:
             return []
-        # Beside the counter: the deferred claims as of now (this dispatch holds the base, so none
-        # is added until it ends; the list beside the hold may have been taken just before an
-        # earlier dispatch put its backlog), and, for a big push whose rows were read beside
-        # taking the hold, its rows again (an earlier small push may have claimed some since).
-        listing = self._readers.submit(self.life.reads.claims_on, pushed)
-        big = len(rows) > BACKLOG_ABOVE and claiming.may_defer()
-        again = (self._readers.submit(self.index.dependents, pushed)
-                 if big and not claiming.rows_under_hold else None)
+        # Beside the counter, if they were read beside taking the hold: the deferred claims as of
+        # now (_confirm), and, for a big push, its rows again (a smaller push that held the base
+        # just before may have claimed some after the first read; a claim deferred on such a row
+        # would be written over nothing, and its task would have two runs).
+        under_hold = claiming.under_hold
+        listing = None if under_hold else self._readers.submit(self.life.reads.claims_on, pushed)
+        big = len(rows) > BACKLOG_ABOVE and may_defer
+        again = self._readers.submit(self.index.dependents, pushed) if big and not under_hold else None
         reused, spare[:] = spare[: len(rows)], spare[len(rows):]
         ids = reused + self.life.allocate(len(rows) - len(reused))
-        claiming.known = listing.result()
-        # A row decided on without a deferred claim that stands over it, or changed since it was
-        # read, is decided again (read anew), as a lost claim is.
-        standing = {(c.base, c.task) for c in with_deferred_claims(rows, claiming.known) if c.shown}
-        stale = {row.task for row in rows if row.shown is None and (row.base, row.task) in standing}
+        try:
+            self._confirm(claiming, listing)
+        except _ListedTooSoon:
+            spare.extend(ids)
+            raise
+        # A row changed since its first read is decided again (read anew), as a lost claim is.
+        stale: set[str] = set()
         if again is not None:
             stored = {row.task: row.etag for row in again.result()}
-            claiming.rows_under_hold = True
-            stale |= {row.task for row in rows if stored.get(row.task) != row.etag}
+            stale = {row.task for row in rows if stored.get(row.task) != row.etag}
         planned: dict[str, Run] = {}
         was: dict[str, tuple[str | None, str | None]] = {}
         unused = iter(ids)

@@ -14,7 +14,7 @@ import pytest
 from shared.domain.decisions import EventBusy
 from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.events import ImagePushed
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, TriggerType
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, TriggerType
 from shared.domain.waves import Brakes
 from shared.service_layer import dispatch
 from tests.fakes import FakeApp
@@ -25,8 +25,9 @@ BASE = ref("base")
 FIRST, SECOND = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
-def push_event(digest: str, event_id: str, name: str = "base") -> ImagePushed:
-    return ImagePushed(event_id, REGISTRY, name, "latest", digest, datetime.now(UTC), EventSource.DISTRIBUTION)
+def push_event(digest: str, event_id: str) -> ImagePushed:
+    return ImagePushed(event_id, REGISTRY, "base", "latest", digest, datetime.now(UTC),
+                       EventSource.DISTRIBUTION)
 
 
 @pytest.fixture
@@ -196,3 +197,47 @@ def test_pushes_of_other_digests_of_one_base_are_dispatched_one_at_a_time(app, m
     with pytest.raises(EventBusy):
         app.dispatcher.handle(push_event(SECOND, "push-2"))
     assert not app.runs.all() and not app.backlog.waves()
+
+
+def test_a_listing_of_the_backlogs_taken_just_before_an_earlier_push_put_its_own_is_checked_again(app):
+    """The first listing goes beside taking the hold, so it may come just before the push that held
+    the base last put its backlog; the listing again beside the counter, under the hold, sees it."""
+    app.dispatcher.handle(push_event(FIRST, "push-1"))
+    listings = []
+    real = app.lifecycle.reads.claims_on
+
+    def first_one_stale(base):
+        listings.append(base)
+        return [] if len(listings) == 1 else real(base)
+
+    app.lifecycle.reads.claims_on = first_one_stale
+    again = app.dispatcher.handle(push_event(FIRST, "push-1-from-another-ingress"))
+    assert len(listings) >= 2
+    assert again.runs == [] and {t.outcome for t in again.tasks} == {Outcome.ALREADY_TRIGGERED}
+    assert len(app.queue.sent) == 3
+
+
+def test_rows_read_beside_the_hold_before_a_smaller_push_claimed_some_are_read_again(app):
+    """A big push's first read of its rows goes beside taking the hold; a smaller push that held
+    the base just before may have claimed some rows after that read. The big push reads its rows
+    again before it defers claims on them, so the task claimed meanwhile gets no second run."""
+    stale = app.table.dependents(BASE)
+    queued = app.lifecycle.new_run("da900", Trigger.IMAGE_UPDATE, ["app007:x"], task="app007",
+                                   cause=f"{BASE}@{SECOND}")
+    app.runs.create_many([queued])
+    (row,) = [r for r in stale if r.task == "app007"]
+    claimed = replace(row, pending_run_id="da900", triggered_digest=SECOND)
+    assert app.index.claim([claimed])[0]  # the smaller push's claim, after the big one's read
+    reads = []
+    real = app.table.dependents
+
+    def first_read_stale(base):
+        reads.append(base)
+        return [replace(r) for r in stale] if len(reads) == 1 else real(base)
+
+    app.table.dependents = first_read_stale
+    decision = app.dispatcher.handle(push_event(FIRST, "push-1"))
+    by_task = {t.task: t for t in decision.tasks}
+    assert by_task["app007"].outcome == Outcome.COALESCED and by_task["app007"].run_id == "da900"
+    assert len(decision.runs) == N - 1
+    assert [r.run_id for r in app.lifecycle.reads.newest(task="app007", top=10)[0]] == ["da900"]
