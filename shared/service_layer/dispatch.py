@@ -96,19 +96,13 @@ def _while_busy(attempt: Callable[[], Claimed]) -> Claimed:
 
 @dataclass
 class _Claiming:
-    """One dispatch's claims, as they go: were its rows and its list of deferred claims read while
-    it held the base (else beside taking the hold), the deferred claims of earlier pushes it knows
-    of (shown on the rows it reads), and the ones it defers itself (they go in its wave's backlog)."""
+    """One dispatch's claims, as they go: were its rows read while it held the base (else beside
+    taking the hold), the deferred claims of earlier pushes it knows of (listed while it held the
+    base; shown on the rows it reads), and the ones it defers itself (its wave's backlog)."""
 
-    base: str
-    under_hold: bool
+    rows_under_hold: bool
     known: list[DeferredClaim]
     deferred: list[DeferredClaim] = field(default_factory=list)
-
-
-class _ListedTooSoon(Exception):
-    """The backlogs were listed beside taking the hold, just before the dispatch that held the
-    base last put its own: decide again on the rows and claims as they are now."""
 
 
 class DispatchIncomplete(RuntimeError):
@@ -163,7 +157,7 @@ class Dispatcher:
         self.decisions = decisions
         self.claims = claims
         # A delivery's first round: its claims and its reads (index, producer, quarantine list).
-        self._readers = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dispatch")
+        self._readers = ThreadPoolExecutor(max_workers=5, thread_name_prefix="dispatch")
 
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
@@ -208,8 +202,6 @@ class Dispatcher:
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
         quarantined = self._readers.submit(self._quarantined)
-        # The claims big pushes deferred (one listing of the backlogs, cached blobs).
-        deferred = self._readers.submit(self.life.reads.claims_on, pushed)
         try:
             previous = claim.result()
         except EventBusy:
@@ -235,11 +227,14 @@ class Dispatcher:
                 rows = self._readers.submit(self.index.dependents, pushed)
                 producer = self._readers.submit(self.runs.producer_of, pushed)
                 quarantined = self._readers.submit(self._quarantined)
-                deferred = self._readers.submit(self.life.reads.claims_on, pushed)
+            # The claims big pushes deferred: listed once the hold is taken (while the first round's
+            # reads may still be on their way), so the backlog of the dispatch that held the base
+            # last is in it (it put it before letting go). One listing; blobs are cached.
+            deferred = self.life.reads.claims_on(pushed)
             # The runs' sent notes are written while the decision is (both before the hold ends).
             with self.life.notes_alongside():
                 decision = self._dispatch(event, pushed, rows.result(), producer.result(),
-                                          quarantined=quarantined.result(), deferred=deferred.result(),
+                                          quarantined=quarantined.result(), deferred=deferred,
                                           rows_under_hold=waited)
                 self.decisions.record(decision)
         except Exception:
@@ -313,37 +308,11 @@ class Dispatcher:
                   quarantined: dict[str, QuarantineEntry] | None = None,
                   deferred: list[DeferredClaim] | None = None, rows_under_hold: bool = True) -> Decision:
         """`quarantined`: the quarantine list, read beside the rows (None: read here). `deferred`:
-        the claims big pushes deferred, listed beside the rows (None: listed here).
-        `rows_under_hold`: were the rows and `deferred` read after this dispatch took its hold
-        (else beside taking it: before it writes to the index, it lists the backlogs again)."""
-        claiming = _Claiming(pushed, rows_under_hold,
+        the claims big pushes deferred, listed while this dispatch holds the base (None: listed
+        here). `rows_under_hold`: were the rows read after this dispatch took its hold (else
+        beside taking it)."""
+        claiming = _Claiming(rows_under_hold,
                              self.life.reads.claims_on(pushed) if deferred is None else deferred)
-        spare: list[str] = []  # ids allocated for claims that were lost: the next round uses them
-        try:
-            return self._decide(event, pushed, rows, producer, rebuild, quarantined, claiming, spare)
-        except _ListedTooSoon:
-            # Rare: another dispatch of this base put its backlog just after the first listing.
-            # Everything is read again under the hold; nothing was written, and no id is lost.
-            rows = self.index.dependents(pushed)
-            return self._decide(event, pushed, rows, producer, rebuild, quarantined,
-                                _Claiming(pushed, True, claiming.known), spare)
-
-    def _confirm(self, claiming: _Claiming, listing: Future[list[DeferredClaim]] | None = None) -> None:
-        """Before a dispatch whose backlog listing went beside taking the hold writes to the index:
-        the listing again, now (or `listing`, taken beside the counter), which no other dispatch of
-        the base can change until this one ends. _ListedTooSoon if it shows a claim the first did
-        not."""
-        if claiming.under_hold:
-            return
-        now = listing.result() if listing is not None else self.life.reads.claims_on(claiming.base)
-        first = set(claiming.known)
-        claiming.known, claiming.under_hold = now, True
-        if any(claim not in first for claim in now):
-            raise _ListedTooSoon
-
-    def _decide(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], producer: Run | None,
-                rebuild: bool, quarantined: dict[str, QuarantineEntry] | None, claiming: _Claiming,
-                spare: list[str]) -> Decision:
         rows = with_deferred_claims(rows, claiming.known)
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
@@ -378,6 +347,7 @@ class Dispatcher:
         won: list[DependencyRow] = []
         recovered: list[Run] = []
         unsent: list[str] = []
+        spare: list[str] = []  # ids allocated for claims that were lost: the next round uses them
         todo = rows
         for _round in range(CLAIM_ROUNDS):
             fresh: list[DependencyRow] = []
@@ -392,7 +362,7 @@ class Dispatcher:
                 if outcome == Outcome.QUEUED:
                     wave = same_push_wave()
                     member = self.waves.waves.member(wave.wave_id, row.task) if wave else None
-                    if wave is None or member is None or not self._coalesce(claiming, row, digest):
+                    if wave is None or member is None or not self.index.coalesce(row, digest):
                         fresh.append(row)
                         continue
                     # Built FROM both tags (or deeper in that wave): it builds once, there.
@@ -413,7 +383,7 @@ class Dispatcher:
                     # now, under its id.
                     recovered.append(self._new_run(event, pushed, row, row.pending_run_id))
                     reason = f"run {row.pending_run_id} was claimed but never recorded; recorded now"
-                if outcome == Outcome.COALESCED and not self._coalesce(claiming, row, digest):
+                if outcome == Outcome.COALESCED and not self.index.coalesce(row, digest):
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
@@ -558,10 +528,6 @@ class Dispatcher:
                                  cause=f"{pushed}@{event.digest}", event_id=event.event_id,
                                  platform=row.run_platform)
 
-    def _coalesce(self, claiming: _Claiming, row: DependencyRow, digest: str) -> bool:
-        self._confirm(claiming)
-        return self.index.coalesce(row, digest)
-
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
                         won_rows: list[DependencyRow], details: list[TaskDecision],
                         spare: list[str], claiming: _Claiming, may_defer: bool) -> list[DependencyRow]:
@@ -573,25 +539,19 @@ class Dispatcher:
         it answers. Rows shown with an earlier push's deferred claim are claimed at once."""
         if not rows:
             return []
-        # Beside the counter, if they were read beside taking the hold: the deferred claims as of
-        # now (_confirm), and, for a big push, its rows again (a smaller push that held the base
-        # just before may have claimed some after the first read; a claim deferred on such a row
-        # would be written over nothing, and its task would have two runs).
-        under_hold = claiming.under_hold
-        listing = None if under_hold else self._readers.submit(self.life.reads.claims_on, pushed)
+        # A big push whose rows were read beside taking the hold reads them again, beside the
+        # counter: a smaller push that held the base just before may have claimed some after the
+        # first read (a claim deferred on such a row would be written over nothing, and its task
+        # would have two runs). A row changed since is decided again (read anew), as a lost claim is.
         big = len(rows) > BACKLOG_ABOVE and may_defer
-        again = self._readers.submit(self.index.dependents, pushed) if big and not under_hold else None
+        again = (self._readers.submit(self.index.dependents, pushed)
+                 if big and not claiming.rows_under_hold else None)
         reused, spare[:] = spare[: len(rows)], spare[len(rows):]
         ids = reused + self.life.allocate(len(rows) - len(reused))
-        try:
-            self._confirm(claiming, listing)
-        except _ListedTooSoon:
-            spare.extend(ids)
-            raise
-        # A row changed since its first read is decided again (read anew), as a lost claim is.
         stale: set[str] = set()
         if again is not None:
             stored = {row.task: row.etag for row in again.result()}
+            claiming.rows_under_hold = True
             stale = {row.task for row in rows if stored.get(row.task) != row.etag}
         planned: dict[str, Run] = {}
         was: dict[str, tuple[str | None, str | None]] = {}

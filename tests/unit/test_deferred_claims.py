@@ -6,6 +6,7 @@ make one run per task, send nothing twice and burn no run id."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -199,22 +200,29 @@ def test_pushes_of_other_digests_of_one_base_are_dispatched_one_at_a_time(app, m
     assert not app.runs.all() and not app.backlog.waves()
 
 
-def test_a_listing_of_the_backlogs_taken_just_before_an_earlier_push_put_its_own_is_checked_again(app):
-    """The first listing goes beside taking the hold, so it may come just before the push that held
-    the base last put its backlog; the listing again beside the counter, under the hold, sees it."""
+def test_the_backlogs_are_listed_once_the_base_is_held(app):
+    """The hold is what keeps the list of deferred claims whole: the dispatch that held the base
+    last put its backlog before letting go, so a listing made after the hold is taken has it (one
+    made beside taking the hold could come just before). Taking the hold is slowed here until the
+    backlogs are listed, or a moment has passed: a listing beside it would come first."""
     app.dispatcher.handle(push_event(FIRST, "push-1"))
-    listings = []
-    real = app.lifecycle.reads.claims_on
+    listed = threading.Event()
+    held_when_listed: list[bool] = []
+    real_hold, real_list = app.claims.hold_push, app.lifecycle.reads.claims_on
 
-    def first_one_stale(base):
-        listings.append(base)
-        return [] if len(listings) == 1 else real(base)
+    def slow_hold(push: str) -> str:
+        listed.wait(timeout=0.2)  # a wait, not a measure: nothing is timed
+        return real_hold(push)
 
-    app.lifecycle.reads.claims_on = first_one_stale
+    def listing(base: str) -> list[DeferredClaim]:
+        held_when_listed.append(f"{REGISTRY}/base" in app.claims.held)
+        listed.set()
+        return real_list(base)
+
+    app.claims.hold_push, app.lifecycle.reads.claims_on = slow_hold, listing
     again = app.dispatcher.handle(push_event(FIRST, "push-1-from-another-ingress"))
-    assert len(listings) >= 2
+    assert held_when_listed and all(held_when_listed), held_when_listed
     assert again.runs == [] and {t.outcome for t in again.tasks} == {Outcome.ALREADY_TRIGGERED}
-    assert len(app.queue.sent) == 3
 
 
 def test_rows_read_beside_the_hold_before_a_smaller_push_claimed_some_are_read_again(app):
