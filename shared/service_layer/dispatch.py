@@ -19,12 +19,12 @@ workers), so concurrent deliveries queue one run per task.
 A push with more than BACKLOG_ABOVE new runs (run_life) writes no claim before it answers: its
 claims go in its wave's backlog (DeferredClaim) and are written afterwards, where they still stand.
 Until then every dispatch of the base shows them on the rows it reads (`with_deferred_claims`,
-from the backlog listing RunReads keeps), so redeliveries, other digests, `base rebuild` and a
-wave's own outputs decide exactly as with the claims written. A row decided on while shown with a
-deferred claim is claimed at once, as every row of a smaller push is, so two deferred claims never
-stand over one row.
-One push under several tags (`1.2` and `latest`, each delivered) is one wave: deliveries go one
-at a time, and a delivery whose digest already has an active
+from the backlog listing RunReads keeps, made once the base is held), so redeliveries, other
+digests, `base rebuild` and a wave's own outputs decide exactly as with the claims written. A row
+decided on while shown with a deferred claim is claimed at once, as every row of a smaller push
+is, so two deferred claims never stand over one row.
+One push under several tags (`1.2` and `latest`, each delivered) is one wave: its deliveries go
+one at a time, and a delivery whose digest already has an active
 wave (started by another tag's delivery) joins its new runs to that wave, decided `queued` with
 `joins wave wN of the same digest`; a task already in that wave (built FROM both tags) is `in-wave`.
 Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
