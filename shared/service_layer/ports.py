@@ -207,9 +207,10 @@ class DecisionLog(Protocol):
 
 
 class DispatchClaims(Protocol):
-    """Who is dispatching what right now: an event id is claimed by one delivery at a time, and a push
-    (image@digest) is held by one dispatch at a time, whatever its event id. A claim ends when its
-    decision is recorded (DecisionLog.record) or it is abandoned."""
+    """Who is dispatching what right now: an event id is claimed by one delivery at a time, and a
+    base (dispatch holds `registry/repository`: every tag and digest of it) by one dispatch at a
+    time, whatever its event id. A claim ends when its decision is recorded (DecisionLog.record)
+    or it is abandoned."""
 
     def begin(self, event_id: str) -> Decision | None:
         """Claim the event for this delivery: None to dispatch it, the Decision if it was handled
@@ -219,9 +220,11 @@ class DispatchClaims(Protocol):
         """Give up a claim this delivery could not complete (the next delivery claims at once)."""
 
     def hold_push(self, push: str) -> str:
-        """Hold `push` (image@digest) while this delivery dispatches it, whatever its event id, so
-        deliveries of one push under several ids (two ingresses) dispatch one after the other and
-        the later ones allocate nothing. Returns the hold's token; EventBusy while another holds it."""
+        """Hold `push` (any key; dispatch gives the base's `registry/repository`) while this
+        delivery dispatches it, whatever its event id, so deliveries of one push under several ids
+        (two ingresses) dispatch one after the other and the later ones allocate nothing, and no
+        two dispatches of one base claim its rows at once. Returns the hold's token; EventBusy
+        while another holds it."""
 
     def release_push(self, push: str, token: str) -> None:
         """Let go of a hold (one taken over by another delivery since is left alone)."""
