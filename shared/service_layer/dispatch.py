@@ -222,8 +222,9 @@ class Dispatcher:
             raise
         try:
             if waited:
-                # Another delivery of this push (another event id) decided meanwhile: decide on
-                # the rows as it left them (its runs are pending there; nothing is allocated again).
+                # Another dispatch of this base (this push under another event id, or another
+                # digest) decided meanwhile: decide on the rows as it left them (its runs are
+                # pending there; nothing is allocated again).
                 rows = self._readers.submit(self.index.dependents, pushed)
                 producer = self._readers.submit(self.runs.producer_of, pushed)
                 quarantined = self._readers.submit(self._quarantined)
