@@ -36,7 +36,7 @@ from shared.domain.builds import (
 )
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision, EventBusy
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.git_polling import GitRemoteError, RemoteHead
 from shared.domain.manifests import Failure, ManifestInfo, RawManifest, RegistryError
 from shared.domain.notifications import Notification
@@ -59,8 +59,9 @@ class FakeRunBacklog:
     def __init__(self) -> None:
         self.backlogs: dict[str, str] = {}
 
-    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None:
-        self.backlogs[wave_id] = backlog_json(runs, members)
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = (),
+            claims: Sequence[DeferredClaim] = ()) -> None:
+        self.backlogs[wave_id] = backlog_json(runs, members, claims)
 
     def get(self, wave_id: str) -> list[Run]:
         return self.get_record(wave_id).runs

@@ -1,21 +1,25 @@
-"""A wave's runs and members planned but not recorded yet, as one JSON blob per wave in the
-container `run-backlog` of the app's storage account: written once when the wave starts (before
-its row), read when they are recorded in the background (or by a reader that must show the runs
-meanwhile), deleted once all of it is recorded (shared.service_layer.run_life).
+"""A wave's runs and members planned but not recorded yet, and its push's index-row claims not
+written yet, as one JSON blob per wave in the container `run-backlog` of the app's storage account:
+written once when the wave starts (before its row), read when they are written in the background
+(or by a reader that must show them meanwhile), deleted once all of it is written
+(shared.service_layer.run_life).
 
-The blob is `{"version": 2, "runs": [...], "members": [...]}`; a blob of version 1 (a JSON list of
-runs, no members: that wave's members were written before its push answered) still reads."""
+The blob is `{"version": 2, "runs": [...], "members": [...], "claims": [...]}`; a blob of version 1
+(a JSON list of runs: that wave's members and claims were written before its push answered) still
+reads."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from shared.adapters.storage import Storage
+from shared.domain.dependencies import DeferredClaim
 from shared.domain.runs import Run
 from shared.domain.waves import Member
 from shared.service_layer.ports import BacklogRecord
@@ -24,9 +28,10 @@ CONTAINER = "run-backlog"
 VERSION = 2
 
 
-def to_json(runs: list[Run], members: Sequence[Member] = ()) -> str:
+def to_json(runs: list[Run], members: Sequence[Member] = (), claims: Sequence[DeferredClaim] = ()) -> str:
     return json.dumps({"version": VERSION, "runs": [run.to_record() for run in runs],
-                       "members": [member.to_record() for member in members]})
+                       "members": [member.to_record() for member in members],
+                       "claims": [asdict(claim) for claim in claims]})
 
 
 def from_json(body: bytes | str) -> BacklogRecord:
@@ -34,7 +39,8 @@ def from_json(body: bytes | str) -> BacklogRecord:
     if isinstance(data, list):  # version 1: the runs alone
         return BacklogRecord(runs=[Run.from_record(record) for record in data])
     return BacklogRecord(runs=[Run.from_record(record) for record in data.get("runs", [])],
-                         members=[Member.from_record(record) for record in data.get("members", [])])
+                         members=[Member.from_record(record) for record in data.get("members", [])],
+                         claims=[DeferredClaim(**claim) for claim in data.get("claims", [])])
 
 
 class BlobRunBacklog:
@@ -45,8 +51,9 @@ class BlobRunBacklog:
     def container(self) -> ContainerClient:
         return self.storage.container(CONTAINER)
 
-    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None:
-        self.container.upload_blob(f"{wave_id}.json", to_json(runs, members).encode(), overwrite=True)
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = (),
+            claims: Sequence[DeferredClaim] = ()) -> None:
+        self.container.upload_blob(f"{wave_id}.json", to_json(runs, members, claims).encode(), overwrite=True)
 
     def get(self, wave_id: str) -> list[Run]:
         return self.get_record(wave_id).runs

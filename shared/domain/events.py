@@ -86,11 +86,17 @@ class ImagePushed:
         return (pick(self.platforms, platform) if self.platforms else None) or self.digest
 
     @property
+    def name(self) -> str:
+        """The normalized `registry/repository`, whatever the tag and digest: dispatch holds it
+        while it dispatches a push of it, so the pushes of one base go one at a time (every tag,
+        every digest; shared.service_layer.dispatch)."""
+        return ImageRef.parse(self.reference).name
+
+    @property
     def content(self) -> str:
         """`registry/repository@digest`: what was pushed, whatever tag named it. The deliveries of
-        one push under several tags (`1.2` and `latest`) share it: dispatch holds it one delivery at
-        a time, and folds them into one wave."""
-        return f"{ImageRef.parse(self.reference).name}@{self.digest}"
+        one push under several tags (`1.2` and `latest`) share it, and fold into one wave."""
+        return f"{self.name}@{self.digest}"
 
     @property
     def reference(self) -> str:

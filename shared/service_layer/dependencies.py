@@ -1,15 +1,21 @@
 """The dependency index: for each base image, the tasks built FROM it.
 
 This is the one writer of the index. Task changes (`sync_task`, `forget_task`), builds
-(`record_build`, `run_started`) and dispatch (`claim`, `coalesce`) all come through here, each
-writing only the fields it owns, so that none undoes another's concurrent write.
+(`record_build`, `run_started`) and dispatch (`claim`, `coalesce`, and a big push's claims after it
+answered, `write_deferred`) all come through here, each writing only the fields it owns, so that
+none undoes another's concurrent write.
 """
 
 from __future__ import annotations
 
-from shared.domain.dependencies import DependencyRow
+from collections.abc import Iterable
+
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.tasks import Dependency, Task
 from shared.service_layer.ports import DependencyTable
+
+# Rounds of writing deferred claims whose rows changed between the read and the write.
+WRITE_ROUNDS = 5
 
 
 class DependencyIndex:
@@ -79,6 +85,26 @@ class DependencyIndex:
     def claim(self, rows: list[DependencyRow]) -> tuple[list[DependencyRow], list[DependencyRow]]:
         """Set each row's pending run and triggered digest where nobody changed it since it was read."""
         return self.table.claim(rows)
+
+    def write_deferred(self, claims: Iterable[DeferredClaim]) -> int:
+        """Write claims a big push deferred (its wave's backlog held them): each over a fresh read
+        of its row, etag-guarded, and only where it still stands (DeferredClaim.stands_over): a row
+        a later dispatch moved on, or written already, is left alone; one that a task update or a
+        worker changed meanwhile is read again and written. Returns the claims written."""
+        by_base: dict[str, dict[str, DeferredClaim]] = {}
+        for claim in claims:
+            by_base.setdefault(claim.base, {})[claim.task] = claim
+        written = 0
+        for base, todo in by_base.items():
+            rows = [row for row in self.table.dependents(base) if row.task in todo]  # one read
+            for _ in range(WRITE_ROUNDS):
+                standing = [todo[row.task].shown_on(row) for row in rows if todo[row.task].stands_over(row)]
+                won, lost = self.table.claim(standing)
+                written += len(won)
+                if not lost:
+                    break
+                rows = self.reread(lost)
+        return written
 
     def coalesce(self, row: DependencyRow, digest: str) -> bool:
         """Mark `digest` as handled by the row's queued run; False if the row changed meanwhile."""

@@ -12,9 +12,19 @@ reference:
 5. a run was already queued for this exact digest       -> already-triggered (redelivery is safe)
 6. a run is queued and has not started yet              -> coalesced (it will build on the new base)
 7. otherwise                                            -> queued: a new run
-Claims on index rows are etag-guarded, so concurrent deliveries of one push queue one run per task.
-One push under several tags (`1.2` and `latest`, each delivered) is one wave: deliveries are held
-by `registry/repository@digest`, one at a time, and a delivery whose digest already has an active
+Every push of one base repository (any tag, any digest, `base rebuild` too) is dispatched one at a
+time: dispatch holds `registry/repository` while it decides and claims (DispatchClaims.hold_push),
+and claims on index rows are etag-guarded besides, against the index's other writers (task changes,
+workers), so concurrent deliveries queue one run per task.
+A push with more than BACKLOG_ABOVE new runs (run_life) writes no claim before it answers: its
+claims go in its wave's backlog (DeferredClaim) and are written afterwards, where they still stand.
+Until then every dispatch of the base shows them on the rows it reads (`with_deferred_claims`,
+from the backlog listing RunReads keeps, made once the base is held), so redeliveries, other
+digests, `base rebuild` and a wave's own outputs decide exactly as with the claims written. A row
+decided on while shown with a deferred claim is claimed at once, as every row of a smaller push
+is, so two deferred claims never stand over one row.
+One push under several tags (`1.2` and `latest`, each delivered) is one wave: its deliveries go
+one at a time, and a delivery whose digest already has an active
 wave (started by another tag's delivery) joins its new runs to that wave, decided `queued` with
 `joins wave wN of the same digest`; a task already in that wave (built FROM both tags) is `in-wave`.
 Before the rules, a dependent whose digest (the pushed one, or its platform's in an index) is
@@ -32,13 +42,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TypeVar
 
 from shared.domain.decisions import Decision, EventBusy, TaskDecision
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow, with_deferred_claims
 from shared.domain.events import Ignored, ImagePushed
 from shared.domain.platforms import normalized_or_given
 from shared.domain.quarantine import QuarantineEntry
@@ -49,7 +59,7 @@ from shared.domain.waves import Wave
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, DispatchClaims, RunRepository
 from shared.service_layer.quarantine import QuarantineList
-from shared.service_layer.run_life import RunLifecycle
+from shared.service_layer.run_life import BACKLOG_ABOVE, RunLifecycle
 from shared.service_layer.settling import SettleWindows
 
 log = logging.getLogger(__name__)
@@ -82,6 +92,17 @@ def _while_busy(attempt: Callable[[], Claimed]) -> Claimed:
             if time.monotonic() > deadline:
                 raise
             time.sleep(BUSY_POLL_SECONDS)
+
+
+@dataclass
+class _Claiming:
+    """One dispatch's claims, as they go: were its rows read while it held the base (else beside
+    taking the hold), the deferred claims of earlier pushes it knows of (listed while it held the
+    base; shown on the rows it reads), and the ones it defers itself (its wave's backlog)."""
+
+    rows_under_hold: bool
+    known: list[DeferredClaim]
+    deferred: list[DeferredClaim] = field(default_factory=list)
 
 
 class DispatchIncomplete(RuntimeError):
@@ -141,14 +162,16 @@ class Dispatcher:
     def rebuild(self, event: ImagePushed) -> Decision:
         """`base rebuild`: a wave of everything built FROM the image, whatever digests they built on."""
         self.claims.begin(event.event_id)
-        push = event.content
-        token, _ = self._hold(push, None)  # as a push of that digest would (it claims the same rows)
+        held = event.name
+        token, _ = self._hold(held, None)  # as a push of that base would (it claims the same rows)
         try:
-            rows = self.index.dependents(event.reference)
-            decision = self._dispatch(event, event.reference, rows, None, rebuild=True)
+            rows = self._readers.submit(self.index.dependents, event.reference)
+            deferred = self._readers.submit(self.life.reads.claims_on, event.reference)
+            decision = self._dispatch(event, event.reference, rows.result(), None, rebuild=True,
+                                      deferred=deferred.result(), rows_under_hold=True)
             self.decisions.record(decision)
         finally:
-            self.claims.release_push(push, token)
+            self.claims.release_push(held, token)
         return decision
 
     def handle(self, event: ImagePushed | Ignored, settle: bool = True) -> Decision:
@@ -166,13 +189,14 @@ class Dispatcher:
             decision = Decision(event.event_id, event.source, Outcome.IGNORED, event.reason)
             self.decisions.record(decision)
             return decision
-        # The claims and the two reads a decision needs are independent: one round trip, not four.
+        # The claims and the reads a decision needs are independent: one round trip, not five.
         # Only the first try of a claim goes to the pool: a delivery that waits for another's
         # decision waits in its own thread, never in a pool worker the other delivery's reads need.
         pushed = event.reference
-        # Held by content, not by tag: deliveries of one push under several tags go one at a time,
-        # so the second finds the first's wave and joins it (`_fold`).
-        push = event.content
+        # Held by repository, not by tag or digest: deliveries of one push under several tags go
+        # one at a time, so the second finds the first's wave and joins it (`_fold`), and so do
+        # pushes of other digests, so none claims rows another is deciding on.
+        push = event.name
         claim = self._readers.submit(self.claims.begin, event.event_id)
         hold: Future[str] | None = self._readers.submit(self.claims.hold_push, push)
         rows = self._readers.submit(self.index.dependents, pushed)
@@ -198,15 +222,21 @@ class Dispatcher:
             raise
         try:
             if waited:
-                # Another delivery of this push (another event id) decided meanwhile: decide on
-                # the rows as it left them (its runs are pending there; nothing is allocated again).
+                # Another dispatch of this base (this push under another event id, or another
+                # digest) decided meanwhile: decide on the rows as it left them (its runs are
+                # pending there; nothing is allocated again).
                 rows = self._readers.submit(self.index.dependents, pushed)
                 producer = self._readers.submit(self.runs.producer_of, pushed)
                 quarantined = self._readers.submit(self._quarantined)
+            # The claims big pushes deferred: listed once the hold is taken (while the first round's
+            # reads may still be on their way), so the backlog of the dispatch that held the base
+            # last is in it (it put it before letting go). One listing; blobs are cached.
+            deferred = self.life.reads.claims_on(pushed)
             # The runs' sent notes are written while the decision is (both before the hold ends).
             with self.life.notes_alongside():
                 decision = self._dispatch(event, pushed, rows.result(), producer.result(),
-                                          quarantined=quarantined.result())
+                                          quarantined=quarantined.result(), deferred=deferred,
+                                          rows_under_hold=waited)
                 self.decisions.record(decision)
         except Exception:
             self.claims.abandon(event.event_id)
@@ -276,8 +306,15 @@ class Dispatcher:
 
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                   producer: Run | None, rebuild: bool = False,
-                  quarantined: dict[str, QuarantineEntry] | None = None) -> Decision:
-        """`quarantined`: the quarantine list, read beside the rows (None: read here)."""
+                  quarantined: dict[str, QuarantineEntry] | None = None,
+                  deferred: list[DeferredClaim] | None = None, rows_under_hold: bool = True) -> Decision:
+        """`quarantined`: the quarantine list, read beside the rows (None: read here). `deferred`:
+        the claims big pushes deferred, listed while this dispatch holds the base (None: listed
+        here). `rows_under_hold`: were the rows read after this dispatch took its hold (else
+        beside taking it)."""
+        claiming = _Claiming(rows_under_hold,
+                             self.life.reads.claims_on(pushed) if deferred is None else deferred)
+        rows = with_deferred_claims(rows, claiming.known)
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
         if producer and producer.output_digest not in (None, event.digest):
@@ -351,10 +388,11 @@ class Dispatcher:
                     fresh.append(row)  # changed under us: decide again below
                     continue
                 details.append(TaskDecision(row.task, outcome, reason, row.pending_run_id))
-            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details, spare)
+            todo = self._claim_new_runs(event, pushed, fresh, runs, won, details, spare, claiming,
+                                        may_defer=bool(fresh) and same_push_wave() is None)
             if not todo:
                 break
-            todo = self.index.reread(todo)
+            todo = with_deferred_claims(self.index.reread(todo), claiming.known)
         for row in todo:
             details.append(TaskDecision(row.task, Outcome.ALREADY_TRIGGERED,
                                         "concurrent dispatch kept winning"))
@@ -368,7 +406,8 @@ class Dispatcher:
         if runs and target is None:
             wave, everything = self.waves.start(f"{pushed}@{event.digest}", event.event_id,
                                                 {run.task: run for run in runs if run.task}, won,
-                                                pushed_at=event.time, received_at=event.received_at)
+                                                pushed_at=event.time, received_at=event.received_at,
+                                                claims=claiming.deferred)
             wave_note = f"; wave {wave.wave_id}: {len(everything)} run(s) in {wave.levels} level(s)"
             runs = everything
         runs = recovered + runs
@@ -492,14 +531,33 @@ class Dispatcher:
 
     def _claim_new_runs(self, event: ImagePushed, pushed: str, rows: list[DependencyRow], runs: list[Run],
                         won_rows: list[DependencyRow], details: list[TaskDecision],
-                        spare: list[str]) -> list[DependencyRow]:
+                        spare: list[str], claiming: _Claiming, may_defer: bool) -> list[DependencyRow]:
         """Allocate ids (the `spare` ones first), plan the runs, claim the rows. Returns the rows that
-        lost a race; the ids planned for them go back to `spare`, so a lost claim burns no run id."""
+        lost a race; the ids planned for them go back to `spare`, so a lost claim burns no run id.
+
+        A push with more than BACKLOG_ABOVE rows to claim as stored, starting a wave of its own,
+        defers their claims (`claiming.deferred`, its wave's backlog): no row is written before
+        it answers. Rows shown with an earlier push's deferred claim are claimed at once."""
         if not rows:
             return []
+        # A big push whose rows were read beside taking the hold reads them again, beside the
+        # counter: a smaller push that held the base just before may have claimed some after the
+        # first read (a claim deferred on such a row would be written over nothing, and its task
+        # would have two runs). A row changed since is decided again (read anew), as a lost claim is.
+        big = len(rows) > BACKLOG_ABOVE and may_defer
+        again = (self._readers.submit(self.index.dependents, pushed)
+                 if big and not claiming.rows_under_hold else None)
         reused, spare[:] = spare[: len(rows)], spare[len(rows):]
+        ids = reused + self.life.allocate(len(rows) - len(reused))
+        stale: set[str] = set()
+        if again is not None:
+            stored = {row.task: row.etag for row in again.result()}
+            claiming.rows_under_hold = True
+            stale = {row.task for row in rows if stored.get(row.task) != row.etag}
         planned: dict[str, Run] = {}
-        for row, run_id in zip(rows, reused + self.life.allocate(len(rows) - len(reused)), strict=True):
+        was: dict[str, tuple[str | None, str | None]] = {}
+        unused = iter(ids)
+        for row, run_id in zip((row for row in rows if row.task not in stale), unused, strict=False):
             try:
                 planned[row.task] = self._new_run(event, pushed, row, run_id)
             except ValueError as exc:  # an image template that no longer renders: skip only this task
@@ -507,13 +565,26 @@ class Dispatcher:
                                             f"the task's image is invalid: {exc}"))
                 spare.append(run_id)
                 continue
+            was[row.task] = (row.pending_run_id, row.triggered_digest)
             row.pending_run_id = run_id
             row.triggered_digest = event.digest_for(row.platform)
-        won, lost = self.index.claim([row for row in rows if row.task in planned])
+        spare.extend(unused)  # the ids of stale rows
+        claimed = [row for row in rows if row.task in planned]
+        later = [row for row in claimed if row.shown is None] if big else []
+        if len(later) > BACKLOG_ABOVE:
+            claiming.deferred.extend(
+                DeferredClaim(row.base, row.task, planned[row.task].run_id, row.triggered_digest or "",
+                              *was[row.task]) for row in later)
+            _, lost = self.index.claim([row for row in claimed if row.shown is not None])
+        else:
+            _, lost = self.index.claim(claimed)
         spare.extend(planned[row.task].run_id for row in lost)
-        won_rows.extend(won)
-        for row in won:
+        lost_tasks = {row.task for row in lost}
+        for row in claimed:
+            if row.task in lost_tasks:
+                continue
+            won_rows.append(row)
             run = planned[row.task]
             runs.append(run)
             details.append(TaskDecision(row.task, Outcome.QUEUED, f"base {run.cause} changed", run.run_id))
-        return lost
+        return [row for row in rows if row.task in stale] + lost

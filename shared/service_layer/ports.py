@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from shared.domain.builds import BuildRequest, BuildResult, BuildSpec, LogSink
 from shared.domain.credentials import RegistryCredential
 from shared.domain.decisions import Decision
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.git_polling import RemoteHead
 from shared.domain.manifests import ManifestInfo, RawManifest
 from shared.domain.notifications import Notification
@@ -69,23 +69,27 @@ class RunReader(Protocol):
 @dataclass
 class BacklogRecord:
     """What a big wave planned and left to be written after its push answered: its waiting runs,
-    and its members (with their ready marks) that were not released at once."""
+    its members (with their ready marks) that were not released at once, and its push's claims on
+    index rows."""
 
     runs: list[Run] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
+    claims: list[DeferredClaim] = field(default_factory=list)
 
 
 class RunBacklog(Protocol):
-    """A wave's runs (and members) planned but not recorded yet: one record per wave, written once
-    before the wave's row, removed when all of it is recorded (shared.service_layer.run_life)."""
+    """A wave's runs and members planned but not recorded yet, and its push's index-row claims not
+    written yet: one record per wave, written once before the wave's row, removed when all of it is
+    written (shared.service_layer.run_life)."""
 
-    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = ()) -> None: ...
+    def put(self, wave_id: str, runs: list[Run], members: Sequence[Member] = (),
+            claims: Sequence[DeferredClaim] = ()) -> None: ...
 
     def get(self, wave_id: str) -> list[Run]:
         """[] when the wave has no backlog (never had one, or it was recorded)."""
 
     def get_record(self, wave_id: str) -> BacklogRecord:
-        """Its runs and members; both empty when the wave has no backlog."""
+        """Its runs, members and claims; all empty when the wave has no backlog."""
 
     def waves(self) -> list[str]:
         """The waves that have a backlog now (one listing)."""
@@ -220,9 +224,10 @@ class DecisionLog(Protocol):
 
 
 class DispatchClaims(Protocol):
-    """Who is dispatching what right now: an event id is claimed by one delivery at a time, and a push
-    (image@digest) is held by one dispatch at a time, whatever its event id. A claim ends when its
-    decision is recorded (DecisionLog.record) or it is abandoned."""
+    """Who is dispatching what right now: an event id is claimed by one delivery at a time, and a
+    base (dispatch holds `registry/repository`: every tag and digest of it) by one dispatch at a
+    time, whatever its event id. A claim ends when its decision is recorded (DecisionLog.record)
+    or it is abandoned."""
 
     def begin(self, event_id: str) -> Decision | None:
         """Claim the event for this delivery: None to dispatch it, the Decision if it was handled
@@ -232,9 +237,11 @@ class DispatchClaims(Protocol):
         """Give up a claim this delivery could not complete (the next delivery claims at once)."""
 
     def hold_push(self, push: str) -> str:
-        """Hold `push` (image@digest) while this delivery dispatches it, whatever its event id, so
-        deliveries of one push under several ids (two ingresses) dispatch one after the other and
-        the later ones allocate nothing. Returns the hold's token; EventBusy while another holds it."""
+        """Hold `push` (any key; dispatch gives the base's `registry/repository`) while this
+        delivery dispatches it, whatever its event id, so deliveries of one push under several ids
+        (two ingresses) dispatch one after the other and the later ones allocate nothing, and no
+        two dispatches of one base claim its rows at once. Returns the hold's token; EventBusy
+        while another holds it."""
 
     def release_push(self, push: str, token: str) -> None:
         """Let go of a hold (one taken over by another delivery since is left alone)."""

@@ -25,6 +25,11 @@ housekeeping's sweep, the wave's members read by the API), and `RunReads` shows 
 to readers meanwhile (lists, `task why`, staleness, dispatch's pending check). That check costs no
 round trip for a wave without a backlog (its row says so), nor once this process found the backlog
 gone (it is never written again).
+
+A push with more than BACKLOG_ABOVE new runs does not write its claims on their index rows before
+it answers either: they go in the same record (DeferredClaim) and are written after its runs, each
+only where it still stands (DependencyIndex.write_deferred), so that is harmless to redo as well.
+Meanwhile `RunReads.claims_on` gives them to dispatch, which shows them on the rows it reads.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from datetime import timedelta
 from typing import Any
 
 from shared.domain import images
+from shared.domain.dependencies import DeferredClaim
 from shared.domain.runs import Run, RunNotFound
 from shared.domain.vocabulary import WAITING, RunStatus, Trigger, WaveState, utc_now
 from shared.domain.waves import Brakes, Member, Wave, WaveNotFound
@@ -99,6 +105,7 @@ class RunLifecycle:
                  on_resume: Callable[[Wave], None] | None = None):
         self.runs = runs
         self._backlog = backlog
+        self._index = index  # only to write a big push's deferred claims
         # What readers use: recorded runs, and the backlog's runs not recorded yet.
         self.reads = RunReads(runs, backlog)
         self._queue = queue  # private: every message goes out through this service
@@ -153,27 +160,31 @@ class RunLifecycle:
         """Record runs without sending anything (a wave's runs are released afterwards)."""
         list(self._pool.map(self.runs.create_many, self._batches(runs)))
 
-    def defer(self, wave_id: str, runs: list[Run], members: list[Member]) -> bool:
-        """Put these runs of a wave, and their members, in its backlog (one write), to be recorded
-        after the push answers (`record_in_background`; housekeeping finishes it if this process
-        stops first). False, and nothing written, for a few runs: the caller records them at once."""
-        if len(runs) <= BACKLOG_ABOVE:
+    def defer(self, wave_id: str, runs: list[Run], members: list[Member],
+              claims: list[DeferredClaim] | None = None) -> bool:
+        """Put these runs of a wave, their members, and the index-row claims its push deferred, in
+        its backlog (one write), to be written after the push answers (`record_in_background`;
+        housekeeping finishes it if this process stops first). False, and nothing written, for a
+        few runs and no claims: the caller records them at once."""
+        if len(runs) <= BACKLOG_ABOVE and not claims:
             return False
-        self._backlog.put(wave_id, runs, members)
+        self._backlog.put(wave_id, runs, members, claims or [])
         return True
 
     def record_in_background(self, wave_id: str) -> None:
         self._background.submit(self._record_backlog_quietly, wave_id)
 
     def record_backlog(self, wave_id: str) -> int:
-        """Record the wave's backlog, insert-or-skip: its runs first (a member names a recorded
-        run), then its members and their ready marks; the record is dropped last, so a crash
-        anywhere leaves it to be recorded again. Returns the runs it held."""
+        """Record the wave's backlog, insert-or-skip: its runs first (a member and a claim name a
+        recorded run), then its members and their ready marks, and its push's claims where they
+        still stand; the record is dropped last, so a crash anywhere leaves it to be recorded
+        again. Returns the runs it held."""
         with self._recording_lock(wave_id):
             record: BacklogRecord = self._backlog.get_record(wave_id)
-            if record.runs or record.members:
+            if record.runs or record.members or record.claims:
                 list(self._pool.map(self.runs.create_absent, self._batches(record.runs)))
                 self.waves.waves.create_absent(record.members)
+                self._index.write_deferred(record.claims)
                 self._backlog.remove(wave_id)
             with self._recording_guard:
                 self._without_backlog.add(wave_id)
@@ -520,31 +531,41 @@ class RunReads:
     def __init__(self, runs: RunRepository, backlog: RunBacklog):
         self.runs = runs
         self._backlog = backlog
-        # A backlog is written once and only ever removed, so its runs are read once per process
-        # (a dispatch checking N pending runs would otherwise read it N times); a wave whose
-        # backlog is gone is forgotten at the next listing.
-        self._known: dict[str, list[Run]] = {}
+        # A backlog is written once and only ever removed, so it is read once per process (a
+        # dispatch checking N pending runs would otherwise read it N times); a wave whose backlog
+        # is gone is forgotten at the next listing.
+        self._known: dict[str, BacklogRecord] = {}
         self._known_ids: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
     def _waves(self) -> list[str]:
-        """The waves with a backlog now (one listing), each one's runs read once per process."""
+        """The waves with a backlog now (one listing), each one's record read once per process."""
         waves = self._backlog.waves()
         with self._lock:
-            self._known = {w: runs for w, runs in self._known.items() if w in waves}
+            self._known = {w: record for w, record in self._known.items() if w in waves}
             self._known_ids = {w: ids for w, ids in self._known_ids.items() if w in waves}
             missing = [w for w in waves if w not in self._known]
         for wave_id in missing:
-            runs = self._backlog.get(wave_id)
+            record = self._backlog.get_record(wave_id)
             with self._lock:
-                self._known[wave_id] = runs
-                self._known_ids[wave_id] = {run.run_id for run in runs}
+                self._known[wave_id] = record
+                self._known_ids[wave_id] = {run.run_id for run in record.runs}
         return waves
 
-    def _planned(self) -> list[Run]:
+    def _records(self) -> list[BacklogRecord]:
+        """Every backlog there is now: one listing, and a read of each not read before."""
         waves = self._waves()
         with self._lock:
-            return [replace(run) for wave_id in waves for run in self._known.get(wave_id, [])]
+            return [self._known[wave_id] for wave_id in waves if wave_id in self._known]
+
+    def _planned(self) -> list[Run]:
+        return [replace(run) for record in self._records() for run in record.runs]
+
+    def claims_on(self, base: str) -> list[DeferredClaim]:
+        """The claims on `base`'s index rows that big pushes deferred and have not written yet
+        (some may be written already: DeferredClaim.stands_over tells). With no backlog, the
+        listing is the only request."""
+        return [claim for record in self._records() for claim in record.claims if claim.base == base]
 
     def in_backlog(self, run_id: str) -> bool:
         """Is the run planned in a wave's backlog, not recorded yet? Then its member is in that

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from shared.domain.decisions import Decision
-from shared.domain.dependencies import DependencyRow
+from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.events import pushed_content
 from shared.domain.rebuild_graph import Plan, plan
 from shared.domain.runs import Run, RunNotFound
@@ -94,13 +94,15 @@ class WaveCoordinator:
 
     def start(self, root: str, event_id: str | None, first: dict[str, Run], rows: list[DependencyRow],
               released: Iterable[str] = (), pushed_at: datetime | None = None,
-              received_at: datetime | None = None) -> tuple[Wave, list[Run]]:
+              received_at: datetime | None = None,
+              claims: list[DeferredClaim] | None = None) -> tuple[Wave, list[Run]]:
         """A wave whose first members are the runs in `first` (task -> run, not yet recorded):
         deeper members get runs of their own; the ready ones within the caps are recorded and
         released, the others recorded too, or, in a big wave, after the push answered (from the
         wave's backlog, RunLifecycle.defer). `released` names runs that start at once, outside the
         caps (a manual run). `pushed_at` and `received_at`: the base push's times, kept on the
-        wave (its patch latency)."""
+        wave (its patch latency). `claims`: the index-row claims of the first runs that a big push
+        deferred; they go in the wave's backlog with its runs."""
         wave_plan = self._without_tasks_waiting_elsewhere(self.plan(rows), first)
         # Named after its first run (unique: a run belongs to one wave), so no counter is written.
         wave_id = "w" + str(min(self.runs.ids.counter(run.run_id) for run in first.values()))
@@ -130,13 +132,15 @@ class WaveCoordinator:
         if wave_plan.cycles:
             wave.reason = "cycle left out: " + ", ".join(f"{a} -> {b}" for a, b in wave_plan.cycles)
         # In a big wave, the runs that wait and their members (with their ready marks) go to the
-        # wave's backlog, one write before its rows, and are written after the push answers: every
-        # member names a run recorded or in the backlog, and the wave row says there is one, so
-        # whoever needs its members records it first (RunLifecycle.members_recorded). The wave's
-        # rows and the released runs go to different tables: written side by side. The released
-        # members are written before any of their runs can finish (a worker must find its member).
+        # wave's backlog, one write before its rows, and are written after the push answers, with
+        # the push's deferred claims: every member names a run recorded or in the backlog, and the
+        # wave row says there is one, so whoever needs its members records it first
+        # (RunLifecycle.members_recorded). The wave's rows and the released runs go to different
+        # tables: written side by side. The released members are written before any of their runs
+        # can finish (a worker must find its member).
         wave.backlog = self.life.defer(wave_id, [run for run in runs.values() if run.run_id not in at_once],
-                                       [member for member in members if member.run_id not in at_once])
+                                       [member for member in members if member.run_id not in at_once],
+                                       claims)
         writing = self._readers.submit(
             self.waves.create, wave,
             [member for member in members if member.run_id in at_once] if wave.backlog else members)

@@ -28,13 +28,13 @@ MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 @pytest.fixture
 def held(monkeypatch):
-    """The app's services, and the push `registry/busy/base@DIGEST` held by another delivery."""
+    """The app's services, and the base `registry/busy/base` held by another delivery."""
     services = Services(unique_settings())
     for module in (webhooks_distribution, webhook_common, wave_api):
         monkeypatch.setattr(module, "services", lambda: services)
     monkeypatch.setattr(dispatch, "BUSY_WAIT_SECONDS", 0.5)
     registry = services.settings.registry_host
-    services.claims.hold_push(f"{registry}/busy/base@{DIGEST}")  # held by content, not by tag
+    services.claims.hold_push(f"{registry}/busy/base")  # held by repository, not by tag or digest
     yield services
     services.storage.drop_all()
 

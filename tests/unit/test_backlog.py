@@ -118,8 +118,8 @@ def test_a_run_still_in_the_backlog_can_be_canceled_by_request(app):
 def test_a_newer_push_reads_the_backlog_once_not_once_per_pending_run(app):
     app.dispatcher.handle(push_event("base", "sha256:" + "1" * 64, "push-1"))
     reads = []
-    real = app.backlog.get
-    app.backlog.get = lambda wave_id: reads.append(wave_id) or real(wave_id)
+    real = app.backlog.get_record
+    app.backlog.get_record = lambda wave_id: reads.append(wave_id) or real(wave_id)
     newer = app.dispatcher.handle(push_event("base", "sha256:" + "2" * 64, "push-2"))
     assert {t.outcome for t in newer.tasks} == {Outcome.COALESCED}
     assert len(reads) <= 1, f"the backlog was read {len(reads)} times for one push"
