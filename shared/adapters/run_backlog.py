@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -31,7 +30,8 @@ VERSION = 2
 def to_json(runs: list[Run], members: Sequence[Member] = (), claims: Sequence[DeferredClaim] = ()) -> str:
     return json.dumps({"version": VERSION, "runs": [run.to_record() for run in runs],
                        "members": [member.to_record() for member in members],
-                       "claims": [asdict(claim) for claim in claims]})
+                       # A claim's fields are plain values: no deep walk (asdict) over 10,000 of them.
+                       "claims": [dict(vars(claim)) for claim in claims]})
 
 
 def from_json(body: bytes | str) -> BacklogRecord:
