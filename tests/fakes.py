@@ -213,11 +213,17 @@ class FakeTaskRepository:
 class FakeDependencyTable:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], DependencyRow] = {}
+        self.written_at: dict[tuple[str, str], datetime] = {}
         self._version = 0
 
     def _stamp(self, row: DependencyRow) -> None:
         self._version += 1
         row.etag = str(self._version)
+        self.written_at[(row.base, row.task)] = utc_now()
+
+    def changed_since(self, base: str, since: datetime) -> list[DependencyRow]:
+        return [self._copy(r) for key, r in sorted(self.rows.items())
+                if key[0] == base and self.written_at.get(key, since) >= since]
 
     def _copy(self, row: DependencyRow) -> DependencyRow:
         return copy.deepcopy(row)

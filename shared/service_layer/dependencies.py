@@ -9,6 +9,7 @@ none undoes another's concurrent write.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from shared.domain.dependencies import DeferredClaim, DependencyRow
 from shared.domain.tasks import Dependency, Task
@@ -25,6 +26,9 @@ class DependencyIndex:
     # ---- reading ---------------------------------------------------------------------------
     def dependents(self, base: str) -> list[DependencyRow]:
         return self.table.dependents(base)
+
+    def changed_since(self, base: str, since: datetime) -> list[DependencyRow]:
+        return self.table.changed_since(base, since)
 
     def reread(self, rows: list[DependencyRow]) -> list[DependencyRow]:
         """The rows as stored now (rows whose task went away are left out)."""

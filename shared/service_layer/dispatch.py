@@ -43,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
@@ -54,7 +54,7 @@ from shared.domain.platforms import normalized_or_given
 from shared.domain.quarantine import QuarantineEntry
 from shared.domain.rebuild_graph import is_own_output
 from shared.domain.runs import Run, RunNotFound
-from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger
+from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, utc_now
 from shared.domain.waves import Wave
 from shared.service_layer.dependencies import DependencyIndex
 from shared.service_layer.ports import DecisionLog, DispatchClaims, RunRepository
@@ -64,6 +64,9 @@ from shared.service_layer.settling import SettleWindows
 
 log = logging.getLogger(__name__)
 
+# How far the storage's clock may be behind ours: a big push reads again the index rows written
+# since its first read, from this long before it.
+CLOCK_MARGIN = timedelta(seconds=60)
 # Rows that lost a claim to a concurrent dispatch are re-read and decided again this many times.
 CLAIM_ROUNDS = 3
 # A delivery of an event that another delivery is dispatching waits this long for its decision.
@@ -103,6 +106,8 @@ class _Claiming:
     rows_under_hold: bool
     known: list[DeferredClaim]
     deferred: list[DeferredClaim] = field(default_factory=list)
+    # When the rows read beside taking the hold were asked for (None: read under the hold).
+    rows_read_at: datetime | None = None
 
 
 class DispatchIncomplete(RuntimeError):
@@ -199,6 +204,7 @@ class Dispatcher:
         push = event.name
         claim = self._readers.submit(self.claims.begin, event.event_id)
         hold: Future[str] | None = self._readers.submit(self.claims.hold_push, push)
+        rows_read_at = utc_now()
         rows = self._readers.submit(self.index.dependents, pushed)
         producer = self._readers.submit(self.runs.producer_of, pushed)
         quarantined = self._readers.submit(self._quarantined)
@@ -236,7 +242,8 @@ class Dispatcher:
             with self.life.notes_alongside():
                 decision = self._dispatch(event, pushed, rows.result(), producer.result(),
                                           quarantined=quarantined.result(), deferred=deferred,
-                                          rows_under_hold=waited)
+                                          rows_under_hold=waited,
+                                          rows_read_at=None if waited else rows_read_at)
                 self.decisions.record(decision)
         except Exception:
             self.claims.abandon(event.event_id)
@@ -307,13 +314,15 @@ class Dispatcher:
     def _dispatch(self, event: ImagePushed, pushed: str, rows: list[DependencyRow],
                   producer: Run | None, rebuild: bool = False,
                   quarantined: dict[str, QuarantineEntry] | None = None,
-                  deferred: list[DeferredClaim] | None = None, rows_under_hold: bool = True) -> Decision:
+                  deferred: list[DeferredClaim] | None = None, rows_under_hold: bool = True,
+                  rows_read_at: datetime | None = None) -> Decision:
         """`quarantined`: the quarantine list, read beside the rows (None: read here). `deferred`:
         the claims big pushes deferred, listed while this dispatch holds the base (None: listed
         here). `rows_under_hold`: were the rows read after this dispatch took its hold (else
-        beside taking it)."""
+        beside taking it, asked for at `rows_read_at`)."""
         claiming = _Claiming(rows_under_hold,
-                             self.life.reads.claims_on(pushed) if deferred is None else deferred)
+                             self.life.reads.claims_on(pushed) if deferred is None else deferred,
+                             rows_read_at=rows_read_at)
         rows = with_deferred_claims(rows, claiming.known)
         # Is this push a run's own output (a build pushing its result)? Then it is recorded as
         # such, and it never triggers the task that produced it (no trigger loops).
@@ -544,16 +553,19 @@ class Dispatcher:
         # counter: a smaller push that held the base just before may have claimed some after the
         # first read (a claim deferred on such a row would be written over nothing, and its task
         # would have two runs). A row changed since is decided again (read anew), as a lost claim is.
+        # Only the rows written since the first read was asked for come back (less CLOCK_MARGIN,
+        # for the storage's clock): a few, not the base's 10,000.
         big = len(rows) > BACKLOG_ABOVE and may_defer
-        again = (self._readers.submit(self.index.dependents, pushed)
+        since = (claiming.rows_read_at or utc_now()) - CLOCK_MARGIN
+        again = (self._readers.submit(self.index.changed_since, pushed, since)
                  if big and not claiming.rows_under_hold else None)
         reused, spare[:] = spare[: len(rows)], spare[len(rows):]
         ids = reused + self.life.allocate(len(rows) - len(reused))
         stale: set[str] = set()
         if again is not None:
-            stored = {row.task: row.etag for row in again.result()}
+            changed = {row.task: row.etag for row in again.result()}
             claiming.rows_under_hold = True
-            stale = {row.task for row in rows if stored.get(row.task) != row.etag}
+            stale = {row.task for row in rows if changed.get(row.task, row.etag) != row.etag}
         planned: dict[str, Run] = {}
         was: dict[str, tuple[str | None, str | None]] = {}
         unused = iter(ids)

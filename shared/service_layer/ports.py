@@ -137,6 +137,9 @@ class DependencyTable(Protocol):
 
     def dependents(self, base: str) -> list[DependencyRow]: ...
 
+    def changed_since(self, base: str, since: datetime) -> list[DependencyRow]:
+        """The base's rows written at `since` or later (by the storage's clock)."""
+
     def get(self, base: str, task: str) -> DependencyRow | None: ...
 
     def put_task_fields(self, row: DependencyRow) -> None:
