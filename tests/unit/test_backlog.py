@@ -24,8 +24,7 @@ def push_event(name: str, digest: str, event_id: str) -> ImagePushed:
                        EventSource.DISTRIBUTION)
 
 
-@pytest.fixture
-def app(tmp_path, monkeypatch):
+def big_wave_app(tmp_path, monkeypatch) -> FakeApp:
     """N tasks FROM one base, caps of 3; the background recording never comes (the process
     stopped right after the push answered) unless a test runs it."""
     app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
@@ -33,6 +32,11 @@ def app(tmp_path, monkeypatch):
         add_task(app, f"app{n:03d}", ["base"], output=f"app{n:03d}:{{{{.Run.ID}}}}")
     monkeypatch.setattr(app.lifecycle, "record_in_background", lambda wave_id: None, raising=False)
     return app
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    return big_wave_app(tmp_path, monkeypatch)
 
 
 def count_writes(app: FakeApp) -> list[str]:

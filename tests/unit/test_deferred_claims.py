@@ -20,9 +20,9 @@ from shared.domain.vocabulary import EventSource, Outcome, RunStatus, Trigger, T
 from shared.domain.waves import Brakes
 from shared.service_layer import dispatch
 from tests.fakes import FakeApp
+from tests.unit.test_backlog import N, big_wave_app
 from tests.unit.test_waves import REGISTRY, add_task, play, ref
 
-N = 150  # above run_life.BACKLOG_ABOVE
 BASE = ref("base")
 FIRST, SECOND = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
@@ -34,13 +34,7 @@ def push_event(digest: str, event_id: str) -> ImagePushed:
 
 @pytest.fixture
 def app(tmp_path, monkeypatch):
-    """N tasks FROM one base, caps of 3; the background writing never comes (the process stopped
-    right after the push answered) unless a test runs it."""
-    app = FakeApp(tmp_path, REGISTRY, Brakes(max_running=3, wave_max_running=3))
-    for n in range(N):
-        add_task(app, f"app{n:03d}", ["base"], output=f"app{n:03d}:{{{{.Run.ID}}}}")
-    monkeypatch.setattr(app.lifecycle, "record_in_background", lambda wave_id: None, raising=False)
-    return app
+    return big_wave_app(tmp_path, monkeypatch)
 
 
 def index_writes(app: FakeApp) -> list[str]:
